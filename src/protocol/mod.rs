@@ -1,0 +1,59 @@
+//! The custom-executor contract with gitlab-runner: job context, stage names, exit codes and
+//! the `config` output (see shared/reference/gitlab-custom-executor.md).
+
+mod config_output;
+mod context;
+mod exit;
+mod payload;
+mod stage;
+
+pub use config_output::{ConfigOutput, DriverInfo};
+pub use context::{JobContext, JobIdentity, ALWAYS_SECRET};
+pub use exit::{ExitContract, Outcome};
+pub use payload::{GitInfo, ImageSpec, JobInfo, JobPayload, RunnerInfo, Step, Variable};
+pub use stage::{Placement, Stage};
+
+use std::path::PathBuf;
+
+/// The runner handed us something we cannot work with; always a system failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// A variable the runner always sets is absent.
+    #[error(
+        "{0} is not set: this command must be called by gitlab-runner's custom executor \
+         (or through `gitlab-ecs-executor exec`)"
+    )]
+    MissingVariable(String),
+    /// A variable is present but unusable.
+    #[error("{name} {reason}")]
+    InvalidVariable {
+        /// Full variable name as seen in the environment.
+        name: String,
+        /// What is wrong with it; never the value, which may be secret.
+        reason: String,
+    },
+    /// `JOB_RESPONSE_FILE` could not be read.
+    #[error("cannot read the job payload JOB_RESPONSE_FILE={path}: {source}")]
+    ResponseFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `JOB_RESPONSE_FILE` is not the JSON the runner writes.
+    #[error("the job payload JOB_RESPONSE_FILE={path} is not a gitlab-runner job: {source}")]
+    ResponsePayload {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The runner asked for a stage this executor does not know.
+    #[error(
+        "unknown stage `{0}`: this gitlab-ecs-executor knows prepare_script, get_sources, \
+         clear_worktree, restore_cache, download_artifacts, build_script, step_<name>, \
+         after_script, archive_cache(_on_failure), upload_artifacts_on_success/_on_failure \
+         and cleanup_file_variables; upgrade it to match your gitlab-runner"
+    )]
+    UnknownStage(String),
+}

@@ -1,0 +1,352 @@
+//! The executor's own settings: a TOML file chosen by `--config`,
+//! `GITLAB_ECS_EXECUTOR_CONFIG` or `/etc/gitlab-ecs-executor/config.toml`, else built-in
+//! defaults that work on a stock Docker host.
+//!
+//! Settings come from the runner host only: job variables never reach this module, so a
+//! job cannot loosen what the operator configured.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where settings are looked for when neither `--config` nor the variable names a file.
+pub const DEFAULT_PATH: &str = "/etc/gitlab-ecs-executor/config.toml";
+/// The variable naming the settings file.
+pub const PATH_VARIABLE: &str = "GITLAB_ECS_EXECUTOR_CONFIG";
+
+/// A settings file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read settings file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type.
+    #[error("settings file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message: line, key and what was expected.
+        message: String,
+    },
+    /// A value of the right type that is still not allowed.
+    #[error("settings file {path}: `{key}` {message}")]
+    Invalid {
+        /// The file (or `built-in defaults`).
+        path: PathBuf,
+        /// Dotted key.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Host directory for project checkouts, bind-mounted at the same path in job containers.
+    pub builds_dir: PathBuf,
+    /// Host directory for caches, bind-mounted at the same path in job containers.
+    pub cache_dir: PathBuf,
+    /// Script language the runner generates: `bash` or `sh`.
+    pub shell: Shell,
+    /// The Docker job environment.
+    pub docker: DockerSettings,
+}
+
+/// Script language of the runner's generated scripts.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Shell {
+    /// `bash` (the runner's default).
+    Bash,
+    /// POSIX `sh`.
+    Sh,
+}
+
+impl Shell {
+    /// The name the runner expects in the config output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shell::Bash => "bash",
+            Shell::Sh => "sh",
+        }
+    }
+}
+
+/// When to pull a job or service image.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Pull before every job.
+    Always,
+    /// Pull only when the image is not on the host.
+    IfNotPresent,
+    /// Never pull; the image must be on the host.
+    Never,
+}
+
+impl PullPolicy {
+    /// The name used in settings and in `.gitlab-ci.yml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfNotPresent => "if-not-present",
+            PullPolicy::Never => "never",
+        }
+    }
+
+    /// Parses the name used in `.gitlab-ci.yml`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            PullPolicy::Always,
+            PullPolicy::IfNotPresent,
+            PullPolicy::Never,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+}
+
+/// The Docker job environment.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerSettings {
+    /// Docker engine address (`unix://…`, `tcp://…`); empty: `DOCKER_HOST`, else the local socket.
+    pub host: String,
+    /// Image for jobs that name none.
+    pub default_image: String,
+    /// Pull policy when the job names none.
+    pub pull_policy: PullPolicy,
+    /// Pull policies a job may ask for with `image: pull_policy:`.
+    pub allowed_pull_policies: Vec<PullPolicy>,
+    /// CPU limit per job container (0: unlimited).
+    pub cpus: f64,
+    /// Memory limit per job container, e.g. `2g`, `512m` (empty: unlimited).
+    pub memory: String,
+    /// Extra binds for job containers, `host:container[:ro|rw]`.
+    pub volumes: Vec<String>,
+    /// Seconds a cancelled script gets between SIGTERM and SIGKILL inside the container.
+    pub cancel_grace_seconds: u64,
+    /// Containers of this runner older than this many minutes are removed by any cleanup.
+    pub orphan_max_age_minutes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            builds_dir: PathBuf::from("/var/lib/gitlab-ecs-executor/builds"),
+            cache_dir: PathBuf::from("/var/lib/gitlab-ecs-executor/cache"),
+            shell: Shell::Bash,
+            docker: DockerSettings::default(),
+        }
+    }
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        DockerSettings {
+            host: String::new(),
+            default_image: "debian:bookworm-slim".into(),
+            pull_policy: PullPolicy::IfNotPresent,
+            allowed_pull_policies: vec![
+                PullPolicy::Always,
+                PullPolicy::IfNotPresent,
+                PullPolicy::Never,
+            ],
+            cpus: 0.0,
+            memory: String::new(),
+            volumes: Vec::new(),
+            cancel_grace_seconds: 5,
+            orphan_max_age_minutes: 24 * 60,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads settings from `explicit`, else the file named by `GITLAB_ECS_EXECUTOR_CONFIG`,
+    /// else `/etc/gitlab-ecs-executor/config.toml` if it exists, else the defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, SettingsError> {
+        let from_env = std::env::var_os(PATH_VARIABLE)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        match explicit.map(Path::to_path_buf).or(from_env) {
+            Some(path) => Self::from_file(&path),
+            None if Path::new(DEFAULT_PATH).exists() => Self::from_file(Path::new(DEFAULT_PATH)),
+            None => Ok(Settings::default()),
+        }
+    }
+
+    /// Reads and validates one settings file.
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates settings text; `path` only names the source in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, SettingsError> {
+        let settings: Settings = toml::from_str(text).map_err(|e| SettingsError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        settings.validate(path)?;
+        Ok(settings)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), SettingsError> {
+        let invalid = |key: &str, message: String| SettingsError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        for (key, dir) in [
+            ("builds_dir", &self.builds_dir),
+            ("cache_dir", &self.cache_dir),
+        ] {
+            if !dir.is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("must be an absolute path, got {dir:?}"),
+                ));
+            }
+        }
+        let d = &self.docker;
+        if d.default_image.trim().is_empty() {
+            return Err(invalid("docker.default_image", "must name an image".into()));
+        }
+        if !d.allowed_pull_policies.contains(&d.pull_policy) {
+            return Err(invalid(
+                "docker.pull_policy",
+                format!(
+                    "is `{}` but docker.allowed_pull_policies does not include it",
+                    d.pull_policy.as_str()
+                ),
+            ));
+        }
+        if !(d.cpus >= 0.0 && d.cpus.is_finite()) {
+            return Err(invalid(
+                "docker.cpus",
+                "must be 0 (unlimited) or a positive number of CPUs".into(),
+            ));
+        }
+        parse_memory(&d.memory).map_err(|m| invalid("docker.memory", m))?;
+        for volume in &d.volumes {
+            parse_volume(volume).map_err(|m| invalid("docker.volumes", m))?;
+        }
+        Ok(())
+    }
+}
+
+/// Memory limit in bytes: `""` (none), `1073741824`, `512m`, `2g`, `1024k`.
+pub fn parse_memory(value: &str) -> Result<Option<i64>, String> {
+    let v = value.trim().to_ascii_lowercase();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let (digits, unit) = match v.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => v.split_at(i),
+        None => (v.as_str(), ""),
+    };
+    let factor: i64 = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "must be bytes or a number with k, m or g, got {value:?}"
+            ))
+        }
+    };
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|n| *n >= 6 << 20)
+        .map(Some)
+        .ok_or_else(|| format!("must be at least 6m (Docker's minimum), got {value:?}"))
+}
+
+/// A bind `host:container[:ro|rw]` with absolute paths on both sides.
+pub fn parse_volume(value: &str) -> Result<(), String> {
+    let parts: Vec<&str> = value.split(':').collect();
+    let ok = match parts.as_slice() {
+        [host, container] => host.starts_with('/') && container.starts_with('/'),
+        [host, container, mode] => {
+            host.starts_with('/') && container.starts_with('/') && matches!(*mode, "ro" | "rw")
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "entries must be `/host/path:/container/path[:ro|rw]`, got {value:?}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, String> {
+        Settings::from_toml(text, Path::new("/etc/x/config.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        assert_eq!(parse("").unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_allowed_keys() {
+        let err = parse("[docker]\npul_policy = \"never\"\n").unwrap_err();
+        assert!(err.contains("/etc/x/config.toml"), "{err}");
+        assert!(err.contains("pul_policy"), "{err}");
+        assert!(err.contains("pull_policy"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_key_and_allowed_values() {
+        let err = parse("[docker]\npull_policy = \"sometimes\"\n").unwrap_err();
+        assert!(
+            err.contains("pull_policy") && err.contains("if-not-present"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let err = parse("builds_dir = \"relative\"").unwrap_err();
+        assert!(
+            err.contains("`builds_dir`") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = parse("[docker]\nmemory = \"lots\"").unwrap_err();
+        assert!(err.contains("`docker.memory`"), "{err}");
+        let err = parse("[docker]\nvolumes = [\"/a\"]").unwrap_err();
+        assert!(err.contains("`docker.volumes`"), "{err}");
+        let err = parse("[docker]\npull_policy = \"always\"\nallowed_pull_policies = [\"never\"]")
+            .unwrap_err();
+        assert!(err.contains("`docker.pull_policy`"), "{err}");
+    }
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("").unwrap(), None);
+        assert_eq!(parse_memory("512m").unwrap(), Some(512 << 20));
+        assert_eq!(parse_memory("2G").unwrap(), Some(2 << 30));
+        assert_eq!(parse_memory("2gb").unwrap(), Some(2 << 30));
+        assert!(parse_memory("1k").is_err());
+        assert!(parse_memory("9x").is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! `cleanup`: remove the job's objects and sweep orphans. Its output goes to the runner's
+//! own log, never to the job log, and it never fails the job.
+
+use std::time::Duration;
+
+use crate::docker::{self, remove_job_objects, sweep_orphans, JobNames};
+use crate::protocol::{JobContext, Outcome};
+use crate::settings::Settings;
+
+use super::StageError;
+
+/// Bound on the orphan sweep, so a slow engine cannot hold up the runner.
+const SWEEP_BUDGET: Duration = Duration::from_secs(30);
+
+/// Removes the job's containers and network.
+pub async fn cleanup(settings: &Settings, ctx: &JobContext) -> Result<Outcome, StageError> {
+    let docker = docker::connect(&settings.docker).await?;
+    let names = JobNames::new(&ctx.identity);
+    let report = remove_job_objects(&docker, &names).await;
+    tracing::info!(
+        job = names.key(),
+        containers = report.containers,
+        networks = report.networks,
+        "removed the job's Docker objects"
+    );
+    let max_age = Duration::from_secs(settings.docker.orphan_max_age_minutes * 60);
+    match tokio::time::timeout(
+        SWEEP_BUDGET,
+        sweep_orphans(&docker, ctx.identity.runner_id, max_age),
+    )
+    .await
+    {
+        Ok(swept) if swept.containers + swept.networks > 0 => tracing::info!(
+            containers = swept.containers,
+            networks = swept.networks,
+            "swept orphans of earlier jobs"
+        ),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("the orphan sweep did not finish within {SWEEP_BUDGET:?}"),
+    }
+    if report.failures.is_empty() {
+        Ok(Outcome::Success)
+    } else {
+        for failure in &report.failures {
+            tracing::warn!("could not remove {failure}");
+        }
+        // The runner only logs a warning for a failed cleanup; the job's status stands.
+        Ok(Outcome::SystemFailure)
+    }
+}

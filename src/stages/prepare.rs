@@ -1,0 +1,150 @@
+//! `prepare`: pull images and start the job's network, services and job container.
+
+use crate::docker::{
+    self, ensure_image, resolve_pull_policy, start_job_environment, JobEnvironmentSpec, JobNames,
+    RegistryAuth, ServiceSpec,
+};
+use crate::joblog::JobLog;
+use crate::protocol::{ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
+use crate::settings::{parse_memory, Settings};
+
+use super::StageError;
+
+/// Prepares the job environment.
+pub async fn prepare(
+    settings: &Settings,
+    ctx: &JobContext,
+    log: &JobLog,
+) -> Result<Outcome, StageError> {
+    let section = log.section("prepare_docker", "Preparing the Docker job environment");
+    let docker = docker::connect(&settings.docker).await?;
+    let d = &settings.docker;
+    let image = ctx
+        .non_empty_var("CI_JOB_IMAGE")
+        .unwrap_or(&d.default_image)
+        .to_string();
+    let auth = registry_auth(ctx)?;
+
+    let policy = resolve_pull_policy(
+        &ctx.payload.image.pull_policy,
+        d.pull_policy,
+        &d.allowed_pull_policies,
+    )?;
+    log.info(&format!(
+        "Using image {image} (pull policy {})",
+        policy.as_str()
+    ));
+    ensure_image(&docker, &image, policy, auth.for_image(&image), log).await?;
+
+    let services = job_services(ctx)?;
+    let mut service_specs = Vec::with_capacity(services.len());
+    for service in &services {
+        let job_policies = ctx
+            .payload
+            .services
+            .iter()
+            .find(|s| s.name == service.name)
+            .map(|s| s.pull_policy.as_slice())
+            .unwrap_or_default();
+        let policy = resolve_pull_policy(job_policies, d.pull_policy, &d.allowed_pull_policies)?;
+        ensure_image(
+            &docker,
+            &service.name,
+            policy,
+            auth.for_image(&service.name),
+            log,
+        )
+        .await?;
+        service_specs.push(ServiceSpec {
+            image: service.name.clone(),
+            alias: service.alias.clone(),
+            entrypoint: service.entrypoint.clone(),
+            command: service.command.clone(),
+            env: service_env(ctx, service),
+        });
+    }
+
+    for dir in [&settings.builds_dir, &settings.cache_dir] {
+        std::fs::create_dir_all(dir).map_err(StageError::host(format!(
+            "create host directory {}",
+            dir.display()
+        )))?;
+    }
+    let mut binds = vec![
+        format!("{0}:{0}", settings.builds_dir.display()),
+        format!("{0}:{0}", settings.cache_dir.display()),
+    ];
+    binds.extend(d.volumes.iter().cloned());
+
+    let names = JobNames::new(&ctx.identity);
+    let spec = JobEnvironmentSpec {
+        names: names.clone(),
+        image: image.clone(),
+        entrypoint: ctx.payload.image.entrypoint.clone().map(|e| {
+            // `entrypoint: []` and `entrypoint: [""]` both mean "no entrypoint".
+            if e.is_empty() {
+                vec![String::new()]
+            } else {
+                e
+            }
+        }),
+        binds,
+        nano_cpus: (d.cpus > 0.0).then_some((d.cpus * 1e9) as i64),
+        // Validated when settings were loaded.
+        memory: parse_memory(&d.memory).ok().flatten(),
+        services: service_specs,
+    };
+    start_job_environment(&docker, &spec, log).await?;
+    log.info(&format!(
+        "Job container {} is running {image} ({:.1} s)",
+        names.job_container(),
+        section.elapsed().as_secs_f64()
+    ));
+    Ok(Outcome::Success)
+}
+
+fn registry_auth(ctx: &JobContext) -> Result<RegistryAuth, StageError> {
+    let ci_registry = match (
+        ctx.non_empty_var("CI_REGISTRY"),
+        ctx.non_empty_var("CI_REGISTRY_USER"),
+        ctx.non_empty_var("CI_REGISTRY_PASSWORD"),
+    ) {
+        (Some(r), Some(u), Some(p)) => Some((r, u, p)),
+        _ => None,
+    };
+    Ok(RegistryAuth::from_job(
+        ctx.var("DOCKER_AUTH_CONFIG"),
+        ci_registry,
+    )?)
+}
+
+/// `CI_JOB_SERVICES`: a JSON list, empty string when the job has no services.
+fn job_services(ctx: &JobContext) -> Result<Vec<ImageSpec>, StageError> {
+    let Some(text) = ctx.non_empty_var("CI_JOB_SERVICES") else {
+        return Ok(Vec::new());
+    };
+    let services: Vec<ImageSpec> =
+        serde_json::from_str(text).map_err(|e| ProtocolError::InvalidVariable {
+            name: "CUSTOM_ENV_CI_JOB_SERVICES".into(),
+            reason: format!("is not the runner's JSON list of services: {e}"),
+        })?;
+    Ok(services
+        .into_iter()
+        .filter(|s| !s.name.is_empty())
+        .collect())
+}
+
+/// A service sees the job's ordinary variables (as with the docker executor, so that
+/// `POSTGRES_PASSWORD` set on the job configures a postgres service) and its own, but no
+/// masked variable or credential.
+fn service_env(ctx: &JobContext, service: &ImageSpec) -> Vec<String> {
+    let job = ctx
+        .payload
+        .variables
+        .iter()
+        .filter(|v| !v.masked && !v.file && !ALWAYS_SECRET.contains(&v.key.as_str()))
+        .filter(|v| !service.variables.contains_key(&v.key))
+        .map(|v| format!("{}={}", v.key, v.value));
+    job.chain(service.variables.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect()
+}

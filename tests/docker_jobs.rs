@@ -1,0 +1,300 @@
+//! Ordinary CI jobs in containers on the real Docker engine, end to end through the
+//! gitlab-runner stand-in: output, files, exit codes, services, cancellation, concurrency,
+//! and the failures an operator must be able to tell apart.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn assert_nothing_left(job: &Job) {
+    let left = docker_objects_of(job);
+    assert!(left.is_empty(), "job {} left {left:?}", job.id);
+}
+
+/// An image derived from the base image by a Dockerfile snippet, built once.
+fn derived_image(tag: &str, dockerfile_tail: &str) -> String {
+    let image = format!("gitlab-ecs-executor-test/{tag}:1");
+    if !images::image_exists(&image) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!("FROM {}\n{dockerfile_tail}\n", base_image()),
+        )
+        .unwrap();
+        let status = Command::new("docker")
+            .args(["build", "-q", "-t", &image])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    image
+}
+
+#[test]
+fn a_job_prints_and_writes_files_visible_on_the_host() {
+    let env = TestEnv::new();
+    let job = Job::new(
+        base_image(),
+        &[
+            "echo \"hello from job $CI_JOB_ID\"",
+            "mkdir -p out && echo built > out/artifact.txt",
+            "test \"$(pwd)\" = \"$CI_PROJECT_DIR\"",
+        ],
+    );
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(result.log.contains(&format!("hello from job {}", job.id)));
+    assert_eq!(
+        read(&result.project_dir.join("out/artifact.txt")),
+        "built\n"
+    );
+    assert!(result.log.contains("Preparing the Docker job environment"));
+    assert_nothing_left(&job);
+}
+
+#[test]
+fn exit_code_42_is_reported_and_after_script_sees_failed() {
+    let env = TestEnv::new();
+    let mut job = Job::new(base_image(), &["exit 42"]);
+    job.after_script = vec!["echo \"after: $CI_JOB_STATUS\"".into()];
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Failed(42), "{}", result.log);
+    assert!(result.log.contains("after: failed"), "{}", result.log);
+    assert_eq!(result.calls_of("after_script")[0].result, CallResult::Ok);
+    assert_nothing_left(&job);
+}
+
+#[test]
+fn the_script_reaches_a_service_by_alias_and_by_derived_name() {
+    let env = TestEnv::new();
+    let mut job = Job::new(
+        base_image(),
+        &[
+            "wget -qO- http://web:8080/",
+            "wget -qO- http://gitlab-ecs-executor-test__base:8080/",
+        ],
+    );
+    let httpd = Some(vec![
+        "httpd".into(),
+        "-f".into(),
+        "-p".into(),
+        "8080".into(),
+        "-h".into(),
+        "/www".into(),
+    ]);
+    job.services = vec![
+        Service {
+            name: base_image().into(),
+            alias: "web".into(),
+            command: httpd.clone(),
+            variables: vec![("GREETING".into(), "hi".into())],
+            ..Default::default()
+        },
+        Service {
+            name: base_image().into(),
+            command: httpd,
+            ..Default::default()
+        },
+    ];
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_eq!(
+        result.log.matches("hello from the service").count(),
+        2,
+        "{}",
+        result.log
+    );
+    assert_nothing_left(&job);
+}
+
+#[test]
+fn cancelling_a_long_script_stops_it_in_the_container_promptly() {
+    let mut env = TestEnv::new();
+    env.runner.graceful_kill = Duration::from_secs(20);
+    let mut job = Job::new(base_image(), &["echo started", "sleep 300 & sleep 300"]);
+    job.after_script = vec![
+        "echo \"after: $CI_JOB_STATUS\"".into(),
+        "echo \"sleepers: $(ps | grep -c '[s]leep 300')\"".into(),
+    ];
+    let started = Instant::now();
+    let result = env
+        .runner
+        .run_with(&job, Cancel::DuringBuildScript(Duration::from_secs(2)));
+    let build = result.calls_of("build_script")[0];
+    // Well under the 5 s grace after the cancel at 2 s: SIGTERM did it, not the SIGKILL fallback.
+    assert!(
+        build.elapsed < Duration::from_secs(6),
+        "took {:?}",
+        build.elapsed
+    );
+    eprintln!("build_script stopped after {:?}", build.elapsed);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(result.status, Status::Canceled, "{}", result.log);
+    assert!(
+        matches!(build.result, CallResult::BuildFailure(_)),
+        "{:?}",
+        build.result
+    );
+    assert!(result.log.contains("after: canceled"), "{}", result.log);
+    assert!(result.log.contains("sleepers: 0"), "{}", result.log);
+    assert_nothing_left(&job);
+}
+
+#[test]
+fn ten_concurrent_jobs_complete_and_leave_nothing_behind() {
+    let env = TestEnv::new();
+    let volumes_before = volumes().len();
+    let jobs: Vec<Job> = (0..10)
+        .map(|slot| {
+            let mut job = Job::new(
+                base_image(),
+                &["echo $CI_JOB_ID > id.txt", "sleep 1", "cat id.txt"],
+            );
+            job.concurrent_id = slot;
+            job.project_path = "group/shared-project".into();
+            job
+        })
+        .collect();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                let runner = env.runner.clone();
+                s.spawn(move || runner.run(job))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (job, result) in jobs.iter().zip(&results) {
+        assert_eq!(result.status, Status::Success, "{}", result.log);
+        assert_eq!(
+            read(&result.project_dir.join("id.txt")).trim(),
+            job.id.to_string()
+        );
+        assert_nothing_left(job);
+    }
+    assert_eq!(volumes().len(), volumes_before);
+}
+
+#[test]
+fn a_missing_image_with_pull_policy_never_is_a_clear_system_failure() {
+    let mut env = TestEnv::new();
+    env.runner.prepare_retry_pause = Duration::from_millis(100);
+    let job = Job::new("gitlab-ecs-executor-test/absent:1", &["true"]);
+    let result = env.runner.run(&job);
+    assert!(
+        matches!(result.status, Status::SystemFailure(_)),
+        "{:?}",
+        result.status
+    );
+    assert!(
+        result.log.contains("image gitlab-ecs-executor-test/absent:1 is not on this runner host and the pull policy is `never`"),
+        "{}",
+        result.log
+    );
+    assert_eq!(
+        result.calls_of("prepare").len(),
+        3,
+        "system failures are retried"
+    );
+    assert_nothing_left(&job);
+}
+
+#[test]
+fn a_stopped_daemon_is_a_clear_system_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    // A socket file nobody listens on: what a client sees of a stopped daemon.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let mut env =
+        TestEnv::with_settings(&format!("[docker]\nhost = \"unix://{}\"", socket.display()));
+    env.runner.prepare_retry_pause = Duration::from_millis(100);
+    let result = env.runner.run(&Job::new(base_image(), &["true"]));
+    assert!(
+        matches!(result.status, Status::SystemFailure(_)),
+        "{:?}",
+        result.status
+    );
+    assert!(
+        result.log.contains("cannot reach the Docker engine"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("systemctl status docker"),
+        "{}",
+        result.log
+    );
+}
+
+#[test]
+fn a_pull_policy_the_runner_does_not_allow_fails_the_job_without_retry() {
+    let env = TestEnv::with_settings(
+        "[docker]\npull_policy = \"never\"\nallowed_pull_policies = [\"never\", \"if-not-present\"]",
+    );
+    let mut job = Job::new(base_image(), &["true"]);
+    job.pull_policy = vec!["always".into()];
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("pull_policy [\"always\"] is not allowed"),
+        "{}",
+        result.log
+    );
+    assert_eq!(result.calls_of("prepare").len(), 1);
+}
+
+#[test]
+fn an_entrypoint_that_exits_is_reported_and_can_be_overridden() {
+    let image = derived_image(
+        "exiting-entrypoint",
+        "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo entrypoint refuses; exit 3\"]",
+    );
+    let mut env = TestEnv::new();
+    env.runner.prepare_retry_pause = Duration::from_millis(100);
+    let job = Job::new(&image, &["true"]);
+    let result = env.runner.run(&job);
+    assert!(
+        matches!(result.status, Status::SystemFailure(_)),
+        "{:?}",
+        result.status
+    );
+    assert!(
+        result
+            .log
+            .contains("stopped during prepare (exit code 3, last output: entrypoint refuses)"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("entrypoint: [\\\"\\\"]") || result.log.contains("entrypoint: [\"\"]"),
+        "{}",
+        result.log
+    );
+    assert_nothing_left(&job);
+
+    let mut job = Job::new(&image, &["echo overridden"]);
+    job.image_entrypoint = Some(vec![String::new()]);
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+}
+
+#[test]
+fn an_image_entrypoint_that_runs_its_arguments_is_respected() {
+    let image = derived_image(
+        "wrapping-entrypoint",
+        "RUN printf '#!/bin/sh\\necho wrapped > /tmp/entrypoint-ran\\nexec \"$@\"\\n' > /entry.sh && chmod +x /entry.sh\nENTRYPOINT [\"/entry.sh\"]",
+    );
+    let env = TestEnv::new();
+    let job = Job::new(&image, &["cat /tmp/entrypoint-ran"]);
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(result.log.contains("\nwrapped\n"), "{}", result.log);
+}

@@ -1,0 +1,100 @@
+//! Test support: the gitlab-runner stand-in, local base images and per-test settings.
+#![allow(dead_code, unused_imports)]
+
+pub mod images;
+pub mod runner;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use images::base_image;
+pub use runner::{CallResult, Cancel, Job, Runner, Service, Status};
+
+/// The executor binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
+}
+
+/// A temp dir with builds/cache dirs and a settings file, and a runner using them.
+pub struct TestEnv {
+    /// Holds the directories for the test's lifetime.
+    pub dir: tempfile::TempDir,
+    /// The settings file.
+    pub settings: PathBuf,
+    /// A runner configured with the executor.
+    pub runner: Runner,
+}
+
+impl TestEnv {
+    /// Default test settings: builds and cache in a temp dir, pull policy `never`.
+    pub fn new() -> Self {
+        Self::with_settings("")
+    }
+
+    /// Test settings with `extra` TOML appended (top-level keys first, then tables).
+    pub fn with_settings(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = dir.path().join("config.toml");
+        let text = format!(
+            "builds_dir = \"{}/builds\"\ncache_dir = \"{}/cache\"\n{extra}\n",
+            dir.path().display(),
+            dir.path().display()
+        );
+        let text = if text.contains("[docker]") {
+            text
+        } else {
+            text + "[docker]\npull_policy = \"never\"\n"
+        };
+        std::fs::write(&settings, text).expect("settings");
+        let runner = Runner::new(&binary(), &settings);
+        TestEnv {
+            dir,
+            settings,
+            runner,
+        }
+    }
+
+    /// The builds directory.
+    pub fn builds_dir(&self) -> PathBuf {
+        self.dir.path().join("builds")
+    }
+}
+
+/// Names of the containers and networks carrying the job's id label.
+pub fn docker_objects_of(job: &Job) -> Vec<String> {
+    let filter = format!("label=com.gitlab-ecs-executor.job-id={}", job.id);
+    let mut found = Vec::new();
+    for (kind, format) in [
+        (&["ps", "-a"][..], "{{.Names}}"),
+        (&["network", "ls"][..], "{{.Name}}"),
+    ] {
+        let out = Command::new("docker")
+            .args(kind)
+            .args(["--filter", &filter, "--format", format])
+            .output()
+            .expect("docker cli");
+        found.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    found
+}
+
+/// Reads a file the job wrote.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Names of all Docker volumes on the host.
+pub fn volumes() -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["volume", "ls", "-q"])
+        .output()
+        .expect("docker cli");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
