@@ -39,6 +39,14 @@ impl Redactor {
         }
     }
 
+    /// Adds a secret learnt while the job runs (a registry token, say).
+    pub fn add(&mut self, secret: &str) {
+        if secret.len() >= 4 && !self.secrets.iter().any(|s| s == secret.as_bytes()) {
+            self.secrets.push(secret.as_bytes().to_vec());
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
     /// Takes the next chunk and returns what can be shown now; the tail that could be the
     /// start of a secret is held back until the next chunk or [`Redactor::finish`].
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
@@ -126,6 +134,11 @@ impl JobLog {
         // The job log is best effort: a closed stdout must not turn into a job failure.
         let _ = writeln!(inner.out, "{masked}");
         let _ = inner.out.flush();
+    }
+
+    /// Masks `secret` in everything written from now on.
+    pub fn add_secret(&self, secret: &str) {
+        self.lock().redactor.add(secret);
     }
 
     /// A plain line.

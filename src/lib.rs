@@ -4,8 +4,10 @@
 //! Data flows one way: [`protocol`] → [`stages`] → [`docker`]; [`settings`] and [`joblog`]
 //! serve all of them.
 
+pub mod aws;
 pub mod docker;
 pub mod joblog;
 pub mod protocol;
+pub mod release;
 pub mod settings;
 pub mod stages;

@@ -5,6 +5,7 @@
 //! Settings come from the runner host only: job variables never reach this module, so a
 //! job cannot loosen what the operator configured.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,68 @@ pub struct Settings {
     pub shell: Shell,
     /// The Docker job environment.
     pub docker: DockerSettings,
+    /// When a job becomes a native release.
+    pub release: ReleaseSettings,
+    /// AWS credentials and region.
+    pub aws: AwsSettings,
+}
+
+/// What a release stage does.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseAction {
+    /// Build and push the image, register a task definition, roll it out on ECS.
+    Release,
+    /// Build and push the image only (a build-stage job).
+    Push,
+}
+
+/// When a job becomes a native release.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReleaseSettings {
+    /// Regular expression a tag must match to be released.
+    pub tag_pattern: String,
+    /// Job stage → action; jobs in other stages are never releases.
+    pub stages: BTreeMap<String, ReleaseAction>,
+    /// Tags refused for release even if `tag_pattern` matches them.
+    pub mutable_tags: Vec<String>,
+}
+
+/// AWS credentials and region.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
+    /// Region when the job sets neither `AWS_DEFAULT_REGION` nor `AWS_REGION`.
+    pub region: String,
+    /// Whether jobs without their own credentials may use the runner host's.
+    pub allow_host_credentials: bool,
+    /// The job variable holding the GitLab ID token (`id_tokens:`) for OIDC.
+    pub id_token_variable: String,
+}
+
+impl Default for ReleaseSettings {
+    fn default() -> Self {
+        ReleaseSettings {
+            tag_pattern: r"^v\d+\.\d+\.\d+$".into(),
+            stages: BTreeMap::from([("deploy".to_string(), ReleaseAction::Release)]),
+            mutable_tags: [
+                "latest", "stable", "test", "dev", "edge", "nightly", "main", "master",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            region: String::new(),
+            allow_host_credentials: true,
+            id_token_variable: "AWS_ID_TOKEN".into(),
+        }
+    }
 }
 
 /// Script language of the runner's generated scripts.
@@ -144,6 +207,8 @@ impl Default for Settings {
             cache_dir: PathBuf::from("/var/lib/gitlab-ecs-executor/cache"),
             shell: Shell::Bash,
             docker: DockerSettings::default(),
+            release: ReleaseSettings::default(),
+            aws: AwsSettings::default(),
         }
     }
 }
@@ -240,6 +305,19 @@ impl Settings {
         parse_memory(&d.memory).map_err(|m| invalid("docker.memory", m))?;
         for volume in &d.volumes {
             parse_volume(volume).map_err(|m| invalid("docker.volumes", m))?;
+        }
+        regex::Regex::new(&self.release.tag_pattern).map_err(|e| {
+            invalid(
+                "release.tag_pattern",
+                format!("is not a regular expression: {e}"),
+            )
+        })?;
+        let name = &self.aws.id_token_variable;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid(
+                "aws.id_token_variable",
+                "must be a CI variable name".into(),
+            ));
         }
         Ok(())
     }
@@ -338,6 +416,22 @@ mod tests {
         let err = parse("[docker]\npull_policy = \"always\"\nallowed_pull_policies = [\"never\"]")
             .unwrap_err();
         assert!(err.contains("`docker.pull_policy`"), "{err}");
+    }
+
+    #[test]
+    fn release_settings() {
+        let s =
+            parse("[release]\ntag_pattern = '^release-.*$'\n[release.stages]\nbuild = \"push\"\n")
+                .unwrap();
+        assert_eq!(s.release.stages["build"], ReleaseAction::Push);
+        assert!(!s.release.stages.contains_key("deploy"));
+        let err = parse("[release.stages]\ndeploy = \"ship\"").unwrap_err();
+        assert!(
+            err.contains("ship") && err.contains("release") && err.contains("push"),
+            "{err}"
+        );
+        let err = parse("[release]\ntag_pattern = '^v(('").unwrap_err();
+        assert!(err.contains("`release.tag_pattern`"), "{err}");
     }
 
     #[test]

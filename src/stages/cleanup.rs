@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::aws;
 use crate::docker::{self, remove_job_objects, sweep_orphans, JobNames};
 use crate::protocol::{JobContext, Outcome};
 use crate::settings::Settings;
@@ -14,6 +15,10 @@ const SWEEP_BUDGET: Duration = Duration::from_secs(30);
 
 /// Removes the job's containers and network.
 pub async fn cleanup(settings: &Settings, ctx: &JobContext) -> Result<Outcome, StageError> {
+    if let Some(temp) = &ctx.runner_temp_dir {
+        // Normally gone already; left behind only if the executor was killed mid-release.
+        let _ = std::fs::remove_dir_all(aws::token_dir(temp));
+    }
     let docker = docker::connect(&settings.docker).await?;
     let names = JobNames::new(&ctx.identity);
     let report = remove_job_objects(&docker, &names).await;

@@ -13,6 +13,7 @@ pub use run::run;
 
 use crate::docker::DockerError;
 use crate::protocol::{Outcome, ProtocolError};
+use crate::release::ReleaseError;
 use crate::settings::SettingsError;
 
 /// Why a stage could not do its work.
@@ -27,6 +28,9 @@ pub enum StageError {
     /// The Docker job environment failed.
     #[error(transparent)]
     Docker(#[from] DockerError),
+    /// The native release failed or cannot start.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
     /// A host file or process operation failed.
     #[error("{action}: {source}")]
     Host {
@@ -42,6 +46,7 @@ impl StageError {
     pub fn outcome(&self) -> Outcome {
         match self {
             StageError::Docker(e) => e.outcome(),
+            StageError::Release(e) => e.outcome(),
             StageError::Settings(_) | StageError::Protocol(_) | StageError::Host { .. } => {
                 Outcome::SystemFailure
             }

@@ -6,16 +6,28 @@ use crate::docker::{
 };
 use crate::joblog::JobLog;
 use crate::protocol::{ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
+use crate::release::{self, JobKind};
 use crate::settings::{parse_memory, Settings};
 
 use super::StageError;
 
-/// Prepares the job environment.
+/// Prepares the job environment; a release job with bad inputs fails here, before cloning.
 pub async fn prepare(
     settings: &Settings,
     ctx: &JobContext,
     log: &JobLog,
 ) -> Result<Outcome, StageError> {
+    match release::classify(settings, ctx)? {
+        JobKind::Ordinary => {}
+        JobKind::OptedOut => {
+            log.info("ECS_EXECUTOR_NATIVE=false: this release stage runs the job's own script")
+        }
+        JobKind::Release(inputs) => log.step(&format!(
+            "This job is a native release of {} ({}); its inputs are valid",
+            inputs.tag,
+            inputs.image_ref()
+        )),
+    }
     let section = log.section("prepare_docker", "Preparing the Docker job environment");
     let docker = docker::connect(&settings.docker).await?;
     let d = &settings.docker;

@@ -10,6 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::docker::{self, run_script, Cancel, JobNames, ScriptShell};
 use crate::joblog::JobLog;
 use crate::protocol::{JobContext, Outcome, Placement, Stage};
+use crate::release::{self, JobKind};
 use crate::settings::{Settings, Shell};
 
 use super::StageError;
@@ -24,7 +25,18 @@ pub async fn run(
 ) -> Result<Outcome, StageError> {
     // Installed before any work so that the runner's SIGTERM never kills us mid-stage with
     // the default action, leaving the script running in the container.
-    let cancel = sigterm()?;
+    let mut cancel = sigterm()?;
+    if *stage == Stage::BuildScript {
+        if let JobKind::Release(inputs) = release::classify(settings, ctx)? {
+            return tokio::select! {
+                result = release::execute(settings, ctx, &inputs, log) => result.map(|_| Outcome::Success).map_err(StageError::from),
+                _ = &mut cancel => {
+                    log.warn("the release was cancelled; nothing after the current step was done");
+                    Ok(Outcome::JobFailure { exit_code: 1 })
+                }
+            };
+        }
+    }
     match stage.placement() {
         Placement::JobContainer => run_in_container(settings, ctx, script_path, log, cancel).await,
         Placement::Host => run_on_host(settings, script_path, log, cancel).await,

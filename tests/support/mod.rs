@@ -3,12 +3,13 @@
 
 pub mod images;
 pub mod runner;
+pub mod stand_ins;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use images::base_image;
-pub use runner::{CallResult, Cancel, Job, Runner, Service, Status};
+pub use runner::{CallResult, Cancel, GitSource, Job, Runner, Service, Status};
 
 /// The executor binary under test.
 pub fn binary() -> PathBuf {

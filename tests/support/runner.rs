@@ -81,6 +81,17 @@ pub struct GitSource {
     pub is_tag: bool,
 }
 
+impl GitSource {
+    /// `git_ref` (a tag if `is_tag`) of the repository at `repo`.
+    pub fn new(repo: &Path, git_ref: &str, is_tag: bool) -> Self {
+        GitSource {
+            repo: repo.to_path_buf(),
+            git_ref: git_ref.into(),
+            is_tag,
+        }
+    }
+}
+
 /// A job as GitLab hands it to the runner.
 #[derive(Clone, Debug)]
 pub struct Job {

@@ -1,0 +1,174 @@
+//! ECR login and the registry's view of a tag: the token comes from `GetAuthorizationToken`
+//! and stays in memory; tag lookups go through the engine's distribution API, which speaks
+//! the registry v2 protocol with that token.
+
+use std::fmt;
+
+use base64::Engine;
+use bollard::auth::DockerCredentials;
+use bollard::Docker;
+
+use super::ReleaseError;
+
+/// Credentials for one ECR registry. The password never appears in Debug output.
+#[derive(Clone)]
+pub struct EcrLogin {
+    /// Always `AWS` for ECR.
+    pub username: String,
+    password: String,
+    /// The registry host the credentials are for.
+    pub registry: String,
+}
+
+impl fmt::Debug for EcrLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EcrLogin({}@{})", self.username, self.registry)
+    }
+}
+
+impl EcrLogin {
+    /// Decodes an ECR authorization token (`base64("AWS:<password>")`).
+    pub fn from_token(token: &str, registry: &str) -> Result<Self, ReleaseError> {
+        let bad = || ReleaseError::EcrLogin {
+            registry: registry.to_string(),
+            message: "GetAuthorizationToken returned a token that is not base64 of `user:password`"
+                .into(),
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(token.trim())
+            .map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let (username, password) = text.split_once(':').ok_or_else(bad)?;
+        Ok(EcrLogin {
+            username: username.to_string(),
+            password: password.to_string(),
+            registry: registry.to_string(),
+        })
+    }
+
+    /// The password, for redaction.
+    pub fn secret(&self) -> &str {
+        &self.password
+    }
+
+    /// Credentials for the engine's push and distribution calls.
+    pub fn docker_credentials(&self) -> DockerCredentials {
+        DockerCredentials {
+            username: Some(self.username.clone()),
+            password: Some(self.password.clone()),
+            serveraddress: Some(self.registry.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Asks ECR for a registry token.
+pub async fn ecr_login(
+    ecr: &aws_sdk_ecr::Client,
+    registry: &str,
+) -> Result<EcrLogin, ReleaseError> {
+    let out = ecr
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(|e| ReleaseError::aws("ecr:GetAuthorizationToken", e))?;
+    let token = out
+        .authorization_data()
+        .first()
+        .and_then(|d| d.authorization_token())
+        .ok_or_else(|| ReleaseError::EcrLogin {
+            registry: registry.to_string(),
+            message: "GetAuthorizationToken returned no token".into(),
+        })?;
+    EcrLogin::from_token(token, registry)
+}
+
+/// The digest of `image` in its registry, `None` if the tag does not exist.
+pub async fn existing_digest(
+    docker: &Docker,
+    image: &str,
+    login: &EcrLogin,
+) -> Result<Option<String>, ReleaseError> {
+    match docker
+        .inspect_registry_image(image, Some(login.docker_credentials()))
+        .await
+    {
+        Ok(inspect) => Ok(inspect.descriptor.digest),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        }) => classify_lookup(status_code, &message, image, &login.registry),
+        Err(e) => Err(ReleaseError::RegistryUnreachable {
+            registry: login.registry.clone(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// The engine reports a missing tag, a refused login and an unreachable registry all as
+/// errors of its distribution endpoint; only the message tells them apart.
+fn classify_lookup(
+    status: u16,
+    message: &str,
+    image: &str,
+    registry: &str,
+) -> Result<Option<String>, ReleaseError> {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("unauthorized")
+        || lower.contains("authentication required")
+        || lower.contains("denied")
+    {
+        return Err(ReleaseError::RegistryRefused {
+            registry: registry.to_string(),
+            message: message.to_string(),
+        });
+    }
+    if status == 404 || lower.contains("manifest unknown") || lower.contains("not found") {
+        return Ok(None);
+    }
+    if lower.contains("connection refused")
+        || lower.contains("no such host")
+        || lower.contains("timeout")
+    {
+        return Err(ReleaseError::RegistryUnreachable {
+            registry: registry.to_string(),
+            message: message.to_string(),
+        });
+    }
+    Err(ReleaseError::RegistryUnreachable {
+        registry: registry.to_string(),
+        message: format!("looking up {image}: {message}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_ecr_tokens_and_hides_the_password() {
+        let token = base64::engine::general_purpose::STANDARD.encode("AWS:pa:ss");
+        let login = EcrLogin::from_token(&token, "r.example").unwrap();
+        assert_eq!((login.username.as_str(), login.secret()), ("AWS", "pa:ss"));
+        assert!(!format!("{login:?}").contains("pa:ss"));
+        assert!(EcrLogin::from_token("!!", "r").is_err());
+    }
+
+    #[test]
+    fn lookup_errors_are_told_apart() {
+        let c = |s, m: &str| classify_lookup(s, m, "r/x:v1", "r");
+        assert!(matches!(c(404, "manifest unknown"), Ok(None)));
+        assert!(matches!(
+            c(500, "errors: manifest unknown: manifest unknown"),
+            Ok(None)
+        ));
+        assert!(matches!(
+            c(401, "unauthorized: authentication required"),
+            Err(ReleaseError::RegistryRefused { .. })
+        ));
+        assert!(matches!(
+            c(500, "dial tcp 127.0.0.1:1: connect: connection refused"),
+            Err(ReleaseError::RegistryUnreachable { .. })
+        ));
+    }
+}

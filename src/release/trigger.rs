@@ -1,0 +1,155 @@
+//! Whether a job is a native release: a pure decision over the job's stage, tag and opt-out
+//! variable and the operator's settings.
+
+use regex::Regex;
+
+use crate::settings::{ReleaseAction, ReleaseSettings};
+
+/// The decision for one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// An ordinary job: its script runs as written.
+    NotRelease,
+    /// A release stage whose job set `ECS_EXECUTOR_NATIVE=false`: its script runs.
+    OptedOut,
+    /// A native release of `tag`.
+    Release {
+        /// What to do.
+        action: ReleaseAction,
+        /// The version tag.
+        tag: String,
+    },
+    /// A release stage asked for something that must not be released.
+    Refused(String),
+}
+
+/// Decides what a job in `stage` on `tag` (`None` for branch pipelines) is.
+pub fn decide(
+    stage: &str,
+    tag: Option<&str>,
+    native: Option<&str>,
+    settings: &ReleaseSettings,
+    pattern: &Regex,
+) -> Trigger {
+    let Some(&action) = settings.stages.get(stage) else {
+        return Trigger::NotRelease;
+    };
+    match native.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("" | "true" | "1" | "yes") => {}
+        Some("false" | "0" | "no") => return Trigger::OptedOut,
+        Some(_) => {
+            return Trigger::Refused(
+                "ECS_EXECUTOR_NATIVE must be `true` or `false` (it turns the native release \
+                 of this stage off)"
+                    .into(),
+            )
+        }
+    }
+    let Some(tag) = tag.filter(|t| !t.is_empty()) else {
+        return Trigger::NotRelease;
+    };
+    // Checked before the pattern, so a loosened pattern can never release a moving tag.
+    if settings
+        .mutable_tags
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(tag))
+    {
+        return Trigger::Refused(format!(
+            "tag `{tag}` is mutable and cannot be released: a release needs an immutable \
+             version tag such as v1.2.3 (settings: release.mutable_tags)"
+        ));
+    }
+    if !pattern.is_match(tag) {
+        return Trigger::NotRelease;
+    }
+    Trigger::Release {
+        action,
+        tag: tag.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(stage: &str, tag: Option<&str>, native: Option<&str>) -> Trigger {
+        let s = ReleaseSettings::default();
+        decide(stage, tag, native, &s, &Regex::new(&s.tag_pattern).unwrap())
+    }
+
+    #[test]
+    fn semantic_version_tags_on_the_deploy_stage_release() {
+        assert_eq!(
+            check("deploy", Some("v1.2.3"), None),
+            Trigger::Release {
+                action: ReleaseAction::Release,
+                tag: "v1.2.3".into()
+            }
+        );
+        assert!(matches!(
+            check("deploy", Some("v10.20.30"), Some("true")),
+            Trigger::Release { .. }
+        ));
+    }
+
+    #[test]
+    fn other_tags_branches_and_stages_are_ordinary_jobs() {
+        for tag in [
+            Some("v1.2"),
+            Some("1.2.3"),
+            Some("v1.2.3-rc1"),
+            Some("v1.2.3\n"),
+            None,
+            Some(""),
+        ] {
+            assert_eq!(check("deploy", tag, None), Trigger::NotRelease, "{tag:?}");
+        }
+        assert_eq!(check("test", Some("v1.2.3"), None), Trigger::NotRelease);
+    }
+
+    #[test]
+    fn opting_out_and_bad_switch_values() {
+        assert_eq!(
+            check("deploy", Some("v1.2.3"), Some("false")),
+            Trigger::OptedOut
+        );
+        assert!(matches!(
+            check("deploy", Some("v1.2.3"), Some("maybe")),
+            Trigger::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn mutable_tags_are_refused_even_with_a_loose_pattern() {
+        let s = ReleaseSettings {
+            tag_pattern: ".*".into(),
+            ..ReleaseSettings::default()
+        };
+        let re = Regex::new(&s.tag_pattern).unwrap();
+        for tag in ["latest", "stable", "test", "LATEST"] {
+            let t = decide("deploy", Some(tag), None, &s, &re);
+            assert!(
+                matches!(&t, Trigger::Refused(m) if m.contains("mutable")),
+                "{tag}: {t:?}"
+            );
+        }
+        assert_eq!(
+            check("deploy", Some("latest"), None),
+            decide("deploy", Some("latest"), None, &s, &re)
+        );
+    }
+
+    #[test]
+    fn push_action_for_a_mapped_build_stage() {
+        let mut s = ReleaseSettings::default();
+        s.stages.insert("build".into(), ReleaseAction::Push);
+        let re = Regex::new(&s.tag_pattern).unwrap();
+        assert_eq!(
+            decide("build", Some("v2.0.0"), None, &s, &re),
+            Trigger::Release {
+                action: ReleaseAction::Push,
+                tag: "v2.0.0".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! Native release, image half: trigger, inputs, credentials, build and push, end to end
+//! through the runner stand-in with the real engine, docker-registry and moto.
+
+mod support;
+
+use std::sync::OnceLock;
+
+use support::stand_ins::{git_project, Moto, Registry, ACCOUNT};
+use support::*;
+
+const ID_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwcm9qZWN0X3BhdGg6Z3JvdXAvYXBwIn0.c2lnbmF0dXJl";
+const MASKED: &str = "masked-variable-value-1234";
+
+fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(Moto::start)
+}
+
+fn dockerfile() -> String {
+    format!(
+        "FROM {}\nCOPY . /ctx\nRUN test ! -e /ctx/secret.env && test -e /ctx/app.sh\nCMD [\"/bin/sh\", \"/ctx/app.sh\"]\n",
+        base_image()
+    )
+}
+
+struct Fixture {
+    env: TestEnv,
+    registry: Registry,
+    _repo_dir: tempfile::TempDir,
+    repo: std::path::PathBuf,
+}
+
+fn fixture(registry_password: &str) -> Fixture {
+    let env = TestEnv::with_settings(
+        "[docker]\npull_policy = \"never\"\n[release.stages]\ndeploy = \"release\"\nbuild = \"push\"\n",
+    );
+    let mut env = env;
+    env.runner.process_env = moto().runner_env();
+    let registry = Registry::start(registry_password);
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = git_project(
+        repo_dir.path(),
+        &[
+            ("Dockerfile", &dockerfile()),
+            ("app.sh", "echo app"),
+            ("secret.env", "DO_NOT_SHIP=1"),
+            (".dockerignore", "*.env\n"),
+        ],
+        &["v1.2.3", "v1.2", "1.2.3", "latest"],
+    );
+    Fixture {
+        env,
+        registry,
+        _repo_dir: repo_dir,
+        repo,
+    }
+}
+
+fn release_job(f: &Fixture, stage: &str, git_ref: &str, is_tag: bool) -> Job {
+    let mut job = Job::new(base_image(), &["echo THE JOB SCRIPT RAN"]);
+    job.stage = stage.into();
+    job.name = format!("{stage}-job");
+    job.git = Some(GitSource::new(&f.repo, git_ref, is_tag));
+    job.var("ECR_REGISTRY", &f.registry.host)
+        .var("ECR_REPOSITORY", "group/app")
+        .var("ECS_CLUSTER", "your-cluster-name")
+        .var("ECS_SERVICE", "your-service-name")
+        .var("TASK_DEFINITION", "your-task-definition")
+        .var("AWS_DEFAULT_REGION", "ap-northeast-1")
+        .masked("DEPLOY_SECRET", MASKED)
+}
+
+fn assert_no_secrets(text: &str) {
+    for secret in [
+        Moto::ecr_password().as_str(),
+        "host-secret-key-never-logged",
+        ID_TOKEN,
+        MASKED,
+        "secrettoken",
+    ] {
+        assert!(!text.contains(secret), "secret {secret} leaked:\n{text}");
+    }
+}
+
+#[test]
+fn a_push_job_builds_and_pushes_the_tag_with_oci_labels_instead_of_its_script() {
+    let f = fixture(&Moto::ecr_password());
+    let job = release_job(&f, "build", "v1.2.3", true);
+    let result = f.env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(!result.log.contains("THE JOB SCRIPT RAN"), "{}", result.log);
+    assert!(
+        result.log.contains("Native release of v1.2.3"),
+        "{}",
+        result.log
+    );
+
+    let manifest = f
+        .registry
+        .manifest("group/app", "v1.2.3")
+        .expect("pushed manifest");
+    let config = f.registry.image_config("group/app", "v1.2.3").unwrap();
+    let labels = &config["config"]["Labels"];
+    assert_eq!(labels["org.opencontainers.image.version"], "v1.2.3");
+    assert_eq!(
+        labels["org.opencontainers.image.revision"],
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    assert_eq!(
+        labels["org.opencontainers.image.source"],
+        format!("https://gitlab.example.com/{}", job.project_path)
+    );
+    assert!(labels["org.opencontainers.image.created"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    assert!(manifest["layers"].as_array().is_some_and(|l| !l.is_empty()));
+    assert!(
+        result.log.contains("Pushed ") && result.log.contains("as sha256:"),
+        "{}",
+        result.log
+    );
+    assert!(result.log.contains("layer pushed"), "{}", result.log);
+    assert!(result.log.contains("section_start:") && result.log.contains("release_image"));
+    assert_no_secrets(&result.log);
+}
+
+#[test]
+fn rerunning_a_release_reuses_the_existing_image() {
+    let f = fixture(&Moto::ecr_password());
+    let job = release_job(&f, "build", "v1.2.3", true);
+    let first = f.env.runner.run(&job);
+    assert_eq!(first.status, Status::Success, "{}", first.log);
+    let digest = first
+        .log
+        .split("as sha256:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .map(|d| format!("sha256:{d}"))
+        .expect("digest in the first log");
+
+    let second = f.env.runner.run(&release_job(&f, "build", "v1.2.3", true));
+    assert_eq!(second.status, Status::Success, "{}", second.log);
+    assert!(
+        second
+            .log
+            .contains(&format!("is already in the registry as {digest}")),
+        "{}",
+        second.log
+    );
+    assert!(!second.log.contains("Step 1/"), "rebuilt:\n{}", second.log);
+    assert!(
+        !second.log.contains("layer pushed"),
+        "pushed again:\n{}",
+        second.log
+    );
+}
+
+#[test]
+fn only_version_tags_on_release_stages_trigger_and_mutable_tags_are_refused() {
+    let f = fixture(&Moto::ecr_password());
+    for (git_ref, is_tag) in [("v1.2", true), ("1.2.3", true), ("main", false)] {
+        let result = f
+            .env
+            .runner
+            .run(&release_job(&f, "deploy", git_ref, is_tag));
+        assert_eq!(result.status, Status::Success, "{git_ref}: {}", result.log);
+        assert!(
+            result.log.contains("THE JOB SCRIPT RAN"),
+            "{git_ref}: {}",
+            result.log
+        );
+        assert!(
+            !result.log.contains("Native release"),
+            "{git_ref}: {}",
+            result.log
+        );
+    }
+    let result = f.env.runner.run(&release_job(&f, "deploy", "latest", true));
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("tag `latest` is mutable and cannot be released"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.calls_of("get_sources").is_empty(),
+        "failed before cloning"
+    );
+    assert!(f.registry.tags("group/app").is_empty());
+
+    let result = f
+        .env
+        .runner
+        .run(&release_job(&f, "deploy", "v1.2.3", true).var("ECS_EXECUTOR_NATIVE", "false"));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(result.log.contains("THE JOB SCRIPT RAN"));
+}
+
+#[test]
+fn a_release_job_missing_inputs_fails_in_prepare_naming_all_of_them() {
+    let f = fixture(&Moto::ecr_password());
+    let mut job = release_job(&f, "deploy", "v1.2.3", true);
+    job.variables
+        .retain(|v| v.key != "ECS_SERVICE" && v.key != "ECR_REPOSITORY");
+    let result = f.env.runner.run(&job);
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("ECR_REPOSITORY is not set; ECS_SERVICE is not set"),
+        "{}",
+        result.log
+    );
+    assert_eq!(
+        result.calls_of("prepare").len(),
+        1,
+        "a job failure is not retried"
+    );
+    assert!(result.calls_of("get_sources").is_empty());
+}
+
+#[test]
+fn a_registry_refusing_the_token_fails_clearly_and_nothing_is_pushed() {
+    let f = fixture("not-the-ecr-token");
+    let result = f.env.runner.run(&release_job(&f, "build", "v1.2.3", true));
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result.log.contains(&format!(
+            "the registry {} refused the ECR credentials",
+            f.registry.host
+        )),
+        "{}",
+        result.log
+    );
+    assert!(f.registry.tags("group/app").is_empty());
+    assert_no_secrets(&result.log);
+}
+
+#[test]
+fn oidc_assumes_the_role_with_the_id_token_and_uses_its_credentials() {
+    let f = fixture(&Moto::ecr_password());
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/gitlab-deploy");
+    let job = release_job(&f, "build", "v1.2.3", true)
+        .var("AWS_ROLE_ARN", &role)
+        .masked("AWS_ID_TOKEN", ID_TOKEN);
+    let before = moto().requests().len();
+    let result = f.env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains(&format!("GitLab OIDC: assuming {role}")),
+        "{}",
+        result.log
+    );
+
+    let requests = moto().requests();
+    let bodies = moto().request_bodies();
+    let assume = bodies[before..]
+        .iter()
+        .find(|b| b.contains("Action=AssumeRoleWithWebIdentity"))
+        .expect("AssumeRoleWithWebIdentity at moto");
+    assert!(
+        assume.contains("gitlab-deploy") && assume.contains("WebIdentityToken=eyJ"),
+        "{assume}"
+    );
+    let ecr = requests[before..]
+        .iter()
+        .find(|r| {
+            r["headers"]["X-Amz-Target"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("GetAuthorizationToken"))
+        })
+        .expect("GetAuthorizationToken at moto");
+    let auth = ecr["headers"]["Authorization"].as_str().unwrap();
+    assert!(
+        !auth.contains("AKIAHOSTKEY"),
+        "ECR was called with the host's keys: {auth}"
+    );
+    assert_no_secrets(&result.log);
+}

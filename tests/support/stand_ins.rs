@@ -1,0 +1,373 @@
+//! Real servers standing in for AWS and ECR on loopback: moto in server mode (ECR, STS and
+//! ECS APIs, with request recording) and Debian's docker-registry with htpasswd auth.
+//!
+//! Servers are children of one long-lived spawner thread with PR_SET_PDEATHSIG, so they die
+//! with the test process even when a test panics.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Starts `cmd` as a child that is killed when this test process exits.
+pub fn spawn_daemon(cmd: Command) -> Child {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                // SAFETY: prctl is async-signal-safe; the parent-death signal is tied to this
+                // thread, which lives as long as the process.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (reply, result) = mpsc::channel();
+    spawner
+        .lock()
+        .expect("spawner")
+        .send((cmd, reply))
+        .expect("spawner thread");
+    result
+        .recv()
+        .expect("spawner reply")
+        .expect("spawn stand-in server")
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 30 s");
+}
+
+/// A moto server.
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    recording: PathBuf,
+    _process: Server,
+    _dir: tempfile::TempDir,
+}
+
+/// A server process, stopped when dropped (or when the test process dies).
+pub struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The account moto hands out by default.
+pub const ACCOUNT: &str = "123456789012";
+
+impl Moto {
+    /// Starts a moto server that records every request it receives.
+    pub fn start() -> Moto {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let recording = dir.path().join("recording.jsonl");
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .env("MOTO_ENABLE_RECORDING", "true")
+        .env("MOTO_RECORDER_FILEPATH", &recording)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let process = Server(spawn_daemon(cmd));
+        wait_for_port(port, "moto");
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            recording,
+            _process: process,
+            _dir: dir,
+        }
+    }
+
+    /// The password moto's `GetAuthorizationToken` hands out.
+    pub fn ecr_password() -> String {
+        format!("{ACCOUNT}-auth-token")
+    }
+
+    /// The runner-process environment pointing the SDK at this server with host keys.
+    pub fn runner_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), "AKIAHOSTKEY0000000000".into()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                "host-secret-key-never-logged".into(),
+            ),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+
+    /// Every request moto received, as recorded (`headers`, `method`, `url`, `body`).
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.recording)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The decoded bodies of recorded requests.
+    pub fn request_bodies(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|r| {
+                let body = r["body"].as_str().unwrap_or_default();
+                if r["body_encoded"].as_bool().unwrap_or(false) {
+                    String::from_utf8_lossy(
+                        &base64::engine::general_purpose::STANDARD
+                            .decode(body)
+                            .unwrap_or_default(),
+                    )
+                    .into_owned()
+                } else {
+                    body.to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// Calls an AWS JSON-1.1 API on moto directly (test setup, not the code under test).
+    pub fn call(&self, target: &str, body: serde_json::Value) -> serde_json::Value {
+        let (service, _) = target.split_once('_').unwrap_or((target, ""));
+        let service = match service {
+            s if s.starts_with("AmazonEC2ContainerRegistry") => "ecr",
+            _ => "ecs",
+        };
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=AKIAHOSTKEY0000000000/20260101/ap-northeast-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let (status, text) = http(
+            &self.endpoint,
+            "POST",
+            "/",
+            &[
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("X-Amz-Target", target),
+                ("Authorization", &auth),
+            ],
+            body.to_string().as_bytes(),
+        );
+        assert!(status < 300, "{target} -> {status}: {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A docker-registry (distribution) with htpasswd auth for user `AWS`.
+pub struct Registry {
+    /// `127.0.0.1:PORT`, used as `ECR_REGISTRY`.
+    pub host: String,
+    password: String,
+    _process: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry accepting `AWS` / `password`.
+    pub fn start(password: &str) -> Registry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", "AWS", password])
+            .output()
+            .expect("htpasswd (apache2-utils)");
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("htpasswd file");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test-registry\n    path: {root}/htpasswd\n",
+            root = dir.path().display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("registry config");
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let process = Server(spawn_daemon(cmd));
+        wait_for_port(port, "docker-registry");
+        Registry {
+            host: format!("127.0.0.1:{port}"),
+            password: password.to_string(),
+            _process: process,
+            _dir: dir,
+        }
+    }
+
+    fn get(&self, path: &str, accept: &str) -> (u16, String) {
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", self.password));
+        http(
+            &format!("http://{}", self.host),
+            "GET",
+            path,
+            &[
+                ("Authorization", &format!("Basic {auth}")),
+                ("Accept", accept),
+            ],
+            b"",
+        )
+    }
+
+    /// The manifest of `repo:tag`, `None` if absent.
+    pub fn manifest(&self, repo: &str, tag: &str) -> Option<serde_json::Value> {
+        let (status, body) = self.get(
+            &format!("/v2/{repo}/manifests/{tag}"),
+            "application/vnd.docker.distribution.manifest.v2+json",
+        );
+        (status == 200).then(|| serde_json::from_str(&body).expect("manifest JSON"))
+    }
+
+    /// The image config (labels etc.) of `repo:tag`.
+    pub fn image_config(&self, repo: &str, tag: &str) -> Option<serde_json::Value> {
+        let manifest = self.manifest(repo, tag)?;
+        let digest = manifest["config"]["digest"].as_str()?;
+        let (status, body) = self.get(&format!("/v2/{repo}/blobs/{digest}"), "*/*");
+        (status == 200).then(|| serde_json::from_str(&body).expect("config JSON"))
+    }
+
+    /// The tags of `repo`.
+    pub fn tags(&self, repo: &str) -> Vec<String> {
+        let (status, body) = self.get(&format!("/v2/{repo}/tags/list"), "application/json");
+        if status != 200 {
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A minimal HTTP/1.1 client for test assertions against loopback servers.
+pub fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let host = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    stream.write_all(body).expect("send body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A git repository with `files`, committed on `main` and tagged with each of `tags`.
+pub fn git_project(dir: &Path, files: &[(&str, &str)], tags: &[&str]) -> PathBuf {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).expect("repo dir");
+    for (name, content) in files {
+        let path = repo.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, content).expect("write");
+    }
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(&repo)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "release"]);
+    for tag in tags {
+        git(&["tag", tag]);
+    }
+    repo
+}
