@@ -124,12 +124,13 @@ pub async fn session(
     token_dir: &Path,
 ) -> Result<AwsSession, AwsError> {
     let region = Region::new(region.to_string());
-    // Throttling ("Rate exceeded") and transient faults are retried with backoff; adaptive
-    // mode also slows our own polling when ECS pushes back.
+    // Throttling ("Rate exceeded") and transient faults are retried with exponential backoff.
+    // Not adaptive mode: its client-side rate limiter, once tripped, spaces polls far beyond
+    // the poll interval and hides a failing rollout for minutes.
     let loader = aws_config::defaults(BehaviorVersion::latest())
         .region(region.clone())
         .retry_config(
-            RetryConfig::adaptive()
+            RetryConfig::standard()
                 .with_max_attempts(8)
                 .with_max_backoff(Duration::from_secs(20)),
         )

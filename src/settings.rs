@@ -62,6 +62,57 @@ pub struct Settings {
     pub release: ReleaseSettings,
     /// AWS credentials and region.
     pub aws: AwsSettings,
+    /// ECS rollouts.
+    pub ecs: EcsSettings,
+}
+
+/// What to do when a rollout fails or runs out of time.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RollbackMode {
+    /// Return the service to the revision it ran before the release (unless ECS already did).
+    Auto,
+    /// Leave the service as it is.
+    Never,
+}
+
+impl RollbackMode {
+    /// Parses `ECS_ROLLBACK`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(RollbackMode::Auto),
+            "never" => Some(RollbackMode::Never),
+            _ => None,
+        }
+    }
+}
+
+/// ECS rollouts.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EcsSettings {
+    /// How long a rollout may take before it counts as failed (capped by the job's timeout).
+    pub rollout_timeout_minutes: u64,
+    /// Seconds between `DescribeServices` polls (±20 % jitter).
+    pub poll_interval_seconds: u64,
+    /// Rollback on failure: `auto` or `never` (a job's `ECS_ROLLBACK` overrides it).
+    pub rollback: RollbackMode,
+    /// How long to wait for another deployment of the service to finish before ours.
+    pub wait_for_other_deployments_minutes: u64,
+    /// How long to follow a rollback before reporting the service's state.
+    pub rollback_timeout_minutes: u64,
+}
+
+impl Default for EcsSettings {
+    fn default() -> Self {
+        EcsSettings {
+            rollout_timeout_minutes: 30,
+            poll_interval_seconds: 5,
+            rollback: RollbackMode::Auto,
+            wait_for_other_deployments_minutes: 10,
+            rollback_timeout_minutes: 10,
+        }
+    }
 }
 
 /// What a release stage does.
@@ -209,6 +260,7 @@ impl Default for Settings {
             docker: DockerSettings::default(),
             release: ReleaseSettings::default(),
             aws: AwsSettings::default(),
+            ecs: EcsSettings::default(),
         }
     }
 }
@@ -312,6 +364,12 @@ impl Settings {
                 format!("is not a regular expression: {e}"),
             )
         })?;
+        if self.ecs.poll_interval_seconds == 0 || self.ecs.rollout_timeout_minutes == 0 {
+            return Err(invalid(
+                "ecs.poll_interval_seconds",
+                "and ecs.rollout_timeout_minutes must be at least 1".into(),
+            ));
+        }
         let name = &self.aws.id_token_variable;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(invalid(

@@ -3,84 +3,16 @@
 
 mod support;
 
-use std::sync::OnceLock;
-
-use support::stand_ins::{git_project, Moto, Registry, ACCOUNT};
+use support::release::{assert_no_secrets, moto, Fixture, ID_TOKEN};
+use support::stand_ins::{Moto, ACCOUNT};
 use support::*;
 
-const ID_TOKEN: &str =
-    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwcm9qZWN0X3BhdGg6Z3JvdXAvYXBwIn0.c2lnbmF0dXJl";
-const MASKED: &str = "masked-variable-value-1234";
-
-fn moto() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(Moto::start)
-}
-
-fn dockerfile() -> String {
-    format!(
-        "FROM {}\nCOPY . /ctx\nRUN test ! -e /ctx/secret.env && test -e /ctx/app.sh\nCMD [\"/bin/sh\", \"/ctx/app.sh\"]\n",
-        base_image()
-    )
-}
-
-struct Fixture {
-    env: TestEnv,
-    registry: Registry,
-    _repo_dir: tempfile::TempDir,
-    repo: std::path::PathBuf,
-}
-
 fn fixture(registry_password: &str) -> Fixture {
-    let env = TestEnv::with_settings(
-        "[docker]\npull_policy = \"never\"\n[release.stages]\ndeploy = \"release\"\nbuild = \"push\"\n",
-    );
-    let mut env = env;
-    env.runner.process_env = moto().runner_env();
-    let registry = Registry::start(registry_password);
-    let repo_dir = tempfile::tempdir().unwrap();
-    let repo = git_project(
-        repo_dir.path(),
-        &[
-            ("Dockerfile", &dockerfile()),
-            ("app.sh", "echo app"),
-            ("secret.env", "DO_NOT_SHIP=1"),
-            (".dockerignore", "*.env\n"),
-        ],
-        &["v1.2.3", "v1.2", "1.2.3", "latest"],
-    );
-    Fixture {
-        env,
-        registry,
-        _repo_dir: repo_dir,
-        repo,
-    }
+    Fixture::new(registry_password, "")
 }
 
 fn release_job(f: &Fixture, stage: &str, git_ref: &str, is_tag: bool) -> Job {
-    let mut job = Job::new(base_image(), &["echo THE JOB SCRIPT RAN"]);
-    job.stage = stage.into();
-    job.name = format!("{stage}-job");
-    job.git = Some(GitSource::new(&f.repo, git_ref, is_tag));
-    job.var("ECR_REGISTRY", &f.registry.host)
-        .var("ECR_REPOSITORY", "group/app")
-        .var("ECS_CLUSTER", "your-cluster-name")
-        .var("ECS_SERVICE", "your-service-name")
-        .var("TASK_DEFINITION", "your-task-definition")
-        .var("AWS_DEFAULT_REGION", "ap-northeast-1")
-        .masked("DEPLOY_SECRET", MASKED)
-}
-
-fn assert_no_secrets(text: &str) {
-    for secret in [
-        Moto::ecr_password().as_str(),
-        "host-secret-key-never-logged",
-        ID_TOKEN,
-        MASKED,
-        "secrettoken",
-    ] {
-        assert!(!text.contains(secret), "secret {secret} leaked:\n{text}");
-    }
+    f.job(stage, git_ref, is_tag)
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use super::payload::JobPayload;
 use super::ProtocolError;
@@ -47,6 +48,8 @@ pub struct JobContext {
     pub identity: JobIdentity,
     /// The runner's per-attempt temp dir (`TMPDIR`), removed by the runner after cleanup.
     pub runner_temp_dir: Option<PathBuf>,
+    /// When the runner wrote the job payload: the start of this job attempt.
+    pub started: Option<SystemTime>,
 }
 
 impl JobContext {
@@ -76,6 +79,9 @@ impl JobContext {
             .filter(|p| !p.as_os_str().is_empty())
             .ok_or_else(|| ProtocolError::MissingVariable("JOB_RESPONSE_FILE".into()))?;
         let payload = read_payload(&response_file)?;
+        let started = std::fs::metadata(&response_file)
+            .and_then(|m| m.modified())
+            .ok();
         let identity = JobIdentity {
             runner_id: id_var(&vars, "CI_RUNNER_ID")?,
             project_id: id_var(&vars, "CI_PROJECT_ID")?,
@@ -87,6 +93,7 @@ impl JobContext {
             payload,
             identity,
             runner_temp_dir,
+            started,
         })
     }
 
@@ -145,6 +152,12 @@ impl JobContext {
         self.non_empty_var("CI_JOB_TIMEOUT")
             .and_then(|v| v.parse().ok())
             .or(Some(self.payload.runner_info.timeout).filter(|t| *t > 0))
+    }
+
+    /// Time left before the job's timeout, if both the timeout and the start are known.
+    pub fn job_time_left(&self) -> Option<Duration> {
+        let elapsed = self.started?.elapsed().unwrap_or_default();
+        Some(Duration::from_secs(self.job_timeout_secs()?).saturating_sub(elapsed))
     }
 }
 

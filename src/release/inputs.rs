@@ -3,8 +3,10 @@
 
 use regex::Regex;
 
+use std::time::Duration;
+
 use crate::aws::{session_name, CredentialRequest};
-use crate::settings::{AwsSettings, ReleaseAction};
+use crate::settings::{AwsSettings, ReleaseAction, RollbackMode};
 
 /// The ECS side of a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +19,10 @@ pub struct EcsTarget {
     pub task_definition: Option<String>,
     /// `ECS_CONTAINER`: the container whose image is replaced.
     pub container: Option<String>,
+    /// `ECS_ROLLOUT_TIMEOUT`.
+    pub rollout_timeout: Option<Duration>,
+    /// `ECS_ROLLBACK`.
+    pub rollback: Option<RollbackMode>,
 }
 
 /// Everything a release needs, validated.
@@ -108,6 +114,8 @@ pub fn collect(
             service: required("ECS_SERVICE", &check_ecs_name),
             task_definition: None,
             container: None,
+            rollout_timeout: None,
+            rollback: None,
         }),
     };
     let mut optional = |name: &str, check: &dyn Fn(&str) -> Option<String>| -> Option<String> {
@@ -119,6 +127,18 @@ pub fn collect(
     };
     let task_definition = optional("TASK_DEFINITION", &check_task_definition);
     let container = optional("ECS_CONTAINER", &check_container);
+    let rollout_timeout = optional("ECS_ROLLOUT_TIMEOUT", &|v| {
+        parse_duration(v)
+            .is_none()
+            .then(|| "must be a duration such as 600, 90s, 15m or 1h".into())
+    })
+    .and_then(|v| parse_duration(&v));
+    let rollback = optional("ECS_ROLLBACK", &|v| {
+        RollbackMode::parse(v)
+            .is_none()
+            .then(|| "must be `auto` or `never`".into())
+    })
+    .and_then(|v| RollbackMode::parse(&v));
     let dockerfile = optional("DOCKERFILE", &check_relative).unwrap_or_else(|| "Dockerfile".into());
     let build_context =
         optional("DOCKER_BUILD_CONTEXT", &check_relative).unwrap_or_else(|| ".".into());
@@ -153,6 +173,8 @@ pub fn collect(
         ecs: ecs.map(|e| EcsTarget {
             task_definition,
             container,
+            rollout_timeout,
+            rollback,
             ..e
         }),
         dockerfile,
@@ -246,6 +268,20 @@ fn check_task_definition(v: &str) -> Option<String> {
 
 fn check_container(v: &str) -> Option<String> {
     check_ecs_name(v).map(|_| "must be a container name from the task definition".into())
+}
+
+/// `600`, `90s`, `15m`, `1h`: a positive duration.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (digits, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: u64 = digits.parse().ok().filter(|n| *n > 0)?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
 }
 
 /// Build paths are relative to the project and may not leave it.
@@ -355,6 +391,32 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }
+    }
+
+    #[test]
+    fn rollout_timeout_and_rollback() {
+        let mut vars = SEED.to_vec();
+        vars.extend([("ECS_ROLLOUT_TIMEOUT", "15m"), ("ECS_ROLLBACK", "never")]);
+        let ecs = run(&vars, ReleaseAction::Release, &AwsSettings::default())
+            .unwrap()
+            .ecs
+            .unwrap();
+        assert_eq!(ecs.rollout_timeout, Some(Duration::from_secs(900)));
+        assert_eq!(ecs.rollback, Some(RollbackMode::Never));
+        let mut bad = SEED.to_vec();
+        bad.extend([("ECS_ROLLOUT_TIMEOUT", "soon"), ("ECS_ROLLBACK", "maybe")]);
+        let err = run(&bad, ReleaseAction::Release, &AwsSettings::default())
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(
+            err.contains("ECS_ROLLOUT_TIMEOUT") && err.contains("ECS_ROLLBACK"),
+            "{err}"
+        );
+        assert_eq!(parse_duration("600"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("5d"), None);
     }
 
     #[test]

@@ -3,22 +3,26 @@
 //! instead of running the job's script.
 
 pub mod context;
+pub mod deploy;
 pub mod image;
 pub mod inputs;
 pub mod registry;
+pub mod rollout;
+pub mod taskdef;
 pub mod trigger;
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use regex::Regex;
 
 use crate::aws::{self, AwsError};
-use crate::docker::{self, DockerError};
+use crate::docker::{self, Cancel, DockerError};
 use crate::joblog::JobLog;
 use crate::protocol::{JobContext, Outcome, ProtocolError};
 use crate::settings::{ReleaseAction, Settings};
-use inputs::{JobFacts, ReleaseInputs};
+use inputs::{EcsTarget, JobFacts, ReleaseInputs};
 use trigger::Trigger;
 
 /// Why a release failed.
@@ -91,6 +95,72 @@ pub enum ReleaseError {
     /// The Docker engine failed.
     #[error(transparent)]
     Docker(#[from] DockerError),
+    /// The ECS service does not exist.
+    #[error("the ECS service {service} does not exist in cluster {cluster}: check ECS_CLUSTER and ECS_SERVICE")]
+    ServiceMissing {
+        /// `ECS_CLUSTER`.
+        cluster: String,
+        /// `ECS_SERVICE`.
+        service: String,
+    },
+    /// The new revision cannot be derived from the service's.
+    #[error(transparent)]
+    TaskDefinition(#[from] taskdef::TaskDefError),
+    /// ECS registered something other than the intended change.
+    #[error(
+        "the registered revision {revision} differs from the service's revision beyond the image: \
+         {changes}. It was deregistered and the service was not changed; this SDK may not know a \
+         field your task definition uses: upgrade gitlab-ecs-executor"
+    )]
+    UnexpectedChanges {
+        /// `family:revision`.
+        revision: String,
+        /// The stray field changes.
+        changes: String,
+    },
+    /// A newer release changed the service while this one prepared.
+    #[error(
+        "superseded by {by}: a newer release is on the service, so this one did not update it"
+    )]
+    Superseded {
+        /// What the service runs now.
+        by: String,
+    },
+    /// Another deployment did not finish in time.
+    #[error(
+        "another deployment of the service, {what}, was still in progress after the wait \
+         (ecs.wait_for_other_deployments_minutes); the service was not changed. Serialize \
+         releases with GitLab's `resource_group`"
+    )]
+    OtherDeployment {
+        /// The busy deployment.
+        what: String,
+    },
+    /// The rollout failed or timed out.
+    #[error("the rollout failed: {reason}. {state}")]
+    RolloutFailed {
+        /// Why.
+        reason: String,
+        /// Where the service is now.
+        state: String,
+    },
+    /// ECS's circuit breaker rolled the deployment back.
+    #[error("the release was rolled back by ECS: {reason}. The service runs its previous revision; see the stopped tasks and events above")]
+    RolledBack {
+        /// What ECS reported.
+        reason: String,
+    },
+    /// The job was cancelled before anything changed.
+    #[error("the release was cancelled before it changed anything")]
+    Cancelled,
+    /// `ecs-release.env` could not be written.
+    #[error("cannot write the release report {path}: {source}")]
+    Report {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The runner's job context is unusable.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -203,15 +273,18 @@ pub struct ReleaseReport {
     pub digest: String,
     /// Whether the image was built and pushed now (false: it already existed).
     pub pushed: bool,
+    /// The ECS half, for the `release` action.
+    pub deploy: Option<deploy::DeployReport>,
 }
 
-/// Performs the release: credentials, then the image (build and push unless the tag
-/// already exists).
+/// Performs the release: credentials, the image (built and pushed unless the tag already
+/// exists), and for the `release` action the ECS rollout; then the report.
 pub async fn execute(
     settings: &Settings,
     ctx: &JobContext,
     inputs: &ReleaseInputs,
     log: &JobLog,
+    cancel: &mut Cancel,
 ) -> Result<ReleaseReport, ReleaseError> {
     let started = Instant::now();
     let action = match inputs.action {
@@ -237,70 +310,221 @@ pub async fn execute(
             .unwrap_or_else(std::env::temp_dir);
         aws::session(&inputs.region, &inputs.credentials, &aws::token_dir(&temp)).await?
     };
-    let ecr = aws_sdk_ecr::Client::new(&session.config);
 
-    let section = log.section(
+    // Before anything changes, a cancel simply stops: there is nothing to undo.
+    let image_started = Instant::now();
+    let (digest, pushed) = tokio::select! {
+        result = release_image(settings, ctx, inputs, &session.config, log) => result?,
+        _ = &mut *cancel => return Err(ReleaseError::Cancelled),
+    };
+    let image_secs = image_started.elapsed().as_secs_f64();
+
+    let deploy = match (&inputs.action, &inputs.ecs) {
+        (ReleaseAction::Release, Some(target)) => {
+            let ecs = deploy::EcsService::new(aws_sdk_ecs::Client::new(&session.config), target);
+            let request = deploy_request(settings, ctx, inputs, target, log);
+            Some(deploy::deploy(&ecs, &request, log, cancel).await?)
+        }
+        _ => None,
+    };
+    let report = ReleaseReport {
+        image: inputs.image_ref(),
+        digest,
+        pushed,
+        deploy,
+    };
+    summarize(
+        ctx,
+        inputs,
+        &report,
+        image_secs,
+        started.elapsed().as_secs_f64(),
+        log,
+    )?;
+    Ok(report)
+}
+
+async fn release_image(
+    settings: &Settings,
+    ctx: &JobContext,
+    inputs: &ReleaseInputs,
+    config: &aws_config::SdkConfig,
+    log: &JobLog,
+) -> Result<(String, bool), ReleaseError> {
+    let _section = log.section(
         "release_image",
         &format!("Release: image {}", inputs.image_ref()),
     );
+    let ecr = aws_sdk_ecr::Client::new(config);
     let docker = docker::connect(&settings.docker).await?;
     let login = registry::ecr_login(&ecr, &inputs.registry).await?;
     log.add_secret(login.secret());
     let image = inputs.image_ref();
-    let (digest, pushed) = match registry::existing_digest(&docker, &image, &login).await? {
-        Some(digest) => {
+    if let Some(digest) = registry::existing_digest(&docker, &image, &login).await? {
+        log.info(&format!(
+            "{image} is already in the registry as {digest}: not rebuilt, not pushed (release tags are immutable)"
+        ));
+        return Ok((digest, false));
+    }
+    let plan = context::plan(
+        ctx.project_dir()?,
+        &inputs.build_context,
+        &inputs.dockerfile,
+    )?;
+    log.info(&format!(
+        "Building {image} from {} (Dockerfile {})",
+        plan.root.display(),
+        plan.dockerfile.display()
+    ));
+    let build_started = Instant::now();
+    let (id, stats) =
+        image::build(&docker, &plan, &image, &oci_labels(ctx, &inputs.tag), log).await?;
+    log.info(&format!(
+        "Built {id} in {:.1} s (context: {} files, {:.1} MB, {} ignored)",
+        build_started.elapsed().as_secs_f64(),
+        stats.files,
+        stats.bytes as f64 / 1e6,
+        stats.ignored
+    ));
+    let push_started = Instant::now();
+    let digest = image::push(&docker, &inputs.image_repo(), &inputs.tag, &login, log).await?;
+    log.info(&format!(
+        "Pushed {image} as {digest} in {:.1} s",
+        push_started.elapsed().as_secs_f64()
+    ));
+    Ok((digest, true))
+}
+
+/// Margin kept before the job's own timeout so a failed rollout can still start its
+/// rollback and report.
+const JOB_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
+
+fn deploy_request<'a>(
+    settings: &Settings,
+    ctx: &JobContext,
+    inputs: &'a ReleaseInputs,
+    target: &'a EcsTarget,
+    log: &JobLog,
+) -> deploy::DeployRequest<'a> {
+    let wanted = target.rollout_timeout.unwrap_or(Duration::from_secs(
+        settings.ecs.rollout_timeout_minutes * 60,
+    ));
+    let left = ctx
+        .job_time_left()
+        .map(|left| left.saturating_sub(JOB_TIMEOUT_MARGIN));
+    let timeout = match left {
+        Some(left) if left < wanted => {
             log.info(&format!(
-                "{image} is already in the registry as {digest}: not rebuilt, not pushed (release tags are immutable)"
+                "Rollout deadline: {} s (the job's timeout leaves no more; wanted {} s)",
+                left.as_secs(),
+                wanted.as_secs()
             ));
-            (digest, false)
+            left
         }
-        None => {
-            let plan = context::plan(
-                ctx.project_dir()?,
-                &inputs.build_context,
-                &inputs.dockerfile,
-            )?;
-            log.info(&format!(
-                "Building {image} from {} (Dockerfile {})",
-                plan.root.display(),
-                plan.dockerfile.display()
-            ));
-            let build_started = Instant::now();
-            let (id, stats) =
-                image::build(&docker, &plan, &image, &oci_labels(ctx, &inputs.tag), log).await?;
-            log.info(&format!(
-                "Built {id} in {:.1} s (context: {} files, {:.1} MB, {} ignored)",
-                build_started.elapsed().as_secs_f64(),
-                stats.files,
-                stats.bytes as f64 / 1e6,
-                stats.ignored
-            ));
-            let push_started = Instant::now();
-            let digest =
-                image::push(&docker, &inputs.image_repo(), &inputs.tag, &login, log).await?;
-            log.info(&format!(
-                "Pushed {image} as {digest} in {:.1} s",
-                push_started.elapsed().as_secs_f64()
-            ));
-            (digest, true)
-        }
+        _ => wanted,
     };
-    drop(section);
-    if inputs.action == ReleaseAction::Release {
-        return Err(ReleaseError::Refused(format!(
-            "the image {image}@{digest} is pushed, but this build cannot roll it out on ECS yet; \
-             map the stage to `push` in release.stages until it can"
-        )));
+    let var = |name: &str| ctx.non_empty_var(name).unwrap_or_default();
+    let sha = Some(ctx.payload.git_info.sha.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| var("CI_COMMIT_SHA"));
+    deploy::DeployRequest {
+        target,
+        image: inputs.image_ref(),
+        tag: &inputs.tag,
+        repository: inputs.image_repo(),
+        trace_tags: taskdef::traceability_tags(&[
+            ("gitlab:project", var("CI_PROJECT_PATH")),
+            ("gitlab:tag", &inputs.tag),
+            ("gitlab:commit", sha),
+            ("gitlab:pipeline", var("CI_PIPELINE_ID")),
+            ("gitlab:job-url", var("CI_JOB_URL")),
+        ]),
+        deadline: tokio::time::Instant::now() + timeout,
+        poll: Duration::from_secs(settings.ecs.poll_interval_seconds),
+        rollback: target.rollback.unwrap_or(settings.ecs.rollback),
+        wait_for_others: Duration::from_secs(settings.ecs.wait_for_other_deployments_minutes * 60),
+        rollback_timeout: Duration::from_secs(settings.ecs.rollback_timeout_minutes * 60),
+    }
+}
+
+/// The release summary in the job log and `ecs-release.env` in the project directory.
+fn summarize(
+    ctx: &JobContext,
+    inputs: &ReleaseInputs,
+    report: &ReleaseReport,
+    image_secs: f64,
+    total_secs: f64,
+    log: &JobLog,
+) -> Result<(), ReleaseError> {
+    let _s = log.section("release_summary", "Release: summary");
+    let mut env = vec![
+        ("ECS_RELEASE_TAG", inputs.tag.clone()),
+        ("ECS_RELEASE_IMAGE_URI", report.image.clone()),
+        ("ECS_RELEASE_IMAGE_DIGEST", report.digest.clone()),
+    ];
+    log.info(&format!(
+        "image:     {}@{}{}",
+        report.image,
+        report.digest,
+        if report.pushed {
+            ""
+        } else {
+            " (already in the registry)"
+        }
+    ));
+    if let (Some(d), Some(target)) = (&report.deploy, &inputs.ecs) {
+        let revision = if d.already_deployed {
+            format!(
+                "{} (already deployed, unchanged)",
+                rollout::short_td(&d.new_arn)
+            )
+        } else {
+            format!(
+                "{} -> {}",
+                rollout::short_td(&d.previous_arn),
+                rollout::short_td(&d.new_arn)
+            )
+        };
+        log.info(&format!(
+            "service:   {} in {}",
+            target.service, target.cluster
+        ));
+        log.info(&format!("revision:  {revision}"));
+        if let Some(id) = &d.deployment_id {
+            log.info(&format!("deployment: {id}"));
+        }
+        log.info(&format!(
+            "console:   https://{r}.console.aws.amazon.com/ecs/v2/clusters/{}/services/{}/deployments?region={r}",
+            target.cluster,
+            target.service,
+            r = inputs.region
+        ));
+        env.extend([
+            ("ECS_RELEASE_TASK_DEFINITION_ARN", d.new_arn.clone()),
+            (
+                "ECS_RELEASE_PREVIOUS_TASK_DEFINITION_ARN",
+                d.previous_arn.clone(),
+            ),
+            (
+                "ECS_RELEASE_DEPLOYMENT_ID",
+                d.deployment_id.clone().unwrap_or_default(),
+            ),
+        ]);
     }
     log.info(&format!(
-        "Image {image}@{digest} ready ({:.1} s)",
-        started.elapsed().as_secs_f64()
+        "timings:   image {image_secs:.1} s, release {total_secs:.1} s"
     ));
-    Ok(ReleaseReport {
-        image,
-        digest,
-        pushed,
-    })
+    let path = ctx.project_dir()?.join("ecs-release.env");
+    let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(&path, text).map_err(|source| ReleaseError::Report {
+        path: path.clone(),
+        source,
+    })?;
+    log.info(&format!(
+        "wrote {} (publish it with artifacts:reports:dotenv)",
+        path.display()
+    ));
+    Ok(())
 }
 
 /// OCI annotations tying the image to its source.

@@ -28,13 +28,10 @@ pub async fn run(
     let mut cancel = sigterm()?;
     if *stage == Stage::BuildScript {
         if let JobKind::Release(inputs) = release::classify(settings, ctx)? {
-            return tokio::select! {
-                result = release::execute(settings, ctx, &inputs, log) => result.map(|_| Outcome::Success).map_err(StageError::from),
-                _ = &mut cancel => {
-                    log.warn("the release was cancelled; nothing after the current step was done");
-                    Ok(Outcome::JobFailure { exit_code: 1 })
-                }
-            };
+            return release::execute(settings, ctx, &inputs, log, &mut cancel)
+                .await
+                .map(|_| Outcome::Success)
+                .map_err(StageError::from);
         }
     }
     match stage.placement() {

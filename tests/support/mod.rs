@@ -2,7 +2,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod images;
+pub mod release;
 pub mod runner;
+pub mod scripted_ecs;
 pub mod stand_ins;
 
 use std::path::{Path, PathBuf};

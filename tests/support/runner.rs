@@ -156,6 +156,8 @@ pub struct Call {
     pub result: CallResult,
     /// Wall time.
     pub elapsed: Duration,
+    /// When it exited.
+    pub ended: std::time::SystemTime,
 }
 
 /// The job's final status.
@@ -614,6 +616,7 @@ impl Runner {
             what: "config".into(),
             result: result.clone(),
             elapsed: out.elapsed,
+            ended: std::time::SystemTime::now(),
         });
         if result != CallResult::Ok {
             return result;
@@ -676,6 +679,7 @@ impl Runner {
             what: "prepare".into(),
             result: result.clone(),
             elapsed: out.elapsed,
+            ended: std::time::SystemTime::now(),
         });
         result
     }
@@ -706,6 +710,7 @@ impl Runner {
             what: stage.into(),
             result: result.clone(),
             elapsed: out.elapsed,
+            ended: std::time::SystemTime::now(),
         });
         result
     }
@@ -733,6 +738,7 @@ impl Runner {
             what: "cleanup".into(),
             result,
             elapsed: out.elapsed,
+            ended: std::time::SystemTime::now(),
         });
     }
 

@@ -1,0 +1,647 @@
+//! The ECS half of a release: derive and register the new revision from the service's
+//! current one, verify it, update the service with the exact revision, follow our
+//! deployment to the end, and roll back when it fails.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_ecs::types::{DesiredStatus, Service, Tag, Task, TaskDefinition, TaskDefinitionField};
+use tokio::time::Instant;
+
+use super::inputs::EcsTarget;
+use super::rollout::{self, jittered, short_td, Observer, Verdict};
+use super::taskdef::{self, FieldChange};
+use super::ReleaseError;
+use crate::docker::Cancel;
+use crate::joblog::JobLog;
+use crate::settings::RollbackMode;
+
+/// How often a registration refused with "Too many concurrent attempts" is retried.
+const REGISTER_ATTEMPTS: u32 = 5;
+/// How often the service is re-based when another release moved it under us.
+const REBASE_ATTEMPTS: u32 = 3;
+/// A quiet rollout still says something this often.
+const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// One ECS service, through the SDK.
+pub struct EcsService {
+    client: aws_sdk_ecs::Client,
+    cluster: String,
+    service: String,
+}
+
+impl EcsService {
+    /// The service `target` names.
+    pub fn new(client: aws_sdk_ecs::Client, target: &EcsTarget) -> Self {
+        EcsService {
+            client,
+            cluster: target.cluster.clone(),
+            service: target.service.clone(),
+        }
+    }
+
+    /// `DescribeServices` for this one service.
+    pub async fn describe(&self) -> Result<Service, ReleaseError> {
+        let out = self
+            .client
+            .describe_services()
+            .cluster(&self.cluster)
+            .services(&self.service)
+            .send()
+            .await
+            .map_err(|e| ReleaseError::aws("ecs:DescribeServices", e))?;
+        out.services()
+            .first()
+            .cloned()
+            .ok_or_else(|| ReleaseError::ServiceMissing {
+                cluster: self.cluster.clone(),
+                service: self.service.clone(),
+            })
+    }
+
+    /// A task definition and its tags.
+    pub async fn task_definition(
+        &self,
+        arn: &str,
+    ) -> Result<(TaskDefinition, Vec<Tag>), ReleaseError> {
+        let out = self
+            .client
+            .describe_task_definition()
+            .task_definition(arn)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .map_err(|e| ReleaseError::aws("ecs:DescribeTaskDefinition", e))?;
+        let td = out
+            .task_definition()
+            .cloned()
+            .ok_or_else(|| ReleaseError::AwsCall {
+                operation: "ecs:DescribeTaskDefinition",
+                message: format!("no task definition returned for {arn}"),
+            })?;
+        Ok((td, out.tags().to_vec()))
+    }
+
+    async fn register(
+        &self,
+        input: aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput,
+        log: &JobLog,
+    ) -> Result<TaskDefinition, ReleaseError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match taskdef::register_request(&self.client, input.clone())
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    return out
+                        .task_definition()
+                        .cloned()
+                        .ok_or_else(|| ReleaseError::AwsCall {
+                            operation: "ecs:RegisterTaskDefinition",
+                            message: "no task definition returned".into(),
+                        })
+                }
+                Err(e) => {
+                    let error = ReleaseError::aws("ecs:RegisterTaskDefinition", e);
+                    let concurrent = error.to_string().contains("Too many concurrent attempts");
+                    if !concurrent || attempt >= REGISTER_ATTEMPTS {
+                        return Err(error);
+                    }
+                    let pause = Duration::from_secs(1 << attempt);
+                    log.warn(&format!(
+                        "another registration in this family is in progress; retrying in {} s ({attempt}/{REGISTER_ATTEMPTS})",
+                        pause.as_secs()
+                    ));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    async fn deregister(&self, arn: &str, log: &JobLog) {
+        match self
+            .client
+            .deregister_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+        {
+            Ok(_) => log.info(&format!("Deregistered {}, which never ran", short_td(arn))),
+            Err(e) => log.warn(&format!(
+                "could not deregister {}: {}",
+                short_td(arn),
+                ReleaseError::aws("ecs:DeregisterTaskDefinition", e)
+            )),
+        }
+    }
+
+    /// Points the service at `arn`; returns the id of the deployment ECS started for it.
+    async fn update(&self, arn: &str) -> Result<String, ReleaseError> {
+        let out = self
+            .client
+            .update_service()
+            .cluster(&self.cluster)
+            .service(&self.service)
+            .task_definition(arn)
+            .send()
+            .await
+            .map_err(|e| ReleaseError::aws("ecs:UpdateService", e))?;
+        out.service()
+            .into_iter()
+            .flat_map(|s| s.deployments())
+            .find(|d| d.status() == Some("PRIMARY") && d.task_definition() == Some(arn))
+            .and_then(|d| d.id())
+            .map(str::to_string)
+            .ok_or_else(|| ReleaseError::AwsCall {
+                operation: "ecs:UpdateService",
+                message: format!(
+                    "the response names no PRIMARY deployment of {}",
+                    short_td(arn)
+                ),
+            })
+    }
+
+    async fn stopped_tasks(&self, deployment_id: &str) -> Vec<Task> {
+        let listed = self
+            .client
+            .list_tasks()
+            .cluster(&self.cluster)
+            .started_by(deployment_id)
+            .desired_status(DesiredStatus::Stopped)
+            .send()
+            .await;
+        let arns: Vec<String> = match listed {
+            Ok(out) => out.task_arns().iter().take(100).cloned().collect(),
+            Err(_) => return Vec::new(),
+        };
+        if arns.is_empty() {
+            return Vec::new();
+        }
+        match self
+            .client
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .set_tasks(Some(arns))
+            .send()
+            .await
+        {
+            Ok(out) => out.tasks().to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// What the ECS half should do.
+pub struct DeployRequest<'a> {
+    /// The service and its options.
+    pub target: &'a EcsTarget,
+    /// The new image reference.
+    pub image: String,
+    /// The release tag (for downgrade and supersede decisions).
+    pub tag: &'a str,
+    /// `registry/repository`, to find the container by image.
+    pub repository: String,
+    /// Traceability tags to add to the revision.
+    pub trace_tags: Vec<Tag>,
+    /// When the rollout counts as failed.
+    pub deadline: Instant,
+    /// Poll interval.
+    pub poll: Duration,
+    /// Rollback mode.
+    pub rollback: RollbackMode,
+    /// Bound on waiting for another deployment.
+    pub wait_for_others: Duration,
+    /// Bound on following a rollback.
+    pub rollback_timeout: Duration,
+}
+
+/// What the ECS half did.
+#[derive(Debug, Clone)]
+pub struct DeployReport {
+    /// The revision the service ran before.
+    pub previous_arn: String,
+    /// The revision it runs now.
+    pub new_arn: String,
+    /// Our deployment (`None` when the image was already deployed).
+    pub deployment_id: Option<String>,
+    /// Whether nothing had to change.
+    pub already_deployed: bool,
+}
+
+/// Registers, verifies and rolls out the new revision.
+pub async fn deploy(
+    ecs: &EcsService,
+    req: &DeployRequest<'_>,
+    log: &JobLog,
+    cancel: &mut Cancel,
+) -> Result<DeployReport, ReleaseError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let prepared = {
+            let _s = log.section("release_taskdef", "Release: task definition");
+            prepare_revision(ecs, req, log).await?
+        };
+        let (base, new_arn) = match prepared {
+            Prepared::AlreadyDeployed(report) => return Ok(report),
+            Prepared::New { base, new_arn } => (base, new_arn),
+        };
+        let _s = log.section("release_rollout", "Release: rollout");
+        wait_for_other_deployments(ecs, req, log, &new_arn).await?;
+        // Optimistic concurrency: the service must still run the revision we derived from.
+        let current = ecs.describe().await?;
+        let current_arn = current.task_definition().unwrap_or_default().to_string();
+        if current_arn != base {
+            let superseding = superseded_by(ecs, &current_arn, req).await?;
+            ecs.deregister(&new_arn, log).await;
+            if let Some(by) = superseding {
+                return Err(ReleaseError::Superseded { by });
+            }
+            if attempt >= REBASE_ATTEMPTS {
+                return Err(ReleaseError::Superseded {
+                    by: format!(
+                        "{} (the service kept changing during {REBASE_ATTEMPTS} attempts)",
+                        short_td(&current_arn)
+                    ),
+                });
+            }
+            log.warn(&format!(
+                "the service moved from {} to {} while this release prepared; re-deriving the revision from {}",
+                short_td(&base),
+                short_td(&current_arn),
+                short_td(&current_arn)
+            ));
+            continue;
+        }
+        return roll_out(ecs, req, log, cancel, &base, &new_arn).await;
+    }
+}
+
+enum Prepared {
+    AlreadyDeployed(DeployReport),
+    New { base: String, new_arn: String },
+}
+
+async fn prepare_revision(
+    ecs: &EcsService,
+    req: &DeployRequest<'_>,
+    log: &JobLog,
+) -> Result<Prepared, ReleaseError> {
+    let service = ecs.describe().await?;
+    let base_arn = service.task_definition().unwrap_or_default().to_string();
+    let (base, base_tags) = ecs.task_definition(&base_arn).await?;
+    log.info(&format!(
+        "The service {} runs {}",
+        req.target.service,
+        taskdef::label(&base)
+    ));
+    if let Some(family) = &req.target.task_definition {
+        taskdef::check_family(&base, family)?;
+    }
+    let target =
+        taskdef::target_container(&base, req.target.container.as_deref(), &req.repository)?;
+    let container = &base.container_definitions()[target];
+    let name = container.name().unwrap_or("?");
+    let current_image = container.image().unwrap_or_default();
+    if current_image == req.image {
+        let primary = service
+            .deployments()
+            .iter()
+            .find(|d| d.status() == Some("PRIMARY"));
+        let steady = service.deployments().len() == 1
+            && primary.is_some_and(|d| d.task_definition() == Some(base_arn.as_str()));
+        if steady {
+            log.info(&format!(
+                "Already deployed: container {name} of {} runs {}; nothing registered, nothing updated",
+                taskdef::label(&base),
+                req.image
+            ));
+            return Ok(Prepared::AlreadyDeployed(DeployReport {
+                previous_arn: base_arn.clone(),
+                new_arn: base_arn,
+                deployment_id: None,
+                already_deployed: true,
+            }));
+        }
+    }
+    match taskdef::image_tag(current_image)
+        .and_then(|old| taskdef::compare_versions(req.tag, old).map(|o| (old, o)))
+    {
+        Some((old, std::cmp::Ordering::Less)) => log.warn(&format!(
+            "this is a downgrade: {name} runs {old}, the release is {}",
+            req.tag
+        )),
+        Some((old, _)) => log.info(&format!("Container {name}: {old} -> {}", req.tag)),
+        None => log.info(&format!(
+            "Container {name}: {current_image} -> {}",
+            &req.image
+        )),
+    }
+    let (tags, dropped) = taskdef::merge_tags(&base_tags, &req.trace_tags);
+    if !dropped.is_empty() {
+        log.warn(&format!(
+            "the task definition already has 50 tags; not added: {}",
+            dropped.join(", ")
+        ));
+    }
+    let input = taskdef::copy(&base, target, &req.image, tags)?;
+    let registered = ecs.register(input, log).await?;
+    let new_arn = registered
+        .task_definition_arn()
+        .unwrap_or_default()
+        .to_string();
+    let (described, described_tags) = ecs.task_definition(&new_arn).await?;
+    let changes = taskdef::diff(&base, &base_tags, &described, &described_tags);
+    let intended_image = format!("container_definitions[{name}].image");
+    let (intended, stray): (Vec<&FieldChange>, Vec<&FieldChange>) = changes.iter().partition(|c| {
+        c.path == intended_image
+            || (c.path.starts_with("tags[")
+                && req
+                    .trace_tags
+                    .iter()
+                    .any(|t| c.path == format!("tags[{}]", t.key().unwrap_or_default())))
+    });
+    if !stray.is_empty() {
+        ecs.deregister(&new_arn, log).await;
+        return Err(ReleaseError::UnexpectedChanges {
+            revision: taskdef::label(&described),
+            changes: stray
+                .iter()
+                .map(|c| format!("{} ({} -> {})", c.path, c.old, c.new))
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    log.info(&format!(
+        "Registered {}; it differs from {} only in:",
+        taskdef::label(&described),
+        taskdef::label(&base)
+    ));
+    for change in intended {
+        log.info(&format!(
+            "  {}: {} -> {}",
+            change.path,
+            or_none(&change.old),
+            or_none(&change.new)
+        ));
+    }
+    Ok(Prepared::New {
+        base: base_arn,
+        new_arn,
+    })
+}
+
+fn or_none(v: &str) -> &str {
+    if v.is_empty() {
+        "(none)"
+    } else {
+        v
+    }
+}
+
+/// Another release moved the service: is it newer than ours? Then ours must not overwrite it.
+async fn superseded_by(
+    ecs: &EcsService,
+    current_arn: &str,
+    req: &DeployRequest<'_>,
+) -> Result<Option<String>, ReleaseError> {
+    let (current, _) = ecs.task_definition(current_arn).await?;
+    let Ok(target) =
+        taskdef::target_container(&current, req.target.container.as_deref(), &req.repository)
+    else {
+        return Ok(Some(taskdef::label(&current)));
+    };
+    let image = current.container_definitions()[target]
+        .image()
+        .unwrap_or_default();
+    let newer = taskdef::image_tag(image)
+        .and_then(|tag| taskdef::compare_versions(tag, req.tag))
+        .is_none_or(|o| o != std::cmp::Ordering::Less);
+    Ok(newer.then(|| format!("{} running {image}", taskdef::label(&current))))
+}
+
+async fn wait_for_other_deployments(
+    ecs: &EcsService,
+    req: &DeployRequest<'_>,
+    log: &JobLog,
+    new_arn: &str,
+) -> Result<(), ReleaseError> {
+    let limit = Instant::now() + req.wait_for_others;
+    let mut announced = false;
+    loop {
+        let service = ecs.describe().await?;
+        let Some(busy) = rollout::other_deployment_in_progress(&service) else {
+            return Ok(());
+        };
+        if !announced {
+            log.info(&format!(
+                "Waiting for deployment {busy} to finish before rolling out (up to {} s)",
+                req.wait_for_others.as_secs()
+            ));
+            announced = true;
+        }
+        if Instant::now() >= limit {
+            ecs.deregister(new_arn, log).await;
+            return Err(ReleaseError::OtherDeployment { what: busy });
+        }
+        tokio::time::sleep(jittered(req.poll, entropy())).await;
+    }
+}
+
+/// How a watch ended.
+enum WatchEnd {
+    Verdict(Verdict),
+    Deadline,
+    Cancelled,
+}
+
+async fn roll_out(
+    ecs: &EcsService,
+    req: &DeployRequest<'_>,
+    log: &JobLog,
+    cancel: &mut Cancel,
+    base: &str,
+    new_arn: &str,
+) -> Result<DeployReport, ReleaseError> {
+    let started = now_epoch();
+    let deployment = ecs.update(new_arn).await?;
+    log.step(&format!(
+        "UpdateService: {} -> {}, deployment {deployment}",
+        short_td(base),
+        short_td(new_arn)
+    ));
+    let mut observer = Observer::new(started - 5);
+    let end = watch(
+        ecs,
+        &deployment,
+        new_arn,
+        req.deadline,
+        req.poll,
+        log,
+        Some(cancel),
+        &mut observer,
+    )
+    .await?;
+    let cancelled = matches!(end, WatchEnd::Cancelled);
+    let failure = match end {
+        WatchEnd::Verdict(Verdict::Completed) => {
+            return Ok(DeployReport {
+                previous_arn: base.to_string(),
+                new_arn: new_arn.to_string(),
+                deployment_id: Some(deployment),
+                already_deployed: false,
+            })
+        }
+        WatchEnd::Verdict(Verdict::RolledBack(reason)) => {
+            // ECS already put the previous revision back; a second rollback would only race it.
+            return Err(ReleaseError::RolledBack { reason });
+        }
+        WatchEnd::Verdict(Verdict::Failed(reason) | Verdict::Vanished(reason)) => reason,
+        WatchEnd::Verdict(Verdict::InProgress) | WatchEnd::Deadline => {
+            format!("deployment {deployment} did not complete before the rollout deadline")
+        }
+        WatchEnd::Cancelled => {
+            format!("the job was cancelled while deployment {deployment} rolled out")
+        }
+    };
+    let state = match req.rollback {
+        RollbackMode::Never => format!(
+            "ECS_ROLLBACK is never: the service stays on {} ({})",
+            short_td(new_arn),
+            "check it in the ECS console"
+        ),
+        RollbackMode::Auto => {
+            rollback(ecs, req, log, base, new_arn, cancelled, &mut observer).await
+        }
+    };
+    Err(ReleaseError::RolloutFailed {
+        reason: failure,
+        state,
+    })
+}
+
+async fn rollback(
+    ecs: &EcsService,
+    req: &DeployRequest<'_>,
+    log: &JobLog,
+    base: &str,
+    new_arn: &str,
+    cancelled: bool,
+    observer: &mut Observer,
+) -> String {
+    log.warn(&format!("rolling the service back to {}", short_td(base)));
+    let deployment = match ecs.update(base).await {
+        Ok(id) => id,
+        Err(e) => {
+            return format!(
+                "the rollback to {} failed ({e}); the service may still run {}",
+                short_td(base),
+                short_td(new_arn)
+            )
+        }
+    };
+    if cancelled {
+        // The runner allows only a short grace period after SIGTERM.
+        return format!("rollback deployment {deployment} to {} started; not followed because the job was cancelled", short_td(base));
+    }
+    let deadline = Instant::now() + req.rollback_timeout;
+    match watch(
+        ecs,
+        &deployment,
+        base,
+        deadline,
+        req.poll,
+        log,
+        None,
+        observer,
+    )
+    .await
+    {
+        Ok(WatchEnd::Verdict(Verdict::Completed)) => format!(
+            "the service is back on {} (rollback {deployment} completed)",
+            short_td(base)
+        ),
+        Ok(WatchEnd::Verdict(v)) => format!(
+            "the rollback {deployment} to {} did not complete: {v:?}",
+            short_td(base)
+        ),
+        Ok(_) => format!(
+            "the rollback {deployment} to {} was still in progress after {} s",
+            short_td(base),
+            req.rollback_timeout.as_secs()
+        ),
+        Err(e) => format!(
+            "the rollback {deployment} to {} could not be followed: {e}",
+            short_td(base)
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn watch(
+    ecs: &EcsService,
+    deployment: &str,
+    arn: &str,
+    deadline: Instant,
+    poll: Duration,
+    log: &JobLog,
+    mut cancel: Option<&mut Cancel>,
+    observer: &mut Observer,
+) -> Result<WatchEnd, ReleaseError> {
+    let mut last_news = Instant::now();
+    loop {
+        let pause =
+            jittered(poll, entropy()).min(deadline.saturating_duration_since(Instant::now()));
+        match cancel.as_mut() {
+            Some(c) => tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = &mut **c => return Ok(WatchEnd::Cancelled),
+            },
+            None => tokio::time::sleep(pause).await,
+        }
+        let service = ecs.describe().await?;
+        let mut news = observer.new_events(&service);
+        news.extend(observer.deployment_changes(&service));
+        let ours = service
+            .deployments()
+            .iter()
+            .find(|d| d.id() == Some(deployment));
+        if ours.is_some_and(|d| d.failed_tasks() > 0) {
+            news.extend(observer.stopped_tasks(&ecs.stopped_tasks(deployment).await));
+        }
+        if news.is_empty() && last_news.elapsed() >= HEARTBEAT {
+            news.push(format!(
+                "still rolling out {deployment}; {} s left before the deadline",
+                deadline.saturating_duration_since(Instant::now()).as_secs()
+            ));
+        }
+        if !news.is_empty() {
+            last_news = Instant::now();
+        }
+        for line in news {
+            log.info(&line);
+        }
+        let verdict = rollout::assess(&service, deployment, arn);
+        if verdict.is_final() {
+            return Ok(WatchEnd::Verdict(verdict));
+        }
+        if Instant::now() >= deadline {
+            return Ok(WatchEnd::Deadline);
+        }
+    }
+}
+
+fn now_epoch() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn entropy() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,745 @@
+//! The new task definition revision, as a pure transform of the service's current one:
+//! every field `RegisterTaskDefinition` accepts is copied through the SDK's typed input,
+//! only the target container's image changes, traceability tags are added, and the
+//! registered result can be diffed field by field against the base.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
+use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition};
+
+/// Every field of `RegisterTaskDefinitionInput`, as the SDK names them, that [`copy`]
+/// handles. A unit test fails when the SDK gains a field missing here.
+pub const HANDLED_INPUT_FIELDS: &[&str] = &[
+    "family",
+    "task_role_arn",
+    "execution_role_arn",
+    "network_mode",
+    "container_definitions",
+    "volumes",
+    "placement_constraints",
+    "requires_compatibilities",
+    "cpu",
+    "memory",
+    "tags",
+    "pid_mode",
+    "ipc_mode",
+    "proxy_configuration",
+    // Deliberately not copied: ECS no longer accepts Elastic Inference accelerators.
+    "inference_accelerators",
+    "ephemeral_storage",
+    "runtime_platform",
+    "enable_fault_injection",
+];
+
+/// Fields of a described `TaskDefinition` that ECS sets itself and never takes as input.
+const OUTPUT_ONLY_FIELDS: &[&str] = &[
+    "task_definition_arn",
+    "revision",
+    "status",
+    "requires_attributes",
+    "compatibilities",
+    "registered_at",
+    "deregistered_at",
+    "delete_requested_at",
+    "registered_by",
+    "inference_accelerators",
+];
+
+/// ECS limits: 50 tags per resource, 128-character keys, 256-character values.
+const MAX_TAGS: usize = 50;
+
+/// The task definition cannot be derived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskDefError {
+    /// `ECS_CONTAINER` names no container.
+    #[error(
+        "ECS_CONTAINER `{name}` is not a container of {task_definition} (containers: {names})"
+    )]
+    UnknownContainer {
+        /// The requested name.
+        name: String,
+        /// `family:revision`.
+        task_definition: String,
+        /// The names present.
+        names: String,
+    },
+    /// No single container can be chosen.
+    #[error(
+        "cannot tell which container of {task_definition} runs the release image (containers: \
+         {names}); set ECS_CONTAINER to one of them"
+    )]
+    Ambiguous {
+        /// `family:revision`.
+        task_definition: String,
+        /// The names present.
+        names: String,
+    },
+    /// The service's task definition belongs to another family than `TASK_DEFINITION`.
+    #[error(
+        "TASK_DEFINITION is `{expected}` but the service runs {actual}: point TASK_DEFINITION \
+         at the service's family, or leave it unset"
+    )]
+    WrongFamily {
+        /// From the job.
+        expected: String,
+        /// `family:revision` the service runs.
+        actual: String,
+    },
+    /// The described task definition has no family or containers.
+    #[error("the described task definition {0} has no family or no containers")]
+    Incomplete(String),
+}
+
+/// `family:revision` of a described task definition.
+pub fn label(td: &TaskDefinition) -> String {
+    format!("{}:{}", td.family().unwrap_or("?"), td.revision())
+}
+
+/// Checks that the service's task definition belongs to `TASK_DEFINITION`'s family.
+pub fn check_family(td: &TaskDefinition, expected: &str) -> Result<(), TaskDefError> {
+    // `family`, `family:rev` and full ARNs all name a family.
+    let family = expected
+        .rsplit('/')
+        .next()
+        .unwrap_or(expected)
+        .split(':')
+        .next()
+        .unwrap_or(expected);
+    if td.family() == Some(family) {
+        Ok(())
+    } else {
+        Err(TaskDefError::WrongFamily {
+            expected: expected.to_string(),
+            actual: label(td),
+        })
+    }
+}
+
+/// The repository part of an image reference (no tag, no digest).
+pub fn image_repository(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    let last_slash = no_digest.rfind('/').map_or(0, |i| i + 1);
+    match no_digest[last_slash..].rfind(':') {
+        Some(colon) => &no_digest[..last_slash + colon],
+        None => no_digest,
+    }
+}
+
+/// The tag of an image reference, if any.
+pub fn image_tag(image: &str) -> Option<&str> {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    let last_slash = no_digest.rfind('/').map_or(0, |i| i + 1);
+    no_digest[last_slash..]
+        .rfind(':')
+        .map(|colon| &no_digest[last_slash + colon + 1..])
+}
+
+/// Chooses the container whose image the release replaces: `ECS_CONTAINER`, else the one
+/// whose image repository is the release repository, else the only container.
+pub fn target_container(
+    td: &TaskDefinition,
+    named: Option<&str>,
+    repository: &str,
+) -> Result<usize, TaskDefError> {
+    let containers = td.container_definitions();
+    let names = || {
+        containers
+            .iter()
+            .map(|c| c.name().unwrap_or("?"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(name) = named {
+        return containers
+            .iter()
+            .position(|c| c.name() == Some(name))
+            .ok_or_else(|| TaskDefError::UnknownContainer {
+                name: name.to_string(),
+                task_definition: label(td),
+                names: names(),
+            });
+    }
+    let matching: Vec<usize> = containers
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.image().map(image_repository) == Some(repository))
+        .map(|(i, _)| i)
+        .collect();
+    match (matching.as_slice(), containers.len()) {
+        ([only], _) => Ok(*only),
+        ([], 1) => Ok(0),
+        _ => Err(TaskDefError::Ambiguous {
+            task_definition: label(td),
+            names: names(),
+        }),
+    }
+}
+
+/// Tags that tie a revision to the GitLab job that registered it.
+pub fn traceability_tags(pairs: &[(&str, &str)]) -> Vec<Tag> {
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .filter_map(|(k, v)| {
+            Tag::builder()
+                .key(truncate(&tag_chars(k), 128))
+                .value(truncate(&tag_chars(v), 256))
+                .build()
+                .into()
+        })
+        .collect()
+}
+
+/// ECS tags allow letters, digits, spaces and `+ - = . _ : / @`.
+fn tag_chars(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || " +-=._:/@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// The base's tags with `ours` added (replacing same-named keys), within ECS's 50-tag limit.
+/// Returns the tags and the keys of ours that did not fit.
+pub fn merge_tags(base: &[Tag], ours: &[Tag]) -> (Vec<Tag>, Vec<String>) {
+    let mut merged: Vec<Tag> = base
+        .iter()
+        .filter(|t| !ours.iter().any(|o| o.key() == t.key()))
+        .cloned()
+        .collect();
+    let mut dropped = Vec::new();
+    for tag in ours {
+        if merged.len() < MAX_TAGS {
+            merged.push(tag.clone());
+        } else {
+            dropped.push(tag.key().unwrap_or_default().to_string());
+        }
+    }
+    (merged, dropped)
+}
+
+/// The register input for a new revision of `base`: every input field copied, container
+/// `target`'s image set to `image`, tags replaced by `tags`.
+pub fn copy(
+    base: &TaskDefinition,
+    target: usize,
+    image: &str,
+    tags: Vec<Tag>,
+) -> Result<RegisterTaskDefinitionInput, TaskDefError> {
+    let mut containers: Vec<ContainerDefinition> = base.container_definitions().to_vec();
+    if base.family().is_none() || containers.is_empty() {
+        return Err(TaskDefError::Incomplete(label(base)));
+    }
+    if let Some(container) = containers.get_mut(target) {
+        container.image = Some(image.to_string());
+    }
+    RegisterTaskDefinitionInput::builder()
+        .set_family(base.family.clone())
+        .set_task_role_arn(base.task_role_arn.clone())
+        .set_execution_role_arn(base.execution_role_arn.clone())
+        .set_network_mode(base.network_mode.clone())
+        .set_container_definitions(Some(containers))
+        .set_volumes(base.volumes.clone())
+        .set_placement_constraints(base.placement_constraints.clone())
+        .set_requires_compatibilities(base.requires_compatibilities.clone())
+        .set_cpu(base.cpu.clone())
+        .set_memory(base.memory.clone())
+        // The API rejects an empty tag list.
+        .set_tags(Some(tags).filter(|t| !t.is_empty()))
+        .set_pid_mode(base.pid_mode.clone())
+        .set_ipc_mode(base.ipc_mode.clone())
+        .set_proxy_configuration(base.proxy_configuration.clone())
+        .set_ephemeral_storage(base.ephemeral_storage.clone())
+        .set_runtime_platform(base.runtime_platform.clone())
+        .set_enable_fault_injection(base.enable_fault_injection)
+        .build()
+        .map_err(|_| TaskDefError::Incomplete(label(base)))
+}
+
+/// The fluent request for `input`, ready to send.
+pub fn register_request(
+    client: &aws_sdk_ecs::Client,
+    input: RegisterTaskDefinitionInput,
+) -> aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionFluentBuilder
+{
+    client
+        .register_task_definition()
+        .set_family(input.family)
+        .set_task_role_arn(input.task_role_arn)
+        .set_execution_role_arn(input.execution_role_arn)
+        .set_network_mode(input.network_mode)
+        .set_container_definitions(input.container_definitions)
+        .set_volumes(input.volumes)
+        .set_placement_constraints(input.placement_constraints)
+        .set_requires_compatibilities(input.requires_compatibilities)
+        .set_cpu(input.cpu)
+        .set_memory(input.memory)
+        .set_tags(input.tags)
+        .set_pid_mode(input.pid_mode)
+        .set_ipc_mode(input.ipc_mode)
+        .set_proxy_configuration(input.proxy_configuration)
+        .set_ephemeral_storage(input.ephemeral_storage)
+        .set_runtime_platform(input.runtime_platform)
+        .set_enable_fault_injection(input.enable_fault_injection)
+}
+
+/// One difference between two task definitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChange {
+    /// `cpu`, `container_definitions[app].image`, `tags[gitlab:tag]`, …
+    pub path: String,
+    /// The base's value (Debug form), empty if absent.
+    pub old: String,
+    /// The new value (Debug form), empty if absent.
+    pub new: String,
+}
+
+/// Field-level differences between `base` and `new`, ignoring what ECS sets itself.
+/// Containers are matched by name.
+pub fn diff(
+    base: &TaskDefinition,
+    base_tags: &[Tag],
+    new: &TaskDefinition,
+    new_tags: &[Tag],
+) -> Vec<FieldChange> {
+    let mut changes = Vec::new();
+    let (old_fields, new_fields) = (debug_fields(base), debug_fields(new));
+    for key in old_fields
+        .keys()
+        .chain(new_fields.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if OUTPUT_ONLY_FIELDS.contains(&key.as_str()) || key == "container_definitions" {
+            continue;
+        }
+        push_change(
+            &mut changes,
+            key.clone(),
+            old_fields.get(key),
+            new_fields.get(key),
+        );
+    }
+    let by_name = |td: &TaskDefinition| -> BTreeMap<String, BTreeMap<String, String>> {
+        td.container_definitions()
+            .iter()
+            .map(|c| (c.name().unwrap_or("?").to_string(), debug_fields(c)))
+            .collect()
+    };
+    let (old_containers, new_containers) = (by_name(base), by_name(new));
+    for name in old_containers
+        .keys()
+        .chain(new_containers.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (old_containers.get(name), new_containers.get(name)) {
+            (Some(o), Some(n)) => {
+                for key in o
+                    .keys()
+                    .chain(n.keys())
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
+                    push_change(
+                        &mut changes,
+                        format!("container_definitions[{name}].{key}"),
+                        o.get(key),
+                        n.get(key),
+                    );
+                }
+            }
+            (o, n) => {
+                let present = "present".to_string();
+                push_change(
+                    &mut changes,
+                    format!("container_definitions[{name}]"),
+                    o.map(|_| &present),
+                    n.map(|_| &present),
+                )
+            }
+        }
+    }
+    let tag_map = |tags: &[Tag]| -> BTreeMap<String, String> {
+        tags.iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (old_tags, new_tags) = (tag_map(base_tags), tag_map(new_tags));
+    for key in old_tags
+        .keys()
+        .chain(new_tags.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        push_change(
+            &mut changes,
+            format!("tags[{key}]"),
+            old_tags.get(key),
+            new_tags.get(key),
+        );
+    }
+    changes
+}
+
+fn push_change(
+    changes: &mut Vec<FieldChange>,
+    path: String,
+    old: Option<&String>,
+    new: Option<&String>,
+) {
+    let normalize = |v: Option<&String>| {
+        v.filter(|v| v.as_str() != "None")
+            .map(|v| tidy(v))
+            .unwrap_or_default()
+    };
+    let (old, new) = (normalize(old), normalize(new));
+    if old != new {
+        changes.push(FieldChange { path, old, new });
+    }
+}
+
+/// `Some( "x", )` → `"x"`: the Debug form without the Option wrapper.
+fn tidy(value: &str) -> String {
+    let inner = value
+        .strip_prefix("Some(")
+        .and_then(|v| v.strip_suffix(')'))
+        .unwrap_or(value);
+    inner.trim().trim_end_matches(',').trim().to_string()
+}
+
+/// A struct's fields by name, from its pretty Debug form: the SDK types derive Debug for
+/// every field, so this follows the SDK as it grows without a hand-kept list.
+pub fn debug_fields(value: &impl Debug) -> BTreeMap<String, String> {
+    let text = format!("{value:#?}");
+    let mut fields = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines().skip(1) {
+        let is_field_start = line.len() > 4
+            && line.starts_with("    ")
+            && !line[4..].starts_with(' ')
+            && line[4..].split_once(": ").is_some_and(|(k, _)| {
+                k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            });
+        if is_field_start {
+            if let Some((k, v)) = current.take() {
+                fields.insert(k, v.trim_end_matches(',').to_string());
+            }
+            if let Some((k, v)) = line[4..].split_once(": ") {
+                current = Some((k.to_string(), v.to_string()));
+            }
+        } else if let Some((_, v)) = current.as_mut() {
+            if line != "}" {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+        }
+    }
+    if let Some((k, v)) = current {
+        fields.insert(k, v.trim_end_matches(',').to_string());
+    }
+    fields
+}
+
+/// Compares `vMAJOR.MINOR.PATCH` versions; `None` when either is not one.
+pub fn compare_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let mut parts = v
+            .trim_start_matches('v')
+            .split('.')
+            .map(|p| p.parse::<u64>().ok());
+        let version = (parts.next()??, parts.next()??, parts.next()??);
+        parts.next().is_none().then_some(version)
+    };
+    Some(parse(a)?.cmp(&parse(b)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::types::*;
+
+    /// A realistic described task definition: a log-router sidecar first, the app second,
+    /// ARM64 Fargate, ephemeral storage, secrets, a volume and a health check.
+    pub(crate) fn sample() -> TaskDefinition {
+        let sidecar = ContainerDefinition::builder()
+            .name("log-router")
+            .image("public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.0")
+            .essential(false)
+            .firelens_configuration(
+                FirelensConfiguration::builder()
+                    .r#type(FirelensConfigurationType::Fluentbit)
+                    .build()
+                    .unwrap(),
+            )
+            .memory_reservation(50)
+            .build();
+        let app = ContainerDefinition::builder()
+            .name("app")
+            .image("123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name:v0.9.0")
+            .cpu(256)
+            .essential(true)
+            .port_mappings(
+                PortMapping::builder()
+                    .container_port(8080)
+                    .protocol(TransportProtocol::Tcp)
+                    .name("http")
+                    .build(),
+            )
+            .environment(
+                KeyValuePair::builder()
+                    .name("MODE")
+                    .value("production")
+                    .build(),
+            )
+            .secrets(
+                Secret::builder()
+                    .name("DB_PASSWORD")
+                    .value_from("arn:aws:secretsmanager:ap-northeast-1:123456789012:secret:db")
+                    .build()
+                    .unwrap(),
+            )
+            .health_check(
+                HealthCheck::builder()
+                    .command("CMD-SHELL")
+                    .command("curl -f localhost:8080/health")
+                    .interval(10)
+                    .build()
+                    .unwrap(),
+            )
+            .depends_on(
+                ContainerDependency::builder()
+                    .container_name("log-router")
+                    .condition(ContainerCondition::Start)
+                    .build()
+                    .unwrap(),
+            )
+            .mount_points(
+                MountPoint::builder()
+                    .source_volume("tmp")
+                    .container_path("/tmp")
+                    .build(),
+            )
+            .build();
+        TaskDefinition::builder()
+            .task_definition_arn(
+                "arn:aws:ecs:ap-northeast-1:123456789012:task-definition/your-task-definition:7",
+            )
+            .family("your-task-definition")
+            .revision(7)
+            .status(TaskDefinitionStatus::Active)
+            .task_role_arn("arn:aws:iam::123456789012:role/app")
+            .execution_role_arn("arn:aws:iam::123456789012:role/exec")
+            .network_mode(NetworkMode::Awsvpc)
+            .container_definitions(sidecar)
+            .container_definitions(app)
+            .volumes(Volume::builder().name("tmp").build())
+            .requires_compatibilities(Compatibility::Fargate)
+            .compatibilities(Compatibility::Ec2)
+            .compatibilities(Compatibility::Fargate)
+            .requires_attributes(
+                Attribute::builder()
+                    .name("com.amazonaws.ecs.capability.ecr-auth")
+                    .build()
+                    .unwrap(),
+            )
+            .cpu("512")
+            .memory("1024")
+            .ephemeral_storage(EphemeralStorage::builder().size_in_gib(40).build())
+            .runtime_platform(
+                RuntimePlatform::builder()
+                    .cpu_architecture(CpuArchitecture::Arm64)
+                    .operating_system_family(OsFamily::Linux)
+                    .build(),
+            )
+            .enable_fault_injection(false)
+            .registered_by("arn:aws:iam::123456789012:user/ops")
+            .build()
+    }
+
+    fn tag(k: &str, v: &str) -> Tag {
+        Tag::builder().key(k).value(v).build()
+    }
+
+    const NEW_IMAGE: &str =
+        "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name:v1.0.0";
+
+    #[test]
+    fn every_sdk_input_field_is_handled() {
+        let fields = debug_fields(&RegisterTaskDefinitionInput::builder().build().unwrap());
+        let sdk: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let mut handled = HANDLED_INPUT_FIELDS.to_vec();
+        handled.sort_unstable();
+        assert_eq!(
+            sdk, handled,
+            "RegisterTaskDefinitionInput changed: update copy() and HANDLED_INPUT_FIELDS"
+        );
+    }
+
+    #[test]
+    fn every_described_field_is_copied_or_known_output_only() {
+        for field in debug_fields(&sample()).keys() {
+            assert!(
+                HANDLED_INPUT_FIELDS.contains(&field.as_str())
+                    || OUTPUT_ONLY_FIELDS.contains(&field.as_str()),
+                "TaskDefinition field `{field}` is neither copied nor known to be output-only"
+            );
+        }
+    }
+
+    #[test]
+    fn the_copy_changes_only_the_app_image_and_keeps_everything_else() {
+        let base = sample();
+        let target = target_container(
+            &base,
+            None,
+            "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name",
+        )
+        .unwrap();
+        assert_eq!(target, 1, "the app, not the sidecar listed first");
+        let tags = vec![tag("team", "web"), tag("gitlab:tag", "v1.0.0")];
+        let input = copy(&base, target, NEW_IMAGE, tags.clone()).unwrap();
+        assert_eq!(
+            input.container_definitions.as_ref().unwrap()[0],
+            base.container_definitions()[0]
+        );
+        assert_eq!(
+            input.container_definitions.as_ref().unwrap()[1].image(),
+            Some(NEW_IMAGE)
+        );
+        assert_eq!(input.runtime_platform, base.runtime_platform);
+        assert_eq!(input.ephemeral_storage, base.ephemeral_storage);
+        assert_eq!(input.tags.as_deref(), Some(tags.as_slice()));
+
+        // What ECS would describe after registering the input: the diff is the intended one.
+        let registered = TaskDefinition::builder()
+            .set_family(input.family.clone())
+            .set_task_role_arn(input.task_role_arn.clone())
+            .set_execution_role_arn(input.execution_role_arn.clone())
+            .set_network_mode(input.network_mode.clone())
+            .set_container_definitions(input.container_definitions.clone())
+            .set_volumes(input.volumes.clone())
+            .set_requires_compatibilities(input.requires_compatibilities.clone())
+            .set_cpu(input.cpu.clone())
+            .set_memory(input.memory.clone())
+            .set_ephemeral_storage(input.ephemeral_storage.clone())
+            .set_runtime_platform(input.runtime_platform.clone())
+            .set_enable_fault_injection(input.enable_fault_injection)
+            .revision(8)
+            .build();
+        let changes = diff(&base, &[tag("team", "web")], &registered, &tags);
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["container_definitions[app].image", "tags[gitlab:tag]"],
+            "{changes:#?}"
+        );
+        assert_eq!(
+            changes[0].old,
+            "\"123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name:v0.9.0\""
+        );
+    }
+
+    #[test]
+    fn the_request_sends_every_copied_field() {
+        let conf = aws_sdk_ecs::Config::builder()
+            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecs::config::Region::new("eu-west-1"))
+            .build();
+        let client = aws_sdk_ecs::Client::from_conf(conf);
+        let input = copy(&sample(), 1, NEW_IMAGE, vec![tag("a", "b")]).unwrap();
+        let sent = register_request(&client, input.clone())
+            .as_input()
+            .clone()
+            .build()
+            .unwrap();
+        assert_eq!(sent, input);
+    }
+
+    #[test]
+    fn a_stray_change_shows_up_in_the_diff() {
+        let base = sample();
+        let mut changed = base.clone();
+        changed.memory = Some("2048".into());
+        changed.container_definitions.as_mut().unwrap()[0].essential = Some(true);
+        let paths: Vec<String> = diff(&base, &[], &changed, &[])
+            .into_iter()
+            .map(|c| c.path)
+            .collect();
+        assert_eq!(
+            paths,
+            ["memory", "container_definitions[log-router].essential"]
+        );
+    }
+
+    #[test]
+    fn container_choice() {
+        let base = sample();
+        assert_eq!(target_container(&base, Some("log-router"), "x").unwrap(), 0);
+        let err = target_container(&base, Some("web"), "x").unwrap_err();
+        assert!(err.to_string().contains("log-router, app"), "{err}");
+        let err = target_container(&base, None, "other/repo").unwrap_err();
+        assert!(
+            matches!(err, TaskDefError::Ambiguous { .. })
+                && err.to_string().contains("ECS_CONTAINER")
+        );
+        let mut single = base.clone();
+        single.container_definitions.as_mut().unwrap().remove(0);
+        assert_eq!(target_container(&single, None, "other/repo").unwrap(), 0);
+    }
+
+    #[test]
+    fn families_images_tags_and_versions() {
+        let base = sample();
+        assert!(check_family(&base, "your-task-definition").is_ok());
+        assert!(check_family(&base, "your-task-definition:3").is_ok());
+        assert!(check_family(
+            &base,
+            "arn:aws:ecs:r:1:task-definition/your-task-definition:7"
+        )
+        .is_ok());
+        assert!(check_family(&base, "other")
+            .unwrap_err()
+            .to_string()
+            .contains("your-task-definition:7"));
+        assert_eq!(
+            image_repository("127.0.0.1:5000/g/app:v1@sha256:ab"),
+            "127.0.0.1:5000/g/app"
+        );
+        assert_eq!(image_tag("127.0.0.1:5000/g/app:v1"), Some("v1"));
+        assert_eq!(image_tag("127.0.0.1:5000/g/app"), None);
+        assert_eq!(
+            compare_versions("v1.10.0", "v1.9.3"),
+            Some(std::cmp::Ordering::Greater)
+        );
+        assert_eq!(compare_versions("v1.0", "v1.0.0"), None);
+        let t = traceability_tags(&[
+            (
+                "gitlab:job-url",
+                "https://gitlab.example.com/g/p/-/jobs/1?x=y",
+            ),
+            ("empty", ""),
+        ]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            t[0].value(),
+            Some("https://gitlab.example.com/g/p/-/jobs/1_x=y")
+        );
+        let many: Vec<Tag> = (0..49).map(|i| tag(&format!("k{i}"), "v")).collect();
+        let (merged, dropped) =
+            merge_tags(&many, &[tag("k0", "new"), tag("x", "1"), tag("y", "2")]);
+        assert_eq!((merged.len(), dropped), (50, vec!["y".to_string()]));
+    }
+}

@@ -1,0 +1,431 @@
+//! Native release, ECS half: the task definition revision, a rollout that tells the truth,
+//! rollback and report — end to end through the runner stand-in, with the real SDK talking
+//! HTTP to the scripted ECS endpoint (and to moto for request shapes).
+
+mod support;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::json;
+use support::release::{assert_no_secrets, moto, task_definition, Fixture, FAMILY, SERVICE};
+use support::scripted_ecs::{ConcurrentRelease, Scenario, Script};
+use support::*;
+
+fn revision(n: u32) -> String {
+    format!("arn:aws:ecs:ap-northeast-1:123456789012:task-definition/{FAMILY}:{n}")
+}
+
+#[test]
+fn a_tag_release_registers_only_the_image_change_rolls_out_and_reports() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(!result.log.contains("THE JOB SCRIPT RAN"));
+    assert!(
+        f.registry.manifest("group/app", "v1.2.3").is_some(),
+        "image pushed"
+    );
+
+    // Exactly one registration, and the update names its exact ARN.
+    let registered = ecs.requests("RegisterTaskDefinition");
+    assert_eq!(registered.len(), 1);
+    let updates = ecs.requests("UpdateService");
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0]["taskDefinition"], revision(2));
+    assert_eq!(ecs.service_task_definition(), revision(2));
+
+    let (td, tags) = ecs.task_definition(&revision(2));
+    let containers = td["containerDefinitions"].as_array().unwrap();
+    assert_eq!(
+        containers[0],
+        task_definition("unused")["containerDefinitions"][0],
+        "sidecar untouched"
+    );
+    assert_eq!(containers[1]["image"], format!("{}:v1.2.3", f.repository()));
+    assert_eq!(containers[1]["secrets"][0]["name"], "DB_PASSWORD");
+    assert_eq!(td["runtimePlatform"]["cpuArchitecture"], "ARM64");
+    assert_eq!(td["ephemeralStorage"]["sizeInGiB"], 30);
+    let tag = |k: &str| {
+        tags.iter()
+            .find(|t| t["key"] == k)
+            .map(|t| t["value"].clone())
+    };
+    assert_eq!(tag("team"), Some(json!("web")), "original tags kept");
+    assert_eq!(tag("gitlab:tag"), Some(json!("v1.2.3")));
+    assert_eq!(
+        tag("gitlab:commit"),
+        Some(json!("0123456789abcdef0123456789abcdef01234567"))
+    );
+    assert!(tag("gitlab:job-url").is_some_and(|u| u.as_str().unwrap().contains("/-/jobs/")));
+
+    assert!(
+        result.log.contains("container_definitions[app].image"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result
+            .log
+            .contains(&format!("UpdateService: {FAMILY}:1 -> {FAMILY}:2")),
+        "{}",
+        result.log
+    );
+    assert!(result.log.contains("running 2"), "{}", result.log);
+    assert!(result.log.contains("console:   https://ap-northeast-1.console.aws.amazon.com/ecs/v2/clusters/your-cluster-name/services/your-service-name/deployments"));
+    let env_file = read(&result.project_dir.join("ecs-release.env"));
+    assert!(
+        env_file.contains(&format!(
+            "ECS_RELEASE_IMAGE_URI={}:v1.2.3\n",
+            f.repository()
+        )),
+        "{env_file}"
+    );
+    assert!(
+        env_file.contains("ECS_RELEASE_IMAGE_DIGEST=sha256:"),
+        "{env_file}"
+    );
+    assert!(
+        env_file.contains(&format!(
+            "ECS_RELEASE_TASK_DEFINITION_ARN={}\n",
+            revision(2)
+        )),
+        "{env_file}"
+    );
+    assert!(
+        env_file.contains(&format!(
+            "ECS_RELEASE_PREVIOUS_TASK_DEFINITION_ARN={}\n",
+            revision(1)
+        )),
+        "{env_file}"
+    );
+    assert!(
+        env_file.contains("ECS_RELEASE_DEPLOYMENT_ID=ecs-svc/"),
+        "{env_file}"
+    );
+    assert_no_secrets(&result.log);
+
+    // Re-running the same job changes nothing in ECS.
+    let again = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(again.status, Status::Success, "{}", again.log);
+    assert!(again.log.contains("Already deployed"), "{}", again.log);
+    assert_eq!(ecs.requests("RegisterTaskDefinition").len(), 1);
+    assert_eq!(ecs.requests("UpdateService").len(), 1);
+}
+
+#[test]
+fn an_ambiguous_task_definition_is_refused_before_anything_is_registered() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    // Neither container runs the release repository, and there are two.
+    let ecs = f.scripted_ecs("registry.example.com/other/app:v1", Script::default());
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result.log.contains("cannot tell which container"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("log-router, app") && result.log.contains("ECS_CONTAINER"),
+        "{}",
+        result.log
+    );
+    assert!(ecs.requests("RegisterTaskDefinition").is_empty());
+    assert!(ecs.requests("UpdateService").is_empty());
+
+    let result = f
+        .env
+        .runner
+        .run(&f.job("deploy", "v1.2.3", true).var("ECS_CONTAINER", "app"));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+}
+
+#[test]
+fn a_circuit_breaker_rollback_fails_the_job_within_one_poll_interval() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let script = Script {
+        scenario: Scenario::CircuitBreaker(Duration::from_secs(4)),
+        ..Script::default()
+    };
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), script);
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(result.log.contains("rolled back by ECS"), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("circuit breaker: tasks failed to start"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("Essential container in task exited"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("app exit 3 (app: health check failed)"),
+        "{}",
+        result.log
+    );
+    assert_eq!(
+        result.log.matches("stopped task task0001").count(),
+        1,
+        "each stopped task once"
+    );
+
+    let failed_at = ecs.failed_at().expect("the deployment failed");
+    let reported = result.calls_of("build_script")[0]
+        .ended
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // Poll interval 1 s ± 20 %, plus the time to report.
+    assert!(
+        reported - failed_at < 2.0,
+        "reported {:.2} s after the failure",
+        reported - failed_at
+    );
+    // ECS rolled back; the executor did not race it with a second update.
+    assert_eq!(ecs.requests("UpdateService").len(), 1);
+    assert_eq!(ecs.service_task_definition(), revision(1));
+    assert!(
+        ecs.active_revisions().contains(&revision(1)),
+        "the previous revision is never deregistered"
+    );
+}
+
+#[test]
+fn a_rollout_past_its_deadline_is_rolled_back_to_the_captured_revision() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let script = Script {
+        scenario: Scenario::Stuck,
+        ..Script::default()
+    };
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), script);
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(
+        &f.job("deploy", "v1.2.3", true)
+            .var("ECS_ROLLOUT_TIMEOUT", "4s"),
+    );
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("did not complete before the rollout deadline"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result
+            .log
+            .contains(&format!("the service is back on {FAMILY}:1")),
+        "{}",
+        result.log
+    );
+    let updates = ecs.requests("UpdateService");
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[1]["taskDefinition"], revision(1));
+    assert_eq!(ecs.service_task_definition(), revision(1));
+}
+
+#[test]
+fn throttling_bursts_are_retried() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let script = Script {
+        throttle_describe_services: 3,
+        ..Script::default()
+    };
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), script);
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(
+        ecs.operations()
+            .iter()
+            .filter(|o| *o == "DescribeServices")
+            .count()
+            >= 4
+    );
+    assert_eq!(ecs.service_task_definition(), revision(2));
+}
+
+#[test]
+fn a_newer_concurrent_release_supersedes_ours_and_an_older_one_is_rebased() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let newer = Script {
+        concurrent: Some(ConcurrentRelease {
+            image: format!("{}:v9.9.9", f.repository()),
+        }),
+        ..Script::default()
+    };
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), newer);
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result.log.contains(&format!(
+            "superseded by {FAMILY}:3 running {}:v9.9.9",
+            f.repository()
+        )),
+        "{}",
+        result.log
+    );
+    assert!(
+        ecs.requests("UpdateService").is_empty(),
+        "never a silent overwrite"
+    );
+    assert_eq!(ecs.service_task_definition(), revision(3));
+    assert!(
+        !ecs.active_revisions().contains(&revision(2)),
+        "our unused revision is deregistered"
+    );
+
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let older = Script {
+        concurrent: Some(ConcurrentRelease {
+            image: format!("{}:v1.0.0", f.repository()),
+        }),
+        ..Script::default()
+    };
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), older);
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(
+        result.log.contains("re-deriving the revision"),
+        "{}",
+        result.log
+    );
+    let updates = ecs.requests("UpdateService");
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0]["taskDefinition"], revision(4));
+    let (td, _) = ecs.task_definition(&revision(4));
+    assert_eq!(
+        td["containerDefinitions"][1]["image"],
+        format!("{}:v1.2.3", f.repository())
+    );
+}
+
+#[test]
+fn another_deployment_in_progress_is_waited_for_and_named() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let script = Script {
+        busy_for: Some(Duration::from_secs(3)),
+        ..Script::default()
+    };
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), script);
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(
+        result.log.contains("Waiting for deployment ecs-svc/"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("(IN_PROGRESS) to finish"),
+        "{}",
+        result.log
+    );
+}
+
+#[test]
+fn a_downgrade_is_allowed_and_logged() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v2.0.0", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("this is a downgrade: app runs v2.0.0, the release is v1.2.3"),
+        "{}",
+        result.log
+    );
+}
+
+#[test]
+fn moto_accepts_the_happy_path_requests() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let m = moto();
+    let cluster = format!("moto-{}", runner::unique_id());
+    m.call(
+        "AmazonEC2ContainerServiceV20141113.CreateCluster",
+        json!({"clusterName": cluster}),
+    );
+    let mut td = task_definition(&format!("{}:v1.2.2", f.repository()));
+    td["tags"] = json!([{"key": "team", "value": "web"}]);
+    let registered = m.call(
+        "AmazonEC2ContainerServiceV20141113.RegisterTaskDefinition",
+        td,
+    );
+    let base = registered["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.call(
+        "AmazonEC2ContainerServiceV20141113.CreateService",
+        // No tasks: moto then reports the service's one deployment as COMPLETED.
+        json!({"cluster": cluster, "serviceName": SERVICE, "taskDefinition": base, "desiredCount": 0}),
+    );
+    f.env
+        .runner
+        .process_env
+        .retain(|(k, _)| k != "AWS_ENDPOINT_URL_ECS");
+    let job = f
+        .job("deploy", "v1.2.3", true)
+        .var("ECS_CLUSTER", &cluster)
+        .var("ECS_ROLLOUT_TIMEOUT", "3s")
+        .var("ECS_ROLLBACK", "never");
+    let result = f.env.runner.run(&job);
+    // moto accepts UpdateService but starts no deployment for it (its response still
+    // names the old one), so the executor cannot follow a rollout there and fails; every
+    // request up to the update was accepted.
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result.log.contains(&format!("Registered {FAMILY}:")),
+        "{}",
+        result.log
+    );
+    assert!(
+        !result
+            .log
+            .contains("AWS call ecs:DescribeTaskDefinition failed"),
+        "{}",
+        result.log
+    );
+    assert!(
+        !result
+            .log
+            .contains("AWS call ecs:RegisterTaskDefinition failed"),
+        "{}",
+        result.log
+    );
+    let services = m.call(
+        "AmazonEC2ContainerServiceV20141113.DescribeServices",
+        json!({"cluster": cluster, "services": [SERVICE]}),
+    );
+    let now_running = services["services"][0]["taskDefinition"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(now_running, base);
+    let described = m.call(
+        "AmazonEC2ContainerServiceV20141113.DescribeTaskDefinition",
+        json!({"taskDefinition": now_running, "include": ["TAGS"]}),
+    );
+    assert_eq!(
+        described["taskDefinition"]["containerDefinitions"][1]["image"],
+        format!("{}:v1.2.3", f.repository())
+    );
+    let tags = described["tags"].as_array().unwrap();
+    assert!(
+        tags.iter().any(|t| t["key"] == "team") && tags.iter().any(|t| t["key"] == "gitlab:tag"),
+        "{tags:?}"
+    );
+}

@@ -1,0 +1,153 @@
+//! A release fixture: moto for ECR/STS, a registry with the token moto hands out, a git
+//! project with a Dockerfile, an optional scripted ECS endpoint, and a runner wired to them.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+use super::runner::GitSource;
+use super::scripted_ecs::{Script, ScriptedEcs};
+use super::stand_ins::{git_project, Moto, Registry};
+use super::{base_image, Job, TestEnv};
+
+/// A GitLab ID token as a job would carry it.
+pub const ID_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwcm9qZWN0X3BhdGg6Z3JvdXAvYXBwIn0.c2lnbmF0dXJl";
+/// A masked project variable.
+pub const MASKED: &str = "masked-variable-value-1234";
+/// The ECS cluster and service of the seed article.
+pub const CLUSTER: &str = "your-cluster-name";
+/// The service.
+pub const SERVICE: &str = "your-service-name";
+/// The task definition family.
+pub const FAMILY: &str = "your-task-definition";
+
+/// The moto server of this test process.
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(Moto::start)
+}
+
+/// Everything a release test needs.
+pub struct Fixture {
+    /// Runner and settings.
+    pub env: TestEnv,
+    /// The registry standing in for ECR.
+    pub registry: Registry,
+    /// The project repository.
+    pub repo: PathBuf,
+    _repo_dir: tempfile::TempDir,
+}
+
+/// A project whose Dockerfile proves `.dockerignore` was honoured.
+fn dockerfile() -> String {
+    format!(
+        "FROM {}\nCOPY . /ctx\nRUN test ! -e /ctx/secret.env && test -e /ctx/app.sh\nCMD [\"/bin/sh\", \"/ctx/app.sh\"]\n",
+        base_image()
+    )
+}
+
+impl Fixture {
+    /// A fixture whose registry accepts `registry_password`; `extra_settings` is appended
+    /// to the settings file.
+    pub fn new(registry_password: &str, extra_settings: &str) -> Fixture {
+        let mut env = TestEnv::with_settings(&format!(
+            "[docker]\npull_policy = \"never\"\n[release.stages]\ndeploy = \"release\"\nbuild = \"push\"\n[ecs]\npoll_interval_seconds = 1\nrollback_timeout_minutes = 1\nwait_for_other_deployments_minutes = 1\n{extra_settings}"
+        ));
+        env.runner.process_env = moto().runner_env();
+        let registry = Registry::start(registry_password);
+        let repo_dir = tempfile::tempdir().expect("temp dir");
+        let repo = git_project(
+            repo_dir.path(),
+            &[
+                ("Dockerfile", &dockerfile()),
+                ("app.sh", "echo app"),
+                ("secret.env", "DO_NOT_SHIP=1"),
+                (".dockerignore", "*.env\n"),
+            ],
+            &["v1.2.3", "v1.2", "1.2.3", "latest"],
+        );
+        Fixture {
+            env,
+            registry,
+            repo,
+            _repo_dir: repo_dir,
+        }
+    }
+
+    /// Points the runner's ECS endpoint at `ecs`.
+    pub fn use_ecs(&mut self, ecs: &ScriptedEcs) {
+        self.env
+            .runner
+            .process_env
+            .push(("AWS_ENDPOINT_URL_ECS".into(), ecs.endpoint.clone()));
+    }
+
+    /// The image repository releases go to.
+    pub fn repository(&self) -> String {
+        format!("{}/group/app", self.registry.host)
+    }
+
+    /// A scripted ECS service running `app` at `app_image` behind a log-router sidecar.
+    pub fn scripted_ecs(&self, app_image: &str, script: Script) -> ScriptedEcs {
+        ScriptedEcs::start(
+            CLUSTER,
+            SERVICE,
+            task_definition(app_image),
+            vec![json!({"key": "team", "value": "web"})],
+            script,
+        )
+    }
+
+    /// A job in `stage` on `git_ref` with the seed article's variables.
+    pub fn job(&self, stage: &str, git_ref: &str, is_tag: bool) -> Job {
+        let mut job = Job::new(base_image(), &["echo THE JOB SCRIPT RAN"]);
+        job.stage = stage.into();
+        job.name = format!("{stage}-job");
+        job.git = Some(GitSource::new(&self.repo, git_ref, is_tag));
+        job.var("ECR_REGISTRY", &self.registry.host)
+            .var("ECR_REPOSITORY", "group/app")
+            .var("ECS_CLUSTER", CLUSTER)
+            .var("ECS_SERVICE", SERVICE)
+            .var("TASK_DEFINITION", FAMILY)
+            .var("AWS_DEFAULT_REGION", "ap-northeast-1")
+            .masked("DEPLOY_SECRET", MASKED)
+    }
+}
+
+/// A realistic Fargate task definition (as a RegisterTaskDefinition request): ARM64,
+/// ephemeral storage, a log-router sidecar listed first, the app with secrets second.
+pub fn task_definition(app_image: &str) -> Value {
+    json!({
+        "family": FAMILY,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": "512",
+        "memory": "1024",
+        "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+        "runtimePlatform": {"cpuArchitecture": "ARM64", "operatingSystemFamily": "LINUX"},
+        "ephemeralStorage": {"sizeInGiB": 30},
+        "containerDefinitions": [
+            {"name": "log-router", "image": "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.0",
+             "cpu": 0, "essential": false, "firelensConfiguration": {"type": "fluentbit"}, "memoryReservation": 50},
+            {"name": "app", "image": app_image, "essential": true,
+             "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
+             "environment": [{"name": "MODE", "value": "production"}],
+             "secrets": [{"name": "DB_PASSWORD", "valueFrom": "arn:aws:secretsmanager:ap-northeast-1:123456789012:secret:db"}]}
+        ]
+    })
+}
+
+/// Fails if any known secret appears in `text`.
+pub fn assert_no_secrets(text: &str) {
+    for secret in [
+        Moto::ecr_password().as_str(),
+        "host-secret-key-never-logged",
+        ID_TOKEN,
+        MASKED,
+        "secrettoken",
+    ] {
+        assert!(!text.contains(secret), "secret {secret} leaked:\n{text}");
+    }
+}

@@ -1,0 +1,664 @@
+//! A scripted ECS endpoint: speaks the ECS JSON 1.1 protocol to the real SDK client, and
+//! lets deployments evolve over time by scenario (progress, circuit-breaker failure and
+//! rollback, stopped tasks, throttling, a concurrent release, a stuck rollout) — what moto
+//! does not model.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+/// How the first rollout (ours) behaves; later ones (rollbacks) always succeed.
+#[derive(Clone, Debug)]
+pub enum Scenario {
+    /// Completes after this long.
+    Succeed(Duration),
+    /// Tasks fail; the circuit breaker marks the deployment FAILED after this long and
+    /// rolls back to the previous revision a second later.
+    CircuitBreaker(Duration),
+    /// Never makes progress and never trips the breaker.
+    Stuck,
+}
+
+/// A change another pipeline makes right after our `RegisterTaskDefinition`.
+#[derive(Clone, Debug)]
+pub struct ConcurrentRelease {
+    /// The image the other release deploys.
+    pub image: String,
+}
+
+/// The endpoint's knobs, set before the release runs.
+#[derive(Clone, Debug)]
+pub struct Script {
+    /// How our rollout goes.
+    pub scenario: Scenario,
+    /// `DescribeServices` calls answered with `ThrottlingException` first.
+    pub throttle_describe_services: u32,
+    /// Another release moving the service under us.
+    pub concurrent: Option<ConcurrentRelease>,
+    /// Another deployment in progress when the release starts, finishing after this long.
+    pub busy_for: Option<Duration>,
+    /// How long a rollback deployment takes.
+    pub rollback_time: Duration,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            scenario: Scenario::Succeed(Duration::from_secs(3)),
+            throttle_describe_services: 0,
+            concurrent: None,
+            busy_for: None,
+            rollback_time: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Deployment {
+    id: String,
+    status: &'static str,
+    task_definition: String,
+    created: Instant,
+    created_epoch: f64,
+    rollout: Scenario,
+    state: &'static str,
+    reason: String,
+    failed_tasks: i64,
+}
+
+struct State {
+    script: Script,
+    region: String,
+    account: String,
+    cluster: String,
+    service: String,
+    desired: i64,
+    task_definitions: Vec<(Value, Vec<Value>)>,
+    service_td: String,
+    deployments: Vec<Deployment>,
+    events: Vec<Value>,
+    tasks: Vec<Value>,
+    next_id: u64,
+    updates: u32,
+    registers: u32,
+    /// Every call: (operation, request body).
+    pub calls: Vec<(String, Value)>,
+    throttled: u32,
+    failed_at: Option<f64>,
+    busy_started: bool,
+}
+
+/// The endpoint.
+pub struct ScriptedEcs {
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL_ECS`.
+    pub endpoint: String,
+    state: Arc<Mutex<State>>,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl ScriptedEcs {
+    /// Serves one cluster and service running revision 1 of `task_definition` (the JSON of a
+    /// `RegisterTaskDefinition` request) with `tags`.
+    pub fn start(
+        cluster: &str,
+        service: &str,
+        task_definition: Value,
+        tags: Vec<Value>,
+        script: Script,
+    ) -> ScriptedEcs {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind scripted ECS");
+        let port = listener.local_addr().expect("addr").port();
+        let mut state = State {
+            script,
+            region: "ap-northeast-1".into(),
+            account: "123456789012".into(),
+            cluster: cluster.into(),
+            service: service.into(),
+            desired: 2,
+            task_definitions: Vec::new(),
+            service_td: String::new(),
+            deployments: Vec::new(),
+            events: Vec::new(),
+            tasks: Vec::new(),
+            next_id: 100,
+            updates: 0,
+            registers: 0,
+            calls: Vec::new(),
+            throttled: 0,
+            failed_at: None,
+            busy_started: false,
+        };
+        let arn = state.register(task_definition, tags);
+        state.service_td = arn.clone();
+        let id = state.new_id();
+        state.deployments.push(Deployment {
+            id,
+            status: "PRIMARY",
+            task_definition: arn,
+            created: Instant::now(),
+            created_epoch: now() - 3600.0,
+            rollout: Scenario::Succeed(Duration::ZERO),
+            state: "COMPLETED",
+            reason: String::new(),
+            failed_tasks: 0,
+        });
+        if let Some(busy) = state.script.busy_for {
+            // Someone else's deployment of the same revision, still rolling.
+            let id = state.new_id();
+            let td = state.service_td.clone();
+            state.deployments[0].status = "ACTIVE";
+            state.deployments.insert(
+                0,
+                Deployment {
+                    id,
+                    status: "PRIMARY",
+                    task_definition: td,
+                    created: Instant::now(),
+                    created_epoch: now(),
+                    rollout: Scenario::Succeed(busy),
+                    state: "IN_PROGRESS",
+                    reason: String::new(),
+                    failed_tasks: 0,
+                },
+            );
+        }
+        let state = Arc::new(Mutex::new(state));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(stream, &shared));
+            }
+        });
+        ScriptedEcs {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            state,
+        }
+    }
+
+    /// Operations called so far, in order.
+    pub fn operations(&self) -> Vec<String> {
+        self.lock().calls.iter().map(|(op, _)| op.clone()).collect()
+    }
+
+    /// Request bodies of `operation`.
+    pub fn requests(&self, operation: &str) -> Vec<Value> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|(op, _)| op == operation)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// The task definition ARN the service points at.
+    pub fn service_task_definition(&self) -> String {
+        let mut s = self.lock();
+        s.evolve();
+        s.service_td.clone()
+    }
+
+    /// A registered task definition and its tags by ARN.
+    pub fn task_definition(&self, arn: &str) -> (Value, Vec<Value>) {
+        let s = self.lock();
+        s.task_definitions
+            .iter()
+            .find(|(td, _)| td["taskDefinitionArn"] == arn)
+            .cloned()
+            .unwrap_or_else(|| panic!("no task definition {arn}"))
+    }
+
+    /// Revisions still ACTIVE.
+    pub fn active_revisions(&self) -> Vec<String> {
+        self.lock()
+            .task_definitions
+            .iter()
+            .filter(|(td, _)| td["status"] == "ACTIVE")
+            .map(|(td, _)| {
+                td["taskDefinitionArn"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// When our deployment was marked FAILED (epoch seconds).
+    pub fn failed_at(&self) -> Option<f64> {
+        self.lock().failed_at
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("ecs-svc/{:019}", self.next_id)
+    }
+
+    fn register(&mut self, mut td: Value, tags: Vec<Value>) -> String {
+        let family = td["family"].as_str().unwrap_or("family").to_string();
+        let revision = self
+            .task_definitions
+            .iter()
+            .filter(|(t, _)| t["family"] == family.as_str())
+            .count()
+            + 1;
+        let arn = format!(
+            "arn:aws:ecs:{}:{}:task-definition/{family}:{revision}",
+            self.region, self.account
+        );
+        if let Some(obj) = td.as_object_mut() {
+            obj.remove("tags");
+            obj.insert("taskDefinitionArn".into(), json!(arn));
+            obj.insert("revision".into(), json!(revision));
+            obj.insert("status".into(), json!("ACTIVE"));
+            obj.insert("compatibilities".into(), json!(["EC2", "FARGATE"]));
+            obj.insert(
+                "requiresAttributes".into(),
+                json!([{"name": "com.amazonaws.ecs.capability.ecr-auth"}]),
+            );
+            obj.insert("registeredAt".into(), json!(now()));
+            obj.insert(
+                "registeredBy".into(),
+                json!(format!("arn:aws:iam::{}:user/ci", self.account)),
+            );
+        }
+        self.task_definitions.push((td, tags));
+        arn
+    }
+
+    fn event(&mut self, message: String) {
+        let id = format!("ev-{}", self.events.len() + 1);
+        self.events
+            .insert(0, json!({"id": id, "createdAt": now(), "message": message}));
+    }
+
+    fn stopped_task(&mut self, deployment: &str, td: &str) {
+        let n = self.tasks.len() + 1;
+        self.tasks.push(json!({
+            "taskArn": format!("arn:aws:ecs:{}:{}:task/{}/task{n:04}", self.region, self.account, self.cluster),
+            "taskDefinitionArn": td,
+            "startedBy": deployment,
+            "lastStatus": "STOPPED",
+            "desiredStatus": "STOPPED",
+            "stoppedReason": "Essential container in task exited",
+            "stopCode": "EssentialContainerExited",
+            "containers": [{"name": "app", "exitCode": 3, "lastStatus": "STOPPED", "reason": "app: health check failed"}],
+        }));
+    }
+
+    /// Advances deployments to where the scenario puts them now.
+    fn evolve(&mut self) {
+        let service = self.service.clone();
+        let mut events = Vec::new();
+        let mut stopped = Vec::new();
+        let mut rollback_to: Option<String> = None;
+        for d in self
+            .deployments
+            .iter_mut()
+            .filter(|d| d.state == "IN_PROGRESS")
+        {
+            let t = d.created.elapsed();
+            match d.rollout.clone() {
+                Scenario::Succeed(after) if t >= after => {
+                    d.state = "COMPLETED";
+                    events.push(format!("(service {service}) has reached a steady state."));
+                }
+                Scenario::CircuitBreaker(after) => {
+                    let expected_failures = (t.as_millis() / 700) as i64;
+                    while d.failed_tasks < expected_failures.min(3) {
+                        d.failed_tasks += 1;
+                        stopped.push((d.id.clone(), d.task_definition.clone()));
+                    }
+                    if t >= after {
+                        d.state = "FAILED";
+                        d.reason = "ECS deployment circuit breaker: tasks failed to start.".into();
+                        d.status = "ACTIVE";
+                        events.push(format!("(service {service}) (deployment {}) deployment failed: tasks failed to start.", d.id));
+                        rollback_to = Some(d.id.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (id, td) in stopped {
+            self.stopped_task(&id, &td);
+        }
+        for e in events {
+            self.event(e);
+        }
+        if let Some(failed_id) = rollback_to {
+            self.failed_at = Some(now());
+            let previous = self
+                .deployments
+                .iter()
+                .find(|d| d.id != failed_id && d.state == "COMPLETED")
+                .map(|d| d.task_definition.clone());
+            if let Some(previous) = previous {
+                let id = self.new_id();
+                self.event(format!(
+                    "(service {service}) rolling back to deployment {id}."
+                ));
+                self.service_td = previous.clone();
+                self.deployments.insert(
+                    0,
+                    Deployment {
+                        id,
+                        status: "PRIMARY",
+                        task_definition: previous,
+                        created: Instant::now(),
+                        created_epoch: now(),
+                        rollout: Scenario::Succeed(Duration::from_secs(1)),
+                        state: "IN_PROGRESS",
+                        reason: String::new(),
+                        failed_tasks: 0,
+                    },
+                );
+            }
+        }
+        // A completed primary drains every other deployment, failed ones included.
+        if self
+            .deployments
+            .first()
+            .is_some_and(|d| d.status == "PRIMARY" && d.state == "COMPLETED")
+        {
+            self.deployments.truncate(1);
+        }
+    }
+
+    fn deployment_json(&self, d: &Deployment) -> Value {
+        let (running, pending) = match (d.state, &d.rollout) {
+            ("COMPLETED", _) => (self.desired, 0),
+            (_, Scenario::Succeed(after)) if !after.is_zero() => {
+                let frac = d.created.elapsed().as_secs_f64() / after.as_secs_f64();
+                let running = ((self.desired as f64) * frac).floor() as i64;
+                (
+                    running.min(self.desired),
+                    self.desired - running.min(self.desired),
+                )
+            }
+            _ => (0, self.desired),
+        };
+        let mut v = json!({
+            "id": d.id, "status": d.status, "taskDefinition": d.task_definition,
+            "desiredCount": self.desired, "pendingCount": pending, "runningCount": running,
+            "failedTasks": d.failed_tasks, "createdAt": d.created_epoch, "updatedAt": now(),
+            "launchType": "FARGATE", "rolloutState": d.state,
+        });
+        if !d.reason.is_empty() {
+            v["rolloutStateReason"] = json!(d.reason);
+        }
+        v
+    }
+
+    fn service_json(&self) -> Value {
+        let running = self
+            .deployments
+            .iter()
+            .map(|d| {
+                self.deployment_json(d)["runningCount"]
+                    .as_i64()
+                    .unwrap_or(0)
+            })
+            .sum::<i64>();
+        json!({
+            "serviceArn": format!("arn:aws:ecs:{}:{}:service/{}/{}", self.region, self.account, self.cluster, self.service),
+            "serviceName": self.service,
+            "clusterArn": format!("arn:aws:ecs:{}:{}:cluster/{}", self.region, self.account, self.cluster),
+            "status": "ACTIVE",
+            "desiredCount": self.desired,
+            "runningCount": running.min(self.desired),
+            "pendingCount": 0,
+            "taskDefinition": self.service_td,
+            "deployments": self.deployments.iter().map(|d| self.deployment_json(d)).collect::<Vec<_>>(),
+            "events": self.events,
+            "deploymentController": {"type": "ECS"},
+        })
+    }
+
+    fn handle(&mut self, op: &str, body: &Value) -> Result<Value, (u16, &'static str, String)> {
+        self.calls.push((op.to_string(), body.clone()));
+        match op {
+            "DescribeServices" => {
+                if self.throttled < self.script.throttle_describe_services {
+                    self.throttled += 1;
+                    return Err((400, "ThrottlingException", "Rate exceeded".into()));
+                }
+                if !self.busy_started {
+                    // The other deployment's clock starts when the release first looks.
+                    self.busy_started = true;
+                    if self.script.busy_for.is_some() {
+                        if let Some(d) = self.deployments.first_mut() {
+                            d.created = Instant::now();
+                        }
+                    }
+                }
+                self.evolve();
+                let wanted = body["services"][0].as_str().unwrap_or_default();
+                if wanted != self.service && !wanted.ends_with(&format!("/{}", self.service)) {
+                    return Ok(
+                        json!({"services": [], "failures": [{"arn": wanted, "reason": "MISSING"}]}),
+                    );
+                }
+                Ok(json!({"services": [self.service_json()], "failures": []}))
+            }
+            "DescribeTaskDefinition" => {
+                let wanted = body["taskDefinition"].as_str().unwrap_or_default();
+                let found = self.task_definitions.iter().find(|(td, _)| {
+                    td["taskDefinitionArn"] == wanted
+                        || format!("{}:{}", td["family"].as_str().unwrap_or(""), td["revision"])
+                            == wanted
+                });
+                match found {
+                    Some((td, tags)) => {
+                        let include_tags = body["include"]
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|v| v == "TAGS"));
+                        Ok(
+                            json!({"taskDefinition": td, "tags": if include_tags { json!(tags) } else { json!([]) }}),
+                        )
+                    }
+                    None => Err((
+                        400,
+                        "ClientException",
+                        "Unable to describe task definition.".into(),
+                    )),
+                }
+            }
+            "RegisterTaskDefinition" => {
+                self.registers += 1;
+                let tags = body["tags"].as_array().cloned().unwrap_or_default();
+                self.register(body.clone(), tags.clone());
+                let td = self
+                    .task_definitions
+                    .last()
+                    .map(|(td, _)| td.clone())
+                    .unwrap_or_default();
+                if let (1, Some(other)) = (self.registers, self.script.concurrent.clone()) {
+                    // Another pipeline registers and deploys its own revision right now.
+                    let mut theirs = body.clone();
+                    if let Some(c) = theirs["containerDefinitions"]
+                        .as_array_mut()
+                        .and_then(|c| c.iter_mut().find(|c| c["name"] == "app"))
+                    {
+                        c["image"] = json!(other.image);
+                    }
+                    let their_arn = self.register(theirs, tags.clone());
+                    self.service_td = their_arn.clone();
+                    let id = self.new_id();
+                    for d in &mut self.deployments {
+                        d.status = "ACTIVE";
+                    }
+                    self.deployments.insert(
+                        0,
+                        Deployment {
+                            id,
+                            status: "PRIMARY",
+                            task_definition: their_arn,
+                            created: Instant::now(),
+                            created_epoch: now(),
+                            rollout: Scenario::Succeed(Duration::ZERO),
+                            state: "COMPLETED",
+                            reason: String::new(),
+                            failed_tasks: 0,
+                        },
+                    );
+                    self.deployments.truncate(1);
+                }
+                Ok(json!({"taskDefinition": td, "tags": tags}))
+            }
+            "DeregisterTaskDefinition" => {
+                let wanted = body["taskDefinition"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                match self
+                    .task_definitions
+                    .iter_mut()
+                    .find(|(td, _)| td["taskDefinitionArn"] == wanted.as_str())
+                {
+                    Some((td, _)) => {
+                        td["status"] = json!("INACTIVE");
+                        Ok(json!({"taskDefinition": td.clone()}))
+                    }
+                    None => Err((400, "ClientException", "Unable to deregister.".into())),
+                }
+            }
+            "UpdateService" => {
+                self.evolve();
+                let td = body["taskDefinition"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                self.updates += 1;
+                let rollout = if self.updates == 1 {
+                    self.script.scenario.clone()
+                } else {
+                    Scenario::Succeed(self.script.rollback_time)
+                };
+                for d in &mut self.deployments {
+                    d.status = "ACTIVE";
+                }
+                let id = self.new_id();
+                self.service_td = td.clone();
+                self.deployments.insert(
+                    0,
+                    Deployment {
+                        id: id.clone(),
+                        status: "PRIMARY",
+                        task_definition: td,
+                        created: Instant::now(),
+                        created_epoch: now(),
+                        rollout,
+                        state: "IN_PROGRESS",
+                        reason: String::new(),
+                        failed_tasks: 0,
+                    },
+                );
+                let service = self.service.clone();
+                self.event(format!(
+                    "(service {service}) has started 2 tasks: (deployment {id})."
+                ));
+                Ok(json!({"service": self.service_json()}))
+            }
+            "ListTasks" => {
+                let started_by = body["startedBy"].as_str().unwrap_or_default();
+                let arns: Vec<Value> = self
+                    .tasks
+                    .iter()
+                    .filter(|t| started_by.is_empty() || t["startedBy"] == started_by)
+                    .map(|t| t["taskArn"].clone())
+                    .collect();
+                Ok(json!({"taskArns": arns}))
+            }
+            "DescribeTasks" => {
+                let wanted: Vec<&Value> = body["tasks"]
+                    .as_array()
+                    .map(|a| a.iter().collect())
+                    .unwrap_or_default();
+                let tasks: Vec<Value> = self
+                    .tasks
+                    .iter()
+                    .filter(|t| wanted.contains(&&t["taskArn"]))
+                    .cloned()
+                    .collect();
+                Ok(json!({"tasks": tasks, "failures": []}))
+            }
+            other => Err((
+                400,
+                "UnknownOperationException",
+                format!("{other} is not scripted"),
+            )),
+        }
+    }
+}
+
+fn serve(stream: TcpStream, state: &Arc<Mutex<State>>) {
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut target = String::new();
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "x-amz-target" => target = v.trim().to_string(),
+                    "content-length" => length = v.trim().parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let op = target.rsplit('.').next().unwrap_or_default().to_string();
+        let result = state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle(&op, &request);
+        let (status, text) = match result {
+            Ok(v) => (200, v.to_string()),
+            Err((status, kind, message)) => (
+                status,
+                json!({"__type": kind, "message": message}).to_string(),
+            ),
+        };
+        let response = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: 00000000-0000-0000-0000-000000000000\r\nContent-Length: {}\r\n\r\n{text}",
+            if status == 200 { "OK" } else { "Bad Request" },
+            text.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
