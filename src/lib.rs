@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod docker;
 pub mod joblog;
+pub mod local;
 pub mod protocol;
 pub mod release;
 pub mod settings;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gitlab_ecs_executor::joblog::JobLog;
+use gitlab_ecs_executor::local::{self, ExecRequest};
 use gitlab_ecs_executor::protocol::{ExitContract, JobContext, Outcome, Stage};
 use gitlab_ecs_executor::settings::Settings;
 use gitlab_ecs_executor::stages::{self, StageError};
@@ -36,6 +37,33 @@ enum Command {
     },
     /// cleanup_exec: remove the job's containers and network.
     Cleanup,
+    /// Run a job of a .gitlab-ci.yml on this machine through config / prepare / run / cleanup.
+    Exec {
+        /// The job's name.
+        job: String,
+        /// The pipeline file.
+        #[arg(long, default_value = ".gitlab-ci.yml")]
+        file: PathBuf,
+        /// Run as a tag pipeline for this tag (e.g. v1.2.3).
+        #[arg(long, conflicts_with = "branch")]
+        tag: Option<String>,
+        /// Run as a branch pipeline for this branch (default: the checkout's branch).
+        #[arg(long)]
+        branch: Option<String>,
+        /// A job variable, KEY=VALUE (repeatable; wins over the file's variables).
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Release jobs stop before their first change (no push, no register, no update).
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -43,6 +71,31 @@ fn main() -> ExitCode {
     let contract = ExitContract::from_env();
     let outcome = match cli.command {
         Command::Config => config(cli.config),
+        Command::Exec {
+            job,
+            file,
+            tag,
+            branch,
+            vars,
+            dry_run,
+        } => {
+            let request = ExecRequest {
+                job,
+                file,
+                tag,
+                branch,
+                vars,
+                dry_run,
+                settings: cli.config,
+            };
+            return match local::exec(&request) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    eprintln!("ERROR: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -111,7 +164,9 @@ async fn job_stage(path: Option<PathBuf>, command: Command) -> Outcome {
                 stages::run(&settings, &ctx, &script, &stage, &log).await
             }
             Command::Cleanup => stages::cleanup(&settings, &ctx).await,
-            Command::Config => unreachable!("config is handled without a job context"),
+            Command::Config | Command::Exec { .. } => {
+                unreachable!("handled before a job context exists")
+            }
         }
     }
     .await;

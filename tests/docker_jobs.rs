@@ -76,7 +76,7 @@ fn the_script_reaches_a_service_by_alias_and_by_derived_name() {
         base_image(),
         &[
             "wget -qO- http://web:8080/",
-            "wget -qO- http://gitlab-ecs-executor-test__base:8080/",
+            "wget -qO- http://gitlab-ecs-executor__example:8080/",
         ],
     );
     let httpd = Some(vec![

@@ -219,7 +219,13 @@ fn job_exit_code_reaches_the_runner_and_after_script_sees_failed() {
     assert_eq!(result.status, Status::Failed(42), "{}", result.log);
     assert!(result.log.contains("status=failed"), "{}", result.log);
     assert!(!result.log.contains("\nnever\n"));
-    assert!(result.log.ends_with("ERROR: Job failed: exit status 42\n"));
+    assert!(
+        result
+            .log
+            .ends_with("ERROR: Job failed: exit status 42\x1b[0;m\n"),
+        "{}",
+        result.log
+    );
 }
 
 #[test]

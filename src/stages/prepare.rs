@@ -17,16 +17,31 @@ pub async fn prepare(
     ctx: &JobContext,
     log: &JobLog,
 ) -> Result<Outcome, StageError> {
-    match release::classify(settings, ctx)? {
-        JobKind::Ordinary => {}
+    let release_job = match release::classify(settings, ctx)? {
+        JobKind::Ordinary => false,
         JobKind::OptedOut => {
-            log.info("ECS_EXECUTOR_NATIVE=false: this release stage runs the job's own script")
+            log.info("ECS_EXECUTOR_NATIVE=false: this release stage runs the job's own script");
+            false
         }
-        JobKind::Release(inputs) => log.step(&format!(
-            "This job is a native release of {} ({}); its inputs are valid",
-            inputs.tag,
-            inputs.image_ref()
-        )),
+        JobKind::Release(inputs) => {
+            log.step(&format!(
+                "This job is a native release of {} ({}); its inputs are valid",
+                inputs.tag,
+                inputs.image_ref()
+            ));
+            true
+        }
+    };
+    let has_after_script = ctx
+        .payload
+        .steps
+        .iter()
+        .any(|s| s.name == "after_script" && !s.script.is_empty());
+    if release_job && !has_after_script {
+        // The executor itself builds and deploys: the job's image (docker:latest, say) and
+        // services (docker:dind) would only cost a pull and a privileged container.
+        log.info("The job's image and services are not started: the executor performs the release itself");
+        return Ok(Outcome::Success);
     }
     let section = log.section("prepare_docker", "Preparing the Docker job environment");
     let docker = docker::connect(&settings.docker).await?;
@@ -48,7 +63,12 @@ pub async fn prepare(
     ));
     ensure_image(&docker, &image, policy, auth.for_image(&image), log).await?;
 
-    let services = job_services(ctx)?;
+    // A release job keeps its container only for after_script; services would serve nothing.
+    let services = if release_job {
+        Vec::new()
+    } else {
+        job_services(ctx)?
+    };
     let mut service_specs = Vec::with_capacity(services.len());
     for service in &services {
         let job_policies = ctx

@@ -3,7 +3,6 @@
 
 pub mod images;
 pub mod release;
-pub mod runner;
 pub mod scripted_ecs;
 pub mod stand_ins;
 
@@ -11,7 +10,31 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use images::base_image;
-pub use runner::{CallResult, Cancel, GitSource, Job, Runner, Service, Status};
+/// The gitlab-runner stand-in (shared with `exec`).
+pub mod runner {
+    pub use gitlab_ecs_executor::local::runner::*;
+}
+pub use runner::{CallResult, Cancel, GitSource, Job, JobResult, Runner, Service, Status};
+
+/// The runner stand-in's entry points for tests: a runner that cannot even start is a
+/// broken test machine, not a test result.
+pub trait RunJob {
+    /// Runs a job to the end.
+    fn run(&self, job: &Job) -> JobResult;
+    /// Runs a job, cancelling it as told.
+    fn run_with(&self, job: &Job, cancel: Cancel) -> JobResult;
+}
+
+impl RunJob for Runner {
+    fn run(&self, job: &Job) -> JobResult {
+        self.run_with(job, Cancel::No)
+    }
+
+    fn run_with(&self, job: &Job, cancel: Cancel) -> JobResult {
+        self.drive(job, cancel)
+            .expect("the runner stand-in could not run")
+    }
+}
 
 /// The executor binary under test.
 pub fn binary() -> PathBuf {
@@ -49,7 +72,7 @@ impl TestEnv {
             text + "[docker]\npull_policy = \"never\"\n"
         };
         std::fs::write(&settings, text).expect("settings");
-        let runner = Runner::new(&binary(), &settings);
+        let runner = Runner::new(&binary(), Some(&settings));
         TestEnv {
             dir,
             settings,

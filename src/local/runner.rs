@@ -1,20 +1,24 @@
-//! A stand-in for gitlab-runner 19.x driving the executor binary exactly as its custom
-//! executor does (shared/reference/gitlab-custom-executor.md §1–§15): per-attempt temp dir,
-//! `response.json` (0600), the environment in the runner's order, stage scripts (0700) in the
-//! runner's bash shape, each call in its own process group, SIGTERM → grace → SIGKILL on
-//! cancel, exit-code classes with `BUILD_EXIT_CODE_FILE`, prepare retried up to 3 times with
-//! cleanup after each failed attempt, cleanup always.
+//! A local stand-in for gitlab-runner 19.x: drives the executor binary exactly as the
+//! runner's custom executor does (shared/reference/gitlab-custom-executor.md §1–§15).
 //!
-//! The job log is kept unmasked on purpose: tests check that the executor itself never
-//! prints a secret, which the real runner's masking would hide.
+//! Per attempt a temp dir with `response.json` (0600); the environment in the runner's
+//! order; stage scripts (0700) in the runner's bash shape; each call in its own process
+//! group; SIGTERM → grace → SIGKILL on cancel; exit codes classified with
+//! `BUILD_EXIT_CODE_FILE`; prepare retried up to 3 times with cleanup after each failed
+//! attempt; cleanup always. `exec` uses it to run `.gitlab-ci.yml` jobs on this machine and
+//! the test suite uses it as the runner.
+//!
+//! The job log is not masked here (the real runner masks it): the executor itself must
+//! never print a secret, and tests check exactly that.
 
-use std::io::Read;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -26,8 +30,8 @@ pub const PREPARATION_RETRIES: usize = 3;
 pub struct Runner {
     /// The executor binary (`config_exec`, `prepare_exec`, `run_exec`, `cleanup_exec`).
     pub binary: PathBuf,
-    /// Passed as `--config` in every `*_args`.
-    pub settings: PathBuf,
+    /// Passed as `--config` in every `*_args`, if set.
+    pub settings: Option<PathBuf>,
     /// `CI_RUNNER_ID`.
     pub runner_id: u64,
     /// `CI_RUNNER_SHORT_TOKEN`.
@@ -40,6 +44,10 @@ pub struct Runner {
     pub prepare_retry_pause: Duration,
     /// Extra variables of the runner process's own environment.
     pub process_env: Vec<(String, String)>,
+    /// Print the job log live on stdout as well as collecting it.
+    pub echo: bool,
+    /// Set from outside (Ctrl-C) to cancel the job like GitLab's cancel button.
+    pub cancel_flag: Option<&'static AtomicBool>,
 }
 
 /// A job variable.
@@ -75,9 +83,11 @@ pub struct Service {
 pub struct GitSource {
     /// A local repository to clone.
     pub repo: PathBuf,
-    /// Branch or tag to check out.
-    pub git_ref: String,
-    /// Whether `git_ref` is a tag.
+    /// The commit or ref to check out.
+    pub checkout: String,
+    /// The branch or tag name the pipeline runs for.
+    pub ref_name: String,
+    /// Whether `ref_name` is a tag.
     pub is_tag: bool,
 }
 
@@ -86,7 +96,8 @@ impl GitSource {
     pub fn new(repo: &Path, git_ref: &str, is_tag: bool) -> Self {
         GitSource {
             repo: repo.to_path_buf(),
-            git_ref: git_ref.into(),
+            checkout: git_ref.into(),
+            ref_name: git_ref.into(),
             is_tag,
         }
     }
@@ -107,6 +118,8 @@ pub struct Job {
     pub name: String,
     /// Job stage.
     pub stage: String,
+    /// `CI_COMMIT_SHA`.
+    pub commit_sha: String,
     /// `image:`.
     pub image: Option<String>,
     /// `image: entrypoint:`.
@@ -115,7 +128,7 @@ pub struct Job {
     pub pull_policy: Vec<String>,
     /// `services:`.
     pub services: Vec<Service>,
-    /// Job variables.
+    /// Job variables (user-defined; predefined ones are added by the runner).
     pub variables: Vec<Var>,
     /// `script:` (before_script merged).
     pub script: Vec<String>,
@@ -147,6 +160,16 @@ pub enum CallResult {
     SystemFailure(String),
 }
 
+impl std::fmt::Display for CallResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallResult::Ok => f.write_str("exit status 0"),
+            CallResult::BuildFailure(code) => write!(f, "exit status {code}"),
+            CallResult::SystemFailure(message) => f.write_str(message),
+        }
+    }
+}
+
 /// One executor call.
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -157,7 +180,7 @@ pub struct Call {
     /// Wall time.
     pub elapsed: Duration,
     /// When it exited.
-    pub ended: std::time::SystemTime,
+    pub ended: SystemTime,
 }
 
 /// The job's final status.
@@ -171,6 +194,18 @@ pub enum Status {
     SystemFailure(String),
     /// Cancelled by the user.
     Canceled,
+}
+
+impl Status {
+    /// The exit code `exec` leaves with: the job's own code, 2 for a system failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Status::Success => 0,
+            Status::Failed(code) => *code,
+            Status::SystemFailure(_) => 2,
+            Status::Canceled => 130,
+        }
+    }
 }
 
 /// What the runner saw of a job.
@@ -198,7 +233,7 @@ impl JobResult {
 }
 
 impl Job {
-    /// A job with sensible defaults and a unique id.
+    /// A job running `script` in `image`, with a unique id.
     pub fn new(image: &str, script: &[&str]) -> Self {
         let id = unique_id();
         Job {
@@ -208,6 +243,7 @@ impl Job {
             concurrent_id: 0,
             name: "test".into(),
             stage: "test".into(),
+            commit_sha: "0123456789abcdef0123456789abcdef01234567".into(),
             image: Some(image.to_string()),
             image_entrypoint: None,
             pull_policy: vec!["never".into()],
@@ -245,8 +281,12 @@ impl Job {
     fn git_ref(&self) -> (String, bool) {
         self.git
             .as_ref()
-            .map(|g| (g.git_ref.clone(), g.is_tag))
+            .map(|g| (g.ref_name.clone(), g.is_tag))
             .unwrap_or_else(|| ("main".into(), false))
+    }
+
+    fn token(&self) -> String {
+        format!("glcbt-64_{}secrettoken", self.id)
     }
 
     /// The predefined and user variables, in the order GitLab sends them.
@@ -264,7 +304,18 @@ impl Job {
             masked: false,
             file: false,
         };
-        let mut vars = vec![
+        let secret = |k: &str, v: String| Var {
+            key: k.into(),
+            value: v,
+            masked: true,
+            file: false,
+        };
+        let server = "https://gitlab.example.com";
+        let mut vars = Vec::new();
+        if let Some(image) = &self.image {
+            vars.push(plain("CI_JOB_IMAGE", image.clone()));
+        }
+        vars.extend([
             plain("CI_RUNNER_SHORT_TOKEN", runner.short_token.clone()),
             plain("CI_BUILDS_DIR", builds_dir.into()),
             plain("CI_PROJECT_DIR", project_dir.into()),
@@ -275,57 +326,48 @@ impl Job {
             plain("CI_JOB_TIMEOUT", self.timeout.to_string()),
             plain("CI", "true".into()),
             plain("GITLAB_CI", "true".into()),
-            plain("CI_SERVER_URL", "https://gitlab.example.com".into()),
+            plain("CI_SERVER_URL", server.into()),
             plain("CI_JOB_ID", self.id.to_string()),
             plain("CI_JOB_NAME", self.name.clone()),
             plain("CI_JOB_STAGE", self.stage.clone()),
             plain(
                 "CI_JOB_URL",
-                format!(
-                    "https://gitlab.example.com/{}/-/jobs/{}",
-                    self.project_path, self.id
-                ),
+                format!("{server}/{}/-/jobs/{}", self.project_path, self.id),
             ),
             plain("CI_PIPELINE_ID", (self.id / 10).to_string()),
             plain("CI_PROJECT_ID", self.project_id.to_string()),
             plain("CI_PROJECT_PATH", self.project_path.clone()),
             plain("CI_PROJECT_PATH_SLUG", self.project_path.replace('/', "-")),
             plain(
-                "CI_PROJECT_URL",
-                format!("https://gitlab.example.com/{}", self.project_path),
+                "CI_PROJECT_NAME",
+                self.project_path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
             ),
+            plain("CI_PROJECT_URL", format!("{server}/{}", self.project_path)),
             plain("CI_RUNNER_ID", runner.runner_id.to_string()),
+            plain("CI_COMMIT_SHA", self.commit_sha.clone()),
             plain(
-                "CI_COMMIT_SHA",
-                "0123456789abcdef0123456789abcdef01234567".into(),
+                "CI_COMMIT_SHORT_SHA",
+                self.commit_sha.chars().take(8).collect(),
             ),
             plain("CI_COMMIT_REF_NAME", git_ref.clone()),
+            plain("CI_COMMIT_REF_SLUG", slug(&git_ref)),
             plain("CI_REGISTRY", "registry.gitlab.example.com".into()),
             plain("CI_REGISTRY_USER", "gitlab-ci-token".into()),
-            Var {
-                key: "CI_JOB_TOKEN".into(),
-                value: format!("glcbt-64_{}secrettoken", self.id),
-                masked: true,
-                file: false,
-            },
-            Var {
-                key: "CI_REGISTRY_PASSWORD".into(),
-                value: format!("glcbt-64_{}secrettoken", self.id),
-                masked: true,
-                file: false,
-            },
-        ];
-        vars.push(plain(
-            if is_tag {
-                "CI_COMMIT_TAG"
-            } else {
-                "CI_COMMIT_BRANCH"
-            },
-            git_ref,
-        ));
-        if let Some(image) = &self.image {
-            vars.insert(0, plain("CI_JOB_IMAGE", image.clone()));
-        }
+            secret("CI_JOB_TOKEN", self.token()),
+            secret("CI_REGISTRY_PASSWORD", self.token()),
+            plain(
+                if is_tag {
+                    "CI_COMMIT_TAG"
+                } else {
+                    "CI_COMMIT_BRANCH"
+                },
+                git_ref,
+            ),
+        ]);
         vars.extend(self.variables.iter().cloned());
         vars
     }
@@ -345,13 +387,13 @@ impl Job {
         }
         json!({
             "id": self.id,
-            "token": format!("glcbt-64_{}secrettoken", self.id),
+            "token": self.token(),
             "allow_git_fetch": true,
             "job_info": {"name": self.name, "stage": self.stage, "project_id": self.project_id,
                          "project_name": self.project_path.rsplit('/').next().unwrap_or(""),
                          "project_full_path": self.project_path, "pipeline_id": self.id / 10},
-            "git_info": {"repo_url": "https://gitlab-ci-token:secret@gitlab.example.com/x.git",
-                         "ref": git_ref, "sha": "0123456789abcdef0123456789abcdef01234567",
+            "git_info": {"repo_url": format!("https://gitlab-ci-token:{}@gitlab.example.com/{}.git", self.token(), self.project_path),
+                         "ref": git_ref, "sha": self.commit_sha,
                          "ref_type": if is_tag { "tag" } else { "branch" }, "depth": 20},
             "runner_info": {"timeout": self.timeout},
             "variables": vars,
@@ -359,7 +401,7 @@ impl Job {
             "image": {"name": self.image.clone().unwrap_or_default(), "entrypoint": self.image_entrypoint,
                       "pull_policy": self.pull_policy},
             "services": self.services.iter().map(|s| json!({"name": s.name, "alias": s.alias,
-                      "entrypoint": s.entrypoint, "command": s.command, "pull_policy": ["never"],
+                      "entrypoint": s.entrypoint, "command": s.command, "pull_policy": self.pull_policy,
                       "variables": s.variables.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             "features": {"trace_sections": true},
         })
@@ -380,7 +422,46 @@ impl Job {
                 v
             })
             .collect();
-        serde_json::to_string(&list).unwrap_or_default()
+        Value::Array(list).to_string()
+    }
+}
+
+/// `CI_COMMIT_REF_SLUG`: lowercase, `[a-z0-9-]`, at most 63 characters.
+fn slug(s: &str) -> String {
+    let mapped: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    mapped.trim_matches('-').to_string()
+}
+
+/// The job log of one job: collected, and printed live if asked.
+#[derive(Clone)]
+struct Log {
+    text: Arc<Mutex<String>>,
+    echo: bool,
+}
+
+impl Log {
+    fn push(&self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        self.text
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_str(text);
+        if self.echo {
+            let mut out = io::stdout();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+    }
+
+    fn take(&self) -> String {
+        std::mem::take(&mut *self.text.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -393,360 +474,292 @@ struct Attempt {
     script_counter: usize,
 }
 
+/// One job being driven.
+struct Drive<'a> {
+    runner: &'a Runner,
+    job: &'a Job,
+    log: Log,
+    runner_log: String,
+    calls: Vec<Call>,
+}
+
+/// What a stage script does before its commands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prelude {
+    /// Nothing (`prepare_script`).
+    Nothing,
+    /// Export the job variables (`get_sources`, `cleanup_file_variables`).
+    Export,
+    /// Export and `cd` into the project directory (user steps).
+    ExportAndCd,
+}
+
 impl Runner {
-    /// A runner using `binary` with settings `settings`.
-    pub fn new(binary: &Path, settings: &Path) -> Self {
+    /// A runner using `binary`, with `--config settings` if given.
+    pub fn new(binary: &Path, settings: Option<&Path>) -> Self {
         Runner {
             binary: binary.to_path_buf(),
-            settings: settings.to_path_buf(),
+            settings: settings.map(Path::to_path_buf),
             runner_id: 42,
             short_token: "t3stRunr".into(),
             graceful_kill: Duration::from_secs(10),
             force_kill: Duration::from_secs(10),
             prepare_retry_pause: Duration::from_secs(3),
             process_env: Vec::new(),
+            echo: false,
+            cancel_flag: None,
         }
     }
 
-    /// Runs a job to the end.
-    pub fn run(&self, job: &Job) -> JobResult {
-        self.run_with(job, Cancel::No)
+    /// Runs a job to the end, cancelling it as told; errors only when the runner itself
+    /// cannot work (no temp dir, the binary cannot start).
+    pub fn drive(&self, job: &Job, cancel: Cancel) -> io::Result<JobResult> {
+        let mut d = Drive {
+            runner: self,
+            job,
+            log: Log {
+                text: Arc::new(Mutex::new(String::new())),
+                echo: self.echo,
+            },
+            runner_log: String::new(),
+            calls: Vec::new(),
+        };
+        d.run(cancel)
     }
 
-    /// Runs a job, cancelling it as told.
-    pub fn run_with(&self, job: &Job, cancel: Cancel) -> JobResult {
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut runner_log = String::new();
-        let mut calls = Vec::new();
+    fn cancelled_externally(&self) -> bool {
+        self.cancel_flag.is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+}
+
+impl Drive<'_> {
+    fn run(&mut self, cancel: Cancel) -> io::Result<JobResult> {
         let mut prev_dirs = (String::new(), String::new());
         let mut attempt = None;
         let mut prep_error = None;
-
         for n in 0..PREPARATION_RETRIES {
-            let mut a = self.new_attempt(job, &prev_dirs);
-            let result = self.prepare_attempt(job, &mut a, &log, &mut calls);
+            let mut a = new_attempt(&prev_dirs)?;
+            let result = self.prepare_attempt(&mut a)?;
             prev_dirs = (a.builds_dir.clone(), a.project_dir.clone());
-            match result {
-                CallResult::Ok => {
-                    attempt = Some(a);
-                    break;
-                }
-                failure => {
-                    self.cleanup(job, &a, &log, &mut runner_log, &mut calls);
-                    let build_failure = matches!(failure, CallResult::BuildFailure(_));
-                    prep_error = Some(failure.clone());
-                    if build_failure || n + 1 == PREPARATION_RETRIES {
-                        break;
-                    }
-                    push(
-                        &log,
-                        &format!(
-                            "ERROR: Preparation failed: {failure:?}\nWill be retried in 3s ...\n"
-                        ),
-                    );
-                    std::thread::sleep(self.prepare_retry_pause);
-                }
+            if result == CallResult::Ok {
+                attempt = Some(a);
+                break;
             }
+            self.cleanup(&a)?;
+            let build_failure = matches!(result, CallResult::BuildFailure(_));
+            prep_error = Some(result.clone());
+            if build_failure || n + 1 == PREPARATION_RETRIES || self.runner.cancelled_externally() {
+                break;
+            }
+            self.log.push(&format!(
+                "ERROR: Preparation failed: {result}\nWill be retried in 3s ...\n"
+            ));
+            std::thread::sleep(self.runner.prepare_retry_pause);
         }
-
         let Some(mut a) = attempt else {
             let status = match prep_error {
                 Some(CallResult::BuildFailure(code)) => Status::Failed(code),
                 Some(CallResult::SystemFailure(m)) => Status::SystemFailure(m),
                 _ => Status::SystemFailure("preparation failed".into()),
             };
-            return finish(
-                status,
-                log,
-                runner_log,
-                calls,
-                PathBuf::from(prev_dirs.1),
-                Value::Null,
-            );
+            return Ok(self.finish(status, PathBuf::from(prev_dirs.1), Value::Null));
         };
 
         let mut job_error: Option<CallResult> = None;
         let mut canceled = false;
-        let stages: Vec<(&str, String)> = vec![
+        let stages = [
             (
                 "prepare_script",
-                "echo \"Running on $(hostname) via runner-host...\"".to_string(),
+                "echo \"Running on $(hostname) via gitlab-ecs-executor...\"".to_string(),
+                Prelude::Nothing,
             ),
-            ("get_sources", self.get_sources_body(job, &a)),
+            ("get_sources", self.get_sources_body(&a), Prelude::Export),
         ];
-        for (stage, body) in stages {
-            let prelude = if stage == "prepare_script" {
-                Prelude::Nothing
-            } else {
-                Prelude::Export
-            };
-            let script = self.script(job, &a, "running", &body, prelude);
-            match self.run_stage(
-                job, &mut a, stage, "running", &script, &log, &mut calls, None,
-            ) {
-                CallResult::Ok => {}
-                failure => {
-                    job_error = Some(failure);
-                    break;
-                }
+        for (stage, body, prelude) in stages {
+            let script = self.script(&a, "running", &body, prelude);
+            let result = self.run_stage(&mut a, stage, "running", &script, None)?;
+            if result != CallResult::Ok {
+                job_error = Some(result);
+                break;
             }
         }
         if job_error.is_none() {
-            let body = user_commands(&job.script);
-            let script = self.script(job, &a, "running", &body, Prelude::ExportAndCd);
-            let cancel_at = match cancel {
+            let script = self.script(
+                &a,
+                "running",
+                &user_commands(&self.job.script),
+                Prelude::ExportAndCd,
+            );
+            let cancel_after = match cancel {
                 Cancel::DuringBuildScript(after) => Some(after),
                 Cancel::No => None,
             };
             let started = Instant::now();
-            let result = self.run_stage(
-                job,
-                &mut a,
-                "build_script",
-                "running",
-                &script,
-                &log,
-                &mut calls,
-                cancel_at,
-            );
-            if cancel_at.is_some_and(|after| started.elapsed() >= after) {
+            let result =
+                self.run_stage(&mut a, "build_script", "running", &script, cancel_after)?;
+            if cancel_after.is_some_and(|after| started.elapsed() >= after)
+                || self.runner.cancelled_externally()
+            {
                 canceled = true;
-                push(&log, "WARNING: script canceled externally (UI, API)\n");
+                self.log
+                    .push("WARNING: script canceled externally (UI, API)\n");
             }
             if result != CallResult::Ok {
                 job_error = Some(result);
             }
-            if !job.after_script.is_empty() {
-                let status = if canceled {
-                    "canceled"
-                } else if job_error.is_some() {
-                    "failed"
-                } else {
-                    "success"
+            if !self.job.after_script.is_empty() {
+                let status = match (canceled, &job_error) {
+                    (true, _) => "canceled",
+                    (false, Some(_)) => "failed",
+                    (false, None) => "success",
                 };
                 let script = self.script(
-                    job,
                     &a,
                     status,
-                    &user_commands(&job.after_script),
+                    &user_commands(&self.job.after_script),
                     Prelude::ExportAndCd,
                 );
-                push(&log, "\x1b[36;1mRunning after_script\x1b[0;m\n");
+                self.log.push("\x1b[36;1mRunning after_script\x1b[0;m\n");
                 // after_script failures are ignored by default.
-                self.run_stage(
-                    job,
-                    &mut a,
-                    "after_script",
-                    status,
-                    &script,
-                    &log,
-                    &mut calls,
-                    None,
-                );
+                self.run_stage(&mut a, "after_script", status, &script, None)?;
             }
         }
         let cleanup_vars = format!("rm -rf {}", shell_quote(&format!("{}.tmp", a.project_dir)));
-        let script = self.script(job, &a, "running", &cleanup_vars, Prelude::Export);
-        self.run_stage(
-            job,
-            &mut a,
-            "cleanup_file_variables",
-            "running",
-            &script,
-            &log,
-            &mut calls,
-            None,
-        );
+        let script = self.script(&a, "running", &cleanup_vars, Prelude::Export);
+        self.run_stage(&mut a, "cleanup_file_variables", "running", &script, None)?;
 
-        self.cleanup(job, &a, &log, &mut runner_log, &mut calls);
+        self.cleanup(&a)?;
         let status = match (canceled, job_error) {
             (true, _) => Status::Canceled,
-            (false, None) => Status::Success,
+            (false, None | Some(CallResult::Ok)) => Status::Success,
             (false, Some(CallResult::BuildFailure(code))) => Status::Failed(code),
             (false, Some(CallResult::SystemFailure(m))) => Status::SystemFailure(m),
-            (false, Some(CallResult::Ok)) => Status::Success,
         };
-        let project_dir = PathBuf::from(&a.project_dir);
-        finish(
-            status,
-            log,
-            runner_log,
-            calls,
-            project_dir,
-            a.config.clone(),
-        )
-    }
-
-    fn new_attempt(&self, _job: &Job, prev: &(String, String)) -> Attempt {
-        let tmp = tempfile::Builder::new()
-            .prefix("custom-executor")
-            .tempdir()
-            .expect("runner temp dir");
-        Attempt {
-            tmp,
-            builds_dir: prev.0.clone(),
-            project_dir: prev.1.clone(),
-            config: Value::Null,
-            script_counter: 0,
-        }
+        let config = a.config.clone();
+        Ok(self.finish(status, PathBuf::from(&a.project_dir), config))
     }
 
     /// config_exec, StartBuild checks and prepare_exec of one attempt.
-    fn prepare_attempt(
-        &self,
-        job: &Job,
-        a: &mut Attempt,
-        log: &Arc<Mutex<String>>,
-        calls: &mut Vec<Call>,
-    ) -> CallResult {
+    fn prepare_attempt(&mut self, a: &mut Attempt) -> io::Result<CallResult> {
         let response = a.tmp.path().join("response.json");
-        std::fs::write(
-            &response,
-            serde_json::to_string(&job.payload(self)).expect("payload") + "\n",
-        )
-        .expect("response.json");
-        std::fs::set_permissions(&response, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::write(&response, self.job.payload(self.runner).to_string() + "\n")?;
+        std::fs::set_permissions(&response, std::fs::Permissions::from_mode(0o600))?;
 
         // config_exec: stdout is parsed, stderr goes to the job log.
-        let env = self.env(job, a, "running");
-        let out = self.invoke(&["config"], &env, a, None);
-        push(log, &String::from_utf8_lossy(&out.stderr));
+        let out = self.invoke(&["config"], a, "running", None, false)?;
+        self.log.push(&String::from_utf8_lossy(&out.stderr));
         let result = classify(&out, a);
-        calls.push(Call {
-            what: "config".into(),
-            result: result.clone(),
-            elapsed: out.elapsed,
-            ended: std::time::SystemTime::now(),
-        });
+        self.record("config", &result, &out);
         if result != CallResult::Ok {
-            return result;
+            return Ok(result);
         }
         if !out.stdout.is_empty() {
             match serde_json::from_slice::<Value>(&out.stdout) {
                 Ok(v) => a.config = v,
                 Err(e) => {
-                    return CallResult::SystemFailure(format!(
+                    return Ok(CallResult::SystemFailure(format!(
                         "error while parsing JSON output: {e}"
-                    ))
+                    )))
                 }
             }
         }
-        let builds_dir = a
-            .config
-            .get("builds_dir")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let cache_dir = a
-            .config
-            .get("cache_dir")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let text = |key: &str| {
+            a.config
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let (builds_dir, cache_dir) = (text("builds_dir"), text("cache_dir"));
         if builds_dir.is_empty() {
-            return CallResult::SystemFailure("the builds_dir is not configured".into());
+            return Ok(CallResult::SystemFailure(
+                "the builds_dir is not configured".into(),
+            ));
         }
         if cache_dir.is_empty() {
-            return CallResult::SystemFailure("the cache_dir is not configured".into());
+            return Ok(CallResult::SystemFailure(
+                "the cache_dir is not configured".into(),
+            ));
         }
         let shared = a
             .config
             .get("builds_dir_is_shared")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        a.builds_dir = builds_dir.to_string();
         a.project_dir = if shared {
             format!(
                 "{builds_dir}/{}/{}/{}",
-                self.short_token, job.concurrent_id, job.project_path
+                self.runner.short_token, self.job.concurrent_id, self.job.project_path
             )
         } else {
-            format!("{builds_dir}/{}", job.project_path)
+            format!("{builds_dir}/{}", self.job.project_path)
         };
-        let driver = a.config.pointer("/driver/name").and_then(Value::as_str);
-        push(
-            log,
-            &format!(
-                "Using Custom executor with driver {}...\n",
-                driver.unwrap_or("?")
-            ),
-        );
+        a.builds_dir = builds_dir;
+        let driver = a
+            .config
+            .pointer("/driver/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        self.log
+            .push(&format!("Using Custom executor with driver {driver}...\n"));
 
-        let env = self.env(job, a, "running");
-        let out = self.invoke(&["prepare"], &env, a, None);
-        push(log, &String::from_utf8_lossy(&out.stdout));
-        push(log, &String::from_utf8_lossy(&out.stderr));
+        let out = self.invoke(&["prepare"], a, "running", None, true)?;
         let result = classify(&out, a);
-        calls.push(Call {
-            what: "prepare".into(),
-            result: result.clone(),
-            elapsed: out.elapsed,
-            ended: std::time::SystemTime::now(),
-        });
-        result
+        self.record("prepare", &result, &out);
+        Ok(result)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run_stage(
-        &self,
-        job: &Job,
+        &mut self,
         a: &mut Attempt,
         stage: &str,
         status: &str,
         script: &str,
-        log: &Arc<Mutex<String>>,
-        calls: &mut Vec<Call>,
         cancel_after: Option<Duration>,
-    ) -> CallResult {
+    ) -> io::Result<CallResult> {
         a.script_counter += 1;
         let dir = a.tmp.path().join(format!("script{}", a.script_counter));
-        std::fs::create_dir_all(&dir).expect("script dir");
+        std::fs::create_dir_all(&dir)?;
         let path = dir.join("script");
-        std::fs::write(&path, script).expect("script");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-        let env = self.env(job, a, status);
+        std::fs::write(&path, script)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
         let path_arg = path.to_string_lossy().into_owned();
-        let out = self.invoke_streaming(&["run", &path_arg, stage], &env, a, log, cancel_after);
+        let out = self.invoke(&["run", &path_arg, stage], a, status, cancel_after, true)?;
         let result = classify(&out, a);
-        calls.push(Call {
-            what: stage.into(),
-            result: result.clone(),
-            elapsed: out.elapsed,
-            ended: std::time::SystemTime::now(),
-        });
-        result
+        self.record(stage, &result, &out);
+        Ok(result)
     }
 
-    fn cleanup(
-        &self,
-        job: &Job,
-        a: &Attempt,
-        log: &Arc<Mutex<String>>,
-        runner_log: &mut String,
-        calls: &mut Vec<Call>,
-    ) {
-        let env = self.env(job, a, "running");
-        let out = self.invoke(&["cleanup"], &env, a, None);
-        runner_log.push_str(&String::from_utf8_lossy(&out.stdout));
-        runner_log.push_str(&String::from_utf8_lossy(&out.stderr));
+    fn cleanup(&mut self, a: &Attempt) -> io::Result<()> {
+        let out = self.invoke(&["cleanup"], a, "running", None, false)?;
+        self.runner_log
+            .push_str(&String::from_utf8_lossy(&out.stdout));
+        self.runner_log
+            .push_str(&String::from_utf8_lossy(&out.stderr));
         let result = classify(&out, a);
         if result != CallResult::Ok {
-            push(
-                log,
-                &format!("WARNING: Cleanup script failed: {result:?}\n"),
-            );
+            self.log
+                .push(&format!("WARNING: Cleanup script failed: {result}\n"));
         }
-        calls.push(Call {
-            what: "cleanup".into(),
-            result,
+        self.record("cleanup", &result, &out);
+        Ok(())
+    }
+
+    fn record(&mut self, what: &str, result: &CallResult, out: &Invocation) {
+        self.calls.push(Call {
+            what: what.into(),
+            result: result.clone(),
             elapsed: out.elapsed,
-            ended: std::time::SystemTime::now(),
+            ended: SystemTime::now(),
         });
     }
 
     /// The driver's environment, in the runner's order: own env, runner-provided, job_env,
     /// `CUSTOM_ENV_*`, `CUSTOM_ENV_CI_JOB_SERVICES` last.
-    fn env(&self, job: &Job, a: &Attempt, status: &str) -> Vec<(String, String)> {
+    fn env(&self, a: &Attempt, status: &str) -> Vec<(String, String)> {
         let tmp = a.tmp.path().to_string_lossy().into_owned();
-        let mut env: Vec<(String, String)> = self.process_env.clone();
+        let mut env: Vec<(String, String)> = self.runner.process_env.clone();
         env.push(("TMPDIR".into(), tmp.clone()));
         env.push(("BUILD_FAILURE_EXIT_CODE".into(), "1".into()));
         env.push(("SYSTEM_FAILURE_EXIT_CODE".into(), "2".into()));
@@ -760,45 +773,34 @@ impl Runner {
                 env.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
             }
         }
-        for v in job.all_variables(self, &a.builds_dir, &a.project_dir, status) {
+        for v in self
+            .job
+            .all_variables(self.runner, &a.builds_dir, &a.project_dir, status)
+        {
             env.push((format!("CUSTOM_ENV_{}", v.key), v.value));
         }
-        env.push(("CUSTOM_ENV_CI_JOB_SERVICES".into(), job.services_env()));
+        env.push(("CUSTOM_ENV_CI_JOB_SERVICES".into(), self.job.services_env()));
         env
     }
 
+    /// Starts the binary in its own process group; streams its output into the job log when
+    /// `to_log` (else captures it); on cancel sends SIGTERM to the group, then SIGKILL after
+    /// the graceful timeout.
     fn invoke(
         &self,
         args: &[&str],
-        env: &[(String, String)],
         a: &Attempt,
+        status: &str,
         cancel_after: Option<Duration>,
-    ) -> Invocation {
-        let sink = Arc::new(Mutex::new(String::new()));
-        let mut out = self.invoke_streaming(args, env, a, &sink, cancel_after);
-        // For config/prepare/cleanup the caller decides where stdout goes.
-        out.stdout = std::mem::take(&mut out.captured_stdout);
-        out
-    }
-
-    /// Starts the binary in its own process group, streams its output into `log`, and on
-    /// cancel sends SIGTERM to the group, then SIGKILL after the graceful timeout.
-    fn invoke_streaming(
-        &self,
-        args: &[&str],
-        env: &[(String, String)],
-        a: &Attempt,
-        log: &Arc<Mutex<String>>,
-        cancel_after: Option<Duration>,
-    ) -> Invocation {
+        to_log: bool,
+    ) -> io::Result<Invocation> {
         let started = Instant::now();
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--config").arg(&self.settings).args(args);
-        cmd.env_clear();
-        for (k, v) in std::env::vars() {
-            cmd.env(k, v);
+        let mut cmd = Command::new(&self.runner.binary);
+        if let Some(settings) = &self.runner.settings {
+            cmd.arg("--config").arg(settings);
         }
-        for (k, v) in env {
+        cmd.args(args);
+        for (k, v) in self.env(a, status) {
             cmd.env(k, v);
         }
         cmd.current_dir(a.tmp.path())
@@ -806,77 +808,92 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = cmd.spawn().expect("failed to start command");
-        let pid = child.id() as i32;
-        let captured = Arc::new(Mutex::new(Vec::new()));
-        let stderr_buf = Arc::new(Mutex::new(Vec::new()));
-        let mut stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let (log1, cap1) = (log.clone(), captured.clone());
-        let t1 = std::thread::spawn(move || pump(&mut stdout, &log1, &cap1));
-        let (log2, cap2) = (log.clone(), stderr_buf.clone());
-        let t2 = std::thread::spawn(move || pump(&mut stderr, &log2, &cap2));
-
-        let mut cancelled = false;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if let Some(after) = cancel_after {
-                if !cancelled && started.elapsed() >= after {
-                    cancelled = true;
-                    // SAFETY: signalling the process group we created.
-                    unsafe { libc::kill(-pid, libc::SIGTERM) };
-                    let deadline = Instant::now() + self.graceful_kill;
-                    while Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    if child.try_wait().expect("wait").is_none() {
-                        unsafe { libc::kill(-pid, libc::SIGKILL) };
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let _ = t1.join();
-        let _ = t2.join();
-        let captured_stdout = std::mem::take(&mut *captured.lock().expect("lock"));
-        let stderr = std::mem::take(&mut *stderr_buf.lock().expect("lock"));
-        Invocation {
+        let mut child = cmd.spawn().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "failed to start command {}: {e}",
+                    self.runner.binary.display()
+                ),
+            )
+        })?;
+        let (stdout, stderr) = (
+            pump(child.stdout.take(), self.log.clone(), to_log),
+            pump(child.stderr.take(), self.log.clone(), to_log),
+        );
+        let status = self.wait(&mut child, started, cancel_after)?;
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        Ok(Invocation {
             code: status.code(),
             signal: status.signal(),
-            stdout: Vec::new(),
-            captured_stdout,
+            stdout,
             stderr,
             elapsed: started.elapsed(),
+        })
+    }
+
+    fn wait(
+        &self,
+        child: &mut Child,
+        started: Instant,
+        cancel_after: Option<Duration>,
+    ) -> io::Result<std::process::ExitStatus> {
+        let pid = child.id() as i32;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            let cancel = cancel_after.is_some_and(|after| started.elapsed() >= after)
+                || self.runner.cancelled_externally();
+            if cancel {
+                // SAFETY: kill(2) on the process group this runner created for the call.
+                unsafe { libc::kill(-pid, libc::SIGTERM) };
+                let deadline = Instant::now() + self.runner.graceful_kill;
+                while Instant::now() < deadline {
+                    if let Some(status) = child.try_wait()? {
+                        return Ok(status);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                // SAFETY: as above.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                let deadline = Instant::now() + self.runner.force_kill;
+                while Instant::now() < deadline {
+                    if let Some(status) = child.try_wait()? {
+                        return Ok(status);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return Err(io::Error::other(format!(
+                    "failed to kill process PID={pid}, likely process is dormant"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    fn get_sources_body(&self, job: &Job, a: &Attempt) -> String {
+    fn get_sources_body(&self, a: &Attempt) -> String {
         let dir = shell_quote(&a.project_dir);
-        match &job.git {
+        match &self.job.git {
             None => format!("mkdir -p {dir}"),
             Some(g) => format!(
                 "echo 'Fetching changes...'\nrm -rf {dir}\nmkdir -p {dir}.tmp\ngit clone -q {} {dir}\ncd {dir}\ngit -c advice.detachedHead=false checkout -q {}\necho \"Checked out $(git rev-parse --short HEAD) as {}\"",
                 shell_quote(&g.repo.to_string_lossy()),
-                shell_quote(&g.git_ref),
-                g.git_ref
+                shell_quote(&g.checkout),
+                g.ref_name
             ),
         }
     }
 
     /// A stage script in the shape of gitlab-runner's `BashWriter.Finish`.
-    fn script(
-        &self,
-        job: &Job,
-        a: &Attempt,
-        status: &str,
-        commands: &str,
-        prelude: Prelude,
-    ) -> String {
+    fn script(&self, a: &Attempt, status: &str, commands: &str, prelude: Prelude) -> String {
         let mut body = String::new();
         if prelude != Prelude::Nothing {
-            for v in job.all_variables(self, &a.builds_dir, &a.project_dir, status) {
+            for v in self
+                .job
+                .all_variables(self.runner, &a.builds_dir, &a.project_dir, status)
+            {
                 if v.file {
                     body.push_str(&format!(
                         "mkdir -p {tmp}\nprintf '%s' {val} > {tmp}/{k}\nexport {k}={tmp}/{k}\n",
@@ -899,17 +916,40 @@ impl Runner {
             shell_quote(&body)
         )
     }
+
+    fn finish(&mut self, status: Status, project_dir: PathBuf, config: Value) -> JobResult {
+        let last = match &status {
+            Status::Success => "\x1b[32;1mJob succeeded\x1b[0;m\n".to_string(),
+            Status::Failed(code) => {
+                format!("\x1b[31;1mERROR: Job failed: exit status {code}\x1b[0;m\n")
+            }
+            Status::SystemFailure(m) => {
+                format!("\x1b[31;1mERROR: Job failed (system failure): {m}\x1b[0;m\n")
+            }
+            Status::Canceled => "\x1b[31;1mERROR: Job failed: canceled\x1b[0;m\n".to_string(),
+        };
+        self.log.push(&last);
+        JobResult {
+            status,
+            log: self.log.take(),
+            runner_log: std::mem::take(&mut self.runner_log),
+            calls: std::mem::take(&mut self.calls),
+            project_dir,
+            config,
+        }
+    }
 }
 
-/// What a stage script does before its commands.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Prelude {
-    /// Nothing (`prepare_script`).
-    Nothing,
-    /// Export the job variables (`get_sources`, `cleanup_file_variables`).
-    Export,
-    /// Export and `cd` into the project directory (user steps).
-    ExportAndCd,
+fn new_attempt(prev: &(String, String)) -> io::Result<Attempt> {
+    Ok(Attempt {
+        tmp: tempfile::Builder::new()
+            .prefix("custom-executor")
+            .tempdir()?,
+        builds_dir: prev.0.clone(),
+        project_dir: prev.1.clone(),
+        config: Value::Null,
+        script_counter: 0,
+    })
 }
 
 /// `echo` of each command in bold green, then the command, as the runner writes them.
@@ -943,87 +983,73 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// One finished process.
-pub struct Invocation {
+struct Invocation {
     code: Option<i32>,
     signal: Option<i32>,
     stdout: Vec<u8>,
-    captured_stdout: Vec<u8>,
     stderr: Vec<u8>,
     elapsed: Duration,
 }
 
-fn pump(from: &mut impl Read, log: &Arc<Mutex<String>>, capture: &Arc<Mutex<Vec<u8>>>) {
-    let mut buf = [0u8; 8192];
-    while let Ok(n) = from.read(&mut buf) {
-        if n == 0 {
-            break;
+/// Reads a child's pipe to its end, into the job log or only into the returned buffer.
+fn pump(
+    from: Option<impl Read + Send + 'static>,
+    log: Log,
+    to_log: bool,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut captured = Vec::new();
+        let Some(mut from) = from else {
+            return captured;
+        };
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if to_log {
+                log.push(&String::from_utf8_lossy(&buf[..n]));
+            }
+            captured.extend_from_slice(&buf[..n]);
         }
-        capture.lock().expect("lock").extend_from_slice(&buf[..n]);
-        log.lock()
-            .expect("lock")
-            .push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+        captured
+    })
 }
 
 /// The runner's exit-code classification (reference §8).
 fn classify(out: &Invocation, a: &Attempt) -> CallResult {
     match (out.code, out.signal) {
         (Some(0), _) => CallResult::Ok,
-        (Some(1), _) => {
-            let file = a.tmp.path().join("build_exit_code");
-            match std::fs::read_to_string(&file) {
-                Err(_) => CallResult::BuildFailure(1),
-                Ok(text) => match text.lines().next().unwrap_or("").parse::<i32>() {
-                    Ok(code) => CallResult::BuildFailure(code),
-                    Err(_) => CallResult::SystemFailure(
-                        "unknown Custom executor executable exit code 2; executable execution terminated with: exit status 1".into(),
-                    ),
-                },
-            }
-        }
+        (Some(1), _) => match std::fs::read_to_string(a.tmp.path().join("build_exit_code")) {
+            Err(_) => CallResult::BuildFailure(1),
+            Ok(text) => match text.lines().next().unwrap_or("").parse::<i32>() {
+                Ok(code) => CallResult::BuildFailure(code),
+                Err(_) => CallResult::SystemFailure(
+                    "unknown Custom executor executable exit code 2; executable execution terminated with: exit status 1".into(),
+                ),
+            },
+        },
         (Some(2), _) => CallResult::SystemFailure("exit status 2".into()),
-        (Some(code), _) => CallResult::SystemFailure(format!(
-            "unknown Custom executor executable exit code {code}"
-        )),
+        (Some(code), _) => CallResult::SystemFailure(format!("unknown Custom executor executable exit code {code}")),
         (None, sig) => CallResult::SystemFailure(format!("killed by signal {sig:?}")),
     }
 }
 
-fn push(log: &Arc<Mutex<String>>, text: &str) {
-    log.lock().expect("lock").push_str(text);
-}
-
-fn finish(
-    status: Status,
-    log: Arc<Mutex<String>>,
-    runner_log: String,
-    calls: Vec<Call>,
-    project_dir: PathBuf,
-    config: Value,
-) -> JobResult {
-    let mut log = std::mem::take(&mut *log.lock().expect("lock"));
-    match &status {
-        Status::Success => log.push_str("Job succeeded\n"),
-        Status::Failed(code) => log.push_str(&format!("ERROR: Job failed: exit status {code}\n")),
-        Status::SystemFailure(m) => {
-            log.push_str(&format!("ERROR: Job failed (system failure): {m}\n"))
-        }
-        Status::Canceled => log.push_str("ERROR: Job failed: canceled\n"),
-    }
-    JobResult {
-        status,
-        log,
-        runner_log,
-        calls,
-        project_dir,
-        config,
-    }
-}
-
-/// Job ids unique across the test processes running on this host.
+/// Job ids unique across the processes running on this host.
 pub fn unique_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     (std::process::id() as u64 % 100_000) * 1000 + n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_is_ansi_c() {
+        assert_eq!(shell_quote("it's\n\x1b"), "$'it\\'s\\n\\x1b'");
+        assert_eq!(slug("Feature/ABC_1"), "feature-abc-1");
+    }
 }
