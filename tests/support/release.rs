@@ -76,6 +76,20 @@ impl Fixture {
         }
     }
 
+    /// Adds `name` to the project and commits it.
+    pub fn commit_file(&self, name: &str, content: &str) {
+        std::fs::write(self.repo.join(name), content).expect("write project file");
+        for args in [vec!["add", name], vec!["commit", "-qm", "add file"]] {
+            let status = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(&args)
+                .current_dir(&self.repo)
+                .status()
+                .expect("git");
+            assert!(status.success(), "git {args:?}");
+        }
+    }
+
     /// Points the runner's ECS endpoint at `ecs`.
     pub fn use_ecs(&mut self, ecs: &ScriptedEcs) {
         self.env

@@ -1,0 +1,131 @@
+//! `gitlab-ecs-executor exec`: jobs of a `.gitlab-ci.yml` run on this machine through the
+//! same config / prepare / run / cleanup path gitlab-runner uses.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::release::{Fixture, CLUSTER, FAMILY, SERVICE};
+use support::scripted_ecs::Script;
+use support::*;
+
+const SEED_PIPELINE: &str = r#"
+services:
+  - docker:dind
+variables:
+  AWS_DEFAULT_REGION: ap-northeast-1
+stages:
+  - build
+  - deploy
+image-build:
+  stage: build
+  image: docker:latest
+  script:
+    - aws ecr get-login-password --region ${AWS_DEFAULT_REGION} | docker login --username AWS --password-stdin ${ECR_REGISTRY}
+    - docker build -t ${ECR_REGISTRY}/${ECR_REPOSITORY}:${CI_COMMIT_TAG} .
+    - docker push ${ECR_REGISTRY}/${ECR_REPOSITORY}:${CI_COMMIT_TAG}
+  rules:
+    - if: $CI_COMMIT_TAG =~ /^v\d+\.\d+\.\d+$/
+task-deploy:
+  stage: deploy
+  image: docker:latest
+  script:
+    - export NEW_IMAGE="${ECR_REGISTRY}/${ECR_REPOSITORY}:${CI_COMMIT_TAG}"
+    - aws ecs describe-task-definition --task-definition ${TASK_DEFINITION} --output json > temp.json
+    - jq '.taskDefinition | del (.taskDefinitionArn, .revision, .status, .requiresAttributes, .compatibilities, .registeredAt, .registeredBy)' temp.json > task-def.json
+    - jq --arg NEW_IMAGE "${NEW_IMAGE}" '.containerDefinitions[0].image = $NEW_IMAGE' task-def.json > new-task-def.json
+    - aws ecs register-task-definition --cli-input-json file://new-task-def.json
+    - aws ecs update-service --cluster ${ECS_CLUSTER} --service ${ECS_SERVICE} --task-definition ${TASK_DEFINITION}
+    - aws ecs wait services-stable --cluster ${ECS_CLUSTER} --services ${ECS_SERVICE}
+  rules:
+    - if: $CI_COMMIT_TAG =~ /^v\d+\.\d+\.\d+$/
+"#;
+
+fn exec(settings: &Path, dir: &Path, args: &[&str], env: &[(String, String)]) -> (Output, String) {
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(settings)
+        .arg("exec")
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out, text)
+}
+
+#[test]
+fn the_example_pipelines_jobs_run_on_the_engine() {
+    base_image();
+    let env = TestEnv::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for job in ["hello", "service-check"] {
+        let (out, log) = exec(&env.settings, repo, &[job, "--file", "runner-config/.gitlab-ci.yml"], &[]);
+        assert_eq!(out.status.code(), Some(0), "{job}: {log}");
+        assert!(log.contains("Job succeeded"), "{job}: {log}");
+    }
+    let (_, log) = exec(&env.settings, repo, &["hello", "--file", "runner-config/.gitlab-ci.yml"], &[]);
+    assert!(log.contains("Hello from job") && log.contains("hello finished with status success"), "{log}");
+}
+
+#[test]
+fn a_job_excluded_by_its_rules_says_so() {
+    let env = TestEnv::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (out, log) = exec(&env.settings, repo, &["task-deploy", "--file", "runner-config/.gitlab-ci.yml", "--branch", "main"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("Job `task-deploy` is not run for branch `main`: its rules exclude it"), "{log}");
+    assert!(log.contains("does not act on these keys of `task-deploy`: environment, resource_group"), "{log}");
+    let (out, log) = exec(&env.settings, repo, &["nope", "--file", "runner-config/.gitlab-ci.yml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(log.contains("no job `nope`") && log.contains("hello"), "{log}");
+}
+
+#[test]
+fn a_failing_job_exits_with_its_own_code() {
+    base_image();
+    let env = TestEnv::new();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = stand_ins::git_project(
+        dir.path(),
+        &[(".gitlab-ci.yml", &format!("fail:\n  image: {}\n  script:\n    - exit 7\n", base_image()))],
+        &[],
+    );
+    let (out, log) = exec(&env.settings, &repo, &["fail"], &[]);
+    assert_eq!(out.status.code(), Some(7), "{log}");
+    assert!(log.contains("ERROR: Job failed: exit status 7"), "{log}");
+}
+
+#[test]
+fn the_seed_articles_pipeline_releases_natively_on_a_version_tag() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v0.9.0", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    f.commit_file(".gitlab-ci.yml", SEED_PIPELINE);
+    let vars = [
+        format!("ECR_REGISTRY={}", f.registry.host),
+        "ECR_REPOSITORY=group/app".into(),
+        format!("ECS_CLUSTER={CLUSTER}"),
+        format!("ECS_SERVICE={SERVICE}"),
+        format!("TASK_DEFINITION={FAMILY}"),
+    ];
+    let mut args = vec!["--tag", "v1.0.0"];
+    for v in &vars {
+        args.extend(["--var", v.as_str()]);
+    }
+    let env = f.env.runner.process_env.clone();
+    let (out, log) = exec(&f.env.settings, &f.repo, &[&["image-build"], args.as_slice()].concat(), &env);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(!log.contains("docker login"), "the job's script must not run: {log}");
+    assert!(f.registry.manifest("group/app", "v1.0.0").is_some());
+
+    let (out, log) = exec(&f.env.settings, &f.repo, &[&["task-deploy"], args.as_slice()].concat(), &env);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("already in the registry"), "{log}");
+    assert!(log.contains("The job's image and services are not started"), "{log}");
+    assert!(!log.contains("services-stable"), "{log}");
+    let (td, _) = ecs.task_definition(&ecs.service_task_definition());
+    assert_eq!(td["containerDefinitions"][1]["image"], format!("{}:v1.0.0", f.repository()));
+}
