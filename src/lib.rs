@@ -5,6 +5,7 @@
 //! serve all of them.
 
 pub mod aws;
+pub mod commands;
 pub mod docker;
 pub mod joblog;
 pub mod local;

@@ -1,12 +1,15 @@
-//! The binary gitlab-runner calls for each custom-executor stage.
+//! The binary gitlab-runner calls for each custom-executor stage, and the operator commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use gitlab_ecs_executor::commands::{self, Target};
 use gitlab_ecs_executor::joblog::JobLog;
 use gitlab_ecs_executor::local::{self, ExecRequest};
 use gitlab_ecs_executor::protocol::{ExitContract, JobContext, Outcome, Stage};
+use gitlab_ecs_executor::release::rollout::RollbackTo;
+use gitlab_ecs_executor::release::ReleaseError;
 use gitlab_ecs_executor::settings::Settings;
 use gitlab_ecs_executor::stages::{self, StageError};
 
@@ -57,6 +60,85 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The native release outside GitLab: build, push, register, roll out, report.
+    Release {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The project directory to build.
+        #[arg(long, default_value = ".")]
+        project_dir: PathBuf,
+        /// Only build and push the image.
+        #[arg(long)]
+        push_only: bool,
+        /// Stop before the first change and show what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the task-definition change a release would register, changing nothing.
+    Plan {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Return the service to the previous release's revision (or a named one).
+    Rollback {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The release (image tag) to return to.
+        #[arg(long = "to", value_name = "vX.Y.Z", conflicts_with = "to_revision")]
+        to_tag: Option<String>,
+        /// The task definition revision to return to.
+        #[arg(long, value_name = "N")]
+        to_revision: Option<i32>,
+    },
+    /// Check settings, the Docker engine, AWS identity, the ECR repository and the service.
+    Doctor {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+/// Release inputs: flags, else the job variables' names in the environment.
+#[derive(Args)]
+struct TargetArgs {
+    /// ECR registry host.
+    #[arg(long, env = "ECR_REGISTRY")]
+    registry: Option<String>,
+    /// ECR repository.
+    #[arg(long, env = "ECR_REPOSITORY")]
+    repository: Option<String>,
+    /// ECS cluster.
+    #[arg(long, env = "ECS_CLUSTER")]
+    cluster: Option<String>,
+    /// ECS service.
+    #[arg(long, env = "ECS_SERVICE")]
+    service: Option<String>,
+    /// Task definition family the service must run.
+    #[arg(long, env = "TASK_DEFINITION")]
+    task_definition: Option<String>,
+    /// Container whose image a release replaces.
+    #[arg(long, env = "ECS_CONTAINER")]
+    container: Option<String>,
+    /// AWS region.
+    #[arg(long, env = "AWS_DEFAULT_REGION")]
+    region: Option<String>,
+    /// Version tag to release or plan.
+    #[arg(long, env = "CI_COMMIT_TAG")]
+    tag: Option<String>,
+}
+
+impl From<TargetArgs> for Target {
+    fn from(a: TargetArgs) -> Self {
+        Target {
+            registry: a.registry,
+            repository: a.repository,
+            cluster: a.cluster,
+            service: a.service,
+            task_definition: a.task_definition,
+            container: a.container,
+            region: a.region,
+            tag: a.tag,
+        }
+    }
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -66,11 +148,21 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A runner stage that needs the job context.
+enum JobStage {
+    Prepare,
+    Run { script: PathBuf, stage: String },
+    Cleanup,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let contract = ExitContract::from_env();
-    let outcome = match cli.command {
-        Command::Config => config(cli.config),
+    let job_stage = match cli.command {
+        Command::Config => return exit(&contract, config(cli.config)),
+        Command::Prepare => JobStage::Prepare,
+        Command::Run { script, stage } => JobStage::Run { script, stage },
+        Command::Cleanup => JobStage::Cleanup,
         Command::Exec {
             job,
             file,
@@ -96,21 +188,51 @@ fn main() -> ExitCode {
                 }
             };
         }
-        command => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("ERROR: cannot start the async runtime: {e}");
-                    return exit(&contract, Outcome::SystemFailure);
-                }
+        Command::Release {
+            target,
+            project_dir,
+            push_only,
+            dry_run,
+        } => {
+            return operate(cli.config, |settings| async move {
+                commands::release(&settings, &target.into(), &project_dir, push_only, dry_run).await
+            })
+        }
+        Command::Plan { target } => {
+            return operate(cli.config, |settings| async move {
+                commands::plan(&settings, &target.into()).await.map(|_| ())
+            })
+        }
+        Command::Rollback {
+            target,
+            to_tag,
+            to_revision,
+        } => {
+            let to = match (to_tag, to_revision) {
+                (Some(tag), _) => RollbackTo::Tag(tag),
+                (None, Some(n)) => RollbackTo::Revision(n),
+                (None, None) => RollbackTo::Previous,
             };
-            runtime.block_on(job_stage(cli.config, command))
+            return operate(cli.config, |settings| async move {
+                commands::rollback(&settings, &target.into(), to).await
+            });
+        }
+        Command::Doctor { target } => return doctor(cli.config, target.into()),
+    };
+    let outcome = match runtime() {
+        Ok(rt) => rt.block_on(run_job_stage(cli.config, job_stage)),
+        Err(e) => {
+            eprintln!("ERROR: cannot start the async runtime: {e}");
+            Outcome::SystemFailure
         }
     };
     exit(&contract, outcome)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 fn exit(contract: &ExitContract, outcome: Outcome) -> ExitCode {
@@ -144,7 +266,7 @@ fn config(path: Option<PathBuf>) -> Outcome {
     }
 }
 
-async fn job_stage(path: Option<PathBuf>, command: Command) -> Outcome {
+async fn run_job_stage(path: Option<PathBuf>, stage: JobStage) -> Outcome {
     let ctx = match JobContext::from_env() {
         Ok(ctx) => ctx,
         Err(e) => {
@@ -153,20 +275,17 @@ async fn job_stage(path: Option<PathBuf>, command: Command) -> Outcome {
         }
     };
     let log = JobLog::stdout(ctx.secret_values());
-    let is_cleanup = matches!(command, Command::Cleanup);
+    let is_cleanup = matches!(stage, JobStage::Cleanup);
     init_operator_log(is_cleanup);
     let result = async {
         let settings = Settings::load(path.as_deref())?;
-        match command {
-            Command::Prepare => stages::prepare(&settings, &ctx, &log).await,
-            Command::Run { script, stage } => {
+        match stage {
+            JobStage::Prepare => stages::prepare(&settings, &ctx, &log).await,
+            JobStage::Run { script, stage } => {
                 let stage: Stage = stage.parse()?;
                 stages::run(&settings, &ctx, &script, &stage, &log).await
             }
-            Command::Cleanup => stages::cleanup(&settings, &ctx).await,
-            Command::Config | Command::Exec { .. } => {
-                unreachable!("handled before a job context exists")
-            }
+            JobStage::Cleanup => stages::cleanup(&settings, &ctx).await,
         }
     }
     .await;
@@ -184,6 +303,50 @@ fn report(log: &JobLog, is_cleanup: bool, e: &StageError) -> Outcome {
         log.error(&e.to_string());
     }
     e.outcome()
+}
+
+/// Runs an operator command: exit 0 on success, 1 on failure with the cause on stdout.
+fn operate<F, Fut>(config: Option<PathBuf>, command: F) -> ExitCode
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ReleaseError>>,
+{
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match runtime() {
+        Ok(rt) => rt.block_on(command(settings)),
+        Err(e) => Err(ReleaseError::Refused(format!(
+            "cannot start the async runtime: {e}"
+        ))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("\x1b[31;1mERROR: {e}\x1b[0;m");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `doctor`: a broken settings file is one of its failed checks, not a reason to stop.
+fn doctor(config: Option<PathBuf>, target: Target) -> ExitCode {
+    let source =
+        Settings::locate(config.as_deref()).unwrap_or_else(|| PathBuf::from("built-in defaults"));
+    let loaded = Settings::load(config.as_deref()).map_err(|e| e.to_string());
+    match runtime() {
+        Ok(rt) => ExitCode::from(u8::from(
+            rt.block_on(commands::doctor(loaded, &source, &target)) > 0,
+        )),
+        Err(e) => {
+            eprintln!("ERROR: cannot start the async runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Operator logs go to stderr only for cleanup, whose stderr is the runner's own log; the

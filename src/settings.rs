@@ -289,14 +289,21 @@ impl Settings {
     /// Loads settings from `explicit`, else the file named by `GITLAB_ECS_EXECUTOR_CONFIG`,
     /// else `/etc/gitlab-ecs-executor/config.toml` if it exists, else the defaults.
     pub fn load(explicit: Option<&Path>) -> Result<Self, SettingsError> {
+        match Self::locate(explicit) {
+            Some(path) => Self::from_file(&path),
+            None => Ok(Settings::default()),
+        }
+    }
+
+    /// The settings file `load` reads, `None` for the built-in defaults.
+    pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
         let from_env = std::env::var_os(PATH_VARIABLE)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
-        match explicit.map(Path::to_path_buf).or(from_env) {
-            Some(path) => Self::from_file(&path),
-            None if Path::new(DEFAULT_PATH).exists() => Self::from_file(Path::new(DEFAULT_PATH)),
-            None => Ok(Settings::default()),
-        }
+        explicit
+            .map(Path::to_path_buf)
+            .or(from_env)
+            .or_else(|| Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()))
     }
 
     /// Reads and validates one settings file.

@@ -52,7 +52,11 @@ fn exec(settings: &Path, dir: &Path, args: &[&str], env: &[(String, String)]) ->
         .envs(env.iter().cloned())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out, text)
 }
 
@@ -62,25 +66,63 @@ fn the_example_pipelines_jobs_run_on_the_engine() {
     let env = TestEnv::new();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     for job in ["hello", "service-check"] {
-        let (out, log) = exec(&env.settings, repo, &[job, "--file", "runner-config/.gitlab-ci.yml"], &[]);
+        let (out, log) = exec(
+            &env.settings,
+            repo,
+            &[job, "--file", "runner-config/.gitlab-ci.yml"],
+            &[],
+        );
         assert_eq!(out.status.code(), Some(0), "{job}: {log}");
         assert!(log.contains("Job succeeded"), "{job}: {log}");
     }
-    let (_, log) = exec(&env.settings, repo, &["hello", "--file", "runner-config/.gitlab-ci.yml"], &[]);
-    assert!(log.contains("Hello from job") && log.contains("hello finished with status success"), "{log}");
+    let (_, log) = exec(
+        &env.settings,
+        repo,
+        &["hello", "--file", "runner-config/.gitlab-ci.yml"],
+        &[],
+    );
+    assert!(
+        log.contains("Hello from job") && log.contains("hello finished with status success"),
+        "{log}"
+    );
 }
 
 #[test]
 fn a_job_excluded_by_its_rules_says_so() {
     let env = TestEnv::new();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (out, log) = exec(&env.settings, repo, &["task-deploy", "--file", "runner-config/.gitlab-ci.yml", "--branch", "main"], &[]);
+    let (out, log) = exec(
+        &env.settings,
+        repo,
+        &[
+            "task-deploy",
+            "--file",
+            "runner-config/.gitlab-ci.yml",
+            "--branch",
+            "main",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(log.contains("Job `task-deploy` is not run for branch `main`: its rules exclude it"), "{log}");
-    assert!(log.contains("does not act on these keys of `task-deploy`: environment, resource_group"), "{log}");
-    let (out, log) = exec(&env.settings, repo, &["nope", "--file", "runner-config/.gitlab-ci.yml"], &[]);
+    assert!(
+        log.contains("Job `task-deploy` is not run for branch `main`: its rules exclude it"),
+        "{log}"
+    );
+    assert!(
+        log.contains("does not act on these keys of `task-deploy`: environment, resource_group"),
+        "{log}"
+    );
+    let (out, log) = exec(
+        &env.settings,
+        repo,
+        &["nope", "--file", "runner-config/.gitlab-ci.yml"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(log.contains("no job `nope`") && log.contains("hello"), "{log}");
+    assert!(
+        log.contains("no job `nope`") && log.contains("hello"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -90,7 +132,13 @@ fn a_failing_job_exits_with_its_own_code() {
     let dir = tempfile::tempdir().unwrap();
     let repo = stand_ins::git_project(
         dir.path(),
-        &[(".gitlab-ci.yml", &format!("fail:\n  image: {}\n  script:\n    - exit 7\n", base_image()))],
+        &[(
+            ".gitlab-ci.yml",
+            &format!(
+                "fail:\n  image: {}\n  script:\n    - exit 7\n",
+                base_image()
+            ),
+        )],
         &[],
     );
     let (out, log) = exec(&env.settings, &repo, &["fail"], &[]);
@@ -116,16 +164,35 @@ fn the_seed_articles_pipeline_releases_natively_on_a_version_tag() {
         args.extend(["--var", v.as_str()]);
     }
     let env = f.env.runner.process_env.clone();
-    let (out, log) = exec(&f.env.settings, &f.repo, &[&["image-build"], args.as_slice()].concat(), &env);
+    let (out, log) = exec(
+        &f.env.settings,
+        &f.repo,
+        &[&["image-build"], args.as_slice()].concat(),
+        &env,
+    );
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(!log.contains("docker login"), "the job's script must not run: {log}");
+    assert!(
+        !log.contains("docker login"),
+        "the job's script must not run: {log}"
+    );
     assert!(f.registry.manifest("group/app", "v1.0.0").is_some());
 
-    let (out, log) = exec(&f.env.settings, &f.repo, &[&["task-deploy"], args.as_slice()].concat(), &env);
+    let (out, log) = exec(
+        &f.env.settings,
+        &f.repo,
+        &[&["task-deploy"], args.as_slice()].concat(),
+        &env,
+    );
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert!(log.contains("already in the registry"), "{log}");
-    assert!(log.contains("The job's image and services are not started"), "{log}");
+    assert!(
+        log.contains("The job's image and services are not started"),
+        "{log}"
+    );
     assert!(!log.contains("services-stable"), "{log}");
     let (td, _) = ecs.task_definition(&ecs.service_task_definition());
-    assert_eq!(td["containerDefinitions"][1]["image"], format!("{}:v1.0.0", f.repository()));
+    assert_eq!(
+        td["containerDefinitions"][1]["image"],
+        format!("{}:v1.0.0", f.repository())
+    );
 }

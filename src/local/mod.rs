@@ -152,7 +152,7 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     variables.extend(rule_variables);
     variables.extend(req.vars.iter().cloned());
     if req.dry_run {
-        variables.push(("ECS_EXECUTOR_DRY_RUN".into(), "true".into()));
+        variables.push((crate::release::DRY_RUN_VARIABLE.into(), "true".into()));
     }
     let expand = |s: &str| expand_vars(s, &variables);
     let mut job = Job::new("", &[]);

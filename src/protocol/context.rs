@@ -97,6 +97,23 @@ impl JobContext {
         })
     }
 
+    /// A context for operator commands run outside GitLab: `vars` play the job's variables,
+    /// `temp_dir` the runner's per-job temp dir.
+    pub fn operator(vars: BTreeMap<String, String>, temp_dir: &Path) -> Self {
+        JobContext {
+            vars,
+            payload: JobPayload::default(),
+            identity: JobIdentity {
+                runner_id: 0,
+                project_id: 0,
+                job_id: 0,
+                concurrent_id: 0,
+            },
+            runner_temp_dir: Some(temp_dir.to_path_buf()),
+            started: None,
+        }
+    }
+
     /// A job variable (`CUSTOM_ENV_<name>`), `None` when unset.
     pub fn var(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)

@@ -162,6 +162,31 @@ impl EcsService {
             })
     }
 
+    /// ACTIVE revisions of `family`, newest first (at most 100).
+    pub async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError> {
+        let out = self
+            .client
+            .list_task_definitions()
+            .family_prefix(family)
+            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .sort(aws_sdk_ecs::types::SortOrder::Desc)
+            .max_results(100)
+            .send()
+            .await
+            .map_err(|e| ReleaseError::aws("ecs:ListTaskDefinitions", e))?;
+        // The prefix also matches longer family names.
+        Ok(out
+            .task_definition_arns()
+            .iter()
+            .filter(|arn| {
+                short_td(arn)
+                    .rsplit_once(':')
+                    .is_some_and(|(f, _)| f == family)
+            })
+            .cloned()
+            .collect())
+    }
+
     async fn stopped_tasks(&self, deployment_id: &str) -> Vec<Task> {
         let listed = self
             .client
@@ -283,11 +308,22 @@ enum Prepared {
     New { base: String, new_arn: String },
 }
 
-async fn prepare_revision(
+/// The new revision worked out from the service's current one, not yet registered.
+struct Derived {
+    base_arn: String,
+    base: TaskDefinition,
+    base_tags: Vec<Tag>,
+    container: String,
+    input: aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput,
+}
+
+/// Reads the service and its revision and derives the new revision's input; `Err(report)`
+/// inside `Ok` when the image is already deployed and nothing needs to change.
+async fn derive(
     ecs: &EcsService,
     req: &DeployRequest<'_>,
     log: &JobLog,
-) -> Result<Prepared, ReleaseError> {
+) -> Result<Result<Derived, DeployReport>, ReleaseError> {
     let service = ecs.describe().await?;
     let base_arn = service.task_definition().unwrap_or_default().to_string();
     let (base, base_tags) = ecs.task_definition(&base_arn).await?;
@@ -302,7 +338,7 @@ async fn prepare_revision(
     let target =
         taskdef::target_container(&base, req.target.container.as_deref(), &req.repository)?;
     let container = &base.container_definitions()[target];
-    let name = container.name().unwrap_or("?");
+    let name = container.name().unwrap_or("?").to_string();
     let current_image = container.image().unwrap_or_default();
     if current_image == req.image {
         let primary = service
@@ -317,7 +353,7 @@ async fn prepare_revision(
                 taskdef::label(&base),
                 req.image
             ));
-            return Ok(Prepared::AlreadyDeployed(DeployReport {
+            return Ok(Err(DeployReport {
                 previous_arn: base_arn.clone(),
                 new_arn: base_arn,
                 deployment_id: None,
@@ -335,7 +371,7 @@ async fn prepare_revision(
         Some((old, _)) => log.info(&format!("Container {name}: {old} -> {}", req.tag)),
         None => log.info(&format!(
             "Container {name}: {current_image} -> {}",
-            &req.image
+            req.image
         )),
     }
     let (tags, dropped) = taskdef::merge_tags(&base_tags, &req.trace_tags);
@@ -346,22 +382,60 @@ async fn prepare_revision(
         ));
     }
     let input = taskdef::copy(&base, target, &req.image, tags)?;
-    let registered = ecs.register(input, log).await?;
-    let new_arn = registered
-        .task_definition_arn()
-        .unwrap_or_default()
-        .to_string();
-    let (described, described_tags) = ecs.task_definition(&new_arn).await?;
-    let changes = taskdef::diff(&base, &base_tags, &described, &described_tags);
-    let intended_image = format!("container_definitions[{name}].image");
-    let (intended, stray): (Vec<&FieldChange>, Vec<&FieldChange>) = changes.iter().partition(|c| {
+    Ok(Ok(Derived {
+        base_arn,
+        base,
+        base_tags,
+        container: name,
+        input,
+    }))
+}
+
+/// Splits changes into the intended ones (the image, our tags) and anything else.
+fn partition<'c>(
+    changes: &'c [FieldChange],
+    container: &str,
+    req: &DeployRequest<'_>,
+) -> (Vec<&'c FieldChange>, Vec<&'c FieldChange>) {
+    let intended_image = format!("container_definitions[{container}].image");
+    changes.iter().partition(|c| {
         c.path == intended_image
             || (c.path.starts_with("tags[")
                 && req
                     .trace_tags
                     .iter()
                     .any(|t| c.path == format!("tags[{}]", t.key().unwrap_or_default())))
-    });
+    })
+}
+
+fn show_changes(log: &JobLog, changes: &[&FieldChange]) {
+    for change in changes {
+        log.info(&format!(
+            "  {}: {} -> {}",
+            change.path,
+            or_none(&change.old),
+            or_none(&change.new)
+        ));
+    }
+}
+
+async fn prepare_revision(
+    ecs: &EcsService,
+    req: &DeployRequest<'_>,
+    log: &JobLog,
+) -> Result<Prepared, ReleaseError> {
+    let d = match derive(ecs, req, log).await? {
+        Ok(d) => d,
+        Err(report) => return Ok(Prepared::AlreadyDeployed(report)),
+    };
+    let registered = ecs.register(d.input, log).await?;
+    let new_arn = registered
+        .task_definition_arn()
+        .unwrap_or_default()
+        .to_string();
+    let (described, described_tags) = ecs.task_definition(&new_arn).await?;
+    let changes = taskdef::diff(&d.base, &d.base_tags, &described, &described_tags);
+    let (intended, stray) = partition(&changes, &d.container, req);
     if !stray.is_empty() {
         ecs.deregister(&new_arn, log).await;
         return Err(ReleaseError::UnexpectedChanges {
@@ -376,20 +450,37 @@ async fn prepare_revision(
     log.info(&format!(
         "Registered {}; it differs from {} only in:",
         taskdef::label(&described),
-        taskdef::label(&base)
+        taskdef::label(&d.base)
     ));
-    for change in intended {
-        log.info(&format!(
-            "  {}: {} -> {}",
-            change.path,
-            or_none(&change.old),
-            or_none(&change.new)
-        ));
-    }
+    show_changes(log, &intended);
     Ok(Prepared::New {
-        base: base_arn,
+        base: d.base_arn,
         new_arn,
     })
+}
+
+/// Shows the revision a release would register, field by field, and changes nothing.
+pub async fn plan(
+    ecs: &EcsService,
+    req: &DeployRequest<'_>,
+    log: &JobLog,
+) -> Result<Vec<FieldChange>, ReleaseError> {
+    let _s = log.section("release_plan", "Release plan: task definition");
+    let d = match derive(ecs, req, log).await? {
+        Ok(d) => d,
+        Err(_) => return Ok(Vec::new()),
+    };
+    let preview = taskdef::preview(&d.base, &d.input);
+    let tags = d.input.tags.clone().unwrap_or_default();
+    let changes = taskdef::diff(&d.base, &d.base_tags, &preview, &tags);
+    log.info(&format!(
+        "Would register {}:{} (not registered, the service not updated); changes against {}:",
+        d.base.family().unwrap_or("?"),
+        d.base.revision() + 1,
+        taskdef::label(&d.base)
+    ));
+    show_changes(log, &changes.iter().collect::<Vec<_>>());
+    Ok(changes)
 }
 
 fn or_none(v: &str) -> &str {
@@ -447,6 +538,61 @@ async fn wait_for_other_deployments(
         }
         tokio::time::sleep(jittered(req.poll, entropy())).await;
     }
+}
+
+/// Points the service at an existing revision `to` and follows the deployment to the end
+/// (the `rollback` command); no automatic rollback of the rollback.
+pub async fn switch(
+    ecs: &EcsService,
+    from: &str,
+    to: &str,
+    deadline: Instant,
+    poll: Duration,
+    log: &JobLog,
+    cancel: &mut Cancel,
+) -> Result<DeployReport, ReleaseError> {
+    let _s = log.section("release_rollout", "Rollback: rollout");
+    let started = now_epoch();
+    let deployment = ecs.update(to).await?;
+    log.step(&format!(
+        "UpdateService: {} -> {}, deployment {deployment}",
+        short_td(from),
+        short_td(to)
+    ));
+    let mut observer = Observer::new(started - 5);
+    let end = watch(
+        ecs,
+        &deployment,
+        to,
+        deadline,
+        poll,
+        log,
+        Some(cancel),
+        &mut observer,
+    )
+    .await?;
+    let reason = match end {
+        WatchEnd::Verdict(Verdict::Completed) => {
+            return Ok(DeployReport {
+                previous_arn: from.to_string(),
+                new_arn: to.to_string(),
+                deployment_id: Some(deployment),
+                already_deployed: false,
+            })
+        }
+        WatchEnd::Verdict(Verdict::RolledBack(r) | Verdict::Failed(r) | Verdict::Vanished(r)) => r,
+        WatchEnd::Verdict(Verdict::InProgress) | WatchEnd::Deadline => {
+            format!("deployment {deployment} did not complete before the deadline")
+        }
+        WatchEnd::Cancelled => format!("cancelled while deployment {deployment} rolled out"),
+    };
+    Err(ReleaseError::RolloutFailed {
+        reason,
+        state: format!(
+            "The service points at {}; check it in the ECS console",
+            short_td(to)
+        ),
+    })
 }
 
 /// How a watch ended.

@@ -311,13 +311,32 @@ pub async fn execute(
         aws::session(&inputs.region, &inputs.credentials, &aws::token_dir(&temp)).await?
     };
 
+    let dry_run = ctx.var(DRY_RUN_VARIABLE) == Some("true");
     // Before anything changes, a cancel simply stops: there is nothing to undo.
     let image_started = Instant::now();
     let (digest, pushed) = tokio::select! {
-        result = release_image(settings, ctx, inputs, &session.config, log) => result?,
+        result = release_image(settings, ctx, inputs, &session.config, dry_run, log) => result?,
         _ = &mut *cancel => return Err(ReleaseError::Cancelled),
     };
     let image_secs = image_started.elapsed().as_secs_f64();
+    if dry_run {
+        if let (ReleaseAction::Release, Some(target)) = (&inputs.action, &inputs.ecs) {
+            let ecs = deploy::EcsService::new(aws_sdk_ecs::Client::new(&session.config), target);
+            deploy::plan(
+                &ecs,
+                &deploy_request(settings, ctx, inputs, target, log),
+                log,
+            )
+            .await?;
+        }
+        log.step("Dry run: nothing was pushed, registered or updated");
+        return Ok(ReleaseReport {
+            image: inputs.image_ref(),
+            digest,
+            pushed: false,
+            deploy: None,
+        });
+    }
 
     let deploy = match (&inputs.action, &inputs.ecs) {
         (ReleaseAction::Release, Some(target)) => {
@@ -349,6 +368,7 @@ async fn release_image(
     ctx: &JobContext,
     inputs: &ReleaseInputs,
     config: &aws_config::SdkConfig,
+    dry_run: bool,
     log: &JobLog,
 ) -> Result<(String, bool), ReleaseError> {
     let _section = log.section(
@@ -386,6 +406,10 @@ async fn release_image(
         stats.bytes as f64 / 1e6,
         stats.ignored
     ));
+    if dry_run {
+        log.info(&format!("Dry run: {image} was built but not pushed"));
+        return Ok((format!("(not pushed: {id})"), false));
+    }
     let push_started = Instant::now();
     let digest = image::push(&docker, &inputs.image_repo(), &inputs.tag, &login, log).await?;
     log.info(&format!(
@@ -395,11 +419,14 @@ async fn release_image(
     Ok((digest, true))
 }
 
+/// The job variable `exec --dry-run` sets: the release stops before its first change.
+pub const DRY_RUN_VARIABLE: &str = "ECS_EXECUTOR_DRY_RUN";
+
 /// Margin kept before the job's own timeout so a failed rollout can still start its
 /// rollback and report.
 const JOB_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 
-fn deploy_request<'a>(
+pub(crate) fn deploy_request<'a>(
     settings: &Settings,
     ctx: &JobContext,
     inputs: &'a ReleaseInputs,

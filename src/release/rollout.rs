@@ -105,6 +105,59 @@ pub fn other_deployment_in_progress(service: &Service) -> Option<String> {
     })
 }
 
+/// Which revision `rollback` returns to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackTo {
+    /// The newest older revision that runs a different image than the current one.
+    Previous,
+    /// The newest revision whose image has this tag.
+    Tag(String),
+    /// This revision number of the family.
+    Revision(i32),
+}
+
+/// A revision of the family: ARN, revision number and the target container's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Task definition ARN.
+    pub arn: String,
+    /// Revision number.
+    pub revision: i32,
+    /// Image of the release container.
+    pub image: String,
+}
+
+/// Picks the revision to roll back to among `candidates` (newest first).
+pub fn pick_rollback(
+    current: &Candidate,
+    candidates: &[Candidate],
+    to: &RollbackTo,
+) -> Result<Candidate, String> {
+    let found = match to {
+        RollbackTo::Previous => candidates
+            .iter()
+            .find(|c| c.revision < current.revision && c.image != current.image),
+        RollbackTo::Tag(tag) => candidates
+            .iter()
+            .find(|c| c.image.rsplit_once(':').is_some_and(|(_, t)| t == tag)),
+        RollbackTo::Revision(n) => candidates.iter().find(|c| c.revision == *n),
+    };
+    let found = found.cloned().ok_or_else(|| match to {
+        RollbackTo::Previous => format!(
+            "no older ACTIVE revision runs another image than {} (revision {})",
+            current.image, current.revision
+        ),
+        RollbackTo::Tag(tag) => {
+            format!("no ACTIVE revision of the family runs an image tagged {tag}")
+        }
+        RollbackTo::Revision(n) => format!("revision {n} is not an ACTIVE revision of the family"),
+    })?;
+    if found.arn == current.arn {
+        return Err(format!("the service already runs {}", short_td(&found.arn)));
+    }
+    Ok(found)
+}
+
 /// `family:revision` from a task definition ARN.
 pub fn short_td(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
@@ -417,6 +470,45 @@ mod tests {
             ["stopped task abc: Essential container in task exited; app exit 3"]
         );
         assert!(o.stopped_tasks(&[task]).is_empty());
+    }
+
+    #[test]
+    fn rollback_targets() {
+        let c = |rev: i32, tag: &str| Candidate {
+            arn: format!("arn:aws:ecs:r:1:task-definition/app:{rev}"),
+            revision: rev,
+            image: format!("r/app:{tag}"),
+        };
+        let all = [
+            c(5, "v1.3.0"),
+            c(4, "v1.3.0"),
+            c(3, "v1.2.0"),
+            c(2, "v1.1.0"),
+        ];
+        let current = c(5, "v1.3.0");
+        assert_eq!(
+            pick_rollback(&current, &all, &RollbackTo::Previous)
+                .unwrap()
+                .revision,
+            3
+        );
+        assert_eq!(
+            pick_rollback(&current, &all, &RollbackTo::Tag("v1.1.0".into()))
+                .unwrap()
+                .revision,
+            2
+        );
+        assert_eq!(
+            pick_rollback(&current, &all, &RollbackTo::Revision(4))
+                .unwrap()
+                .revision,
+            4
+        );
+        assert!(pick_rollback(&current, &all, &RollbackTo::Revision(5))
+            .unwrap_err()
+            .contains("already runs"));
+        assert!(pick_rollback(&current, &all, &RollbackTo::Tag("v9".into())).is_err());
+        assert!(pick_rollback(&c(2, "v1.1.0"), &all[3..], &RollbackTo::Previous).is_err());
     }
 
     #[test]

@@ -266,6 +266,30 @@ pub fn copy(
         .map_err(|_| TaskDefError::Incomplete(label(base)))
 }
 
+/// What ECS would describe after registering `input` as the next revision of `base`: for
+/// plans and dry runs, which must not register anything.
+pub fn preview(base: &TaskDefinition, input: &RegisterTaskDefinitionInput) -> TaskDefinition {
+    TaskDefinition::builder()
+        .set_family(input.family.clone())
+        .set_task_role_arn(input.task_role_arn.clone())
+        .set_execution_role_arn(input.execution_role_arn.clone())
+        .set_network_mode(input.network_mode.clone())
+        .set_container_definitions(input.container_definitions.clone())
+        .set_volumes(input.volumes.clone())
+        .set_placement_constraints(input.placement_constraints.clone())
+        .set_requires_compatibilities(input.requires_compatibilities.clone())
+        .set_cpu(input.cpu.clone())
+        .set_memory(input.memory.clone())
+        .set_pid_mode(input.pid_mode.clone())
+        .set_ipc_mode(input.ipc_mode.clone())
+        .set_proxy_configuration(input.proxy_configuration.clone())
+        .set_ephemeral_storage(input.ephemeral_storage.clone())
+        .set_runtime_platform(input.runtime_platform.clone())
+        .set_enable_fault_injection(input.enable_fault_injection)
+        .revision(base.revision() + 1)
+        .build()
+}
+
 /// The fluent request for `input`, ready to send.
 pub fn register_request(
     client: &aws_sdk_ecs::Client,
@@ -624,21 +648,7 @@ mod tests {
         assert_eq!(input.tags.as_deref(), Some(tags.as_slice()));
 
         // What ECS would describe after registering the input: the diff is the intended one.
-        let registered = TaskDefinition::builder()
-            .set_family(input.family.clone())
-            .set_task_role_arn(input.task_role_arn.clone())
-            .set_execution_role_arn(input.execution_role_arn.clone())
-            .set_network_mode(input.network_mode.clone())
-            .set_container_definitions(input.container_definitions.clone())
-            .set_volumes(input.volumes.clone())
-            .set_requires_compatibilities(input.requires_compatibilities.clone())
-            .set_cpu(input.cpu.clone())
-            .set_memory(input.memory.clone())
-            .set_ephemeral_storage(input.ephemeral_storage.clone())
-            .set_runtime_platform(input.runtime_platform.clone())
-            .set_enable_fault_injection(input.enable_fault_injection)
-            .revision(8)
-            .build();
+        let registered = preview(&base, &input);
         let changes = diff(&base, &[tag("team", "web")], &registered, &tags);
         let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(

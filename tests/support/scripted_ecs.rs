@@ -573,6 +573,27 @@ impl State {
                 ));
                 Ok(json!({"service": self.service_json()}))
             }
+            "ListTaskDefinitions" => {
+                let prefix = body["familyPrefix"].as_str().unwrap_or_default();
+                let mut arns: Vec<(i64, Value)> = self
+                    .task_definitions
+                    .iter()
+                    .filter(|(td, _)| {
+                        td["status"] == "ACTIVE"
+                            && td["family"].as_str().is_some_and(|f| f.starts_with(prefix))
+                    })
+                    .map(|(td, _)| {
+                        (
+                            td["revision"].as_i64().unwrap_or(0),
+                            td["taskDefinitionArn"].clone(),
+                        )
+                    })
+                    .collect();
+                arns.sort_by_key(|(rev, _)| -rev);
+                Ok(
+                    json!({"taskDefinitionArns": arns.into_iter().map(|(_, a)| a).collect::<Vec<_>>()}),
+                )
+            }
             "ListTasks" => {
                 let started_by = body["startedBy"].as_str().unwrap_or_default();
                 let arns: Vec<Value> = self

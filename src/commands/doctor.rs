@@ -1,0 +1,179 @@
+//! `doctor`: one line per check of what a release needs — settings, the Docker engine, AWS
+//! identity, the ECR repository and the ECS service — and a non-zero exit if any fails.
+
+use std::path::Path;
+
+use super::rollback::operator_credentials;
+use super::Target;
+use crate::aws;
+use crate::docker;
+use crate::release::{deploy, inputs, ReleaseError};
+use crate::settings::Settings;
+
+/// The result of one check.
+enum Check {
+    Ok(String),
+    Fail(String),
+    Skip(String),
+}
+
+fn print(name: &str, check: &Check) {
+    let (mark, text) = match check {
+        Check::Ok(t) => ("[ ok ]", t),
+        Check::Fail(t) => ("[FAIL]", t),
+        Check::Skip(t) => ("[skip]", t),
+    };
+    println!("{mark} {name}: {text}");
+}
+
+/// Runs every check; returns how many failed. `settings` is the loaded result, so a broken
+/// settings file is reported as a check too.
+pub async fn doctor(
+    settings: Result<Settings, String>,
+    settings_source: &Path,
+    target: &Target,
+) -> usize {
+    let mut failed = 0;
+    let mut report = |name: &str, check: Check| {
+        if matches!(check, Check::Fail(_)) {
+            failed += 1;
+        }
+        print(name, &check);
+    };
+    let settings = match settings {
+        Ok(s) => {
+            report(
+                "settings",
+                Check::Ok(format!("{} loaded", settings_source.display())),
+            );
+            s
+        }
+        Err(e) => {
+            report("settings", Check::Fail(e));
+            Settings::default()
+        }
+    };
+    report(
+        "docker engine",
+        match docker::connect(&settings.docker).await {
+            Ok(d) => match d.version().await {
+                Ok(v) => Check::Ok(format!(
+                    "engine {} (API {})",
+                    v.version.unwrap_or_default(),
+                    v.api_version.unwrap_or_default()
+                )),
+                Err(e) => Check::Fail(e.to_string()),
+            },
+            Err(e) => Check::Fail(e.to_string()),
+        },
+    );
+
+    let vars = target.variables();
+    let region = vars
+        .get("AWS_DEFAULT_REGION")
+        .cloned()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| Some(settings.aws.region.clone()).filter(|r| !r.is_empty()));
+    let Some(region) = region else {
+        for name in ["aws identity", "ecr repository", "ecs service"] {
+            report(
+                name,
+                Check::Skip("no region (--region, AWS_DEFAULT_REGION or aws.region)".into()),
+            );
+        }
+        return failed;
+    };
+    let temp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => {
+            report(
+                "aws identity",
+                Check::Fail(format!("cannot create a temp dir: {e}")),
+            );
+            return failed;
+        }
+    };
+    let session = match aws::session(
+        &region,
+        &operator_credentials(&vars),
+        &aws::token_dir(temp.path()),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            report("aws identity", Check::Fail(e.to_string()));
+            return failed;
+        }
+    };
+    let sts = aws_sdk_sts::Client::new(&session.config);
+    report(
+        "aws identity",
+        match sts.get_caller_identity().send().await {
+            Ok(id) => Check::Ok(format!("{} in {region}", id.arn().unwrap_or("?"))),
+            Err(e) => Check::Fail(ReleaseError::aws("sts:GetCallerIdentity", e).to_string()),
+        },
+    );
+    report(
+        "ecr repository",
+        match &target.repository {
+            None => Check::Skip("no repository (--repository or ECR_REPOSITORY)".into()),
+            Some(repo) => {
+                let ecr = aws_sdk_ecr::Client::new(&session.config);
+                match ecr
+                    .describe_repositories()
+                    .repository_names(repo)
+                    .send()
+                    .await
+                {
+                    Ok(out) => Check::Ok(format!(
+                        "{} (tags {})",
+                        out.repositories()
+                            .first()
+                            .and_then(|r| r.repository_uri())
+                            .unwrap_or(repo),
+                        out.repositories()
+                            .first()
+                            .and_then(|r| r.image_tag_mutability())
+                            .map(|m| m.as_str().to_lowercase())
+                            .unwrap_or_else(|| "?".into())
+                    )),
+                    Err(e) => {
+                        Check::Fail(ReleaseError::aws("ecr:DescribeRepositories", e).to_string())
+                    }
+                }
+            }
+        },
+    );
+    report(
+        "ecs service",
+        match (&target.cluster, &target.service) {
+            (Some(cluster), Some(service)) => {
+                let ecs_target = inputs::EcsTarget {
+                    cluster: cluster.clone(),
+                    service: service.clone(),
+                    task_definition: None,
+                    container: None,
+                    rollout_timeout: None,
+                    rollback: None,
+                };
+                let ecs =
+                    deploy::EcsService::new(aws_sdk_ecs::Client::new(&session.config), &ecs_target);
+                match ecs.describe().await {
+                    Ok(s) => Check::Ok(format!(
+                        "{service} in {cluster}: {} running {}/{}, status {}",
+                        s.task_definition()
+                            .map(crate::release::rollout::short_td)
+                            .unwrap_or("?"),
+                        s.running_count(),
+                        s.desired_count(),
+                        s.status().unwrap_or("?")
+                    )),
+                    Err(e) => Check::Fail(e.to_string()),
+                }
+            }
+            _ => Check::Skip("no service (--cluster/--service or ECS_CLUSTER/ECS_SERVICE)".into()),
+        },
+    );
+    failed
+}

@@ -1,0 +1,200 @@
+//! Operator commands outside GitLab: `plan`, `rollback`, `doctor`, `release`, and
+//! `exec --dry-run`, against the same stand-ins as the release tests.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use serde_json::json;
+use support::release::{moto, Fixture, CLUSTER, FAMILY, SERVICE};
+use support::scripted_ecs::Script;
+use support::*;
+
+fn run(f: &Fixture, args: &[&str], extra_env: &[(&str, &str)]) -> (Output, String) {
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(&f.env.settings)
+        .args(args)
+        .envs(f.env.runner.process_env.iter().cloned())
+        .env("AWS_DEFAULT_REGION", "ap-northeast-1")
+        .env("ECR_REGISTRY", &f.registry.host)
+        .env("ECR_REPOSITORY", "group/app")
+        .env("ECS_CLUSTER", CLUSTER)
+        .env("ECS_SERVICE", SERVICE)
+        .envs(extra_env.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+#[test]
+fn plan_shows_exactly_the_image_change_and_changes_nothing() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    let (out, log) = run(&f, &["plan", "--tag", "v1.2.3"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains(&format!("Would register {FAMILY}:2")), "{log}");
+    let changes: Vec<&str> = log.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(changes.len(), 2, "{log}");
+    assert!(
+        changes[0].starts_with(&format!(
+            "  container_definitions[app].image: \"{}:v1.2.2\" -> \"{}:v1.2.3\"",
+            f.repository(),
+            f.repository()
+        )),
+        "{log}"
+    );
+    assert!(
+        changes[1].starts_with("  tags[gitlab:tag]: (none) -> v1.2.3"),
+        "{log}"
+    );
+    assert!(
+        ecs.requests("RegisterTaskDefinition").is_empty()
+            && ecs.requests("UpdateService").is_empty()
+    );
+
+    let (out, log) = run(&f, &["plan", "--tag", "latest"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(log.contains("tag `latest` is mutable"), "{log}");
+}
+
+#[test]
+fn rollback_returns_the_service_to_the_previous_release() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    let released = ecs.service_task_definition();
+    assert!(released.ends_with(":2"));
+
+    let (out, log) = run(&f, &["rollback"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains(&format!("Rolling {SERVICE} back from {FAMILY}:2")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("to {FAMILY}:1 ({}:v1.2.2)", f.repository())),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("The service runs {FAMILY}:1 again")),
+        "{log}"
+    );
+    assert!(ecs.service_task_definition().ends_with(":1"));
+
+    let (out, log) = run(&f, &["rollback", "--to", "v1.2.3"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(ecs.service_task_definition().ends_with(":2"), "{log}");
+    let (out, log) = run(&f, &["rollback", "--to-revision", "9"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        log.contains("revision 9 is not an ACTIVE revision"),
+        "{log}"
+    );
+}
+
+#[test]
+fn doctor_reports_each_check_and_fails_on_a_missing_service_or_stopped_daemon() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    moto().call(
+        "AmazonEC2ContainerRegistry_V20150921.CreateRepository",
+        json!({"repositoryName": "group/app"}),
+    );
+    let (out, log) = run(&f, &["doctor"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    for check in [
+        "[ ok ] settings",
+        "[ ok ] docker engine",
+        "[ ok ] aws identity",
+        "[ ok ] ecr repository",
+        "[ ok ] ecs service",
+    ] {
+        assert!(log.contains(check), "{check}: {log}");
+    }
+
+    let (out, log) = run(&f, &["doctor"], &[("ECS_SERVICE", "no-such-service")]);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("[FAIL] ecs service: the ECS service no-such-service does not exist"),
+        "{log}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let (out, log) = run(
+        &f,
+        &["doctor"],
+        &[("DOCKER_HOST", &format!("unix://{}", socket.display()))],
+    );
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("[FAIL] docker engine: cannot reach the Docker engine"),
+        "{log}"
+    );
+}
+
+#[test]
+fn exec_dry_run_and_release_dry_run_change_nothing() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    f.commit_file(
+        ".gitlab-ci.yml",
+        "deploy-job:\n  stage: deploy\n  script: [echo never]\n  rules:\n    - if: $CI_COMMIT_TAG =~ /^v\\d+\\.\\d+\\.\\d+$/\n",
+    );
+    let repo = f.repo.to_string_lossy().into_owned();
+    let (out, log) = run(
+        &f,
+        &[
+            "exec",
+            "deploy-job",
+            "--file",
+            &format!("{repo}/.gitlab-ci.yml"),
+            "--tag",
+            "v1.2.3",
+            "--dry-run",
+            "--var",
+            &format!("ECR_REGISTRY={}", f.registry.host),
+            "--var",
+            "ECR_REPOSITORY=group/app",
+            "--var",
+            &format!("ECS_CLUSTER={CLUSTER}"),
+            "--var",
+            &format!("ECS_SERVICE={SERVICE}"),
+            "--var",
+            "AWS_DEFAULT_REGION=ap-northeast-1",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("Dry run: nothing was pushed, registered or updated"),
+        "{log}"
+    );
+    assert!(log.contains("container_definitions[app].image"), "{log}");
+    assert!(f.registry.tags("group/app").is_empty());
+    assert!(
+        ecs.requests("RegisterTaskDefinition").is_empty()
+            && ecs.requests("UpdateService").is_empty()
+    );
+
+    let (out, log) = run(
+        &f,
+        &["release", "--tag", "v1.2.3", "--project-dir", &repo],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(ecs.service_task_definition().ends_with(":2"), "{log}");
+    assert!(f.registry.manifest("group/app", "v1.2.3").is_some());
+}
