@@ -187,7 +187,8 @@ impl EcsService {
             .collect())
     }
 
-    async fn stopped_tasks(&self, deployment_id: &str) -> Vec<Task> {
+    /// Stopped tasks started by `deployment_id` (at most 100).
+    async fn stopped_tasks(&self, deployment_id: &str) -> Result<Vec<Task>, ReleaseError> {
         let listed = self
             .client
             .list_tasks()
@@ -195,25 +196,21 @@ impl EcsService {
             .started_by(deployment_id)
             .desired_status(DesiredStatus::Stopped)
             .send()
-            .await;
-        let arns: Vec<String> = match listed {
-            Ok(out) => out.task_arns().iter().take(100).cloned().collect(),
-            Err(_) => return Vec::new(),
-        };
+            .await
+            .map_err(|e| ReleaseError::aws("ecs:ListTasks", e))?;
+        let arns: Vec<String> = listed.task_arns().iter().take(100).cloned().collect();
         if arns.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        match self
+        let described = self
             .client
             .describe_tasks()
             .cluster(&self.cluster)
             .set_tasks(Some(arns))
             .send()
             .await
-        {
-            Ok(out) => out.tasks().to_vec(),
-            Err(_) => Vec::new(),
-        }
+            .map_err(|e| ReleaseError::aws("ecs:DescribeTasks", e))?;
+        Ok(described.tasks().to_vec())
     }
 }
 
@@ -736,6 +733,7 @@ async fn watch(
     observer: &mut Observer,
 ) -> Result<WatchEnd, ReleaseError> {
     let mut last_news = Instant::now();
+    let mut stopped_tasks_unavailable = false;
     loop {
         let pause =
             jittered(poll, entropy()).min(deadline.saturating_duration_since(Instant::now()));
@@ -754,7 +752,15 @@ async fn watch(
             .iter()
             .find(|d| d.id() == Some(deployment));
         if ours.is_some_and(|d| d.failed_tasks() > 0) {
-            news.extend(observer.stopped_tasks(&ecs.stopped_tasks(deployment).await));
+            match ecs.stopped_tasks(deployment).await {
+                Ok(tasks) => news.extend(observer.stopped_tasks(&tasks)),
+                // Stopped-task reasons help but are not needed to judge the rollout.
+                Err(e) if !stopped_tasks_unavailable => {
+                    stopped_tasks_unavailable = true;
+                    log.warn(&format!("cannot show stopped tasks: {e}"));
+                }
+                Err(_) => {}
+            }
         }
         if news.is_empty() && last_news.elapsed() >= HEARTBEAT {
             news.push(format!(
