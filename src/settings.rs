@@ -245,6 +245,8 @@ pub struct DockerSettings {
     pub memory: String,
     /// Extra binds for job containers, `host:container[:ro|rw]`.
     pub volumes: Vec<String>,
+    /// Images jobs and services may use, as patterns with `*` (empty: any image).
+    pub allowed_images: Vec<String>,
     /// Seconds a cancelled script gets between SIGTERM and SIGKILL inside the container.
     pub cancel_grace_seconds: u64,
     /// Containers of this runner older than this many minutes are removed by any cleanup.
@@ -279,10 +281,41 @@ impl Default for DockerSettings {
             cpus: 0.0,
             memory: String::new(),
             volumes: Vec::new(),
+            allowed_images: Vec::new(),
             cancel_grace_seconds: 5,
             orphan_max_age_minutes: 24 * 60,
         }
     }
+}
+
+impl DockerSettings {
+    /// Whether `image` matches `allowed_images` (an empty list allows any image).
+    pub fn image_allowed(&self, image: &str) -> bool {
+        self.allowed_images.is_empty() || self.allowed_images.iter().any(|p| glob_match(p, image))
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    if !text.starts_with(first)
+        || !text[first.len()..].ends_with(last)
+        || text.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 impl Settings {
@@ -497,6 +530,23 @@ mod tests {
         );
         let err = parse("[release]\ntag_pattern = '^v(('").unwrap_err();
         assert!(err.contains("`release.tag_pattern`"), "{err}");
+    }
+
+    #[test]
+    fn image_allow_list() {
+        let mut d = DockerSettings::default();
+        assert!(d.image_allowed("anything:1"));
+        d.allowed_images = vec![
+            "registry.example.com/*".into(),
+            "debian:*-slim".into(),
+            "alpine:3".into(),
+        ];
+        assert!(d.image_allowed("registry.example.com/team/app:v1"));
+        assert!(d.image_allowed("debian:bookworm-slim"));
+        assert!(d.image_allowed("alpine:3"));
+        assert!(!d.image_allowed("alpine:3.20"));
+        assert!(!d.image_allowed("evil.example.com/registry.example.com/x"));
+        assert!(!d.image_allowed("debian:bookworm"));
     }
 
     #[test]

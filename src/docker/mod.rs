@@ -71,6 +71,17 @@ pub enum DockerError {
         /// What settings allow.
         allowed: Vec<String>,
     },
+    /// Settings' `docker.allowed_images` does not include the image.
+    #[error(
+        "image {image} is not allowed on this runner (docker.allowed_images: {allowed:?}); use \
+         an allowed image or ask the runner's operator"
+    )]
+    ImageNotAllowed {
+        /// The image.
+        image: String,
+        /// The patterns allowed.
+        allowed: Vec<String>,
+    },
     /// A container stopped while the job environment was being prepared.
     #[error(
         "{role} container {name} stopped during prepare ({detail}). If the image's entrypoint \
@@ -107,7 +118,9 @@ impl DockerError {
     /// How the runner must classify this error.
     pub fn outcome(&self) -> Outcome {
         match self {
-            DockerError::PullPolicyNotAllowed { .. } => Outcome::JobFailure { exit_code: 1 },
+            DockerError::PullPolicyNotAllowed { .. } | DockerError::ImageNotAllowed { .. } => {
+                Outcome::JobFailure { exit_code: 1 }
+            }
             _ => Outcome::SystemFailure,
         }
     }

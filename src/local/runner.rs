@@ -46,6 +46,8 @@ pub struct Runner {
     pub process_env: Vec<(String, String)>,
     /// Print the job log live on stdout as well as collecting it.
     pub echo: bool,
+    /// Where per-attempt temp dirs are made (the runner's `TMPDIR`); `None`: the system's.
+    pub temp_root: Option<PathBuf>,
     /// Set from outside (Ctrl-C) to cancel the job like GitLab's cancel button.
     pub cancel_flag: Option<&'static AtomicBool>,
 }
@@ -507,6 +509,7 @@ impl Runner {
             prepare_retry_pause: Duration::from_secs(3),
             process_env: Vec::new(),
             echo: false,
+            temp_root: None,
             cancel_flag: None,
         }
     }
@@ -538,7 +541,7 @@ impl Drive<'_> {
         let mut attempt = None;
         let mut prep_error = None;
         for n in 0..PREPARATION_RETRIES {
-            let mut a = new_attempt(&prev_dirs)?;
+            let mut a = new_attempt(self.runner.temp_root.as_deref(), &prev_dirs)?;
             let result = self.prepare_attempt(&mut a)?;
             prev_dirs = (a.builds_dir.clone(), a.project_dir.clone());
             if result == CallResult::Ok {
@@ -940,11 +943,15 @@ impl Drive<'_> {
     }
 }
 
-fn new_attempt(prev: &(String, String)) -> io::Result<Attempt> {
+fn new_attempt(root: Option<&Path>, prev: &(String, String)) -> io::Result<Attempt> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("custom-executor");
+    let tmp = match root {
+        Some(root) => builder.tempdir_in(root)?,
+        None => builder.tempdir()?,
+    };
     Ok(Attempt {
-        tmp: tempfile::Builder::new()
-            .prefix("custom-executor")
-            .tempdir()?,
+        tmp,
         builds_dir: prev.0.clone(),
         project_dir: prev.1.clone(),
         config: Value::Null,

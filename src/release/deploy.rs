@@ -267,6 +267,28 @@ pub async fn deploy(
         };
         let (base, new_arn) = match prepared {
             Prepared::AlreadyDeployed(report) => return Ok(report),
+            Prepared::Resume {
+                previous,
+                arn,
+                deployment,
+            } => {
+                let _s = log.section("release_rollout", "Release: rollout");
+                log.step(&format!(
+                    "Resuming: deployment {deployment} of {} (this release's image) is already rolling out; following it",
+                    short_td(&arn)
+                ));
+                return follow(
+                    ecs,
+                    req,
+                    log,
+                    cancel,
+                    previous.as_deref(),
+                    &arn,
+                    deployment,
+                    now_epoch() - 60,
+                )
+                .await;
+            }
             Prepared::New { base, new_arn } => (base, new_arn),
         };
         let _s = log.section("release_rollout", "Release: rollout");
@@ -302,7 +324,16 @@ pub async fn deploy(
 
 enum Prepared {
     AlreadyDeployed(DeployReport),
-    New { base: String, new_arn: String },
+    /// An earlier attempt of this release (killed mid-rollout) already started the rollout.
+    Resume {
+        previous: Option<String>,
+        arn: String,
+        deployment: String,
+    },
+    New {
+        base: String,
+        new_arn: String,
+    },
 }
 
 /// The new revision worked out from the service's current one, not yet registered.
@@ -314,13 +345,13 @@ struct Derived {
     input: aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput,
 }
 
-/// Reads the service and its revision and derives the new revision's input; `Err(report)`
-/// inside `Ok` when the image is already deployed and nothing needs to change.
+/// Reads the service and its revision and derives the new revision's input; `Err(prepared)`
+/// inside `Ok` when the image is already deployed or already rolling out.
 async fn derive(
     ecs: &EcsService,
     req: &DeployRequest<'_>,
     log: &JobLog,
-) -> Result<Result<Derived, DeployReport>, ReleaseError> {
+) -> Result<Result<Derived, Prepared>, ReleaseError> {
     let service = ecs.describe().await?;
     let base_arn = service.task_definition().unwrap_or_default().to_string();
     let (base, base_tags) = ecs.task_definition(&base_arn).await?;
@@ -350,11 +381,28 @@ async fn derive(
                 taskdef::label(&base),
                 req.image
             ));
-            return Ok(Err(DeployReport {
+            return Ok(Err(Prepared::AlreadyDeployed(DeployReport {
                 previous_arn: base_arn.clone(),
                 new_arn: base_arn,
                 deployment_id: None,
                 already_deployed: true,
+            })));
+        }
+        if let Some(rolling) = primary.filter(|d| {
+            d.task_definition() == Some(base_arn.as_str())
+                && d.rollout_state()
+                    == Some(&aws_sdk_ecs::types::DeploymentRolloutState::InProgress)
+        }) {
+            let previous = service
+                .deployments()
+                .iter()
+                .find(|d| d.status() == Some("ACTIVE"))
+                .and_then(|d| d.task_definition())
+                .map(str::to_string);
+            return Ok(Err(Prepared::Resume {
+                previous,
+                arn: base_arn,
+                deployment: rolling.id().unwrap_or_default().to_string(),
             }));
         }
     }
@@ -423,7 +471,7 @@ async fn prepare_revision(
 ) -> Result<Prepared, ReleaseError> {
     let d = match derive(ecs, req, log).await? {
         Ok(d) => d,
-        Err(report) => return Ok(Prepared::AlreadyDeployed(report)),
+        Err(prepared) => return Ok(prepared),
     };
     let registered = ecs.register(d.input, log).await?;
     let new_arn = registered
@@ -614,11 +662,37 @@ async fn roll_out(
         short_td(base),
         short_td(new_arn)
     ));
+    follow(
+        ecs,
+        req,
+        log,
+        cancel,
+        Some(base),
+        new_arn,
+        deployment,
+        started,
+    )
+    .await
+}
+
+/// Follows `deployment` of `arn` to its end; on failure rolls back to `previous` (the
+/// revision captured before the release) as the request says.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    ecs: &EcsService,
+    req: &DeployRequest<'_>,
+    log: &JobLog,
+    cancel: &mut Cancel,
+    previous: Option<&str>,
+    arn: &str,
+    deployment: String,
+    started: i64,
+) -> Result<DeployReport, ReleaseError> {
     let mut observer = Observer::new(started - 5);
     let end = watch(
         ecs,
         &deployment,
-        new_arn,
+        arn,
         req.deadline,
         req.poll,
         log,
@@ -630,8 +704,8 @@ async fn roll_out(
     let failure = match end {
         WatchEnd::Verdict(Verdict::Completed) => {
             return Ok(DeployReport {
-                previous_arn: base.to_string(),
-                new_arn: new_arn.to_string(),
+                previous_arn: previous.unwrap_or(arn).to_string(),
+                new_arn: arn.to_string(),
                 deployment_id: Some(deployment),
                 already_deployed: false,
             })
@@ -648,14 +722,17 @@ async fn roll_out(
             format!("the job was cancelled while deployment {deployment} rolled out")
         }
     };
-    let state = match req.rollback {
-        RollbackMode::Never => format!(
-            "ECS_ROLLBACK is never: the service stays on {} ({})",
-            short_td(new_arn),
-            "check it in the ECS console"
+    let state = match (req.rollback, previous) {
+        (RollbackMode::Never, _) => format!(
+            "ECS_ROLLBACK is never: the service stays on {} (check it in the ECS console)",
+            short_td(arn)
         ),
-        RollbackMode::Auto => {
-            rollback(ecs, req, log, base, new_arn, cancelled, &mut observer).await
+        (RollbackMode::Auto, None) => format!(
+            "no earlier revision is known to roll back to: the service stays on {}",
+            short_td(arn)
+        ),
+        (RollbackMode::Auto, Some(base)) => {
+            rollback(ecs, req, log, base, arn, cancelled, &mut observer).await
         }
     };
     Err(ReleaseError::RolloutFailed {

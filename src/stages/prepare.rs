@@ -1,8 +1,8 @@
 //! `prepare`: pull images and start the job's network, services and job container.
 
 use crate::docker::{
-    self, ensure_image, resolve_pull_policy, start_job_environment, JobEnvironmentSpec, JobNames,
-    RegistryAuth, ServiceSpec,
+    self, ensure_image, resolve_pull_policy, start_job_environment, DockerError,
+    JobEnvironmentSpec, JobNames, RegistryAuth, ServiceSpec,
 };
 use crate::joblog::JobLog;
 use crate::protocol::{ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
@@ -52,6 +52,17 @@ pub async fn prepare(
         .to_string();
     let auth = registry_auth(ctx)?;
 
+    let check_allowed = |image: &str| {
+        if d.image_allowed(image) {
+            Ok(())
+        } else {
+            Err(DockerError::ImageNotAllowed {
+                image: image.to_string(),
+                allowed: d.allowed_images.clone(),
+            })
+        }
+    };
+    check_allowed(&image)?;
     let policy = resolve_pull_policy(
         &ctx.payload.image.pull_policy,
         d.pull_policy,
@@ -71,6 +82,7 @@ pub async fn prepare(
     };
     let mut service_specs = Vec::with_capacity(services.len());
     for service in &services {
+        check_allowed(&service.name)?;
         let job_policies = ctx
             .payload
             .services

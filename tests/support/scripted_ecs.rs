@@ -42,6 +42,9 @@ pub struct Script {
     pub busy_for: Option<Duration>,
     /// How long a rollback deployment takes.
     pub rollback_time: Duration,
+    /// `DescribeServices` calls after the first update answered with faults: odd ones a
+    /// 500, even ones a connection closed without an answer.
+    pub faults_after_update: u32,
 }
 
 impl Default for Script {
@@ -52,6 +55,7 @@ impl Default for Script {
             concurrent: None,
             busy_for: None,
             rollback_time: Duration::from_secs(2),
+            faults_after_update: 0,
         }
     }
 }
@@ -88,6 +92,7 @@ struct State {
     throttled: u32,
     failed_at: Option<f64>,
     busy_started: bool,
+    faults: u32,
 }
 
 /// The endpoint.
@@ -135,6 +140,7 @@ impl ScriptedEcs {
             throttled: 0,
             failed_at: None,
             busy_started: false,
+            faults: 0,
         };
         let arn = state.register(task_definition, tags);
         state.service_td = arn.clone();
@@ -231,6 +237,11 @@ impl ScriptedEcs {
             .collect()
     }
 
+    /// How many faults were injected.
+    pub fn faults_injected(&self) -> u32 {
+        self.lock().faults
+    }
+
     /// When our deployment was marked FAILED (epoch seconds).
     pub fn failed_at(&self) -> Option<f64> {
         self.lock().failed_at
@@ -277,6 +288,20 @@ impl State {
         }
         self.task_definitions.push((td, tags));
         arn
+    }
+
+    /// An ARN, `family:revision` or a family (its latest ACTIVE revision), as ECS accepts.
+    fn resolve(&self, wanted: &str) -> Option<String> {
+        self.task_definitions
+            .iter()
+            .rev()
+            .find(|(td, _)| {
+                let family = td["family"].as_str().unwrap_or_default();
+                td["taskDefinitionArn"] == wanted
+                    || format!("{family}:{}", td["revision"]) == wanted
+                    || (family == wanted && td["status"] == "ACTIVE")
+            })
+            .and_then(|(td, _)| td["taskDefinitionArn"].as_str().map(str::to_string))
     }
 
     fn event(&mut self, message: String) {
@@ -436,6 +461,14 @@ impl State {
                     self.throttled += 1;
                     return Err((400, "ThrottlingException", "Rate exceeded".into()));
                 }
+                if self.updates > 0 && self.faults < self.script.faults_after_update {
+                    self.faults += 1;
+                    return Err(if self.faults % 2 == 1 {
+                        (500, "ServerException", "Internal failure (injected)".into())
+                    } else {
+                        (0, "", "connection reset (injected)".into())
+                    });
+                }
                 if !self.busy_started {
                     // The other deployment's clock starts when the release first looks.
                     self.busy_started = true;
@@ -456,11 +489,11 @@ impl State {
             }
             "DescribeTaskDefinition" => {
                 let wanted = body["taskDefinition"].as_str().unwrap_or_default();
-                let found = self.task_definitions.iter().find(|(td, _)| {
-                    td["taskDefinitionArn"] == wanted
-                        || format!("{}:{}", td["family"].as_str().unwrap_or(""), td["revision"])
-                            == wanted
-                });
+                let arn = self.resolve(wanted);
+                let found = self
+                    .task_definitions
+                    .iter()
+                    .find(|(td, _)| td["taskDefinitionArn"].as_str() == arn.as_deref());
                 match found {
                     Some((td, tags)) => {
                         let include_tags = body["include"]
@@ -538,10 +571,10 @@ impl State {
             }
             "UpdateService" => {
                 self.evolve();
-                let td = body["taskDefinition"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+                let wanted = body["taskDefinition"].as_str().unwrap_or_default();
+                let Some(td) = self.resolve(wanted) else {
+                    return Err((400, "ClientException", "TaskDefinition not found.".into()));
+                };
                 self.updates += 1;
                 let rollout = if self.updates == 1 {
                     self.script.scenario.clone()
@@ -666,6 +699,10 @@ fn serve(stream: TcpStream, state: &Arc<Mutex<State>>) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .handle(&op, &request);
+        if matches!(result, Err((0, _, _))) {
+            // An injected reset: drop the connection without answering.
+            return;
+        }
         let (status, text) = match result {
             Ok(v) => (200, v.to_string()),
             Err((status, kind, message)) => (

@@ -206,10 +206,20 @@ impl Registry {
     pub fn start(password: &str) -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let htpasswd = Command::new("htpasswd")
-            .args(["-Bbn", "AWS", password])
-            .output()
+        // The password goes on stdin: the secret scans watch every command line.
+        let mut child = Command::new("htpasswd")
+            .args(["-Bin", "AWS"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
             .expect("htpasswd (apache2-utils)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(password.as_bytes())
+            .expect("password");
+        let htpasswd = child.wait_with_output().expect("htpasswd");
         std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("htpasswd file");
         let config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test-registry\n    path: {root}/htpasswd\n",

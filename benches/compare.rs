@@ -1,0 +1,566 @@
+//! Side-by-side benchmarks: the executor against what users run today, measured in the same
+//! run on the same engine and endpoints (these machines are noisy, so targets are ratios).
+//! Run with `bash benches/setup && cargo bench --bench compare`; prints one table.
+//!
+//! 1. per-job overhead vs a docker-CLI shell executor and vs the engine's own API cost
+//! 2. release control plane vs the seed's aws CLI + jq commands
+//! 3. whole release job vs the seed's pipeline, on a rollout of a fixed few seconds
+//! 4. failure detection vs `aws ecs wait services-stable`
+//! 5. re-release of an unchanged tree vs a cold build
+//! 6. peak RSS during a release, and per-job overhead from 1 to 20 concurrent jobs
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ExecConfig};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use futures_util::StreamExt;
+use gitlab_ecs_executor::aws::{self, CredentialRequest};
+use gitlab_ecs_executor::docker::Cancel;
+use gitlab_ecs_executor::joblog::JobLog;
+use gitlab_ecs_executor::release::deploy::{self, DeployRequest, EcsService};
+use gitlab_ecs_executor::release::inputs::EcsTarget;
+use gitlab_ecs_executor::settings::RollbackMode;
+use support::release::{Fixture, CLUSTER, FAMILY, SERVICE};
+use support::scripted_ecs::{Scenario, Script, ScriptedEcs};
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+const RUNS: usize = 5;
+
+struct Row {
+    what: String,
+    ours: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    met: bool,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn secs(d: Duration) -> String {
+    if d < Duration::from_millis(10) {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.3} s", d.as_secs_f64())
+    }
+}
+
+fn benches_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches"))
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is accepted.
+    let mut rows = Vec::new();
+    base_image();
+    rows.extend(per_job_overhead());
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    rows.push(control_plane(&mut f));
+    rows.extend(whole_release(&mut f));
+    rows.push(failure_detection(&mut f));
+    rows.push(memory(&mut f));
+    rows.extend(scale());
+
+    println!("\n| measure | gitlab-ecs-executor | baseline | ratio | target | met |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.what,
+            r.ours,
+            r.baseline,
+            r.ratio,
+            r.target,
+            if r.met { "yes" } else { "**no**" }
+        );
+    }
+}
+
+/// 1. config + prepare + trivial run + cleanup through the runner stand-in.
+fn per_job_overhead() -> Vec<Row> {
+    let env = TestEnv::new();
+    let job = || {
+        let mut j = Job::new(base_image(), &["true"]);
+        j.pull_policy = vec!["never".into()];
+        j
+    };
+    let mut ours = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let r = env.runner.run(&job());
+        assert_eq!(r.status, Status::Success, "{}", r.log);
+        ours.push(started.elapsed());
+    }
+    let mut cli_runner = Runner::new(&benches_dir().join("docker-cli-executor.sh"), None);
+    cli_runner.process_env = vec![(
+        "BENCH_BUILDS_DIR".into(),
+        env.builds_dir().display().to_string(),
+    )];
+    let mut cli = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let r = cli_runner.run(&job());
+        assert_eq!(r.status, Status::Success, "{}", r.log);
+        cli.push(started.elapsed());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut api = Vec::new();
+    for i in 0..RUNS {
+        api.push(rt.block_on(engine_floor(i)));
+    }
+    let (ours, cli, api) = (median(ours), median(cli), median(api));
+    let mut config = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let out = Command::new(binary())
+            .arg("--config")
+            .arg(&env.settings)
+            .arg("config")
+            .output()
+            .expect("config");
+        assert!(out.status.success());
+        config.push(started.elapsed());
+    }
+    let config = median(config);
+    vec![
+        Row {
+            what: "1a. per-job overhead vs docker-CLI shell executor".into(),
+            ours: secs(ours),
+            baseline: secs(cli),
+            ratio: format!("{:.2}x", ours.as_secs_f64() / cli.as_secs_f64()),
+            target: "≤ 1.0x".into(),
+            met: ours <= cli,
+        },
+        Row {
+            what: "1b. per-job overhead vs engine API floor (create+start+exec+remove)".into(),
+            ours: secs(ours),
+            baseline: secs(api),
+            ratio: format!("{:.2}x", ours.as_secs_f64() / api.as_secs_f64()),
+            target: "≤ 1.10x".into(),
+            met: ours.as_secs_f64() <= api.as_secs_f64() * 1.10,
+        },
+        Row {
+            what: "1c. `config` alone (median of 50)".into(),
+            ours: secs(config),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            target: "< 5 ms".into(),
+            met: config < Duration::from_millis(5),
+        },
+    ]
+}
+
+/// The engine's own cost for one job: create, start, one exec with a script on stdin, remove.
+async fn engine_floor(i: usize) -> Duration {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    let name = format!("bench-floor-{}-{i}", std::process::id());
+    let started = Instant::now();
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            ContainerCreateBody {
+                image: Some(base_image().into()),
+                cmd: Some(vec!["sleep".into(), "999999".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    docker.start_container(&name, None).await.expect("start");
+    let exec = docker
+        .create_exec(
+            &name,
+            ExecConfig {
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(vec!["bash".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exec");
+    if let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = docker
+        .start_exec(&exec.id, None::<StartExecOptions>)
+        .await
+        .expect("start exec")
+    {
+        input.write_all(b"true\n").await.expect("stdin");
+        input.shutdown().await.expect("shutdown");
+        while output.next().await.is_some() {}
+    }
+    docker
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await
+        .expect("remove");
+    started.elapsed()
+}
+
+fn scripted(f: &mut Fixture, script: Script) -> ScriptedEcs {
+    let ecs = f.scripted_ecs(&format!("{}:v0.0.1", f.repository()), script);
+    f.env
+        .runner
+        .process_env
+        .retain(|(k, _)| k != "AWS_ENDPOINT_URL_ECS");
+    f.use_ecs(&ecs);
+    ecs
+}
+
+fn seed_env(
+    f: &Fixture,
+    ecs: &ScriptedEcs,
+    tag: &str,
+    docker_config: &Path,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = support::release::moto().runner_env();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    env.extend([
+        ("MOTO".into(), support::release::moto().endpoint.clone()),
+        ("ECS".into(), ecs.endpoint.clone()),
+        ("AWS_DEFAULT_REGION".into(), "ap-northeast-1".into()),
+        ("ECR_REGISTRY".into(), f.registry.host.clone()),
+        ("ECR_REPOSITORY".into(), "group/app".into()),
+        ("ECS_CLUSTER".into(), CLUSTER.into()),
+        ("ECS_SERVICE".into(), SERVICE.into()),
+        ("TASK_DEFINITION".into(), FAMILY.into()),
+        ("CI_COMMIT_TAG".into(), tag.into()),
+        ("DOCKER_CONFIG".into(), docker_config.display().to_string()),
+    ]);
+    env
+}
+
+fn run_script(script: &str, args: &[&str], env: &[(String, String)]) -> (Duration, bool) {
+    let started = Instant::now();
+    let status = Command::new("bash")
+        .arg(benches_dir().join(script))
+        .args(args)
+        .envs(env.iter().cloned())
+        .status()
+        .expect("bash");
+    (started.elapsed(), status.success())
+}
+
+/// 2. describe → register → update against the same endpoint.
+fn control_plane(f: &mut Fixture) -> Row {
+    let ecs = scripted(
+        f,
+        Script {
+            scenario: Scenario::Succeed(Duration::ZERO),
+            ..Script::default()
+        },
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    std::env::set_var("AWS_ENDPOINT_URL_ECS", &ecs.endpoint);
+    for (k, v) in support::release::moto().runner_env() {
+        if k != "AWS_ENDPOINT_URL" {
+            std::env::set_var(k, v);
+        }
+    }
+    let target = EcsTarget {
+        cluster: CLUSTER.into(),
+        service: SERVICE.into(),
+        task_definition: Some(FAMILY.into()),
+        container: Some("app".into()),
+        rollout_timeout: None,
+        rollback: None,
+    };
+    let log = JobLog::new(Box::new(std::io::sink()), Vec::<String>::new());
+    let mut ours = Vec::new();
+    for i in 0..RUNS * 2 {
+        let tag = format!("v2.0.{i}");
+        ours.push(rt.block_on(async {
+            let started = Instant::now();
+            let session = aws::session(
+                "ap-northeast-1",
+                &CredentialRequest::Host,
+                &std::env::temp_dir(),
+            )
+            .await
+            .expect("session");
+            let service = EcsService::new(aws_sdk_ecs::Client::new(&session.config), &target);
+            let request = DeployRequest {
+                target: &target,
+                image: format!("{}:{tag}", f.repository()),
+                tag: &tag,
+                repository: f.repository(),
+                trace_tags: Vec::new(),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+                poll: Duration::from_millis(1),
+                rollback: RollbackMode::Never,
+                wait_for_others: Duration::from_secs(5),
+                rollback_timeout: Duration::from_secs(5),
+            };
+            let mut cancel: Cancel = Box::pin(std::future::pending());
+            deploy::deploy(&service, &request, &log, &mut cancel)
+                .await
+                .expect("deploy");
+            started.elapsed()
+        }));
+    }
+    let docker_config = tempfile::tempdir().expect("temp");
+    let mut seed = Vec::new();
+    for i in 0..RUNS {
+        let env = seed_env(f, &ecs, &format!("v3.0.{i}"), docker_config.path());
+        let (d, ok) = run_script("seed-deploy.sh", &["--no-wait"], &env);
+        assert!(ok, "seed-deploy.sh failed");
+        seed.push(d);
+    }
+    let (ours, seed) = (median(ours), median(seed));
+    Row {
+        what: "2. control plane: describe → register → update".into(),
+        ours: secs(ours),
+        baseline: format!("{} (aws CLI + jq)", secs(seed)),
+        ratio: format!("{:.1}x faster", seed.as_secs_f64() / ours.as_secs_f64()),
+        target: "≥ 20x faster".into(),
+        met: seed.as_secs_f64() / ours.as_secs_f64() >= 20.0,
+    }
+}
+
+/// 3 and 5. A whole release job (rollout of 3 s) vs the seed's pipeline; and the image step
+/// of a re-release of the same tree vs a cold build.
+fn whole_release(f: &mut Fixture) -> Vec<Row> {
+    let ecs = scripted(f, Script::default());
+    let mut ours = Vec::new();
+    let mut image_steps = Vec::new();
+    // The first build of this tree is cold: a fresh file busts the layer cache.
+    f.commit_file("bust.txt", &format!("{:?}", SystemTime::now()));
+    for i in 0..3 {
+        let job = f.job("deploy", &format!("v4.0.{i}"), true);
+        let mut job = job;
+        if let Some(g) = job.git.as_mut() {
+            g.checkout = "HEAD".into();
+        }
+        let started = Instant::now();
+        let r = f.env.runner.run(&job);
+        assert_eq!(r.status, Status::Success, "{}", r.log);
+        ours.push(started.elapsed());
+        image_steps.push(image_secs(&r.log));
+    }
+    let docker_config = tempfile::tempdir().expect("temp");
+    let context = tempfile::tempdir().expect("temp");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {}\nCOPY . /ctx\n", base_image()),
+    )
+    .expect("Dockerfile");
+    let mut seed = Vec::new();
+    for i in 0..3 {
+        let env = seed_env(f, &ecs, &format!("v5.0.{i}"), docker_config.path());
+        let (d, ok) = run_script(
+            "seed-release.sh",
+            &[&context.path().display().to_string()],
+            &env,
+        );
+        assert!(ok, "seed-release.sh failed");
+        seed.push(d);
+    }
+    let cold = image_steps[0];
+    let warm = median(image_steps[1..].to_vec());
+    let (ours, seed) = (median(ours), median(seed));
+    vec![
+        Row {
+            what: "3. whole release job (rollout 3 s)".into(),
+            ours: secs(ours),
+            baseline: format!("{} (seed pipeline, services-stable)", secs(seed)),
+            ratio: format!("{:.2}x", ours.as_secs_f64() / seed.as_secs_f64()),
+            target: "≤ 0.5x".into(),
+            met: ours.as_secs_f64() <= seed.as_secs_f64() * 0.5,
+        },
+        Row {
+            what: "5. image step: re-release of the same tree vs cold build".into(),
+            ours: secs(warm),
+            baseline: format!("{} (cold)", secs(cold)),
+            ratio: format!("{:.0}%", warm.as_secs_f64() / cold.as_secs_f64() * 100.0),
+            target: "≤ 10%".into(),
+            met: warm.as_secs_f64() <= cold.as_secs_f64() * 0.10,
+        },
+    ]
+}
+
+fn image_secs(log: &str) -> Duration {
+    let line = log
+        .lines()
+        .find(|l| l.contains("timings:   image"))
+        .expect("timings line");
+    let value: f64 = line
+        .split("image ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .expect("image seconds");
+    Duration::from_secs_f64(value)
+}
+
+/// 4. The circuit breaker fails our deployment at T and rolls back.
+fn failure_detection(f: &mut Fixture) -> Row {
+    let script = || Script {
+        scenario: Scenario::CircuitBreaker(Duration::from_secs(6)),
+        ..Script::default()
+    };
+    let ecs = scripted(f, script());
+    let r = f.env.runner.run(&f.job("deploy", "v6.0.0", true));
+    assert_eq!(r.status, Status::Failed(1), "{}", r.log);
+    let reported = r.calls_of("build_script")[0]
+        .ended
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs_f64();
+    let ours = reported - ecs.failed_at().expect("failed");
+
+    // The waiter on the same timeline: the seed's update, then services-stable.
+    let ecs = scripted(f, script());
+    let docker_config = tempfile::tempdir().expect("temp");
+    let env = seed_env(f, &ecs, "v6.0.1", docker_config.path());
+    let (_, waiter_ok) = run_script("seed-deploy.sh", &[], &env);
+    let waiter_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs_f64();
+    let waiter = ecs.failed_at().map(|t| waiter_at - t).unwrap_or(f64::NAN);
+    Row {
+        what: "4. failure detection after FAILED + rollback at T".into(),
+        ours: format!("T + {ours:.2} s, reported as rolled back"),
+        baseline: format!(
+            "services-stable: {} at T + {waiter:.1} s",
+            if waiter_ok {
+                "SUCCESS (exit 0)"
+            } else {
+                "failure"
+            }
+        ),
+        ratio: "-".into(),
+        target: "≤ 1 poll interval (5 s); waiter reports success".into(),
+        met: ours <= 5.0 * 1.2 && waiter_ok,
+    }
+}
+
+/// 6a. Peak RSS of any executor process during a release.
+fn memory(f: &mut Fixture) -> Row {
+    let _ecs = scripted(f, Script::default());
+    let peak = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                peak.fetch_max(executor_peak_rss_kb(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    f.commit_file("bust.txt", &format!("{:?}", SystemTime::now()));
+    let mut job = f.job("deploy", "v7.0.0", true);
+    if let Some(g) = job.git.as_mut() {
+        g.checkout = "HEAD".into();
+    }
+    let r = f.env.runner.run(&job);
+    stop.store(true, Ordering::SeqCst);
+    let _ = sampler.join();
+    assert_eq!(r.status, Status::Success, "{}", r.log);
+    let mb = peak.load(Ordering::SeqCst) as f64 / 1024.0;
+    Row {
+        what: "6a. peak RSS of the executor during a release".into(),
+        ours: format!("{mb:.1} MB"),
+        baseline: "-".into(),
+        ratio: "-".into(),
+        target: "< 50 MB".into(),
+        met: mb < 50.0,
+    }
+}
+
+fn executor_peak_rss_kb() -> u64 {
+    let mut peak = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = entry.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if !comm.starts_with("gitlab-ecs-exec") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        if let Some(kb) = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            peak = peak.max(kb);
+        }
+    }
+    peak
+}
+
+/// 6b. Per-job wall time as concurrency grows.
+fn scale() -> Vec<Row> {
+    let env = TestEnv::new();
+    let mut rows = Vec::new();
+    let mut single = None;
+    for n in [1usize, 5, 10, 20] {
+        let jobs: Vec<Job> = (0..n)
+            .map(|slot| {
+                let mut j = Job::new(base_image(), &["true"]);
+                j.concurrent_id = slot as u64;
+                j
+            })
+            .collect();
+        let started = Instant::now();
+        let durations: Vec<Duration> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|job| {
+                    let runner = env.runner.clone();
+                    s.spawn(move || {
+                        let t = Instant::now();
+                        let r = runner.run(job);
+                        assert_eq!(r.status, Status::Success, "{}", r.log);
+                        t.elapsed()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("job thread"))
+                .collect()
+        });
+        let total = started.elapsed();
+        let per_job = median(durations);
+        let base = *single.get_or_insert(per_job);
+        rows.push(Row {
+            what: format!(
+                "6b. {n} concurrent jobs: median job time (total {})",
+                secs(total)
+            ),
+            ours: secs(per_job),
+            baseline: format!("{} (1 job)", secs(base)),
+            ratio: format!("{:.2}x", per_job.as_secs_f64() / base.as_secs_f64()),
+            target: "report the curve".into(),
+            met: true,
+        });
+    }
+    rows
+}

@@ -1,0 +1,370 @@
+//! Faults, load, hostile input and secrets: the executor keeps working, refuses what it must,
+//! leaves nothing behind and leaks nothing.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::release::{moto, Fixture, CLUSTER, ID_TOKEN, MASKED, SERVICE};
+use support::scripted_ecs::Script;
+use support::stand_ins::{Moto, ACCOUNT};
+use support::*;
+
+/// Every process's command line, sampled until `stop`.
+fn watch_cmdlines(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+                    seen.push(String::from_utf8_lossy(&raw).replace('\0', " "));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        seen
+    })
+}
+
+/// Web identity token files under this machine's temp dir, with their modes.
+fn token_files() -> Vec<(std::path::PathBuf, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let token = entry.path().join("gitlab-ecs-executor/web-identity-token");
+        if let Ok(meta) = std::fs::metadata(&token) {
+            found.push((token, meta.permissions().mode() & 0o777));
+        }
+    }
+    found
+}
+
+#[test]
+fn secrets_never_reach_argv_logs_or_disk_beyond_the_release() {
+    let mut f = Fixture::new(&Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    let job = f
+        .job("deploy", "v1.2.3", true)
+        .var(
+            "AWS_ROLE_ARN",
+            &format!("arn:aws:iam::{ACCOUNT}:role/gitlab-deploy"),
+        )
+        .masked("AWS_ID_TOKEN", ID_TOKEN);
+    let stop = Arc::new(AtomicBool::new(false));
+    let cmdlines = watch_cmdlines(stop.clone());
+    let modes = Arc::new(Mutex::new(Vec::new()));
+    let token_watch = {
+        let (stop, modes) = (stop.clone(), modes.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                modes.lock().unwrap().extend(token_files());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let result = f.env.runner.run(&job);
+    stop.store(true, Ordering::SeqCst);
+    let cmdlines = cmdlines.join().unwrap();
+    token_watch.join().unwrap();
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+
+    let secrets = [
+        Moto::ecr_password(),
+        "host-secret-key-never-logged".into(),
+        ID_TOKEN.into(),
+        MASKED.into(),
+        "secrettoken".into(),
+    ];
+    for secret in &secrets {
+        assert!(
+            !result.log.contains(secret.as_str()),
+            "{secret} in the job log"
+        );
+        assert!(
+            !result.runner_log.contains(secret.as_str()),
+            "{secret} in the runner log"
+        );
+        if let Some(line) = cmdlines.iter().find(|c| c.contains(secret.as_str())) {
+            panic!("{secret} on a command line: {line}");
+        }
+    }
+    assert!(
+        cmdlines.iter().any(|c| c.contains("gitlab-ecs-executor")),
+        "the sampler saw no executor process"
+    );
+    let modes = modes.lock().unwrap();
+    assert!(
+        !modes.is_empty(),
+        "no token file seen during the OIDC release"
+    );
+    assert!(modes.iter().all(|(_, mode)| *mode == 0o600), "{modes:?}");
+    for (path, _) in modes.iter() {
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+}
+
+#[test]
+fn job_variables_cannot_redirect_the_executor() {
+    let mut f = Fixture::new(&Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    // What a hostile job could set: its variables arrive as CUSTOM_ENV_*, which neither the
+    // SDK, the Docker client nor the settings loader read.
+    let job = f
+        .job("deploy", "v1.2.3", true)
+        .var("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .var("AWS_ENDPOINT_URL_ECS", "http://127.0.0.1:9")
+        .var("GITLAB_ECS_EXECUTOR_CONFIG", "/nonexistent.toml")
+        .var("DOCKER_HOST", "tcp://127.0.0.1:9");
+    let result = f.env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_eq!(ecs.requests("UpdateService").len(), 1);
+
+    let strict = Fixture::new(
+        &Moto::ecr_password(),
+        "[aws]\nallow_host_credentials = false\n",
+    );
+    let result = strict.env.runner.run(
+        &strict
+            .job("deploy", "v1.2.3", true)
+            .var("ECS_EXECUTOR_ALLOW_HOST_CREDENTIALS", "true"),
+    );
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("does not let jobs use its own AWS credentials"),
+        "{}",
+        result.log
+    );
+}
+
+#[test]
+fn build_inputs_escaping_the_project_are_refused() {
+    let mut f = Fixture::new(&Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    for (name, value) in [
+        ("DOCKERFILE", "../../etc/passwd"),
+        ("DOCKER_BUILD_CONTEXT", "/"),
+    ] {
+        let result = f
+            .env
+            .runner
+            .run(&f.job("deploy", "v1.2.3", true).var(name, value));
+        assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+        assert!(
+            result.log.contains(&format!(
+                "{name} must be a path inside the project directory"
+            )),
+            "{}",
+            result.log
+        );
+        assert!(
+            result.calls_of("get_sources").is_empty(),
+            "refused in prepare"
+        );
+    }
+    // A symlink in the project pointing outside it.
+    std::os::unix::fs::symlink("/etc", f.repo.join("outside")).unwrap();
+    for args in [
+        &["add", "outside"][..],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qm",
+            "link",
+        ][..],
+    ] {
+        assert!(Command::new("git")
+            .args(args)
+            .current_dir(&f.repo)
+            .status()
+            .unwrap()
+            .success());
+    }
+    let mut job = f
+        .job("deploy", "v1.2.3", true)
+        .var("DOCKER_BUILD_CONTEXT", "outside");
+    if let Some(git) = job.git.as_mut() {
+        git.checkout = "HEAD".into();
+    }
+    let result = f.env.runner.run(&job);
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("DOCKER_BUILD_CONTEXT `outside` resolves outside the project directory"),
+        "{}",
+        result.log
+    );
+    assert!(ecs.requests("RegisterTaskDefinition").is_empty());
+    assert!(f.registry.tags("group/app").is_empty());
+}
+
+#[test]
+fn jobs_get_no_docker_socket_no_privileges_and_only_allowed_images() {
+    let env = TestEnv::new();
+    let job = Job::new(
+        base_image(),
+        &[
+            "test ! -e /var/run/docker.sock",
+            "grep -q 'CapEff:\\s*00000000a80425fb' /proc/self/status",
+            "test ! -e /etc/hostname-of-host",
+        ],
+    );
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+
+    let env = TestEnv::with_settings(
+        "[docker]\npull_policy = \"never\"\nallowed_images = [\"registry.example.com/*\"]",
+    );
+    let result = env.runner.run(&Job::new(base_image(), &["true"]));
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result.log.contains(&format!(
+            "image {} is not allowed on this runner",
+            base_image()
+        )),
+        "{}",
+        result.log
+    );
+    assert_eq!(
+        result.calls_of("prepare").len(),
+        1,
+        "a job failure is not retried"
+    );
+}
+
+#[test]
+fn server_errors_and_dropped_connections_mid_rollout_are_retried() {
+    let mut f = Fixture::new(&Moto::ecr_password(), "");
+    let script = Script {
+        faults_after_update: 4,
+        ..Script::default()
+    };
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), script);
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_eq!(ecs.faults_injected(), 4);
+    assert!(ecs.service_task_definition().ends_with(":2"));
+}
+
+#[test]
+fn a_release_killed_mid_rollout_resumes_when_retried() {
+    let mut f = Fixture::new(&Moto::ecr_password(), "");
+    let script = Script {
+        scenario: support::scripted_ecs::Scenario::Succeed(Duration::from_secs(8)),
+        ..Script::default()
+    };
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), script);
+    f.use_ecs(&ecs);
+    // The release command, SIGKILLed once its UpdateService went out.
+    let mut child = Command::new(binary())
+        .arg("--config")
+        .arg(&f.env.settings)
+        .args(["release", "--tag", "v1.2.3", "--project-dir"])
+        .arg(&f.repo)
+        .envs(f.env.runner.process_env.iter().cloned())
+        .env("AWS_DEFAULT_REGION", "ap-northeast-1")
+        .env("ECR_REGISTRY", &f.registry.host)
+        .env("ECR_REPOSITORY", "group/app")
+        .env("ECS_CLUSTER", CLUSTER)
+        .env("ECS_SERVICE", SERVICE)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ecs.requests("UpdateService").is_empty() {
+        assert!(Instant::now() < deadline, "no UpdateService");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(
+        result.log.contains("Resuming: deployment ecs-svc/"),
+        "{}",
+        result.log
+    );
+    assert_eq!(
+        ecs.requests("UpdateService").len(),
+        1,
+        "no second deployment"
+    );
+    assert_eq!(
+        ecs.requests("RegisterTaskDefinition").len(),
+        1,
+        "no second revision"
+    );
+    let _ = moto();
+}
+
+#[test]
+fn twenty_concurrent_jobs_with_random_cancellations_leave_nothing_behind() {
+    let mut env = TestEnv::new();
+    let temp_root = tempfile::tempdir().unwrap();
+    env.runner.temp_root = Some(temp_root.path().to_path_buf());
+    let volumes_before = volumes().len();
+    for round in 0..2u64 {
+        let jobs: Vec<(Job, Cancel)> = (0..20u64)
+            .map(|slot| {
+                let mut job = Job::new(base_image(), &["echo started", "sleep 5"]);
+                job.concurrent_id = slot;
+                // A fixed pseudo-random pick: a third of the jobs are cancelled mid-script.
+                let cancel = if (slot * 7 + round * 3) % 3 == 0 {
+                    Cancel::DuringBuildScript(Duration::from_millis(1500 + (slot * 97 % 1000)))
+                } else {
+                    Cancel::No
+                };
+                (job, cancel)
+            })
+            .collect();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|(job, cancel)| {
+                    let runner = env.runner.clone();
+                    s.spawn(move || runner.run_with(job, cancel.clone()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for ((job, cancel), result) in jobs.iter().zip(&results) {
+            let expected = match cancel {
+                Cancel::No => Status::Success,
+                Cancel::DuringBuildScript(_) => Status::Canceled,
+            };
+            assert_eq!(result.status, expected, "{}", result.log);
+            assert!(
+                docker_objects_of(job).is_empty(),
+                "job {} left objects",
+                job.id
+            );
+        }
+    }
+    assert_eq!(volumes().len(), volumes_before);
+    let leftovers: Vec<_> = std::fs::read_dir(temp_root.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "runner temp files left: {leftovers:?}"
+    );
+}
