@@ -63,15 +63,24 @@ fn benches_dir() -> &'static Path {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else is accepted.
-    let mut rows = Vec::new();
     base_image();
-    rows.extend(per_job_overhead());
+    let mut rows = Vec::new();
+    let mut record = |new: Vec<Row>| {
+        for r in &new {
+            eprintln!(
+                "measured: {} | {} | {} | {}",
+                r.what, r.ours, r.baseline, r.ratio
+            );
+        }
+        rows.extend(new);
+    };
+    record(per_job_overhead());
     let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
-    rows.push(control_plane(&mut f));
-    rows.extend(whole_release(&mut f));
-    rows.push(failure_detection(&mut f));
-    rows.push(memory(&mut f));
-    rows.extend(scale());
+    record(vec![control_plane(&mut f)]);
+    record(whole_release(&mut f));
+    record(vec![failure_detection(&mut f)]);
+    record(vec![memory(&mut f)]);
+    record(scale());
 
     println!("\n| measure | gitlab-ecs-executor | baseline | ratio | target | met |");
     println!("|---|---|---|---|---|---|");
@@ -267,6 +276,7 @@ fn control_plane(f: &mut Fixture) -> Row {
         f,
         Script {
             scenario: Scenario::Succeed(Duration::ZERO),
+            rollback_time: Duration::ZERO,
             ..Script::default()
         },
     );
@@ -349,11 +359,7 @@ fn whole_release(f: &mut Fixture) -> Vec<Row> {
     // The first build of this tree is cold: a fresh file busts the layer cache.
     f.commit_file("bust.txt", &format!("{:?}", SystemTime::now()));
     for i in 0..3 {
-        let job = f.job("deploy", &format!("v4.0.{i}"), true);
-        let mut job = job;
-        if let Some(g) = job.git.as_mut() {
-            g.checkout = "HEAD".into();
-        }
+        let job = job_at_head(f, &format!("v4.0.{i}"));
         let started = Instant::now();
         let r = f.env.runner.run(&job);
         assert_eq!(r.status, Status::Success, "{}", r.log);
@@ -401,6 +407,15 @@ fn whole_release(f: &mut Fixture) -> Vec<Row> {
     ]
 }
 
+/// A deploy job for `tag` (which the test repository need not have) at its HEAD.
+fn job_at_head(f: &Fixture, tag: &str) -> Job {
+    let mut job = f.job("deploy", tag, true);
+    if let Some(g) = job.git.as_mut() {
+        g.checkout = "HEAD".into();
+    }
+    job
+}
+
 fn image_secs(log: &str) -> Duration {
     let line = log
         .lines()
@@ -422,7 +437,7 @@ fn failure_detection(f: &mut Fixture) -> Row {
         ..Script::default()
     };
     let ecs = scripted(f, script());
-    let r = f.env.runner.run(&f.job("deploy", "v6.0.0", true));
+    let r = f.env.runner.run(&job_at_head(f, "v6.0.0"));
     assert_eq!(r.status, Status::Failed(1), "{}", r.log);
     let reported = r.calls_of("build_script")[0]
         .ended
@@ -473,11 +488,7 @@ fn memory(f: &mut Fixture) -> Row {
         })
     };
     f.commit_file("bust.txt", &format!("{:?}", SystemTime::now()));
-    let mut job = f.job("deploy", "v7.0.0", true);
-    if let Some(g) = job.git.as_mut() {
-        g.checkout = "HEAD".into();
-    }
-    let r = f.env.runner.run(&job);
+    let r = f.env.runner.run(&job_at_head(f, "v7.0.0"));
     stop.store(true, Ordering::SeqCst);
     let _ = sampler.join();
     assert_eq!(r.status, Status::Success, "{}", r.log);

@@ -11,6 +11,7 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilde
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use super::exec::{run_script, Cancel, ScriptShell};
 use super::naming::{service_aliases, JobNames};
 use super::{remove_job_objects, DockerError};
 use crate::joblog::JobLog;
@@ -77,16 +78,23 @@ async fn start_all(
     spec: &JobEnvironmentSpec,
     log: &JobLog,
 ) -> Result<(), DockerError> {
-    let network = spec.names.network();
-    docker
-        .create_network(NetworkCreateRequest {
-            name: network.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(spec.names.labels("network")),
-            ..Default::default()
-        })
-        .await
-        .map_err(DockerError::api(format!("create network {network}")))?;
+    // A job without services needs no network of its own: the default bridge is enough, and
+    // creating and removing a network costs more than the rest of a small job.
+    let network = if spec.services.is_empty() {
+        None
+    } else {
+        let name = spec.names.network();
+        docker
+            .create_network(NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(spec.names.labels("network")),
+                ..Default::default()
+            })
+            .await
+            .map_err(DockerError::api(format!("create network {name}")))?;
+        Some(name)
+    };
 
     for (index, service) in spec.services.iter().enumerate() {
         let name = spec.names.service_container(index);
@@ -104,10 +112,10 @@ async fn start_all(
             env: Some(service.env.clone()),
             labels: Some(spec.names.labels("service")),
             host_config: Some(HostConfig {
-                network_mode: Some(network.clone()),
+                network_mode: network.clone(),
                 ..Default::default()
             }),
-            networking_config: Some(NetworkingConfig {
+            networking_config: network.as_ref().map(|network| NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     network.clone(),
                     EndpointSettings {
@@ -129,7 +137,7 @@ async fn start_all(
         labels: Some(spec.names.labels("job")),
         host_config: Some(HostConfig {
             binds: Some(spec.binds.clone()),
-            network_mode: Some(network.clone()),
+            network_mode: network.clone(),
             nano_cpus: spec.nano_cpus,
             memory: spec.memory,
             ..Default::default()
@@ -148,9 +156,41 @@ async fn start_all(
         )
         .await?;
     }
-    // An entrypoint that does not exec its arguments exits right away.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    ensure_running(docker, &job, "job").await
+    probe(docker, &job).await
+}
+
+/// Runs `exit 0` in the job container: proves the container is still up (an entrypoint that
+/// does not run its arguments has exited by now) and that the image has a shell.
+async fn probe(docker: &Docker, job: &str) -> Result<(), DockerError> {
+    let quiet = JobLog::new(Box::new(std::io::sink()), Vec::<String>::new());
+    let never: Cancel = Box::pin(std::future::pending());
+    let result = run_script(
+        docker,
+        job,
+        ScriptShell::Sh,
+        b"exit 0\n".to_vec(),
+        Duration::from_secs(1),
+        &quiet,
+        never,
+    )
+    .await;
+    match result {
+        Ok(exit) if exit.code == 0 => Ok(()),
+        other => {
+            ensure_running(docker, job, "job").await?;
+            Err(DockerError::ContainerDied {
+                role: "job".into(),
+                name: job.to_string(),
+                detail: match other {
+                    Ok(exit) => format!(
+                        "`sh` exits {} in the image: a job image needs a shell",
+                        exit.code
+                    ),
+                    Err(e) => e.to_string(),
+                },
+            })
+        }
+    }
 }
 
 async fn create_and_start(

@@ -268,6 +268,12 @@ pub fn write_tar(plan: &ContextPlan, out: impl Write) -> Result<ContextStats, Co
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let file_type = entry.file_type().map_err(io_err(&path))?;
+            // The runner's clone metadata differs between checkouts of the same commit and
+            // would defeat the layer cache; the commit is in the image's revision label.
+            if rel == ".git" {
+                stats.ignored += 1;
+                continue;
+            }
             let always = rel == plan.dockerfile_in_tar || rel == ".dockerignore";
             if !always && ignore.excludes(&rel) {
                 stats.ignored += 1;
@@ -390,7 +396,7 @@ mod tests {
         .map(String::from)
         .into();
         assert_eq!(names, expected);
-        assert_eq!((stats.files, stats.ignored), (4, 2));
+        assert_eq!((stats.files, stats.ignored), (4, 3));
     }
 
     #[test]
