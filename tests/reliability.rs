@@ -368,3 +368,87 @@ fn twenty_concurrent_jobs_with_random_cancellations_leave_nothing_behind() {
         "runner temp files left: {leftovers:?}"
     );
 }
+
+#[test]
+fn an_engine_that_drops_out_mid_script_is_a_system_failure_and_nothing_is_left() {
+    let proxy = support::proxy::Proxy::unix("/var/run/docker.sock");
+    let mut env = TestEnv::with_settings(&format!(
+        "[docker]\npull_policy = \"never\"\nhost = \"{}\"",
+        proxy.address
+    ));
+    env.runner.prepare_retry_pause = Duration::from_millis(100);
+    let job = Job::new(base_image(), &["echo started", "sleep 20"]);
+    let result = std::thread::scope(|s| {
+        let running = s.spawn(|| env.runner.run(&job));
+        // Once the script runs, the engine "restarts": every connection is cut, then it is back.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while docker_objects_of(&job).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        proxy.stop();
+        std::thread::sleep(Duration::from_millis(500));
+        proxy.start();
+        running.join().unwrap()
+    });
+    assert!(
+        matches!(result.status, Status::SystemFailure(_)),
+        "{:?}\n{}",
+        result.status,
+        result.log
+    );
+    assert!(
+        result
+            .log
+            .contains("lost the connection to the Docker engine")
+            || result.log.contains("Docker engine call"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result.calls_of("build_script")[0].elapsed < Duration::from_secs(15),
+        "the executor noticed late"
+    );
+    assert!(
+        docker_objects_of(&job).is_empty(),
+        "left {:?}",
+        docker_objects_of(&job)
+    );
+}
+
+#[test]
+fn a_registry_dropping_or_refusing_connections_mid_release() {
+    let mut f = Fixture::new(&Moto::ecr_password(), "");
+    let proxy = support::proxy::Proxy::tcp(&f.registry.host);
+    let ecs = f.scripted_ecs(
+        &format!("{}/group/app:v1.2.2", proxy.address),
+        Script::default(),
+    );
+    f.use_ecs(&ecs);
+    // The registry the job sees is the proxy.
+    let job = f
+        .job("deploy", "v1.2.3", true)
+        .var("ECR_REGISTRY", &proxy.address);
+
+    // Down: a clear failure before anything is built, pushed or registered.
+    proxy.stop();
+    let result = f.env.runner.run(&job);
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains(&format!("the registry {} cannot be reached", proxy.address)),
+        "{}",
+        result.log
+    );
+    assert!(ecs.requests("RegisterTaskDefinition").is_empty());
+    assert!(f.registry.tags("group/app").is_empty());
+
+    // Dropping the connection a little into the push: the engine retries the upload.
+    proxy.start();
+    proxy.cut_after(64 * 1024);
+    let result = f.env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(f.registry.manifest("group/app", "v1.2.3").is_some());
+    assert_eq!(ecs.requests("UpdateService").len(), 1);
+}

@@ -127,7 +127,7 @@ pub async fn run_script(
     }
     log.end_raw();
     writer.abort();
-    let code = exit_code(docker, &exec.id).await?;
+    let code = exit_code(docker, container, &exec.id, cancelled).await?;
     Ok(ScriptExit { code, cancelled })
 }
 
@@ -180,7 +180,12 @@ async fn signal_all(docker: &Docker, container: &str, signal: &str) {
     }
 }
 
-async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64, DockerError> {
+async fn exit_code(
+    docker: &Docker,
+    container: &str,
+    exec_id: &str,
+    cancelled: bool,
+) -> Result<i64, DockerError> {
     // The output stream ends when the process exits; the engine may still be recording the
     // exit code for a moment.
     for _ in 0..50 {
@@ -193,7 +198,12 @@ async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64, DockerError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Still running after a cancel that could not stop it: report the failure class the
-    // runner expects for a cancelled script.
-    Ok(137)
+    if cancelled {
+        // It outlived SIGKILL's grace: report what the runner expects of a killed script.
+        return Ok(137);
+    }
+    // The output ended but the script runs on: the connection to the engine broke.
+    Err(DockerError::ConnectionLost {
+        name: container.to_string(),
+    })
 }

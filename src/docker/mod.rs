@@ -104,6 +104,15 @@ pub enum DockerError {
         /// Container name.
         name: String,
     },
+    /// The stream of a running script broke off while the script went on.
+    #[error(
+        "lost the connection to the Docker engine while the script ran in {name} (did the \
+         engine restart?); its result is unknown and cleanup removes the container. Retry the job"
+    )]
+    ConnectionLost {
+        /// Container name.
+        name: String,
+    },
     /// Any other engine call failed.
     #[error("Docker engine call `{action}` failed: {source}")]
     Api {
@@ -140,6 +149,22 @@ pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+/// Like [`connect`], but keeps trying for `patience` (an engine restarting, a busy socket):
+/// for cleanup, which must not leave a job's containers behind over a blip.
+pub async fn connect_patiently(
+    settings: &DockerSettings,
+    patience: Duration,
+) -> Result<Docker, DockerError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match connect(settings).await {
+            Ok(docker) => return Ok(docker),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }
 
 /// Connects to the engine named in settings (else `DOCKER_HOST`, else the local socket) and

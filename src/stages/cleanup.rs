@@ -10,6 +10,8 @@ use crate::settings::Settings;
 
 use super::StageError;
 
+/// How long cleanup waits for an engine that is restarting before giving up.
+const ENGINE_PATIENCE: Duration = Duration::from_secs(20);
 /// Bound on the orphan sweep, so a slow engine cannot hold up the runner.
 const SWEEP_BUDGET: Duration = Duration::from_secs(30);
 
@@ -19,7 +21,7 @@ pub async fn cleanup(settings: &Settings, ctx: &JobContext) -> Result<Outcome, S
         // Normally gone already; left behind only if the executor was killed mid-release.
         let _ = std::fs::remove_dir_all(aws::token_dir(temp));
     }
-    let docker = docker::connect(&settings.docker).await?;
+    let docker = docker::connect_patiently(&settings.docker, ENGINE_PATIENCE).await?;
     let names = JobNames::new(&ctx.identity);
     let report = remove_job_objects(&docker, &names).await;
     tracing::info!(

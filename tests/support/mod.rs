@@ -2,6 +2,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod images;
+pub mod proxy;
 pub mod release;
 pub mod scripted_ecs;
 pub mod stand_ins;
