@@ -10,37 +10,7 @@ use support::release::{Fixture, CLUSTER, FAMILY, SERVICE};
 use support::scripted_ecs::Script;
 use support::*;
 
-const SEED_PIPELINE: &str = r#"
-services:
-  - docker:dind
-variables:
-  AWS_DEFAULT_REGION: ap-northeast-1
-stages:
-  - build
-  - deploy
-image-build:
-  stage: build
-  image: docker:latest
-  script:
-    - aws ecr get-login-password --region ${AWS_DEFAULT_REGION} | docker login --username AWS --password-stdin ${ECR_REGISTRY}
-    - docker build -t ${ECR_REGISTRY}/${ECR_REPOSITORY}:${CI_COMMIT_TAG} .
-    - docker push ${ECR_REGISTRY}/${ECR_REPOSITORY}:${CI_COMMIT_TAG}
-  rules:
-    - if: $CI_COMMIT_TAG =~ /^v\d+\.\d+\.\d+$/
-task-deploy:
-  stage: deploy
-  image: docker:latest
-  script:
-    - export NEW_IMAGE="${ECR_REGISTRY}/${ECR_REPOSITORY}:${CI_COMMIT_TAG}"
-    - aws ecs describe-task-definition --task-definition ${TASK_DEFINITION} --output json > temp.json
-    - jq '.taskDefinition | del (.taskDefinitionArn, .revision, .status, .requiresAttributes, .compatibilities, .registeredAt, .registeredBy)' temp.json > task-def.json
-    - jq --arg NEW_IMAGE "${NEW_IMAGE}" '.containerDefinitions[0].image = $NEW_IMAGE' task-def.json > new-task-def.json
-    - aws ecs register-task-definition --cli-input-json file://new-task-def.json
-    - aws ecs update-service --cluster ${ECS_CLUSTER} --service ${ECS_SERVICE} --task-definition ${TASK_DEFINITION}
-    - aws ecs wait services-stable --cluster ${ECS_CLUSTER} --services ${ECS_SERVICE}
-  rules:
-    - if: $CI_COMMIT_TAG =~ /^v\d+\.\d+\.\d+$/
-"#;
+const SEED_PIPELINE: &str = include_str!("fixtures/seed.gitlab-ci.yml");
 
 fn exec(settings: &Path, dir: &Path, args: &[&str], env: &[(String, String)]) -> (Output, String) {
     let out = Command::new(binary())

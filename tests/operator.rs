@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::json;
 use support::release::{moto, Fixture, CLUSTER, FAMILY, SERVICE};
@@ -11,16 +11,9 @@ use support::scripted_ecs::Script;
 use support::*;
 
 fn run(f: &Fixture, args: &[&str], extra_env: &[(&str, &str)]) -> (Output, String) {
-    let out = Command::new(binary())
-        .arg("--config")
-        .arg(&f.env.settings)
+    let out = f
+        .command()
         .args(args)
-        .envs(f.env.runner.process_env.iter().cloned())
-        .env("AWS_DEFAULT_REGION", "ap-northeast-1")
-        .env("ECR_REGISTRY", &f.registry.host)
-        .env("ECR_REPOSITORY", "group/app")
-        .env("ECS_CLUSTER", CLUSTER)
-        .env("ECS_SERVICE", SERVICE)
         .envs(extra_env.iter().copied())
         .output()
         .unwrap();

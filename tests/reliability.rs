@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::release::{moto, Fixture, CLUSTER, ID_TOKEN, MASKED, SERVICE};
+use support::release::{moto, Fixture, ID_TOKEN, MASKED};
 use support::scripted_ecs::Script;
 use support::stand_ins::{Moto, ACCOUNT};
 use support::*;
@@ -272,17 +272,10 @@ fn a_release_killed_mid_rollout_resumes_when_retried() {
     let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), script);
     f.use_ecs(&ecs);
     // The release command, SIGKILLed once its UpdateService went out.
-    let mut child = Command::new(binary())
-        .arg("--config")
-        .arg(&f.env.settings)
+    let mut child = f
+        .command()
         .args(["release", "--tag", "v1.2.3", "--project-dir"])
         .arg(&f.repo)
-        .envs(f.env.runner.process_env.iter().cloned())
-        .env("AWS_DEFAULT_REGION", "ap-northeast-1")
-        .env("ECR_REGISTRY", &f.registry.host)
-        .env("ECR_REPOSITORY", "group/app")
-        .env("ECS_CLUSTER", CLUSTER)
-        .env("ECS_SERVICE", SERVICE)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

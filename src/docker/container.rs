@@ -219,13 +219,7 @@ async fn wait_for_service(
 ) -> Result<(), DockerError> {
     let deadline = tokio::time::Instant::now() + SERVICE_HEALTH_WAIT;
     loop {
-        ensure_running(docker, name, role).await?;
-        let state = docker
-            .inspect_container(name, None)
-            .await
-            .map_err(DockerError::api(format!("inspect container {name}")))?
-            .state
-            .unwrap_or_default();
+        let state = ensure_running(docker, name, role).await?;
         match state.health.and_then(|h| h.status) {
             None | Some(HealthStatusEnum::HEALTHY) | Some(HealthStatusEnum::NONE) => return Ok(()),
             Some(_) if tokio::time::Instant::now() >= deadline => {
@@ -240,7 +234,12 @@ async fn wait_for_service(
     }
 }
 
-async fn ensure_running(docker: &Docker, name: &str, role: &str) -> Result<(), DockerError> {
+/// The container's state if it is running (or about to); otherwise why it stopped.
+async fn ensure_running(
+    docker: &Docker,
+    name: &str,
+    role: &str,
+) -> Result<bollard::models::ContainerState, DockerError> {
     let state = docker
         .inspect_container(name, None)
         .await
@@ -251,7 +250,7 @@ async fn ensure_running(docker: &Docker, name: &str, role: &str) -> Result<(), D
         state.status,
         Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::CREATED)
     ) {
-        return Ok(());
+        return Ok(state);
     }
     let exit_code = state.exit_code.unwrap_or_default();
     let tail = last_log_lines(docker, name).await;

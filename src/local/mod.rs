@@ -68,6 +68,7 @@ pub struct ExecRequest {
 struct Checkout {
     root: PathBuf,
     sha: String,
+    timestamp: String,
     branch: String,
     project_path: String,
 }
@@ -160,6 +161,7 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     job.stage = def.stage.clone();
     job.project_path = checkout.project_path.clone();
     job.commit_sha = checkout.sha.clone();
+    job.commit_timestamp = checkout.timestamp.clone();
     job.image = def.image.as_ref().map(|i| expand(&i.name));
     job.image_entrypoint = def.image.as_ref().and_then(|i| i.entrypoint.clone());
     job.pull_policy = def
@@ -293,6 +295,7 @@ fn checkout(file: &Path) -> Result<Checkout, ExecError> {
     let root = PathBuf::from(root);
     let sha = git(&root, &["rev-parse", "HEAD"])
         .map_err(|e| ExecError::Git(format!("the checkout has no commit to run: {e}")))?;
+    let timestamp = git(&root, &["log", "-1", "--format=%cI"])?;
     let branch =
         git(&root, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(|_| "main".into());
     let branch = if branch == "HEAD" {
@@ -314,6 +317,7 @@ fn checkout(file: &Path) -> Result<Checkout, ExecError> {
     Ok(Checkout {
         root,
         sha,
+        timestamp,
         branch,
         project_path,
     })

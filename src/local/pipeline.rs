@@ -619,32 +619,7 @@ fn variables(v: &Value, job: &str) -> Result<Vec<(String, String)>, PipelineErro
 mod tests {
     use super::*;
 
-    const SEED: &str = r#"
-services:
-  - docker:dind
-variables:
-  AWS_DEFAULT_REGION: ap-northeast-1
-stages:
-  - build
-  - deploy
-image-build:
-  stage: build
-  image: docker:latest
-  script:
-    - aws ecr get-login-password --region ${AWS_DEFAULT_REGION} | docker login --username AWS --password-stdin ${ECR_REGISTRY}
-    - docker build -t ${ECR_REGISTRY}/${ECR_REPOSITORY}:${CI_COMMIT_TAG} .
-    - docker push ${ECR_REGISTRY}/${ECR_REPOSITORY}:${CI_COMMIT_TAG}
-  rules:
-    - if: $CI_COMMIT_TAG =~ /^v\d+\.\d+\.\d+$/
-task-deploy:
-  stage: deploy
-  image: docker:latest
-  script:
-    - export NEW_IMAGE="${ECR_REGISTRY}/${ECR_REPOSITORY}:${CI_COMMIT_TAG}"
-    - aws ecs wait services-stable --cluster ${ECS_CLUSTER} --services ${ECS_SERVICE}
-  rules:
-    - if: $CI_COMMIT_TAG =~ /^v\d+\.\d+\.\d+$/
-"#;
+    const SEED: &str = include_str!("../../tests/fixtures/seed.gitlab-ci.yml");
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let pairs: Vec<(String, String)> = pairs

@@ -122,6 +122,8 @@ pub struct Job {
     pub stage: String,
     /// `CI_COMMIT_SHA`.
     pub commit_sha: String,
+    /// `CI_COMMIT_TIMESTAMP` (ISO 8601).
+    pub commit_timestamp: String,
     /// `image:`.
     pub image: Option<String>,
     /// `image: entrypoint:`.
@@ -246,6 +248,7 @@ impl Job {
             name: "test".into(),
             stage: "test".into(),
             commit_sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            commit_timestamp: "2026-11-20T09:00:00+00:00".into(),
             image: Some(image.to_string()),
             image_entrypoint: None,
             pull_policy: vec!["never".into()],
@@ -355,6 +358,7 @@ impl Job {
                 "CI_COMMIT_SHORT_SHA",
                 self.commit_sha.chars().take(8).collect(),
             ),
+            plain("CI_COMMIT_TIMESTAMP", self.commit_timestamp.clone()),
             plain("CI_COMMIT_REF_NAME", git_ref.clone()),
             plain("CI_COMMIT_REF_SLUG", slug(&git_ref)),
             plain("CI_REGISTRY", "registry.gitlab.example.com".into()),

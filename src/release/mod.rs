@@ -556,15 +556,19 @@ fn summarize(
 
 /// OCI annotations tying the image to its source.
 fn oci_labels(ctx: &JobContext, tag: &str) -> HashMap<String, String> {
+    // The commit's time rather than the build's: the engine applies labels as sorted build
+    // steps, so a label that changes on every build would rebuild every label after it and
+    // keep re-releases of one commit from reusing the cache.
+    let created = ctx
+        .non_empty_var("CI_COMMIT_TIMESTAMP")
+        .map(str::to_string)
+        .unwrap_or_else(rfc3339_now);
     let mut labels = HashMap::from([
         (
             "org.opencontainers.image.version".to_string(),
             tag.to_string(),
         ),
-        (
-            "org.opencontainers.image.created".to_string(),
-            rfc3339_now(),
-        ),
+        ("org.opencontainers.image.created".to_string(), created),
     ]);
     let sha = Some(ctx.payload.git_info.sha.as_str())
         .filter(|s| !s.is_empty())

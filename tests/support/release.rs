@@ -90,6 +90,21 @@ impl Fixture {
         }
     }
 
+    /// The executor binary with this fixture's settings, endpoints and the seed's inputs in
+    /// its environment, for operator commands.
+    pub fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(super::binary());
+        cmd.arg("--config")
+            .arg(&self.env.settings)
+            .envs(self.env.runner.process_env.iter().cloned())
+            .env("AWS_DEFAULT_REGION", "ap-northeast-1")
+            .env("ECR_REGISTRY", &self.registry.host)
+            .env("ECR_REPOSITORY", "group/app")
+            .env("ECS_CLUSTER", CLUSTER)
+            .env("ECS_SERVICE", SERVICE);
+        cmd
+    }
+
     /// Points the runner's ECS endpoint at `ecs`.
     pub fn use_ecs(&mut self, ecs: &ScriptedEcs) {
         self.env
