@@ -444,7 +444,7 @@ fn failure_detection(f: &mut Fixture) -> Row {
         .duration_since(UNIX_EPOCH)
         .expect("time")
         .as_secs_f64();
-    let ours = reported - ecs.failed_at().expect("failed");
+    let ours = reported - ecs.failure_due().expect("a circuit-breaker scenario");
 
     // The waiter on the same timeline: the seed's update, then services-stable.
     let ecs = scripted(f, script());
@@ -455,7 +455,7 @@ fn failure_detection(f: &mut Fixture) -> Row {
         .duration_since(UNIX_EPOCH)
         .expect("time")
         .as_secs_f64();
-    let waiter = ecs.failed_at().map(|t| waiter_at - t).unwrap_or(f64::NAN);
+    let waiter = ecs.failure_due().map(|t| waiter_at - t).unwrap_or(f64::NAN);
     Row {
         what: "4. failure detection after FAILED + rollback at T".into(),
         ours: format!("T + {ours:.2} s, reported as rolled back"),

@@ -91,6 +91,7 @@ struct State {
     pub calls: Vec<(String, Value)>,
     throttled: u32,
     failed_at: Option<f64>,
+    failure_due: Option<f64>,
     busy_started: bool,
     faults: u32,
 }
@@ -139,6 +140,7 @@ impl ScriptedEcs {
             calls: Vec::new(),
             throttled: 0,
             failed_at: None,
+            failure_due: None,
             busy_started: false,
             faults: 0,
         };
@@ -240,6 +242,12 @@ impl ScriptedEcs {
     /// How many faults were injected.
     pub fn faults_injected(&self) -> u32 {
         self.lock().faults
+    }
+
+    /// When the scenario fails our deployment (epoch seconds): the endpoint's state moves on
+    /// each call, so the failure is recorded at the first call after this time.
+    pub fn failure_due(&self) -> Option<f64> {
+        self.lock().failure_due
     }
 
     /// When our deployment was marked FAILED (epoch seconds).
@@ -581,6 +589,9 @@ impl State {
                 } else {
                     Scenario::Succeed(self.script.rollback_time)
                 };
+                if let Scenario::CircuitBreaker(after) = rollout {
+                    self.failure_due = Some(now() + after.as_secs_f64());
+                }
                 for d in &mut self.deployments {
                     d.status = "ACTIVE";
                 }
