@@ -13,21 +13,15 @@ use support::*;
 const SEED_PIPELINE: &str = include_str!("fixtures/seed.gitlab-ci.yml");
 
 fn exec(settings: &Path, dir: &Path, args: &[&str], env: &[(String, String)]) -> (Output, String) {
-    let out = Command::new(binary())
-        .arg("--config")
-        .arg(settings)
-        .arg("exec")
-        .args(args)
-        .current_dir(dir)
-        .envs(env.iter().cloned())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
+    output_of(
+        Command::new(binary())
+            .arg("--config")
+            .arg(settings)
+            .arg("exec")
+            .args(args)
+            .current_dir(dir)
+            .envs(env.iter().cloned()),
+    )
 }
 
 #[test]

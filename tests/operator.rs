@@ -11,18 +11,7 @@ use support::scripted_ecs::Script;
 use support::*;
 
 fn run(f: &Fixture, args: &[&str], extra_env: &[(&str, &str)]) -> (Output, String) {
-    let out = f
-        .command()
-        .args(args)
-        .envs(extra_env.iter().copied())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
+    output_of(f.command().args(args).envs(extra_env.iter().copied()))
 }
 
 #[test]

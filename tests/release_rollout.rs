@@ -254,18 +254,24 @@ fn throttling_bursts_are_retried() {
     assert_eq!(ecs.service_task_definition(), revision(2));
 }
 
-#[test]
-fn a_newer_concurrent_release_supersedes_ours_and_an_older_one_is_rebased() {
+/// Releases v1.2.3 while another pipeline deploys `their_tag` right after our registration.
+fn race_with_release(their_tag: &str) -> (Fixture, support::scripted_ecs::ScriptedEcs, JobResult) {
     let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
-    let newer = Script {
+    let script = Script {
         concurrent: Some(ConcurrentRelease {
-            image: format!("{}:v9.9.9", f.repository()),
+            image: format!("{}:{their_tag}", f.repository()),
         }),
         ..Script::default()
     };
-    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), newer);
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), script);
     f.use_ecs(&ecs);
     let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    (f, ecs, result)
+}
+
+#[test]
+fn a_newer_concurrent_release_supersedes_ours_and_an_older_one_is_rebased() {
+    let (f, ecs, result) = race_with_release("v9.9.9");
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
     assert!(
         result.log.contains(&format!(
@@ -285,16 +291,7 @@ fn a_newer_concurrent_release_supersedes_ours_and_an_older_one_is_rebased() {
         "our unused revision is deregistered"
     );
 
-    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
-    let older = Script {
-        concurrent: Some(ConcurrentRelease {
-            image: format!("{}:v1.0.0", f.repository()),
-        }),
-        ..Script::default()
-    };
-    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), older);
-    f.use_ecs(&ecs);
-    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    let (f, ecs, result) = race_with_release("v1.0.0");
     assert_eq!(result.status, Status::Success, "{}", result.log);
     assert!(
         result.log.contains("re-deriving the revision"),

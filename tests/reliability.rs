@@ -445,3 +445,52 @@ fn a_registry_dropping_or_refusing_connections_mid_release() {
     assert!(f.registry.manifest("group/app", "v1.2.3").is_some());
     assert_eq!(ecs.requests("UpdateService").len(), 1);
 }
+
+#[test]
+fn an_engine_restarting_during_prepare_or_cleanup_is_survived() {
+    let proxy = support::proxy::Proxy::unix("/var/run/docker.sock");
+    let mut env = TestEnv::with_settings(&format!(
+        "[docker]\npull_policy = \"never\"\nhost = \"{}\"",
+        proxy.address
+    ));
+    env.runner.prepare_retry_pause = Duration::from_millis(500);
+
+    // Down when prepare starts, back 1.5 s later: the runner's prepare retry gets through.
+    let job = Job::new(base_image(), &["echo ran"]);
+    proxy.stop();
+    let result = std::thread::scope(|s| {
+        let running = s.spawn(|| env.runner.run(&job));
+        std::thread::sleep(Duration::from_millis(1500));
+        proxy.start();
+        running.join().unwrap()
+    });
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(result.calls_of("prepare").len() >= 2, "{:?}", result.calls);
+    assert!(docker_objects_of(&job).is_empty());
+
+    // Down for 3 s once the script is over: cleanup waits for the engine instead of leaving
+    // the job's container behind.
+    let job = Job::new(base_image(), &["sleep 2"]);
+    let result = std::thread::scope(|s| {
+        let running = s.spawn(|| env.runner.run(&job));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while docker_objects_of(&job).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(2600));
+        proxy.stop();
+        std::thread::sleep(Duration::from_secs(3));
+        proxy.start();
+        running.join().unwrap()
+    });
+    assert!(
+        !result.log.contains("Cleanup script failed"),
+        "{}",
+        result.log
+    );
+    assert!(
+        docker_objects_of(&job).is_empty(),
+        "left {:?}",
+        docker_objects_of(&job)
+    );
+}

@@ -376,6 +376,7 @@ mod tests {
                 "target/big.bin",
                 "secret.env",
                 "keep/a",
+                ".git/HEAD",
             ],
         );
         std::fs::write(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::aws;
-use crate::docker::{self, remove_job_objects, sweep_orphans, JobNames};
+use crate::docker::{self, remove_job_objects, sweep_orphans, CleanupReport, JobNames};
 use crate::protocol::{JobContext, Outcome};
 use crate::settings::Settings;
 
@@ -21,9 +21,23 @@ pub async fn cleanup(settings: &Settings, ctx: &JobContext) -> Result<Outcome, S
         // Normally gone already; left behind only if the executor was killed mid-release.
         let _ = std::fs::remove_dir_all(aws::token_dir(temp));
     }
-    let docker = docker::connect_patiently(&settings.docker, ENGINE_PATIENCE).await?;
+    let deadline = tokio::time::Instant::now() + ENGINE_PATIENCE;
+    let mut docker = docker::connect_patiently(&settings.docker, ENGINE_PATIENCE).await?;
     let names = JobNames::new(&ctx.identity);
-    let report = remove_job_objects(&docker, &names).await;
+    let mut report = remove_job_objects(&docker, &names).await;
+    // An engine that went away half-way (a restart) gets the same patience as at the start.
+    while !report.failures.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(again) = docker::connect(&settings.docker).await {
+            docker = again;
+            let retry = remove_job_objects(&docker, &names).await;
+            report = CleanupReport {
+                containers: report.containers + retry.containers,
+                networks: report.networks + retry.networks,
+                failures: retry.failures,
+            };
+        }
+    }
     tracing::info!(
         job = names.key(),
         containers = report.containers,

@@ -125,3 +125,14 @@ pub fn volumes() -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Runs `cmd` to its end; returns its output and stdout + stderr as text.
+pub fn output_of(cmd: &mut Command) -> (std::process::Output, String) {
+    let out = cmd.output().expect("run the executor");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}

@@ -8,11 +8,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 trait Conn: Read + Write + Send + 'static {
     fn split(&self) -> std::io::Result<Box<dyn Conn>>;
     fn close(&self);
+    fn close_write(&self);
 }
 
 impl Conn for UnixStream {
@@ -22,6 +22,9 @@ impl Conn for UnixStream {
     fn close(&self) {
         let _ = self.shutdown(std::net::Shutdown::Both);
     }
+    fn close_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
 }
 
 impl Conn for TcpStream {
@@ -30,6 +33,9 @@ impl Conn for TcpStream {
     }
     fn close(&self) {
         let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+    fn close_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
     }
 }
 
@@ -57,17 +63,11 @@ impl Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let path: PathBuf = dir.path().join("docker.sock");
         let listener = UnixListener::bind(&path).expect("bind proxy socket");
-        let state = Arc::new(State::default());
-        let (shared, upstream) = (state.clone(), upstream.to_string());
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let up = match UnixStream::connect(&upstream) {
-                    Ok(up) if !shared.down.load(Ordering::SeqCst) => up,
-                    _ => continue,
-                };
-                pipe(Box::new(client), Box::new(up), &shared);
-            }
-        });
+        let upstream = upstream.to_string();
+        let state = serve(
+            move || listener.accept().map(|(c, _)| c),
+            move || UnixStream::connect(&upstream),
+        );
         Proxy {
             state,
             address: format!("unix://{}", path.display()),
@@ -79,17 +79,11 @@ impl Proxy {
     pub fn tcp(upstream: &str) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let address = listener.local_addr().expect("addr").to_string();
-        let state = Arc::new(State::default());
-        let (shared, upstream) = (state.clone(), upstream.to_string());
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let up = match TcpStream::connect(&upstream) {
-                    Ok(up) if !shared.down.load(Ordering::SeqCst) => up,
-                    _ => continue,
-                };
-                pipe(Box::new(client), Box::new(up), &shared);
-            }
-        });
+        let upstream = upstream.to_string();
+        let state = serve(
+            move || listener.accept().map(|(c, _)| c),
+            move || TcpStream::connect(&upstream),
+        );
         Proxy {
             state,
             address,
@@ -121,6 +115,27 @@ impl Proxy {
         let now = self.state.forwarded.load(Ordering::SeqCst);
         self.state.cut_after.store(now + bytes, Ordering::SeqCst);
     }
+}
+
+/// Accepts clients and pipes each to a fresh upstream connection, unless the proxy is
+/// stopped.
+fn serve<C: Conn, U: Conn>(
+    mut accept: impl FnMut() -> std::io::Result<C> + Send + 'static,
+    connect: impl Fn() -> std::io::Result<U> + Send + 'static,
+) -> Arc<State> {
+    let state = Arc::new(State::default());
+    let shared = state.clone();
+    std::thread::spawn(move || {
+        while let Ok(client) = accept() {
+            match connect() {
+                Ok(up) if !shared.down.load(Ordering::SeqCst) => {
+                    pipe(Box::new(client), Box::new(up), &shared)
+                }
+                _ => continue,
+            }
+        }
+    });
+    state
 }
 
 fn pipe(client: Box<dyn Conn>, up: Box<dyn Conn>, state: &Arc<State>) {
@@ -166,7 +181,6 @@ fn copy(mut from: Box<dyn Conn>, mut to: Box<dyn Conn>, counted: Option<&Arc<Sta
             break;
         }
     }
-    from.close();
-    to.close();
-    std::thread::sleep(Duration::from_millis(1));
+    // Pass a half-close on (a client ending its stdin), but keep the other direction open.
+    to.close_write();
 }
