@@ -11,7 +11,7 @@ use crate::settings::Settings;
 use super::StageError;
 
 /// How long cleanup waits for an engine that is restarting before giving up.
-const ENGINE_PATIENCE: Duration = Duration::from_secs(20);
+const ENGINE_PATIENCE: Duration = Duration::from_secs(10);
 /// Bound on the orphan sweep, so a slow engine cannot hold up the runner.
 const SWEEP_BUDGET: Duration = Duration::from_secs(30);
 
