@@ -1,8 +1,10 @@
 //! gitlab-ecs-executor: a GitLab Runner custom executor that runs CI jobs in Docker
 //! containers and performs tag-triggered releases to Amazon ECR and ECS natively.
 //!
-//! Data flows one way: [`protocol`] → [`stages`] → [`docker`]; [`settings`] and [`joblog`]
-//! serve all of them.
+//! Data flows one way: [`protocol`] → [`stages`] → [`docker`] / [`release`] → [`aws`];
+//! [`settings`] and [`joblog`] serve all of them. [`local`] (`exec`) and [`commands`] (the
+//! operator verbs) reuse the same modules outside a runner.
+#![warn(missing_docs)]
 
 pub mod aws;
 pub mod commands;

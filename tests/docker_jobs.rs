@@ -64,7 +64,7 @@ fn exit_code_42_is_reported_and_after_script_sees_failed() {
     job.after_script = vec!["echo \"after: $CI_JOB_STATUS\"".into()];
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Failed(42), "{}", result.log);
-    assert!(result.log.contains("after: failed"), "{}", result.log);
+    assert_logged(&result.log, "after: failed");
     assert_eq!(result.calls_of("after_script")[0].result, CallResult::Ok);
     assert_nothing_left(&job);
 }
@@ -140,8 +140,8 @@ fn cancelling_a_long_script_stops_it_in_the_container_promptly() {
         "{:?}",
         build.result
     );
-    assert!(result.log.contains("after: canceled"), "{}", result.log);
-    assert!(result.log.contains("sleepers: 0"), "{}", result.log);
+    assert_logged(&result.log, "after: canceled");
+    assert_logged(&result.log, "sleepers: 0");
     assert_nothing_left(&job);
 }
 
@@ -192,11 +192,7 @@ fn a_missing_image_with_pull_policy_never_is_a_clear_system_failure() {
         "{:?}",
         result.status
     );
-    assert!(
-        result.log.contains("image gitlab-ecs-executor-test/absent:1 is not on this runner host and the pull policy is `never`"),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, "image gitlab-ecs-executor-test/absent:1 is not on this runner host and the pull policy is `never`");
     assert_eq!(
         result.calls_of("prepare").len(),
         3,
@@ -220,16 +216,8 @@ fn a_stopped_daemon_is_a_clear_system_failure() {
         "{:?}",
         result.status
     );
-    assert!(
-        result.log.contains("cannot reach the Docker engine"),
-        "{}",
-        result.log
-    );
-    assert!(
-        result.log.contains("systemctl status docker"),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, "cannot reach the Docker engine");
+    assert_logged(&result.log, "systemctl status docker");
 }
 
 #[test]
@@ -296,5 +284,5 @@ fn an_image_entrypoint_that_runs_its_arguments_is_respected() {
     let job = Job::new(&image, &["cat /tmp/entrypoint-ran"]);
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
-    assert!(result.log.contains("\nwrapped\n"), "{}", result.log);
+    assert_logged(&result.log, "\nwrapped\n");
 }

@@ -68,13 +68,13 @@ fn a_job_excluded_by_its_rules_says_so() {
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(
-        log.contains("Job `task-deploy` is not run for branch `main`: its rules exclude it"),
-        "{log}"
+    assert_logged(
+        &log,
+        "Job `task-deploy` is not run for branch `main`: its rules exclude it",
     );
-    assert!(
-        log.contains("does not act on these keys of `task-deploy`: environment, resource_group"),
-        "{log}"
+    assert_logged(
+        &log,
+        "does not act on these keys of `task-deploy`: environment, resource_group",
     );
     let (out, log) = exec(
         &env.settings,
@@ -107,7 +107,7 @@ fn a_failing_job_exits_with_its_own_code() {
     );
     let (out, log) = exec(&env.settings, &repo, &["fail"], &[]);
     assert_eq!(out.status.code(), Some(7), "{log}");
-    assert!(log.contains("ERROR: Job failed: exit status 7"), "{log}");
+    assert_logged(&log, "ERROR: Job failed: exit status 7");
 }
 
 #[test]
@@ -148,11 +148,8 @@ fn the_seed_articles_pipeline_releases_natively_on_a_version_tag() {
         &env,
     );
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(log.contains("already in the registry"), "{log}");
-    assert!(
-        log.contains("The job's image and services are not started"),
-        "{log}"
-    );
+    assert_logged(&log, "already in the registry");
+    assert_logged(&log, "The job's image and services are not started");
     assert!(!log.contains("services-stable"), "{log}");
     let (td, _) = ecs.task_definition(&ecs.service_task_definition());
     assert_eq!(

@@ -21,7 +21,7 @@ fn plan_shows_exactly_the_image_change_and_changes_nothing() {
     f.use_ecs(&ecs);
     let (out, log) = run(&f, &["plan", "--tag", "v1.2.3"], &[]);
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(log.contains(&format!("Would register {FAMILY}:2")), "{log}");
+    assert_logged(&log, &format!("Would register {FAMILY}:2"));
     let changes: Vec<&str> = log.lines().filter(|l| l.starts_with("  ")).collect();
     assert_eq!(changes.len(), 2, "{log}");
     assert!(
@@ -43,7 +43,7 @@ fn plan_shows_exactly_the_image_change_and_changes_nothing() {
 
     let (out, log) = run(&f, &["plan", "--tag", "latest"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(log.contains("tag `latest` is mutable"), "{log}");
+    assert_logged(&log, "tag `latest` is mutable");
 }
 
 #[test]
@@ -58,18 +58,9 @@ fn rollback_returns_the_service_to_the_previous_release() {
 
     let (out, log) = run(&f, &["rollback"], &[]);
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(
-        log.contains(&format!("Rolling {SERVICE} back from {FAMILY}:2")),
-        "{log}"
-    );
-    assert!(
-        log.contains(&format!("to {FAMILY}:1 ({}:v1.2.2)", f.repository())),
-        "{log}"
-    );
-    assert!(
-        log.contains(&format!("The service runs {FAMILY}:1 again")),
-        "{log}"
-    );
+    assert_logged(&log, &format!("Rolling {SERVICE} back from {FAMILY}:2"));
+    assert_logged(&log, &format!("to {FAMILY}:1 ({}:v1.2.2)", f.repository()));
+    assert_logged(&log, &format!("The service runs {FAMILY}:1 again"));
     assert!(ecs.service_task_definition().ends_with(":1"));
 
     let (out, log) = run(&f, &["rollback", "--to", "v1.2.3"], &[]);
@@ -77,10 +68,7 @@ fn rollback_returns_the_service_to_the_previous_release() {
     assert!(ecs.service_task_definition().ends_with(":2"), "{log}");
     let (out, log) = run(&f, &["rollback", "--to-revision", "9"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        log.contains("revision 9 is not an ACTIVE revision"),
-        "{log}"
-    );
+    assert_logged(&log, "revision 9 is not an ACTIVE revision");
 }
 
 #[test]
@@ -106,9 +94,9 @@ fn doctor_reports_each_check_and_fails_on_a_missing_service_or_stopped_daemon() 
 
     let (out, log) = run(&f, &["doctor"], &[("ECS_SERVICE", "no-such-service")]);
     assert_eq!(out.status.code(), Some(1), "{log}");
-    assert!(
-        log.contains("[FAIL] ecs service: the ECS service no-such-service does not exist"),
-        "{log}"
+    assert_logged(
+        &log,
+        "[FAIL] ecs service: the ECS service no-such-service does not exist",
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -120,10 +108,7 @@ fn doctor_reports_each_check_and_fails_on_a_missing_service_or_stopped_daemon() 
         &[("DOCKER_HOST", &format!("unix://{}", socket.display()))],
     );
     assert_eq!(out.status.code(), Some(1), "{log}");
-    assert!(
-        log.contains("[FAIL] docker engine: cannot reach the Docker engine"),
-        "{log}"
-    );
+    assert_logged(&log, "[FAIL] docker engine: cannot reach the Docker engine");
 }
 
 #[test]
@@ -160,11 +145,8 @@ fn exec_dry_run_and_release_dry_run_change_nothing() {
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(
-        log.contains("Dry run: nothing was pushed, registered or updated"),
-        "{log}"
-    );
-    assert!(log.contains("container_definitions[app].image"), "{log}");
+    assert_logged(&log, "Dry run: nothing was pushed, registered or updated");
+    assert_logged(&log, "container_definitions[app].image");
     assert!(f.registry.tags("group/app").is_empty());
     assert!(
         ecs.requests("RegisterTaskDefinition").is_empty()

@@ -89,11 +89,7 @@ fn config_is_accepted_by_the_runner_and_sets_the_project_dir() {
         .builds_dir()
         .join(format!("t3stRunr/0/{}", job.project_path));
     assert_eq!(result.project_dir, expected);
-    assert!(
-        result.log.contains(&format!("\n{}\n", expected.display())),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, &format!("\n{}\n", expected.display()));
     assert!(result
         .log
         .contains("Using Custom executor with driver gitlab-ecs-executor"));
@@ -217,7 +213,7 @@ fn job_exit_code_reaches_the_runner_and_after_script_sees_failed() {
     job.after_script = vec!["echo status=$CI_JOB_STATUS".into()];
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Failed(42), "{}", result.log);
-    assert!(result.log.contains("status=failed"), "{}", result.log);
+    assert_logged(&result.log, "status=failed");
     assert!(!result.log.contains("\nnever\n"));
     assert!(
         result

@@ -22,11 +22,7 @@ fn a_push_job_builds_and_pushes_the_tag_with_oci_labels_instead_of_its_script() 
     let result = f.env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
     assert!(!result.log.contains("THE JOB SCRIPT RAN"), "{}", result.log);
-    assert!(
-        result.log.contains("Native release of v1.2.3"),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, "Native release of v1.2.3");
 
     let manifest = f
         .registry
@@ -53,7 +49,7 @@ fn a_push_job_builds_and_pushes_the_tag_with_oci_labels_instead_of_its_script() 
         "{}",
         result.log
     );
-    assert!(result.log.contains("layer pushed"), "{}", result.log);
+    assert_logged(&result.log, "layer pushed");
     assert!(result.log.contains("section_start:") && result.log.contains("release_image"));
     assert_no_secrets(&result.log);
 }
@@ -160,13 +156,12 @@ fn a_registry_refusing_the_token_fails_clearly_and_nothing_is_pushed() {
     let f = fixture("not-the-ecr-token");
     let result = f.env.runner.run(&release_job(&f, "build", "v1.2.3", true));
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-    assert!(
-        result.log.contains(&format!(
+    assert_logged(
+        &result.log,
+        &format!(
             "the registry {} refused the ECR credentials",
             f.registry.host
-        )),
-        "{}",
-        result.log
+        ),
     );
     assert!(f.registry.tags("group/app").is_empty());
     assert_no_secrets(&result.log);

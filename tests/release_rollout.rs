@@ -60,11 +60,7 @@ fn a_tag_release_registers_only_the_image_change_rolls_out_and_reports() {
     );
     assert!(tag("gitlab:job-url").is_some_and(|u| u.as_str().unwrap().contains("/-/jobs/")));
 
-    assert!(
-        result.log.contains("container_definitions[app].image"),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, "container_definitions[app].image");
     assert!(
         result
             .log
@@ -72,7 +68,7 @@ fn a_tag_release_registers_only_the_image_change_rolls_out_and_reports() {
         "{}",
         result.log
     );
-    assert!(result.log.contains("running 2"), "{}", result.log);
+    assert_logged(&result.log, "running 2");
     assert!(result.log.contains("console:   https://ap-northeast-1.console.aws.amazon.com/ecs/v2/clusters/your-cluster-name/services/your-service-name/deployments"));
     let env_file = read(&result.project_dir.join("ecs-release.env"));
     assert!(
@@ -109,7 +105,7 @@ fn a_tag_release_registers_only_the_image_change_rolls_out_and_reports() {
     // Re-running the same job changes nothing in ECS.
     let again = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
     assert_eq!(again.status, Status::Success, "{}", again.log);
-    assert!(again.log.contains("Already deployed"), "{}", again.log);
+    assert_logged(&again.log, "Already deployed");
     assert_eq!(ecs.requests("RegisterTaskDefinition").len(), 1);
     assert_eq!(ecs.requests("UpdateService").len(), 1);
 }
@@ -122,11 +118,7 @@ fn an_ambiguous_task_definition_is_refused_before_anything_is_registered() {
     f.use_ecs(&ecs);
     let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-    assert!(
-        result.log.contains("cannot tell which container"),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, "cannot tell which container");
     assert!(
         result.log.contains("log-router, app") && result.log.contains("ECS_CONTAINER"),
         "{}",
@@ -153,7 +145,7 @@ fn a_circuit_breaker_rollback_fails_the_job_within_one_poll_interval() {
     f.use_ecs(&ecs);
     let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-    assert!(result.log.contains("rolled back by ECS"), "{}", result.log);
+    assert_logged(&result.log, "rolled back by ECS");
     assert!(
         result
             .log
@@ -161,16 +153,8 @@ fn a_circuit_breaker_rollback_fails_the_job_within_one_poll_interval() {
         "{}",
         result.log
     );
-    assert!(
-        result.log.contains("Essential container in task exited"),
-        "{}",
-        result.log
-    );
-    assert!(
-        result.log.contains("app exit 3 (app: health check failed)"),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, "Essential container in task exited");
+    assert_logged(&result.log, "app exit 3 (app: health check failed)");
     assert_eq!(
         result.log.matches("stopped task task0001").count(),
         1,
@@ -273,13 +257,9 @@ fn race_with_release(their_tag: &str) -> (Fixture, support::scripted_ecs::Script
 fn a_newer_concurrent_release_supersedes_ours_and_an_older_one_is_rebased() {
     let (f, ecs, result) = race_with_release("v9.9.9");
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-    assert!(
-        result.log.contains(&format!(
-            "superseded by {FAMILY}:3 running {}:v9.9.9",
-            f.repository()
-        )),
-        "{}",
-        result.log
+    assert_logged(
+        &result.log,
+        &format!("superseded by {FAMILY}:3 running {}:v9.9.9", f.repository()),
     );
     assert!(
         ecs.requests("UpdateService").is_empty(),
@@ -293,11 +273,7 @@ fn a_newer_concurrent_release_supersedes_ours_and_an_older_one_is_rebased() {
 
     let (f, ecs, result) = race_with_release("v1.0.0");
     assert_eq!(result.status, Status::Success, "{}", result.log);
-    assert!(
-        result.log.contains("re-deriving the revision"),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, "re-deriving the revision");
     let updates = ecs.requests("UpdateService");
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0]["taskDefinition"], revision(4));
@@ -319,16 +295,8 @@ fn another_deployment_in_progress_is_waited_for_and_named() {
     f.use_ecs(&ecs);
     let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
     assert_eq!(result.status, Status::Success, "{}", result.log);
-    assert!(
-        result.log.contains("Waiting for deployment ecs-svc/"),
-        "{}",
-        result.log
-    );
-    assert!(
-        result.log.contains("(IN_PROGRESS) to finish"),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, "Waiting for deployment ecs-svc/");
+    assert_logged(&result.log, "(IN_PROGRESS) to finish");
 }
 
 #[test]
@@ -385,11 +353,7 @@ fn moto_accepts_the_happy_path_requests() {
     // names the old one), so the executor cannot follow a rollout there and fails; every
     // request up to the update was accepted.
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-    assert!(
-        result.log.contains(&format!("Registered {FAMILY}:")),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, &format!("Registered {FAMILY}:"));
     assert!(
         !result
             .log

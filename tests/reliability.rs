@@ -161,12 +161,9 @@ fn build_inputs_escaping_the_project_are_refused() {
             .runner
             .run(&f.job("deploy", "v1.2.3", true).var(name, value));
         assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-        assert!(
-            result.log.contains(&format!(
-                "{name} must be a path inside the project directory"
-            )),
-            "{}",
-            result.log
+        assert_logged(
+            &result.log,
+            &format!("{name} must be a path inside the project directory"),
         );
         assert!(
             result.calls_of("get_sources").is_empty(),
@@ -232,13 +229,9 @@ fn jobs_get_no_docker_socket_no_privileges_and_only_allowed_images() {
     );
     let result = env.runner.run(&Job::new(base_image(), &["true"]));
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-    assert!(
-        result.log.contains(&format!(
-            "image {} is not allowed on this runner",
-            base_image()
-        )),
-        "{}",
-        result.log
+    assert_logged(
+        &result.log,
+        &format!("image {} is not allowed on this runner", base_image()),
     );
     assert_eq!(
         result.calls_of("prepare").len(),
@@ -289,11 +282,7 @@ fn a_release_killed_mid_rollout_resumes_when_retried() {
 
     let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
     assert_eq!(result.status, Status::Success, "{}", result.log);
-    assert!(
-        result.log.contains("Resuming: deployment ecs-svc/"),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, "Resuming: deployment ecs-svc/");
     assert_eq!(
         ecs.requests("UpdateService").len(),
         1,

@@ -136,3 +136,9 @@ pub fn output_of(cmd: &mut Command) -> (std::process::Output, String) {
     );
     (out, text)
 }
+
+/// Fails, showing the whole log, unless `log` contains `needle`.
+#[track_caller]
+pub fn assert_logged(log: &str, needle: &str) {
+    assert!(log.contains(needle), "expected `{needle}` in:\n{log}");
+}
