@@ -15,29 +15,23 @@ trait Conn: Read + Write + Send + 'static {
     fn close_write(&self);
 }
 
-impl Conn for UnixStream {
-    fn split(&self) -> std::io::Result<Box<dyn Conn>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn close(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
-    }
-    fn close_write(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Write);
-    }
+macro_rules! conn {
+    ($stream:ty) => {
+        impl Conn for $stream {
+            fn split(&self) -> std::io::Result<Box<dyn Conn>> {
+                Ok(Box::new(self.try_clone()?))
+            }
+            fn close(&self) {
+                let _ = self.shutdown(std::net::Shutdown::Both);
+            }
+            fn close_write(&self) {
+                let _ = self.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    };
 }
-
-impl Conn for TcpStream {
-    fn split(&self) -> std::io::Result<Box<dyn Conn>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn close(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
-    }
-    fn close_write(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Write);
-    }
-}
+conn!(UnixStream);
+conn!(TcpStream);
 
 /// The proxy's switches.
 #[derive(Default)]
