@@ -41,25 +41,7 @@ enum Command {
     /// cleanup_exec: remove the job's containers and network.
     Cleanup,
     /// Run a job of a .gitlab-ci.yml on this machine through config / prepare / run / cleanup.
-    Exec {
-        /// The job's name.
-        job: String,
-        /// The pipeline file.
-        #[arg(long, default_value = ".gitlab-ci.yml")]
-        file: PathBuf,
-        /// Run as a tag pipeline for this tag (e.g. v1.2.3).
-        #[arg(long, conflicts_with = "branch")]
-        tag: Option<String>,
-        /// Run as a branch pipeline for this branch (default: the checkout's branch).
-        #[arg(long)]
-        branch: Option<String>,
-        /// A job variable, KEY=VALUE (repeatable; wins over the file's variables).
-        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
-        vars: Vec<(String, String)>,
-        /// Release jobs stop before their first change (no push, no register, no update).
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Exec(ExecArgs),
     /// The native release outside GitLab: build, push, register, roll out, report.
     Release {
         #[command(flatten)]
@@ -95,6 +77,42 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+}
+
+/// `exec`'s arguments.
+#[derive(Args)]
+struct ExecArgs {
+    /// The job's name.
+    job: String,
+    /// The pipeline file.
+    #[arg(long, default_value = ".gitlab-ci.yml")]
+    file: PathBuf,
+    /// Run as a tag pipeline for this tag (e.g. v1.2.3).
+    #[arg(long, conflicts_with = "branch")]
+    tag: Option<String>,
+    /// Run as a branch pipeline for this branch (default: the checkout's branch).
+    #[arg(long)]
+    branch: Option<String>,
+    /// A job variable, KEY=VALUE (repeatable; wins over the file's variables).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+    /// Release jobs stop before their first change (no push, no register, no update).
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl ExecArgs {
+    fn into_request(self, settings: Option<PathBuf>) -> ExecRequest {
+        ExecRequest {
+            job: self.job,
+            file: self.file,
+            tag: self.tag,
+            branch: self.branch,
+            vars: self.vars,
+            dry_run: self.dry_run,
+            settings,
+        }
+    }
 }
 
 /// Release inputs: flags, else the job variables' names in the environment.
@@ -163,23 +181,8 @@ fn main() -> ExitCode {
         Command::Prepare => JobStage::Prepare,
         Command::Run { script, stage } => JobStage::Run { script, stage },
         Command::Cleanup => JobStage::Cleanup,
-        Command::Exec {
-            job,
-            file,
-            tag,
-            branch,
-            vars,
-            dry_run,
-        } => {
-            let request = ExecRequest {
-                job,
-                file,
-                tag,
-                branch,
-                vars,
-                dry_run,
-                settings: cli.config,
-            };
+        Command::Exec(args) => {
+            let request = args.into_request(cli.config);
             return match local::exec(&request) {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
                 Err(e) => {
