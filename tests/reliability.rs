@@ -431,6 +431,7 @@ fn a_registry_dropping_or_refusing_connections_mid_release() {
     proxy.cut_after(64 * 1024);
     let result = f.env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_eq!(proxy.cuts(), 1, "the push was never cut");
     assert!(f.registry.manifest("group/app", "v1.2.3").is_some());
     assert_eq!(ecs.requests("UpdateService").len(), 1);
 }

@@ -40,6 +40,7 @@ struct State {
     /// Upstream bytes after which every connection is cut (0: never).
     cut_after: AtomicU64,
     forwarded: AtomicU64,
+    cuts: AtomicU64,
     open: Mutex<Vec<Box<dyn Conn>>>,
 }
 
@@ -104,6 +105,11 @@ impl Proxy {
         self.state.down.store(false, Ordering::SeqCst);
     }
 
+    /// How many times `cut_after` fired.
+    pub fn cuts(&self) -> u64 {
+        self.state.cuts.load(Ordering::SeqCst)
+    }
+
     /// Cuts all connections once `bytes` more have been forwarded upstream, once.
     pub fn cut_after(&self, bytes: u64) {
         let now = self.state.forwarded.load(Ordering::SeqCst);
@@ -160,6 +166,7 @@ fn copy(mut from: Box<dyn Conn>, mut to: Box<dyn Conn>, counted: Option<&Arc<Sta
             let limit = state.cut_after.load(Ordering::SeqCst);
             if limit > 0 && total >= limit {
                 state.cut_after.store(0, Ordering::SeqCst);
+                state.cuts.fetch_add(1, Ordering::SeqCst);
                 for conn in state
                     .open
                     .lock()
