@@ -156,8 +156,7 @@ proptest! {
         let td = td.build();
         if let Ok(target) = taskdef::target_container(&td, named.as_deref(), &repo) {
             if let Ok(input) = taskdef::copy(&td, target, "r/app:v1", Vec::new()) {
-                let preview = taskdef::preview(&td, &input);
-                let _ = taskdef::diff(&td, &[], &preview, &[]);
+                prop_assert_eq!(input.container_definitions.map(|c| c.len()), Some(names.len().min(images.len())));
             }
         }
         for image in &images {
@@ -168,6 +167,19 @@ proptest! {
         let _ = taskdef::compare_versions(&other, &version);
         let _ = taskdef::check_family(&td, &other);
         let _ = taskdef::traceability_tags(&[(other.as_str(), version.as_str())]);
+    }
+
+    #[test]
+    fn task_definition_documents(a in json(), b in json()) {
+        for body in [&a, &b] {
+            for doc in [taskdef::Document::from_describe_response(body), taskdef::Document::from_register_request(body)].into_iter().flatten() {
+                prop_assert!(doc.diff(&doc).is_empty());
+            }
+        }
+        if let (Ok(x), Ok(y)) = (taskdef::Document::from_register_request(&a), taskdef::Document::from_register_request(&b)) {
+            let _ = x.diff(&y);
+            let _ = x.lost_in(&y);
+        }
     }
 
     #[test]

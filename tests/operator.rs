@@ -26,14 +26,14 @@ fn plan_shows_exactly_the_image_change_and_changes_nothing() {
     assert_eq!(changes.len(), 2, "{log}");
     assert!(
         changes[0].starts_with(&format!(
-            "  container_definitions[app].image: \"{}:v1.2.2\" -> \"{}:v1.2.3\"",
+            "  containerDefinitions[app].image: \"{}:v1.2.2\" -> \"{}:v1.2.3\"",
             f.repository(),
             f.repository()
         )),
         "{log}"
     );
     assert!(
-        changes[1].starts_with("  tags[gitlab:tag]: (none) -> v1.2.3"),
+        changes[1].starts_with("  tags[gitlab:tag]: (none) -> \"v1.2.3\""),
         "{log}"
     );
     assert!(
@@ -146,7 +146,7 @@ fn exec_dry_run_and_release_dry_run_change_nothing() {
     );
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_logged(&log, "Dry run: nothing was pushed, registered or updated");
-    assert_logged(&log, "container_definitions[app].image");
+    assert_logged(&log, "containerDefinitions[app].image");
     assert!(f.registry.tags("group/app").is_empty());
     assert!(
         ecs.requests("RegisterTaskDefinition").is_empty()

@@ -6,9 +6,11 @@ mod support;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::json;
-use support::release::{assert_no_secrets, moto, task_definition, Fixture, FAMILY, SERVICE};
-use support::scripted_ecs::{ConcurrentRelease, Scenario, Script};
+use serde_json::{json, Value};
+use support::release::{
+    assert_no_secrets, moto, task_definition, Fixture, CLUSTER, FAMILY, SERVICE,
+};
+use support::scripted_ecs::{ConcurrentRelease, Scenario, Script, ScriptedEcs};
 use support::*;
 
 fn revision(n: u32) -> String {
@@ -40,7 +42,7 @@ fn a_tag_release_registers_only_the_image_change_rolls_out_and_reports() {
     let containers = td["containerDefinitions"].as_array().unwrap();
     assert_eq!(
         containers[0],
-        task_definition("unused")["containerDefinitions"][0],
+        ecs.task_definition(&revision(1)).0["containerDefinitions"][0],
         "sidecar untouched"
     );
     assert_eq!(containers[1]["image"], format!("{}:v1.2.3", f.repository()));
@@ -60,7 +62,7 @@ fn a_tag_release_registers_only_the_image_change_rolls_out_and_reports() {
     );
     assert!(tag("gitlab:job-url").is_some_and(|u| u.as_str().unwrap().contains("/-/jobs/")));
 
-    assert_logged(&result.log, "container_definitions[app].image");
+    assert_logged(&result.log, "containerDefinitions[app].image");
     assert!(
         result
             .log
@@ -390,4 +392,70 @@ fn moto_accepts_the_happy_path_requests() {
         tags.iter().any(|t| t["key"] == "team") && tags.iter().any(|t| t["key"] == "gitlab:tag"),
         "{tags:?}"
     );
+}
+
+/// Releases `releases` versions in a row of a service running `task_definition`; each new
+/// revision must equal the base but for the app's image and the executor's tags.
+fn release_again_and_again(task_definition: fn(&str, &str) -> Value, releases: u32) {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let base = task_definition(FAMILY, &format!("{}:v1.0.0", f.repository()));
+    let script = Script {
+        scenario: Scenario::Succeed(Duration::from_millis(300)),
+        ..Script::default()
+    };
+    let ecs = ScriptedEcs::start(
+        CLUSTER,
+        SERVICE,
+        base,
+        task_definitions::base_tags(),
+        script,
+    );
+    f.use_ecs(&ecs);
+    let (first, first_tags) = ecs.task_definition(&revision(1));
+    let expected = task_definitions::invariant_part(&first, &first_tags);
+    for n in 1..=releases {
+        let tag = format!("v1.0.{n}");
+        f.tag(&tag);
+        let result = f.env.runner.run(&f.job("deploy", &tag, true));
+        assert_eq!(
+            result.status,
+            Status::Success,
+            "release {tag}:\n{}",
+            result.log
+        );
+        let arn = revision(n + 1);
+        assert_eq!(ecs.service_task_definition(), arn, "{}", result.log);
+        let (td, tags) = ecs.task_definition(&arn);
+        assert_eq!(
+            task_definitions::invariant_part(&td, &tags),
+            expected,
+            "{tag} changed more than the image"
+        );
+        let app = td["containerDefinitions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == "app"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(app["image"], format!("{}:{tag}", f.repository()));
+    }
+    assert_eq!(
+        ecs.requests("RegisterTaskDefinition").len(),
+        releases as usize
+    );
+    assert!(ecs.requests("DeregisterTaskDefinition").is_empty());
+}
+
+#[test]
+fn ten_releases_of_a_fargate_web_service_with_awslogs_and_labels_change_only_the_image() {
+    release_again_and_again(task_definitions::fargate_web, 10);
+}
+
+#[test]
+fn an_ec2_bridge_service_with_host_volumes_labels_and_ulimits_releases_repeatedly() {
+    release_again_and_again(task_definitions::ec2_bridge, 3);
+}
+
+#[test]
+fn an_efs_worker_with_an_init_container_releases_repeatedly() {
+    release_again_and_again(task_definitions::efs_worker, 3);
 }

@@ -49,7 +49,7 @@ pub async fn rollback(
 
     let svc = ecs.describe().await?;
     let current_arn = svc.task_definition().unwrap_or_default().to_string();
-    let (current, _) = ecs.task_definition(&current_arn).await?;
+    let current = ecs.task_definition(&current_arn).await?.definition;
     let repository = match (&target.registry, &target.repository) {
         (Some(r), Some(p)) => format!("{r}/{p}"),
         _ => String::new(),
@@ -66,7 +66,7 @@ pub async fn rollback(
     let family = current.family().unwrap_or_default().to_string();
     let mut candidates = Vec::new();
     for arn in ecs.revisions(&family).await? {
-        let (td, _) = ecs.task_definition(&arn).await?;
+        let td = ecs.task_definition(&arn).await?.definition;
         candidates.push(Candidate {
             arn,
             revision: td.revision(),

@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use super::inputs::EcsTarget;
 use super::rollout::{self, jittered, short_td, Observer, Verdict};
-use super::taskdef::{self, FieldChange};
+use super::taskdef::{self, Document, FieldChange};
+use super::wire::{RequestPreview, ResponseBody};
 use super::ReleaseError;
 use crate::docker::Cancel;
 use crate::joblog::JobLog;
@@ -58,27 +59,63 @@ impl EcsService {
             })
     }
 
-    /// A task definition and its tags.
-    pub async fn task_definition(
-        &self,
-        arn: &str,
-    ) -> Result<(TaskDefinition, Vec<Tag>), ReleaseError> {
+    /// A task definition with its tags, typed and as ECS sent it.
+    pub async fn task_definition(&self, arn: &str) -> Result<Revision, ReleaseError> {
+        let body = ResponseBody::default();
         let out = self
             .client
             .describe_task_definition()
             .task_definition(arn)
             .include(TaskDefinitionField::Tags)
+            .customize()
+            .interceptor(body.clone())
             .send()
             .await
             .map_err(|e| ReleaseError::aws("ecs:DescribeTaskDefinition", e))?;
-        let td = out
+        let malformed = |message: String| ReleaseError::AwsCall {
+            operation: "ecs:DescribeTaskDefinition",
+            message,
+        };
+        let definition = out
             .task_definition()
             .cloned()
-            .ok_or_else(|| ReleaseError::AwsCall {
-                operation: "ecs:DescribeTaskDefinition",
-                message: format!("no task definition returned for {arn}"),
-            })?;
-        Ok((td, out.tags().to_vec()))
+            .ok_or_else(|| malformed(format!("no task definition returned for {arn}")))?;
+        let raw = body
+            .take()
+            .ok_or_else(|| malformed(format!("the response for {arn} is not JSON")))?;
+        let document =
+            Document::from_describe_response(&raw).map_err(|e| malformed(format!("{arn}: {e}")))?;
+        Ok(Revision {
+            definition,
+            tags: out.tags().to_vec(),
+            document,
+        })
+    }
+
+    /// The document a registration of `input` would send, without sending it.
+    async fn preview_register(
+        &self,
+        input: aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput,
+    ) -> Result<Document, ReleaseError> {
+        let preview = RequestPreview::default();
+        let result = taskdef::register_request(&self.client, input)
+            .customize()
+            .interceptor(preview.clone())
+            .send()
+            .await;
+        match (preview.body(), result) {
+            (Some(body), Err(_)) => {
+                Document::from_register_request(&body).map_err(|e| ReleaseError::AwsCall {
+                    operation: "ecs:RegisterTaskDefinition",
+                    message: format!("cannot read the serialized request: {e}"),
+                })
+            }
+            (None, Err(e)) => Err(ReleaseError::aws("ecs:RegisterTaskDefinition", e)),
+            (_, Ok(_)) => Err(ReleaseError::AwsCall {
+                operation: "ecs:RegisterTaskDefinition",
+                message: "a previewed registration was sent".into(),
+            }),
+        }
     }
 
     async fn register(
@@ -214,6 +251,17 @@ impl EcsService {
     }
 }
 
+/// A task definition revision, as the SDK types it and as the JSON document ECS sent.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    /// The typed revision, the source of the copy.
+    pub definition: TaskDefinition,
+    /// Its tags.
+    pub tags: Vec<Tag>,
+    /// Its JSON document, every field included, for comparisons.
+    pub document: Document,
+}
+
 /// What the ECS half should do.
 pub struct DeployRequest<'a> {
     /// The service and its options.
@@ -339,8 +387,7 @@ enum Prepared {
 /// The new revision worked out from the service's current one, not yet registered.
 struct Derived {
     base_arn: String,
-    base: TaskDefinition,
-    base_tags: Vec<Tag>,
+    base: Revision,
     container: String,
     input: aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput,
 }
@@ -354,17 +401,17 @@ async fn derive(
 ) -> Result<Result<Derived, Prepared>, ReleaseError> {
     let service = ecs.describe().await?;
     let base_arn = service.task_definition().unwrap_or_default().to_string();
-    let (base, base_tags) = ecs.task_definition(&base_arn).await?;
+    let revision = ecs.task_definition(&base_arn).await?;
+    let base = &revision.definition;
     log.info(&format!(
         "The service {} runs {}",
         req.target.service,
-        taskdef::label(&base)
+        taskdef::label(base)
     ));
     if let Some(family) = &req.target.task_definition {
-        taskdef::check_family(&base, family)?;
+        taskdef::check_family(base, family)?;
     }
-    let target =
-        taskdef::target_container(&base, req.target.container.as_deref(), &req.repository)?;
+    let target = taskdef::target_container(base, req.target.container.as_deref(), &req.repository)?;
     let container = &base.container_definitions()[target];
     let name = container.name().unwrap_or("?").to_string();
     let current_image = container.image().unwrap_or_default();
@@ -378,7 +425,7 @@ async fn derive(
         if steady {
             log.info(&format!(
                 "Already deployed: container {name} of {} runs {}; nothing registered, nothing updated",
-                taskdef::label(&base),
+                taskdef::label(base),
                 req.image
             ));
             return Ok(Err(Prepared::AlreadyDeployed(DeployReport {
@@ -419,18 +466,17 @@ async fn derive(
             req.image
         )),
     }
-    let (tags, dropped) = taskdef::merge_tags(&base_tags, &req.trace_tags);
+    let (tags, dropped) = taskdef::merge_tags(&revision.tags, &req.trace_tags);
     if !dropped.is_empty() {
         log.warn(&format!(
             "the task definition already has 50 tags; not added: {}",
             dropped.join(", ")
         ));
     }
-    let input = taskdef::copy(&base, target, &req.image, tags)?;
+    let input = taskdef::copy(base, target, &req.image, tags)?;
     Ok(Ok(Derived {
         base_arn,
-        base,
-        base_tags,
+        base: revision,
         container: name,
         input,
     }))
@@ -442,7 +488,7 @@ fn partition<'c>(
     container: &str,
     req: &DeployRequest<'_>,
 ) -> (Vec<&'c FieldChange>, Vec<&'c FieldChange>) {
-    let intended_image = format!("container_definitions[{container}].image");
+    let intended_image = format!("containerDefinitions[{container}].image");
     changes.iter().partition(|c| {
         c.path == intended_image
             || (c.path.starts_with("tags[")
@@ -455,12 +501,21 @@ fn partition<'c>(
 
 fn show_changes(log: &JobLog, changes: &[&FieldChange]) {
     for change in changes {
-        log.info(&format!(
-            "  {}: {} -> {}",
-            change.path,
-            or_none(&change.old),
-            or_none(&change.new)
-        ));
+        log.info(&format!("  {change}"));
+    }
+}
+
+/// The copy of `d` as it will be sent; refuses it if it would drop anything of the base.
+async fn checked_copy(ecs: &EcsService, d: &Derived) -> Result<Document, ReleaseError> {
+    let sent = ecs.preview_register(d.input.clone()).await?;
+    let lost = d.base.document.lost_in(&sent);
+    if lost.is_empty() {
+        Ok(sent)
+    } else {
+        Err(ReleaseError::FieldsNotCarried {
+            revision: taskdef::label(&d.base.definition),
+            fields: lost,
+        })
     }
 }
 
@@ -473,29 +528,30 @@ async fn prepare_revision(
         Ok(d) => d,
         Err(prepared) => return Ok(prepared),
     };
+    checked_copy(ecs, &d).await?;
     let registered = ecs.register(d.input, log).await?;
     let new_arn = registered
         .task_definition_arn()
         .unwrap_or_default()
         .to_string();
-    let (described, described_tags) = ecs.task_definition(&new_arn).await?;
-    let changes = taskdef::diff(&d.base, &d.base_tags, &described, &described_tags);
+    let described = ecs.task_definition(&new_arn).await?;
+    let changes = d.base.document.diff(&described.document);
     let (intended, stray) = partition(&changes, &d.container, req);
     if !stray.is_empty() {
         ecs.deregister(&new_arn, log).await;
         return Err(ReleaseError::UnexpectedChanges {
-            revision: taskdef::label(&described),
+            revision: taskdef::label(&described.definition),
             changes: stray
                 .iter()
-                .map(|c| format!("{} ({} -> {})", c.path, c.old, c.new))
+                .map(|c| c.to_string())
                 .collect::<Vec<_>>()
                 .join("; "),
         });
     }
     log.info(&format!(
         "Registered {}; it differs from {} only in:",
-        taskdef::label(&described),
-        taskdef::label(&d.base)
+        taskdef::label(&described.definition),
+        taskdef::label(&d.base.definition)
     ));
     show_changes(log, &intended);
     Ok(Prepared::New {
@@ -515,25 +571,17 @@ pub async fn plan(
         Ok(d) => d,
         Err(_) => return Ok(Vec::new()),
     };
-    let preview = taskdef::preview(&d.base, &d.input);
-    let tags = d.input.tags.clone().unwrap_or_default();
-    let changes = taskdef::diff(&d.base, &d.base_tags, &preview, &tags);
+    let sent = checked_copy(ecs, &d).await?;
+    let changes = d.base.document.diff(&sent);
+    let base = &d.base.definition;
     log.info(&format!(
         "Would register {}:{} (not registered, the service not updated); changes against {}:",
-        d.base.family().unwrap_or("?"),
-        d.base.revision() + 1,
-        taskdef::label(&d.base)
+        base.family().unwrap_or("?"),
+        base.revision() + 1,
+        taskdef::label(base)
     ));
     show_changes(log, &changes.iter().collect::<Vec<_>>());
     Ok(changes)
-}
-
-fn or_none(v: &str) -> &str {
-    if v.is_empty() {
-        "(none)"
-    } else {
-        v
-    }
 }
 
 /// Another release moved the service: is it newer than ours? Then ours must not overwrite it.
@@ -542,7 +590,7 @@ async fn superseded_by(
     current_arn: &str,
     req: &DeployRequest<'_>,
 ) -> Result<Option<String>, ReleaseError> {
-    let (current, _) = ecs.task_definition(current_arn).await?;
+    let current = ecs.task_definition(current_arn).await?.definition;
     let Ok(target) =
         taskdef::target_container(&current, req.target.container.as_deref(), &req.repository)
     else {
@@ -873,4 +921,88 @@ fn entropy() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use aws_sdk_ecs::types::{ContainerDefinition, LogConfiguration, LogDriver};
+    use serde_json::json;
+
+    use super::*;
+
+    /// A client whose requests could not leave the process: previews never need them to.
+    fn offline() -> EcsService {
+        let conf = aws_sdk_ecs::Config::builder()
+            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecs::config::Region::new("eu-west-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        EcsService {
+            client: aws_sdk_ecs::Client::from_conf(conf),
+            cluster: "c".into(),
+            service: "s".into(),
+        }
+    }
+
+    fn described(
+        options: HashMap<String, String>,
+        labels: HashMap<String, String>,
+    ) -> TaskDefinition {
+        TaskDefinition::builder()
+            .family("shop")
+            .revision(3)
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("app")
+                    .image("r/shop:v1")
+                    .set_docker_labels(Some(labels))
+                    .log_configuration(
+                        LogConfiguration::builder()
+                            .log_driver(LogDriver::Awslogs)
+                            .set_options(Some(options))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .build()
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_copy_as_sent_does_not_depend_on_map_order() {
+        let ecs = offline();
+        let options = [
+            ("awslogs-group", "/ecs/shop"),
+            ("awslogs-region", "eu-west-1"),
+            ("awslogs-stream-prefix", "ecs"),
+        ];
+        let labels = [("owner", "ops"), ("tier", "web"), ("team", "payments")];
+        let expected = Document::from_register_request(&json!({
+            "family": "shop",
+            "containerDefinitions": [{"name": "app", "image": "r/shop:v2",
+                "dockerLabels": {"team": "payments", "owner": "ops", "tier": "web"},
+                "logConfiguration": {"logDriver": "awslogs", "options": {
+                    "awslogs-stream-prefix": "ecs", "awslogs-group": "/ecs/shop",
+                    "awslogs-region": "eu-west-1"}}}]
+        }))
+        .unwrap();
+        for round in 0..10 {
+            // Each HashMap iterates in its own random order.
+            let mut opts: Vec<_> = options.to_vec();
+            opts.rotate_left(round % 3);
+            let base = described(map(&opts), map(&labels));
+            let input = taskdef::copy(&base, 0, "r/shop:v2", Vec::new()).unwrap();
+            let sent = ecs.preview_register(input).await.unwrap();
+            assert_eq!(sent.diff(&expected), Vec::new(), "round {round}");
+        }
+    }
 }

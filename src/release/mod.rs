@@ -10,6 +10,7 @@ pub mod registry;
 pub mod rollout;
 pub mod taskdef;
 pub mod trigger;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -106,11 +107,26 @@ pub enum ReleaseError {
     /// The new revision cannot be derived from the service's.
     #[error(transparent)]
     TaskDefinition(#[from] taskdef::TaskDefError),
-    /// ECS registered something other than the intended change.
+    /// The copy would drop fields of the service's revision that this binary does not know.
+    #[error(
+        "the service's revision {revision} uses fields this gitlab-ecs-executor {} cannot carry \
+         over: {}. Nothing was registered and the service was not changed; upgrade \
+         gitlab-ecs-executor",
+        env!("CARGO_PKG_VERSION"),
+        .fields.join(", ")
+    )]
+    FieldsNotCarried {
+        /// `family:revision` of the base.
+        revision: String,
+        /// The paths that would be lost.
+        fields: Vec<String>,
+    },
+    /// ECS registered something other than the copy that was sent.
     #[error(
         "the registered revision {revision} differs from the service's revision beyond the image: \
-         {changes}. It was deregistered and the service was not changed; this SDK may not know a \
-         field your task definition uses: upgrade gitlab-ecs-executor"
+         {changes}. ECS stored something other than the copy that was sent; the revision was \
+         deregistered and the service was not changed. Compare both revisions in the ECS \
+         console before releasing again"
     )]
     UnexpectedChanges {
         /// `family:revision`.

@@ -6,6 +6,7 @@ pub mod proxy;
 pub mod release;
 pub mod scripted_ecs;
 pub mod stand_ins;
+pub mod task_definitions;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -90,6 +90,16 @@ impl Fixture {
         }
     }
 
+    /// Tags the project's commit with `tag`.
+    pub fn tag(&self, tag: &str) {
+        let status = std::process::Command::new("git")
+            .args(["tag", tag])
+            .current_dir(&self.repo)
+            .status()
+            .expect("git");
+        assert!(status.success(), "git tag {tag}");
+    }
+
     /// The executor binary with this fixture's settings, endpoints and the seed's inputs in
     /// its environment, for operator commands.
     pub fn command(&self) -> std::process::Command {

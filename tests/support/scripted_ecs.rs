@@ -278,6 +278,19 @@ impl State {
             "arn:aws:ecs:{}:{}:task-definition/{family}:{revision}",
             self.region, self.account
         );
+        // ECS describes every container with these members, whether or not they were sent.
+        for container in td["containerDefinitions"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object_mut)
+        {
+            container.entry("cpu").or_insert(json!(0));
+            container.entry("essential").or_insert(json!(true));
+            for list in ["portMappings", "environment", "mountPoints", "volumesFrom"] {
+                container.entry(list).or_insert(json!([]));
+            }
+        }
         if let Some(obj) = td.as_object_mut() {
             obj.remove("tags");
             obj.insert("taskDefinitionArn".into(), json!(arn));

@@ -1,0 +1,246 @@
+//! Task definitions shaped like the examples in AWS's ECS developer guide, as
+//! `RegisterTaskDefinition` requests: multi-key maps, sidecars, volumes and dependencies, the
+//! things a minimal fixture hides. The container named `app` runs the release image.
+
+use serde_json::{json, Value};
+
+/// Tags a service's revision carries before any release.
+pub fn base_tags() -> Vec<Value> {
+    vec![
+        json!({"key": "team", "value": "payments"}),
+        json!({"key": "cost-center", "value": "cc-1234"}),
+        json!({"key": "environment", "value": "production"}),
+    ]
+}
+
+/// A Fargate web service (the guide's "Fargate task definition" and "X-Ray sidecar"
+/// examples): awslogs with three options, three Docker labels, secrets from Secrets Manager
+/// and SSM, a health check, and an X-Ray daemon sidecar listed first.
+pub fn fargate_web(family: &str, app_image: &str) -> Value {
+    json!({
+        "family": family,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": "1024",
+        "memory": "2048",
+        "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+        "taskRoleArn": "arn:aws:iam::123456789012:role/shop-web",
+        "runtimePlatform": {"cpuArchitecture": "X86_64", "operatingSystemFamily": "LINUX"},
+        "containerDefinitions": [
+            {
+                "name": "xray-daemon",
+                "image": "public.ecr.aws/xray/aws-xray-daemon:3.3.12",
+                "cpu": 32,
+                "memoryReservation": 256,
+                "essential": true,
+                "portMappings": [{"containerPort": 2000, "hostPort": 2000, "protocol": "udp"}],
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": "/ecs/shop-web",
+                        "awslogs-region": "eu-west-1",
+                        "awslogs-stream-prefix": "xray"
+                    }
+                }
+            },
+            {
+                "name": "app",
+                "image": app_image,
+                "cpu": 960,
+                "memory": 1792,
+                "essential": true,
+                "portMappings": [
+                    {"name": "http", "containerPort": 8080, "hostPort": 8080, "protocol": "tcp", "appProtocol": "http"},
+                    {"name": "metrics", "containerPort": 9090, "hostPort": 9090, "protocol": "tcp"}
+                ],
+                "environment": [
+                    {"name": "AWS_XRAY_DAEMON_ADDRESS", "value": "127.0.0.1:2000"},
+                    {"name": "PORT", "value": "8080"},
+                    {"name": "SPRING_PROFILES_ACTIVE", "value": "production"}
+                ],
+                "secrets": [
+                    {"name": "DB_PASSWORD", "valueFrom": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:shop/db-AbCdEf"},
+                    {"name": "API_KEY", "valueFrom": "arn:aws:ssm:eu-west-1:123456789012:parameter/shop/api-key"}
+                ],
+                "dockerLabels": {
+                    "com.example.owner": "payments",
+                    "com.example.tier": "web",
+                    "com.example.team": "checkout"
+                },
+                "healthCheck": {
+                    "command": ["CMD-SHELL", "curl -f http://localhost:8080/health || exit 1"],
+                    "interval": 30,
+                    "timeout": 5,
+                    "retries": 3,
+                    "startPeriod": 60
+                },
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": "/ecs/shop-web",
+                        "awslogs-region": "eu-west-1",
+                        "awslogs-stream-prefix": "app"
+                    }
+                },
+                "dependsOn": [{"containerName": "xray-daemon", "condition": "START"}],
+                "stopTimeout": 30
+            }
+        ]
+    })
+}
+
+/// An EC2 service with bridge networking (the guide's "WordPress and MySQL" and "host
+/// volume" examples): dynamic host ports, a host bind volume, Docker labels, ulimits,
+/// container-level memory, a placement constraint and a firelens log router.
+pub fn ec2_bridge(family: &str, app_image: &str) -> Value {
+    json!({
+        "family": family,
+        "networkMode": "bridge",
+        "requiresCompatibilities": ["EC2"],
+        "placementConstraints": [
+            {"type": "memberOf", "expression": "attribute:ecs.instance-type =~ m6i.*"}
+        ],
+        "volumes": [
+            {"name": "webdata", "host": {"sourcePath": "/ecs/webdata"}},
+            {"name": "scratch", "dockerVolumeConfiguration": {
+                "scope": "task", "driver": "local",
+                "driverOpts": {"type": "tmpfs", "device": "tmpfs", "o": "size=64m"},
+                "labels": {"purpose": "scratch", "owner": "ops"}
+            }}
+        ],
+        "containerDefinitions": [
+            {
+                "name": "log-router",
+                "image": "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.0",
+                "memoryReservation": 50,
+                "essential": true,
+                "firelensConfiguration": {
+                    "type": "fluentbit",
+                    "options": {"enable-ecs-log-metadata": "true", "config-file-type": "file",
+                                "config-file-value": "/fluent-bit/configs/parse-json.conf"}
+                }
+            },
+            {
+                "name": "app",
+                "image": app_image,
+                "memory": 512,
+                "memoryReservation": 256,
+                "essential": true,
+                "links": ["log-router"],
+                "portMappings": [{"containerPort": 80, "hostPort": 0, "protocol": "tcp"}],
+                "mountPoints": [
+                    {"sourceVolume": "webdata", "containerPath": "/var/www/html", "readOnly": false},
+                    {"sourceVolume": "scratch", "containerPath": "/scratch"}
+                ],
+                "dockerLabels": {
+                    "traefik.enable": "true",
+                    "traefik.http.routers.web.rule": "Host(`shop.example.com`)",
+                    "com.example.service": "web"
+                },
+                "ulimits": [
+                    {"name": "nofile", "softLimit": 65536, "hardLimit": 65536},
+                    {"name": "nproc", "softLimit": 4096, "hardLimit": 8192}
+                ],
+                "systemControls": [{"namespace": "net.core.somaxconn", "value": "1024"}],
+                "extraHosts": [{"hostname": "legacy-db", "ipAddress": "10.0.12.7"}],
+                "logConfiguration": {
+                    "logDriver": "awsfirelens",
+                    "options": {"Name": "cloudwatch", "region": "eu-west-1",
+                                "log_group_name": "/ecs/shop-ec2", "log_stream_prefix": "app-"}
+                }
+            }
+        ]
+    })
+}
+
+/// A worker on Fargate with EFS (the guide's "Amazon EFS volumes" example): an access point
+/// with IAM authorization and transit encryption, an init container the app depends on
+/// finishing, and ephemeral storage.
+pub fn efs_worker(family: &str, app_image: &str) -> Value {
+    json!({
+        "family": family,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": "512",
+        "memory": "1024",
+        "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+        "taskRoleArn": "arn:aws:iam::123456789012:role/shop-worker",
+        "ephemeralStorage": {"sizeInGiB": 40},
+        "volumes": [
+            {"name": "shared", "efsVolumeConfiguration": {
+                "fileSystemId": "fs-0123456789abcdef0",
+                "rootDirectory": "/",
+                "transitEncryption": "ENABLED",
+                "transitEncryptionPort": 2999,
+                "authorizationConfig": {"accessPointId": "fsap-0123456789abcdef0", "iam": "ENABLED"}
+            }}
+        ],
+        "containerDefinitions": [
+            {
+                "name": "init-permissions",
+                "image": "public.ecr.aws/docker/library/busybox:1.36",
+                "essential": false,
+                "command": ["sh", "-c", "chown -R 1000:1000 /shared && echo ready"],
+                "mountPoints": [{"sourceVolume": "shared", "containerPath": "/shared"}]
+            },
+            {
+                "name": "app",
+                "image": app_image,
+                "essential": true,
+                "user": "1000:1000",
+                "workingDirectory": "/srv",
+                "entryPoint": ["/usr/local/bin/worker"],
+                "command": ["--queue", "orders", "--concurrency", "4"],
+                "mountPoints": [{"sourceVolume": "shared", "containerPath": "/shared", "readOnly": false}],
+                "dependsOn": [{"containerName": "init-permissions", "condition": "SUCCESS"}],
+                "environment": [
+                    {"name": "QUEUE_URL", "value": "https://sqs.eu-west-1.amazonaws.com/123456789012/orders"},
+                    {"name": "SHARED_DIR", "value": "/shared"}
+                ],
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": "/ecs/shop-worker",
+                        "awslogs-region": "eu-west-1",
+                        "awslogs-stream-prefix": "worker",
+                        "mode": "non-blocking",
+                        "max-buffer-size": "25m"
+                    }
+                },
+                "linuxParameters": {"initProcessEnabled": true,
+                                    "capabilities": {"drop": ["NET_RAW", "MKNOD"]}}
+            }
+        ]
+    })
+}
+
+/// `revision` without the members ECS sets, the `app` image and the executor's tags: what
+/// must be identical between a base revision and any release of it.
+pub fn invariant_part(revision: &Value, tags: &[Value]) -> (Value, Vec<Value>) {
+    let mut td = revision.clone();
+    if let Some(obj) = td.as_object_mut() {
+        for member in [
+            "taskDefinitionArn",
+            "revision",
+            "status",
+            "requiresAttributes",
+            "compatibilities",
+            "registeredAt",
+            "registeredBy",
+        ] {
+            obj.remove(member);
+        }
+    }
+    if let Some(app) = td["containerDefinitions"]
+        .as_array_mut()
+        .and_then(|c| c.iter_mut().find(|c| c["name"] == "app"))
+    {
+        app["image"] = Value::Null;
+    }
+    let tags = tags
+        .iter()
+        .filter(|t| !t["key"].as_str().unwrap_or_default().starts_with("gitlab:"))
+        .cloned()
+        .collect();
+    (td, tags)
+}
