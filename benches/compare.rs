@@ -24,8 +24,10 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOp
 use futures_util::StreamExt;
 use gitlab_ecs_executor::aws::{self, CredentialRequest};
 use gitlab_ecs_executor::docker::Cancel;
+use gitlab_ecs_executor::image_ref::ImageRef;
 use gitlab_ecs_executor::joblog::JobLog;
-use gitlab_ecs_executor::release::deploy::{self, DeployRequest, EcsService};
+use gitlab_ecs_executor::release::deploy::{self, DeployRequest};
+use gitlab_ecs_executor::release::ecs::SdkEcs;
 use gitlab_ecs_executor::release::inputs::EcsTarget;
 use gitlab_ecs_executor::settings::RollbackMode;
 use support::release::{Fixture, CLUSTER, FAMILY, SERVICE};
@@ -101,7 +103,7 @@ fn main() {
 fn per_job_overhead() -> Vec<Row> {
     let env = TestEnv::new();
     let job = || {
-        let mut j = Job::new(base_image(), &["true"]);
+        let mut j = Job::test(base_image(), &["true"]);
         j.pull_policy = vec!["never".into()];
         j
     };
@@ -311,12 +313,14 @@ fn control_plane(f: &mut Fixture) -> Row {
             )
             .await
             .expect("session");
-            let service = EcsService::new(aws_sdk_ecs::Client::new(&session.config), &target);
+            let service = SdkEcs::new(
+                aws_sdk_ecs::Client::new(&session.config),
+                &target.cluster,
+                &target.service,
+            );
             let request = DeployRequest {
-                target: &target,
-                image: format!("{}:{tag}", f.repository()),
-                tag: &tag,
-                repository: f.repository(),
+                target: target.clone(),
+                image: ImageRef::parse(&format!("{}:{tag}", f.repository())),
                 trace_tags: Vec::new(),
                 deadline: tokio::time::Instant::now() + Duration::from_secs(30),
                 poll: Duration::from_millis(1),
@@ -534,7 +538,7 @@ fn scale() -> Vec<Row> {
     for n in [1usize, 5, 10, 20] {
         let jobs: Vec<Job> = (0..n)
             .map(|slot| {
-                let mut j = Job::new(base_image(), &["true"]);
+                let mut j = Job::test(base_image(), &["true"]);
                 j.concurrent_id = slot as u64;
                 j
             })

@@ -3,7 +3,9 @@
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use crate::clock;
 
 const RESET: &str = "\x1b[0;m";
 const BOLD_GREEN: &str = "\x1b[32;1m";
@@ -201,7 +203,7 @@ impl JobLog {
         let options = if collapsed { "[collapsed=true]" } else { "" };
         self.line(&format!(
             "section_start:{}:{id}{options}\r{CLEAR_LINE}{BOLD_CYAN}{heading}{RESET}",
-            unix_now()
+            clock::epoch_secs()
         ));
         Section {
             log: self.clone(),
@@ -230,17 +232,10 @@ impl Drop for Section {
         self.log.end_raw();
         self.log.line(&format!(
             "section_end:{}:{}\r{CLEAR_LINE}",
-            unix_now(),
+            clock::epoch_secs(),
             self.id
         ));
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

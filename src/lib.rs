@@ -2,13 +2,15 @@
 //! containers and performs tag-triggered releases to Amazon ECR and ECS natively.
 //!
 //! Data flows one way: [`protocol`] → [`stages`] → [`docker`] / [`release`] → [`aws`];
-//! [`settings`] and [`joblog`] serve all of them. [`local`] (`exec`) and [`commands`] (the
+//! [`settings`], [`joblog`], [`image_ref`] and [`clock`] serve all of them. [`local`] (`exec`) and [`commands`] (the
 //! operator verbs) reuse the same modules outside a runner.
 #![warn(missing_docs)]
 
 pub mod aws;
+pub mod clock;
 pub mod commands;
 pub mod docker;
+pub mod image_ref;
 pub mod joblog;
 pub mod local;
 pub mod protocol;

@@ -4,14 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use gitlab_ecs_executor::commands::{self, Target};
+use gitlab_ecs_executor::commands::{self, CommandError, Target, EXIT_HOST};
 use gitlab_ecs_executor::joblog::JobLog;
 use gitlab_ecs_executor::local::{self, ExecRequest};
 use gitlab_ecs_executor::protocol::{ExitContract, JobContext, Outcome, Stage};
-use gitlab_ecs_executor::release::rollout::RollbackTo;
-use gitlab_ecs_executor::release::ReleaseError;
+use gitlab_ecs_executor::release::rollback::RollbackTo;
 use gitlab_ecs_executor::settings::Settings;
-use gitlab_ecs_executor::stages::{self, StageError};
+use gitlab_ecs_executor::stages::{self, RunOptions, StageError};
 
 /// GitLab Runner custom executor: CI jobs in Docker containers, native ECR/ECS releases.
 #[derive(Parser)]
@@ -33,6 +32,9 @@ enum Command {
     Prepare,
     /// run_exec: run one stage script.
     Run {
+        /// Release jobs stop before their first change (for `exec --dry-run`).
+        #[arg(long)]
+        dry_run: bool,
         /// The script file the runner wrote.
         script: PathBuf,
         /// The stage name (build_script, get_sources, step_<name>, …).
@@ -139,7 +141,7 @@ struct TargetArgs {
     /// AWS region.
     #[arg(long, env = "AWS_DEFAULT_REGION")]
     region: Option<String>,
-    /// Version tag to release or plan.
+    /// Version tag to release or plan (e.g. v1.2.3).
     #[arg(long, env = "CI_COMMIT_TAG")]
     tag: Option<String>,
 }
@@ -169,7 +171,11 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 /// A runner stage that needs the job context.
 enum JobStage {
     Prepare,
-    Run { script: PathBuf, stage: String },
+    Run {
+        script: PathBuf,
+        stage: String,
+        options: RunOptions,
+    },
     Cleanup,
 }
 
@@ -179,7 +185,15 @@ fn main() -> ExitCode {
     let job_stage = match cli.command {
         Command::Config => return exit(&contract, config(cli.config)),
         Command::Prepare => JobStage::Prepare,
-        Command::Run { script, stage } => JobStage::Run { script, stage },
+        Command::Run {
+            dry_run,
+            script,
+            stage,
+        } => JobStage::Run {
+            script,
+            stage,
+            options: RunOptions { dry_run },
+        },
         Command::Cleanup => JobStage::Cleanup,
         Command::Exec(args) => {
             let request = args.into_request(cli.config);
@@ -198,7 +212,12 @@ fn main() -> ExitCode {
             dry_run,
         } => {
             return operate(cli.config, |settings| async move {
-                commands::release(&settings, &target.into(), &project_dir, push_only, dry_run).await
+                let options = commands::ReleaseOptions {
+                    project_dir: &project_dir,
+                    push_only,
+                    dry_run,
+                };
+                commands::release(&settings, &target.into(), &options).await
             })
         }
         Command::Plan { target } => {
@@ -284,9 +303,13 @@ async fn run_job_stage(path: Option<PathBuf>, stage: JobStage) -> Outcome {
         let settings = Settings::load(path.as_deref())?;
         match stage {
             JobStage::Prepare => stages::prepare(&settings, &ctx, &log).await,
-            JobStage::Run { script, stage } => {
+            JobStage::Run {
+                script,
+                stage,
+                options,
+            } => {
                 let stage: Stage = stage.parse()?;
-                stages::run(&settings, &ctx, &script, &stage, &log).await
+                stages::run(&settings, &ctx, &script, &stage, options, &log).await
             }
             JobStage::Cleanup => stages::cleanup(&settings, &ctx).await,
         }
@@ -308,30 +331,27 @@ fn report(log: &JobLog, is_cleanup: bool, e: &StageError) -> Outcome {
     e.outcome()
 }
 
-/// Runs an operator command: exit 0 on success, 1 on failure with the cause on stdout.
+/// Runs an operator command: exit 0 on success, else the error's documented exit code with
+/// the cause on stdout.
 fn operate<F, Fut>(config: Option<PathBuf>, command: F) -> ExitCode
 where
     F: FnOnce(Settings) -> Fut,
-    Fut: std::future::Future<Output = Result<(), ReleaseError>>,
+    Fut: std::future::Future<Output = Result<(), CommandError>>,
 {
-    let settings = match Settings::load(config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ERROR: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = match runtime() {
-        Ok(rt) => rt.block_on(command(settings)),
-        Err(e) => Err(ReleaseError::Refused(format!(
-            "cannot start the async runtime: {e}"
-        ))),
-    };
+    let result = Settings::load(config.as_deref())
+        .map_err(CommandError::from)
+        .and_then(|settings| {
+            let rt = runtime().map_err(|source| CommandError::Host {
+                action: "start the async runtime".into(),
+                source,
+            })?;
+            rt.block_on(command(settings))
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             println!("\x1b[31;1mERROR: {e}\x1b[0;m");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -347,7 +367,7 @@ fn doctor(config: Option<PathBuf>, target: Target) -> ExitCode {
         )),
         Err(e) => {
             eprintln!("ERROR: cannot start the async runtime: {e}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_HOST)
         }
     }
 }

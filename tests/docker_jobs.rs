@@ -38,7 +38,7 @@ fn derived_image(tag: &str, dockerfile_tail: &str) -> String {
 #[test]
 fn a_job_prints_and_writes_files_visible_on_the_host() {
     let env = TestEnv::new();
-    let job = Job::new(
+    let job = Job::test(
         base_image(),
         &[
             "echo \"hello from job $CI_JOB_ID\"",
@@ -60,7 +60,7 @@ fn a_job_prints_and_writes_files_visible_on_the_host() {
 #[test]
 fn exit_code_42_is_reported_and_after_script_sees_failed() {
     let env = TestEnv::new();
-    let mut job = Job::new(base_image(), &["exit 42"]);
+    let mut job = Job::test(base_image(), &["exit 42"]);
     job.after_script = vec!["echo \"after: $CI_JOB_STATUS\"".into()];
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Failed(42), "{}", result.log);
@@ -72,7 +72,7 @@ fn exit_code_42_is_reported_and_after_script_sees_failed() {
 #[test]
 fn the_script_reaches_a_service_by_alias_and_by_derived_name() {
     let env = TestEnv::new();
-    let mut job = Job::new(
+    let mut job = Job::test(
         base_image(),
         &[
             "wget -qO- http://web:8080/",
@@ -116,7 +116,7 @@ fn the_script_reaches_a_service_by_alias_and_by_derived_name() {
 fn cancelling_a_long_script_stops_it_in_the_container_promptly() {
     let mut env = TestEnv::new();
     env.runner.graceful_kill = Duration::from_secs(20);
-    let mut job = Job::new(base_image(), &["echo started", "sleep 300 & sleep 300"]);
+    let mut job = Job::test(base_image(), &["echo started", "sleep 300 & sleep 300"]);
     job.after_script = vec![
         "echo \"after: $CI_JOB_STATUS\"".into(),
         "echo \"sleepers: $(ps | grep -c '[s]leep 300')\"".into(),
@@ -151,7 +151,7 @@ fn ten_concurrent_jobs_complete_and_leave_nothing_behind() {
     let volumes_before = volumes().len();
     let jobs: Vec<Job> = (0..10)
         .map(|slot| {
-            let mut job = Job::new(
+            let mut job = Job::test(
                 base_image(),
                 &["echo $CI_JOB_ID > id.txt", "sleep 1", "cat id.txt"],
             );
@@ -185,7 +185,7 @@ fn ten_concurrent_jobs_complete_and_leave_nothing_behind() {
 fn a_missing_image_with_pull_policy_never_is_a_clear_system_failure() {
     let mut env = TestEnv::new();
     env.runner.prepare_retry_pause = Duration::from_millis(100);
-    let job = Job::new("gitlab-ecs-executor-test/absent:1", &["true"]);
+    let job = Job::test("gitlab-ecs-executor-test/absent:1", &["true"]);
     let result = env.runner.run(&job);
     assert!(
         matches!(result.status, Status::SystemFailure(_)),
@@ -210,7 +210,7 @@ fn a_stopped_daemon_is_a_clear_system_failure() {
     let mut env =
         TestEnv::with_settings(&format!("[docker]\nhost = \"unix://{}\"", socket.display()));
     env.runner.prepare_retry_pause = Duration::from_millis(100);
-    let result = env.runner.run(&Job::new(base_image(), &["true"]));
+    let result = env.runner.run(&Job::test(base_image(), &["true"]));
     assert!(
         matches!(result.status, Status::SystemFailure(_)),
         "{:?}",
@@ -225,7 +225,7 @@ fn a_pull_policy_the_runner_does_not_allow_fails_the_job_without_retry() {
     let env = TestEnv::with_settings(
         "[docker]\npull_policy = \"never\"\nallowed_pull_policies = [\"never\", \"if-not-present\"]",
     );
-    let mut job = Job::new(base_image(), &["true"]);
+    let mut job = Job::test(base_image(), &["true"]);
     job.pull_policy = vec!["always".into()];
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
@@ -247,7 +247,7 @@ fn an_entrypoint_that_exits_is_reported_and_can_be_overridden() {
     );
     let mut env = TestEnv::new();
     env.runner.prepare_retry_pause = Duration::from_millis(100);
-    let job = Job::new(&image, &["true"]);
+    let job = Job::test(&image, &["true"]);
     let result = env.runner.run(&job);
     assert!(
         matches!(result.status, Status::SystemFailure(_)),
@@ -268,7 +268,7 @@ fn an_entrypoint_that_exits_is_reported_and_can_be_overridden() {
     );
     assert_nothing_left(&job);
 
-    let mut job = Job::new(&image, &["echo overridden"]);
+    let mut job = Job::test(&image, &["echo overridden"]);
     job.image_entrypoint = Some(vec![String::new()]);
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
@@ -281,7 +281,7 @@ fn an_image_entrypoint_that_runs_its_arguments_is_respected() {
         "RUN printf '#!/bin/sh\\necho wrapped > /tmp/entrypoint-ran\\nexec \"$@\"\\n' > /entry.sh && chmod +x /entry.sh\nENTRYPOINT [\"/entry.sh\"]",
     );
     let env = TestEnv::new();
-    let job = Job::new(&image, &["cat /tmp/entrypoint-ran"]);
+    let job = Job::test(&image, &["cat /tmp/entrypoint-ran"]);
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
     assert_logged(&result.log, "\nwrapped\n");

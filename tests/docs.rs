@@ -142,7 +142,7 @@ const REGISTRY_ACTIONS: &[&str] = &[
 ];
 
 fn sdk_actions() -> BTreeSet<String> {
-    let re = regex::Regex::new(r#"aws\(\s*"((ecr|ecs|sts):[A-Za-z]+)""#).unwrap();
+    let re = regex::Regex::new(r#""((ecr|ecs|sts|logs):[A-Z][A-Za-z]+)""#).unwrap();
     let mut found = BTreeSet::new();
     let mut stack = vec![root().join("src")];
     while let Some(dir) = stack.pop() {
@@ -153,7 +153,7 @@ fn sdk_actions() -> BTreeSet<String> {
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = read(&path);
                 found.extend(re.captures_iter(&text).map(|c| c[1].to_string()));
-                // Every SDK call must be named through ReleaseError::aws, or this test is blind.
+                // Every SDK call must name its action as a literal, or this test is blind.
                 let sends = text.matches(".send()").count();
                 let named = re.captures_iter(&text).count();
                 assert!(

@@ -6,15 +6,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aws_sdk_ecs::types::{ContainerDefinition, TaskDefinition};
-use gitlab_ecs_executor::docker::{registry_of, resolve_pull_policy};
+use gitlab_ecs_executor::docker::resolve_pull_policy;
+use gitlab_ecs_executor::image_ref::ImageRef;
 use gitlab_ecs_executor::local::pipeline::Pipeline;
 use gitlab_ecs_executor::local::rules;
 use gitlab_ecs_executor::protocol::{JobContext, JobPayload, Stage};
-use gitlab_ecs_executor::release::context::DockerIgnore;
-use gitlab_ecs_executor::release::inputs::{self, parse_duration, JobFacts};
+use gitlab_ecs_executor::release::image::context::DockerIgnore;
+use gitlab_ecs_executor::release::inputs::{self, parse_duration, JobVariables, Requester};
 use gitlab_ecs_executor::release::{taskdef, trigger};
 use gitlab_ecs_executor::settings::{
-    parse_memory, parse_volume, AwsSettings, PullPolicy, ReleaseAction, ReleaseSettings, Settings,
+    parse_volume, AwsSettings, MemorySize, Pattern, PullPolicy, ReleaseAction, ReleaseSettings,
+    Settings,
 };
 use proptest::prelude::*;
 
@@ -97,19 +99,18 @@ proptest! {
             None => format!("{leaf} = {quoted}\n"),
         };
         let _ = Settings::from_toml(&doc, Path::new("fuzz.toml"));
-        let _ = parse_memory(&value);
+        let _ = MemorySize::parse(&value);
         let _ = parse_volume(&value);
     }
 
     #[test]
     fn tags_stages_and_patterns(stage in ".{0,12}", tag in ".{0,20}", native in proptest::option::of(".{0,6}"), pattern in text_with("^$v\\d+.*()[]|?")) {
         let mut settings = ReleaseSettings::default();
-        if let Ok(re) = regex::Regex::new(&pattern) {
-            settings.tag_pattern = pattern.clone();
-            let _ = trigger::decide(&stage, Some(&tag), native.as_deref(), &settings, &re);
+        if let Ok(compiled) = Pattern::new(&pattern) {
+            settings.tag_pattern = compiled;
+            let _ = trigger::decide(&stage, Some(&tag), native.as_deref(), &settings);
         }
-        let re = regex::Regex::new(&ReleaseSettings::default().tag_pattern).unwrap();
-        let decided = trigger::decide("deploy", Some(&tag), native.as_deref(), &settings, &re);
+        let decided = trigger::decide("deploy", Some(&tag), native.as_deref(), &settings);
         if let trigger::Trigger::Release { tag, .. } = decided {
             prop_assert!(!settings.mutable_tags.iter().any(|m| m.eq_ignore_ascii_case(&tag)));
         }
@@ -136,8 +137,10 @@ proptest! {
         ".{0,40}", 0..16)) {
         let vars: BTreeMap<String, String> = vars;
         for action in [ReleaseAction::Release, ReleaseAction::Push] {
-            let facts = JobFacts { project_path: "g/p", job_id: 1 };
-            if let Ok(inputs) = inputs::collect(action, "v1.2.3", |k| vars.get(k).cloned(), &AwsSettings::default(), facts) {
+            let aws = AwsSettings::default();
+            let source = JobVariables::new(|k: &str| vars.get(k).cloned(), &aws);
+            let requester = Requester::Job { project_path: "g/p", job_id: 1 };
+            if let Ok(inputs) = inputs::collect(action, "v1.2.3", &source, &aws, requester) {
                 prop_assert!(!inputs.dockerfile.starts_with('/') && !inputs.dockerfile.split('/').any(|p| p == ".."));
             }
         }
@@ -160,9 +163,9 @@ proptest! {
             }
         }
         for image in &images {
-            let _ = taskdef::image_repository(image);
-            let _ = taskdef::image_tag(image);
-            let _ = registry_of(image);
+            let r = ImageRef::parse(image);
+            let _ = (r.registry(), r.registry_host(), r.tag(), r.digest(), r.pull_target());
+            prop_assert_eq!(ImageRef::parse(&r.to_string()), r);
         }
         let _ = taskdef::compare_versions(&other, &version);
         let _ = taskdef::check_family(&td, &other);

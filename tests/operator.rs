@@ -42,7 +42,7 @@ fn plan_shows_exactly_the_image_change_and_changes_nothing() {
     );
 
     let (out, log) = run(&f, &["plan", "--tag", "latest"], &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a refused tag is a usage error");
     assert_logged(&log, "tag `latest` is mutable");
 }
 
@@ -67,7 +67,7 @@ fn rollback_returns_the_service_to_the_previous_release() {
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert!(ecs.service_task_definition().ends_with(":2"), "{log}");
     let (out, log) = run(&f, &["rollback", "--to-revision", "9"], &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a missing revision is a usage error");
     assert_logged(&log, "revision 9 is not an ACTIVE revision");
 }
 
@@ -96,7 +96,7 @@ fn doctor_reports_each_check_and_fails_on_a_missing_service_or_stopped_daemon() 
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert_logged(
         &log,
-        "[FAIL] ecs service: the ECS service no-such-service does not exist",
+        "[FAIL] ecs service: the ECS service `no-such-service` does not exist",
     );
 
     let dir = tempfile::tempdir().unwrap();

@@ -82,7 +82,7 @@ fn config_prints_exactly_one_json_object_with_the_runner_fields() {
 #[test]
 fn config_is_accepted_by_the_runner_and_sets_the_project_dir() {
     let env = TestEnv::new();
-    let job = Job::new(base_image(), &["pwd"]);
+    let job = Job::test(base_image(), &["pwd"]);
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
     let expected = env
@@ -209,7 +209,7 @@ fn exit_codes_follow_the_variables_and_fall_back_to_1_and_2() {
 #[test]
 fn job_exit_code_reaches_the_runner_and_after_script_sees_failed() {
     let env = TestEnv::new();
-    let mut job = Job::new(base_image(), &["echo before", "exit 42", "echo never"]);
+    let mut job = Job::test(base_image(), &["echo before", "exit 42", "echo never"]);
     job.after_script = vec!["echo status=$CI_JOB_STATUS".into()];
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Failed(42), "{}", result.log);
@@ -238,7 +238,7 @@ fn settings_errors_name_the_file_and_key_and_fail_as_system_failures() {
     );
 
     // Through the runner: config fails every attempt, prepare is never called, cleanup is.
-    let result = env.runner.clone().run(&Job::new(base_image(), &["true"]));
+    let result = env.runner.clone().run(&Job::test(base_image(), &["true"]));
     assert!(
         matches!(result.status, Status::SystemFailure(_)),
         "{:?}",

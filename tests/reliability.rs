@@ -213,7 +213,7 @@ fn build_inputs_escaping_the_project_are_refused() {
 #[test]
 fn jobs_get_no_docker_socket_no_privileges_and_only_allowed_images() {
     let env = TestEnv::new();
-    let job = Job::new(
+    let job = Job::test(
         base_image(),
         &[
             "test ! -e /var/run/docker.sock",
@@ -227,7 +227,7 @@ fn jobs_get_no_docker_socket_no_privileges_and_only_allowed_images() {
     let env = TestEnv::with_settings(
         "[docker]\npull_policy = \"never\"\nallowed_images = [\"registry.example.com/*\"]",
     );
-    let result = env.runner.run(&Job::new(base_image(), &["true"]));
+    let result = env.runner.run(&Job::test(base_image(), &["true"]));
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
     assert_logged(
         &result.log,
@@ -305,7 +305,7 @@ fn twenty_concurrent_jobs_with_random_cancellations_leave_nothing_behind() {
     for round in 0..2u64 {
         let jobs: Vec<(Job, Cancel)> = (0..20u64)
             .map(|slot| {
-                let mut job = Job::new(base_image(), &["echo started", "sleep 5"]);
+                let mut job = Job::test(base_image(), &["echo started", "sleep 5"]);
                 job.concurrent_id = slot;
                 // A fixed pseudo-random pick: a third of the jobs are cancelled mid-script.
                 let cancel = if (slot * 7 + round * 3) % 3 == 0 {
@@ -359,7 +359,7 @@ fn an_engine_that_drops_out_mid_script_is_a_system_failure_and_nothing_is_left()
         proxy.address
     ));
     env.runner.prepare_retry_pause = Duration::from_millis(100);
-    let job = Job::new(base_image(), &["echo started", "sleep 20"]);
+    let job = Job::test(base_image(), &["echo started", "sleep 20"]);
     let result = std::thread::scope(|s| {
         let running = s.spawn(|| env.runner.run(&job));
         // Once the script runs, the engine "restarts": every connection is cut, then it is back.
@@ -446,7 +446,7 @@ fn an_engine_restarting_during_prepare_or_cleanup_is_survived() {
     env.runner.prepare_retry_pause = Duration::from_millis(500);
 
     // Down when prepare starts, back 1.5 s later: the runner's prepare retry gets through.
-    let job = Job::new(base_image(), &["echo ran"]);
+    let job = Job::test(base_image(), &["echo ran"]);
     proxy.stop();
     let result = std::thread::scope(|s| {
         let running = s.spawn(|| env.runner.run(&job));
@@ -460,7 +460,7 @@ fn an_engine_restarting_during_prepare_or_cleanup_is_survived() {
 
     // Down for 3 s once the script is over: cleanup waits for the engine instead of leaving
     // the job's container behind.
-    let job = Job::new(base_image(), &["sleep 2"]);
+    let job = Job::test(base_image(), &["sleep 2"]);
     let result = std::thread::scope(|s| {
         let running = s.spawn(|| env.runner.run(&job));
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use super::rollback::operator_credentials;
 use super::Target;
-use crate::aws;
+use crate::aws::{self, CallError};
 use crate::docker;
-use crate::release::{deploy, inputs, ReleaseError};
+use crate::release::ecs::{short_td, Ecs, SdkEcs};
+use crate::release::inputs::{self, Requester};
 use crate::settings::Settings;
 
 /// The result of one check.
@@ -68,20 +68,21 @@ pub async fn doctor(
         },
     );
 
-    let vars = target.variables();
-    let region = vars
-        .get("AWS_DEFAULT_REGION")
-        .cloned()
-        .or_else(|| std::env::var("AWS_REGION").ok())
-        .or_else(|| Some(settings.aws.region.clone()).filter(|r| !r.is_empty()));
-    let Some(region) = region else {
-        for name in ["aws identity", "ecr repository", "ecs service"] {
-            report(
-                name,
-                Check::Skip("no region (--region, AWS_DEFAULT_REGION or aws.region)".into()),
-            );
+    let region = match inputs::region(target, &settings.aws) {
+        Ok(region) => region,
+        Err(e) => {
+            for name in ["aws identity", "ecr repository", "ecs service"] {
+                report(name, Check::Skip(e.problems.join("; ")));
+            }
+            return failed;
         }
-        return failed;
+    };
+    let credentials = match inputs::credentials(target, &settings.aws, Requester::Operator) {
+        Ok(c) => c,
+        Err(e) => {
+            report("aws identity", Check::Fail(e.to_string()));
+            return failed;
+        }
     };
     let temp = match tempfile::tempdir() {
         Ok(t) => t,
@@ -93,13 +94,7 @@ pub async fn doctor(
             return failed;
         }
     };
-    let session = match aws::session(
-        &region,
-        &operator_credentials(&vars),
-        &aws::token_dir(temp.path()),
-    )
-    .await
-    {
+    let session = match aws::session(&region, &credentials, temp.path()).await {
         Ok(s) => s,
         Err(e) => {
             report("aws identity", Check::Fail(e.to_string()));
@@ -111,7 +106,7 @@ pub async fn doctor(
         "aws identity",
         match sts.get_caller_identity().send().await {
             Ok(id) => Check::Ok(format!("{} in {region}", id.arn().unwrap_or("?"))),
-            Err(e) => Check::Fail(ReleaseError::aws("sts:GetCallerIdentity", e).to_string()),
+            Err(e) => Check::Fail(CallError::from_sdk("sts:GetCallerIdentity", e).to_string()),
         },
     );
     report(
@@ -139,7 +134,7 @@ pub async fn doctor(
                             .unwrap_or_else(|| "?".into())
                     )),
                     Err(e) => {
-                        Check::Fail(ReleaseError::aws("ecr:DescribeRepositories", e).to_string())
+                        Check::Fail(CallError::from_sdk("ecr:DescribeRepositories", e).to_string())
                     }
                 }
             }
@@ -149,22 +144,11 @@ pub async fn doctor(
         "ecs service",
         match (&target.cluster, &target.service) {
             (Some(cluster), Some(service)) => {
-                let ecs_target = inputs::EcsTarget {
-                    cluster: cluster.clone(),
-                    service: service.clone(),
-                    task_definition: None,
-                    container: None,
-                    rollout_timeout: None,
-                    rollback: None,
-                };
-                let ecs =
-                    deploy::EcsService::new(aws_sdk_ecs::Client::new(&session.config), &ecs_target);
-                match ecs.describe().await {
+                let ecs = SdkEcs::new(aws_sdk_ecs::Client::new(&session.config), cluster, service);
+                match ecs.describe_service().await {
                     Ok(s) => Check::Ok(format!(
                         "{service} in {cluster}: {} running {}/{}, status {}",
-                        s.task_definition()
-                            .map(crate::release::rollout::short_td)
-                            .unwrap_or("?"),
+                        s.task_definition().map(short_td).unwrap_or("?"),
                         s.running_count(),
                         s.desired_count(),
                         s.status().unwrap_or("?")

@@ -1,97 +1,134 @@
 //! Operator commands on the same binary, outside GitLab: `release`, `plan`, `rollback`,
-//! `doctor`. Inputs are the release job's variables, given as flags or environment.
+//! `doctor`. Their inputs are flags (or the job variables' names in the environment); each
+//! command builds its own typed request, and every error gets its exit code in one place,
+//! [`CommandError::exit_code`].
 
 mod doctor;
+mod exit;
 mod plan;
 mod release;
 mod rollback;
 
 pub use doctor::doctor;
+pub use exit::{CommandError, EXIT_FAILED, EXIT_HOST, EXIT_USAGE};
 pub use plan::plan;
-pub use release::release;
+pub use release::{release, ReleaseOptions};
 pub use rollback::rollback;
-
-use std::collections::BTreeMap;
 
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::docker::Cancel;
 use crate::joblog::JobLog;
-use crate::protocol::ALWAYS_SECRET;
-use crate::release::ReleaseError;
+use crate::release::inputs::{Input, InputSource};
+use crate::settings::{ReleaseSettings, TagVerdict};
 
-/// The release inputs an operator gives; each maps to the job variable of the same meaning.
+/// The release inputs an operator gives as flags (clap fills them from the environment
+/// variables of the same meaning when a flag is absent).
 #[derive(Debug, Clone, Default)]
 pub struct Target {
-    /// `ECR_REGISTRY`.
+    /// `--registry`.
     pub registry: Option<String>,
-    /// `ECR_REPOSITORY`.
+    /// `--repository`.
     pub repository: Option<String>,
-    /// `ECS_CLUSTER`.
+    /// `--cluster`.
     pub cluster: Option<String>,
-    /// `ECS_SERVICE`.
+    /// `--service`.
     pub service: Option<String>,
-    /// `TASK_DEFINITION`.
+    /// `--task-definition`.
     pub task_definition: Option<String>,
-    /// `ECS_CONTAINER`.
+    /// `--container`.
     pub container: Option<String>,
-    /// `AWS_DEFAULT_REGION`.
+    /// `--region`.
     pub region: Option<String>,
-    /// The version tag (`CI_COMMIT_TAG`).
+    /// `--tag`.
     pub tag: Option<String>,
 }
 
-impl Target {
-    /// The inputs as job variables, plus the credential variables of this process's
-    /// environment (`AWS_ROLE_ARN`, an ID token, keys), which the release reads the same way.
-    pub fn variables(&self) -> BTreeMap<String, String> {
-        let mut vars: BTreeMap<String, String> = [
-            "AWS_ROLE_ARN",
-            "AWS_ID_TOKEN",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-            "ECS_ROLLOUT_TIMEOUT",
-            "ECS_ROLLBACK",
-            "DOCKERFILE",
-            "DOCKER_BUILD_CONTEXT",
-        ]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
-        for (key, value) in [
-            ("ECR_REGISTRY", &self.registry),
-            ("ECR_REPOSITORY", &self.repository),
-            ("ECS_CLUSTER", &self.cluster),
-            ("ECS_SERVICE", &self.service),
-            ("TASK_DEFINITION", &self.task_definition),
-            ("ECS_CONTAINER", &self.container),
-            ("AWS_DEFAULT_REGION", &self.region),
-            ("CI_COMMIT_TAG", &self.tag),
-        ] {
-            if let Some(v) = value {
-                vars.insert(key.to_string(), v.clone());
-            }
+/// Inputs without a flag come from this process's environment, under the job variables'
+/// names; keys are left to the SDK's own chain, which reads them from there too.
+fn environment(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl InputSource for Target {
+    fn value(&self, input: Input) -> Option<String> {
+        let flag = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        match input {
+            Input::Registry => flag(&self.registry),
+            Input::Repository => flag(&self.repository),
+            Input::Cluster => flag(&self.cluster),
+            Input::Service => flag(&self.service),
+            Input::TaskDefinition => flag(&self.task_definition),
+            Input::Container => flag(&self.container),
+            Input::Region => flag(&self.region).or_else(|| environment("AWS_REGION")),
+            Input::RolloutTimeout => environment("ECS_ROLLOUT_TIMEOUT"),
+            Input::Rollback => environment("ECS_ROLLBACK"),
+            Input::Dockerfile => environment("DOCKERFILE"),
+            Input::BuildContext => environment("DOCKER_BUILD_CONTEXT"),
+            Input::RoleArn => environment("AWS_ROLE_ARN"),
+            Input::IdToken => environment("AWS_ID_TOKEN"),
+            Input::AccessKeyId | Input::SecretAccessKey | Input::SessionToken => None,
         }
-        vars
+    }
+
+    fn name(&self, input: Input) -> String {
+        match input {
+            Input::Registry => "--registry",
+            Input::Repository => "--repository",
+            Input::Cluster => "--cluster",
+            Input::Service => "--service",
+            Input::TaskDefinition => "--task-definition",
+            Input::Container => "--container",
+            Input::Region => "--region",
+            Input::RolloutTimeout => "ECS_ROLLOUT_TIMEOUT",
+            Input::Rollback => "ECS_ROLLBACK",
+            Input::Dockerfile => "DOCKERFILE",
+            Input::BuildContext => "DOCKER_BUILD_CONTEXT",
+            Input::RoleArn => "AWS_ROLE_ARN",
+            Input::IdToken => "AWS_ID_TOKEN",
+            Input::AccessKeyId => "AWS_ACCESS_KEY_ID",
+            Input::SecretAccessKey => "AWS_SECRET_ACCESS_KEY",
+            Input::SessionToken => "AWS_SESSION_TOKEN",
+        }
+        .to_string()
+    }
+
+    fn advice(&self) -> &'static str {
+        "Give them as flags (see --help) or in the environment"
     }
 }
 
-/// A job-log-style output on stdout that masks the credentials among `vars`.
-fn operator_log(vars: &BTreeMap<String, String>) -> JobLog {
-    JobLog::stdout(
-        ALWAYS_SECRET
-            .iter()
-            .filter_map(|k| vars.get(*k).cloned())
-            .collect::<Vec<_>>(),
-    )
+impl Target {
+    /// The version tag, refused unless the release settings would release it.
+    fn release_tag(&self, settings: &ReleaseSettings) -> Result<String, CommandError> {
+        let tag = self
+            .tag
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .ok_or(CommandError::MissingTag)?;
+        match settings.judge_tag(&tag) {
+            TagVerdict::Releasable => Ok(tag),
+            verdict => Err(CommandError::TagRefused {
+                tag,
+                verdict,
+                pattern: settings.tag_pattern.as_str().to_string(),
+            }),
+        }
+    }
+}
+
+/// A job-log-style output on stdout that masks the ID token given in the environment.
+fn operator_log() -> JobLog {
+    JobLog::stdout(environment("AWS_ID_TOKEN"))
 }
 
 /// Completes on SIGINT or SIGTERM.
-fn interrupt() -> Result<Cancel, ReleaseError> {
+fn interrupt() -> Result<Cancel, CommandError> {
     let install = |kind| {
-        signal(kind)
-            .map_err(|e| ReleaseError::Refused(format!("cannot install a signal handler: {e}")))
+        signal(kind).map_err(|source| CommandError::Host {
+            action: "install a signal handler".into(),
+            source,
+        })
     };
     let (mut int, mut term) = (
         install(SignalKind::interrupt())?,
@@ -103,4 +140,12 @@ fn interrupt() -> Result<Cancel, ReleaseError> {
             _ = term.recv() => {}
         }
     }))
+}
+
+/// A private directory for token files, removed when dropped.
+fn temp_dir() -> Result<tempfile::TempDir, CommandError> {
+    tempfile::tempdir().map_err(|source| CommandError::Host {
+        action: "create a temporary directory".into(),
+        source,
+    })
 }

@@ -8,18 +8,8 @@ use bollard::auth::DockerCredentials;
 use serde::Deserialize;
 
 use super::DockerError;
+use crate::image_ref::{ImageRef, DOCKER_HUB};
 use crate::settings::PullPolicy;
-
-/// Docker Hub's registry name in credential stores.
-const DOCKER_HUB: &str = "docker.io";
-
-/// The registry host of an image reference (`docker.io` for Docker Hub images).
-pub fn registry_of(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
-        _ => DOCKER_HUB,
-    }
-}
 
 /// Registry credentials available to a job, keyed by registry host.
 #[derive(Default)]
@@ -87,8 +77,8 @@ impl RegistryAuth {
     }
 
     /// Credentials for pulling `image`, if any are known for its registry.
-    pub fn for_image(&self, image: &str) -> Option<DockerCredentials> {
-        let registry = registry_of(image);
+    pub fn for_image(&self, image: &ImageRef) -> Option<DockerCredentials> {
+        let registry = image.registry();
         self.by_registry
             .get(registry)
             .map(|(username, password)| DockerCredentials {
@@ -154,18 +144,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registry_hosts() {
-        assert_eq!(registry_of("alpine:3"), "docker.io");
-        assert_eq!(registry_of("library/alpine"), "docker.io");
-        assert_eq!(registry_of("localhost/x"), "localhost");
-        assert_eq!(registry_of("127.0.0.1:5000/app:v1"), "127.0.0.1:5000");
-        assert_eq!(
-            registry_of("registry.gitlab.example/g/p:1"),
-            "registry.gitlab.example"
-        );
-    }
-
-    #[test]
     fn auth_config_and_ci_registry() {
         let auth = base64::engine::general_purpose::STANDARD.encode("u1:p:w");
         let config = format!(
@@ -177,20 +155,26 @@ mod tests {
             Some(("ci.example", "gitlab-ci-token", "tok")),
         )
         .unwrap();
-        let hub = a.for_image("alpine").unwrap();
+        let hub = a.for_image(&ImageRef::parse("alpine")).unwrap();
         assert_eq!(
             (hub.username.unwrap(), hub.password.unwrap()),
             ("u1".into(), "p:w".into())
         );
         assert_eq!(
-            a.for_image("reg.example:5000/x").unwrap().username.unwrap(),
+            a.for_image(&ImageRef::parse("reg.example:5000/x"))
+                .unwrap()
+                .username
+                .unwrap(),
             "u2"
         );
         assert_eq!(
-            a.for_image("ci.example/g/p").unwrap().password.unwrap(),
+            a.for_image(&ImageRef::parse("ci.example/g/p"))
+                .unwrap()
+                .password
+                .unwrap(),
             "tok"
         );
-        assert!(a.for_image("other.example/x").is_none());
+        assert!(a.for_image(&ImageRef::parse("other.example/x")).is_none());
         assert!(!format!("{a:?}").contains("tok"));
     }
 

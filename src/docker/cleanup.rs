@@ -4,7 +4,7 @@
 //! gone and a `run` still alive, and reports what it could not remove.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -13,6 +13,7 @@ use bollard::Docker;
 
 use super::is_not_found;
 use super::naming::{runner_filter, JobNames, LABEL_JOB};
+use crate::clock;
 
 /// What a cleanup did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -48,10 +49,7 @@ pub async fn sweep_orphans(docker: &Docker, runner_id: u64, max_age: Duration) -
     let Ok(containers) = docker.list_containers(Some(options)).await else {
         return CleanupReport::default();
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = clock::epoch_secs();
     let stale_jobs: BTreeSet<String> = containers
         .iter()
         .filter(|c| now - c.created.unwrap_or(now) > max_age.as_secs() as i64)

@@ -6,26 +6,26 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::{is_not_found, DockerError};
+use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::settings::PullPolicy;
 
 /// Pulls `image` if the policy requires it; fails if it must be present and is not.
 pub async fn ensure_image(
     docker: &Docker,
-    image: &str,
+    image: &ImageRef,
     policy: PullPolicy,
     credentials: Option<DockerCredentials>,
     log: &JobLog,
 ) -> Result<(), DockerError> {
-    let present = match docker.inspect_image(image).await {
+    let name = image.to_string();
+    let present = match docker.inspect_image(&name).await {
         Ok(_) => true,
         Err(e) if is_not_found(&e) => false,
         Err(e) => return Err(DockerError::api(format!("inspect image {image}"))(e)),
     };
     match (policy, present) {
-        (PullPolicy::Never, false) => Err(DockerError::ImageMissing {
-            image: image.to_string(),
-        }),
+        (PullPolicy::Never, false) => Err(DockerError::ImageMissing { image: name }),
         (PullPolicy::Never | PullPolicy::IfNotPresent, true) => {
             log.info(&format!("Using locally found image {image}"));
             Ok(())
@@ -36,18 +36,17 @@ pub async fn ensure_image(
 
 async fn pull(
     docker: &Docker,
-    image: &str,
+    image: &ImageRef,
     credentials: Option<DockerCredentials>,
     log: &JobLog,
 ) -> Result<(), DockerError> {
     log.info(&format!("Pulling image {image} ..."));
-    let (from_image, tag) = split_reference(image);
-    let mut options = CreateImageOptionsBuilder::default().from_image(from_image);
-    // Without a tag the engine pulls every tag of the repository.
-    if let Some(tag) = tag {
-        options = options.tag(tag);
-    }
-    let mut stream = docker.create_image(Some(options.build()), None, credentials);
+    let (repository, tag_or_digest) = image.pull_target();
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(&repository)
+        .tag(&tag_or_digest)
+        .build();
+    let mut stream = docker.create_image(Some(options), None, credentials);
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| DockerError::PullFailed {
             image: image.to_string(),
@@ -59,40 +58,4 @@ async fn pull(
         }
     }
     Ok(())
-}
-
-/// Splits `repo:tag` for the pull API; digests stay in the repository part, and an
-/// untagged reference means `latest`, as with `docker pull`.
-fn split_reference(image: &str) -> (&str, Option<&str>) {
-    if image.contains('@') {
-        return (image, None);
-    }
-    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
-    match image[last_slash..].rfind(':') {
-        Some(colon) => (
-            &image[..last_slash + colon],
-            Some(&image[last_slash + colon + 1..]),
-        ),
-        None => (image, Some("latest")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_reference;
-
-    #[test]
-    fn references() {
-        assert_eq!(split_reference("alpine"), ("alpine", Some("latest")));
-        assert_eq!(split_reference("alpine:3.20"), ("alpine", Some("3.20")));
-        assert_eq!(
-            split_reference("127.0.0.1:5000/g/app:v1"),
-            ("127.0.0.1:5000/g/app", Some("v1"))
-        );
-        assert_eq!(
-            split_reference("127.0.0.1:5000/app"),
-            ("127.0.0.1:5000/app", Some("latest"))
-        );
-        assert_eq!(split_reference("app@sha256:ab"), ("app@sha256:ab", None));
-    }
 }

@@ -8,7 +8,7 @@ mod exec;
 mod image;
 mod naming;
 
-pub use auth::{registry_of, resolve_pull_policy, RegistryAuth};
+pub use auth::{resolve_pull_policy, RegistryAuth};
 pub use cleanup::{remove_job_objects, sweep_orphans, CleanupReport};
 pub use container::{start_job_environment, JobEnvironmentSpec, ServiceSpec};
 pub use exec::{run_script, Cancel, ScriptShell};

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::image_ref::ImageRef;
 use crate::protocol::JobIdentity;
 
 /// Label present on every object this executor creates.
@@ -98,12 +99,7 @@ pub fn service_aliases(image: &str, alias: &str) -> Vec<String> {
         .map(str::to_string)
         .collect();
     if aliases.is_empty() {
-        let without_digest = image.split('@').next().unwrap_or(image);
-        let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
-        let name = match without_digest[last_slash..].rfind(':') {
-            Some(colon) => &without_digest[..last_slash + colon],
-            None => without_digest,
-        };
+        let name = ImageRef::parse(image).repository();
         aliases.push(name.replace('/', "__"));
         aliases.push(name.replace('/', "-"));
         aliases.dedup();

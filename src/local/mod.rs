@@ -10,7 +10,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pipeline::{Decision, Pipeline, PipelineError};
-use runner::{Cancel, GitSource, Job, Runner, Service, Var};
+use runner::{unique_id, Cancel, GitSource, Job, Runner, Service, Var};
+
+/// GitLab's default job timeout.
+const DEFAULT_JOB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Set by the SIGINT handler: Ctrl-C cancels the job like GitLab's cancel button.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -152,54 +155,60 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     let mut variables: Vec<(String, String)> = def.variables.clone();
     variables.extend(rule_variables);
     variables.extend(req.vars.iter().cloned());
-    if req.dry_run {
-        variables.push((crate::release::DRY_RUN_VARIABLE.into(), "true".into()));
-    }
     let expand = |s: &str| expand_vars(s, &variables);
-    let mut job = Job::new("", &[]);
-    job.name = def.name.clone();
-    job.stage = def.stage.clone();
-    job.project_path = checkout.project_path.clone();
-    job.commit_sha = checkout.sha.clone();
-    job.commit_timestamp = checkout.timestamp.clone();
-    job.image = def.image.as_ref().map(|i| expand(&i.name));
-    job.image_entrypoint = def.image.as_ref().and_then(|i| i.entrypoint.clone());
-    job.pull_policy = def
-        .image
-        .as_ref()
-        .map(|i| i.pull_policy.clone())
-        .unwrap_or_default();
-    job.services = def
-        .services
-        .iter()
-        .map(|s| Service {
-            name: expand(&s.name),
-            alias: s.alias.clone(),
-            entrypoint: s.entrypoint.clone(),
-            command: s.command.clone(),
-            variables: s.variables.clone(),
-        })
-        .collect();
-    job.variables = variables
-        .iter()
-        .map(|(key, value)| Var {
-            key: key.clone(),
-            value: value.clone(),
-            masked: false,
-            file: false,
-        })
-        .collect();
-    job.script = def.script.clone();
-    job.after_script = def.after_script.clone();
-    job.git = Some(GitSource {
-        repo: checkout.root.clone(),
-        checkout: checkout.sha.clone(),
-        ref_name: ref_name.clone(),
-        is_tag,
-    });
+    let id = unique_id();
+    let job = Job {
+        id,
+        project_id: project_id(&checkout.project_path),
+        project_path: checkout.project_path.clone(),
+        concurrent_id: 0,
+        name: def.name.clone(),
+        stage: def.stage.clone(),
+        commit_sha: checkout.sha.clone(),
+        commit_timestamp: checkout.timestamp.clone(),
+        image: def.image.as_ref().map(|i| expand(&i.name)),
+        image_entrypoint: def.image.as_ref().and_then(|i| i.entrypoint.clone()),
+        pull_policy: def
+            .image
+            .as_ref()
+            .map(|i| i.pull_policy.clone())
+            .unwrap_or_default(),
+        services: def
+            .services
+            .iter()
+            .map(|s| Service {
+                name: expand(&s.name),
+                alias: s.alias.clone(),
+                entrypoint: s.entrypoint.clone(),
+                command: s.command.clone(),
+                variables: s.variables.clone(),
+            })
+            .collect(),
+        variables: variables
+            .iter()
+            .map(|(key, value)| Var {
+                key: key.clone(),
+                value: value.clone(),
+                masked: false,
+                file: false,
+            })
+            .collect(),
+        script: def.script.clone(),
+        after_script: def.after_script.clone(),
+        git: Some(GitSource {
+            repo: checkout.root.clone(),
+            checkout: checkout.sha.clone(),
+            ref_name: ref_name.clone(),
+            is_tag,
+        }),
+        timeout: DEFAULT_JOB_TIMEOUT.as_secs(),
+    };
 
     let binary = std::env::current_exe().map_err(ExecError::Runner)?;
     let mut runner = Runner::new(&binary, req.settings.as_deref());
+    if req.dry_run {
+        runner.run_args.push("--dry-run".into());
+    }
     runner.runner_id = 0;
     runner.short_token = "local".into();
     runner.echo = true;
@@ -321,6 +330,17 @@ fn checkout(file: &Path) -> Result<Checkout, ExecError> {
         branch,
         project_path,
     })
+}
+
+/// A project id that stays the same for a project path: GitLab's ids are not known locally.
+fn project_id(project_path: &str) -> u64 {
+    // FNV-1a, small enough to read as an id.
+    let hash = project_path
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    hash % 1_000_000
 }
 
 /// `group/project` from a clone URL (`https://host/group/project.git`, `git@host:group/project.git`).

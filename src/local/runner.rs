@@ -44,6 +44,8 @@ pub struct Runner {
     pub prepare_retry_pause: Duration,
     /// Extra variables of the runner process's own environment.
     pub process_env: Vec<(String, String)>,
+    /// Arguments after `run` in `run_args` (before the script and the stage).
+    pub run_args: Vec<String>,
     /// Print the job log live on stdout as well as collecting it.
     pub echo: bool,
     /// Where per-attempt temp dirs are made (the runner's `TMPDIR`); `None`: the system's.
@@ -237,30 +239,6 @@ impl JobResult {
 }
 
 impl Job {
-    /// A job running `script` in `image`, with a unique id.
-    pub fn new(image: &str, script: &[&str]) -> Self {
-        let id = unique_id();
-        Job {
-            id,
-            project_id: 1000 + id % 1000,
-            project_path: format!("group/project-{id}"),
-            concurrent_id: 0,
-            name: "test".into(),
-            stage: "test".into(),
-            commit_sha: "0123456789abcdef0123456789abcdef01234567".into(),
-            commit_timestamp: "2026-11-20T09:00:00+00:00".into(),
-            image: Some(image.to_string()),
-            image_entrypoint: None,
-            pull_policy: vec!["never".into()],
-            services: Vec::new(),
-            variables: Vec::new(),
-            script: script.iter().map(|s| s.to_string()).collect(),
-            after_script: Vec::new(),
-            git: None,
-            timeout: 3600,
-        }
-    }
-
     /// Adds a plain variable.
     pub fn var(mut self, key: &str, value: &str) -> Self {
         self.variables.push(Var {
@@ -512,6 +490,7 @@ impl Runner {
             force_kill: Duration::from_secs(10),
             prepare_retry_pause: Duration::from_secs(3),
             process_env: Vec::new(),
+            run_args: Vec::new(),
             echo: false,
             temp_root: None,
             cancel_flag: None,
@@ -732,7 +711,10 @@ impl Drive<'_> {
         std::fs::write(&path, script)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
         let path_arg = path.to_string_lossy().into_owned();
-        let out = self.invoke(&["run", &path_arg, stage], a, status, cancel_after, true)?;
+        let mut args: Vec<&str> = vec!["run"];
+        args.extend(self.runner.run_args.iter().map(String::as_str));
+        args.extend([path_arg.as_str(), stage]);
+        let out = self.invoke(&args, a, status, cancel_after, true)?;
         let result = classify(&out, a);
         self.record(stage, &result, &out);
         Ok(result)

@@ -1,277 +1,40 @@
-//! The ECS half of a release: derive and register the new revision from the service's
-//! current one, verify it, update the service with the exact revision, follow our
-//! deployment to the end, and roll back when it fails.
+//! The ECS half of a release: derive the new revision from the service's current one,
+//! register and verify it, update the service with that exact revision, follow our
+//! deployment to its end, and undo it when it fails.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::cmp::Ordering;
+use std::time::Duration;
 
-use aws_sdk_ecs::types::{DesiredStatus, Service, Tag, Task, TaskDefinition, TaskDefinitionField};
+use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
+use aws_sdk_ecs::types::{DeploymentRolloutState, Tag};
 use tokio::time::Instant;
 
+use super::ecs::{short_td, Ecs, Revision};
 use super::inputs::EcsTarget;
-use super::rollout::{self, jittered, short_td, Observer, Verdict};
+use super::progress::Observer;
+use super::rollback::{undo, Aftermath, Failed};
 use super::taskdef::{self, Document, FieldChange};
-use super::wire::{RequestPreview, ResponseBody};
+use super::verdict::{other_deployment_in_progress, Verdict};
+use super::watch::{watch, Watch, WatchEnd};
 use super::ReleaseError;
+use crate::aws::Fault;
+use crate::clock;
 use crate::docker::Cancel;
+use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::settings::RollbackMode;
 
-/// How often a registration refused with "Too many concurrent attempts" is retried.
+/// How often a registration refused with "Too many concurrent attempts" is tried.
 const REGISTER_ATTEMPTS: u32 = 5;
 /// How often the service is re-based when another release moved it under us.
 const REBASE_ATTEMPTS: u32 = 3;
-/// A quiet rollout still says something this often.
-const HEARTBEAT: Duration = Duration::from_secs(60);
-
-/// One ECS service, through the SDK.
-pub struct EcsService {
-    client: aws_sdk_ecs::Client,
-    cluster: String,
-    service: String,
-}
-
-impl EcsService {
-    /// The service `target` names.
-    pub fn new(client: aws_sdk_ecs::Client, target: &EcsTarget) -> Self {
-        EcsService {
-            client,
-            cluster: target.cluster.clone(),
-            service: target.service.clone(),
-        }
-    }
-
-    /// `DescribeServices` for this one service.
-    pub async fn describe(&self) -> Result<Service, ReleaseError> {
-        let out = self
-            .client
-            .describe_services()
-            .cluster(&self.cluster)
-            .services(&self.service)
-            .send()
-            .await
-            .map_err(|e| ReleaseError::aws("ecs:DescribeServices", e))?;
-        out.services()
-            .first()
-            .cloned()
-            .ok_or_else(|| ReleaseError::ServiceMissing {
-                cluster: self.cluster.clone(),
-                service: self.service.clone(),
-            })
-    }
-
-    /// A task definition with its tags, typed and as ECS sent it.
-    pub async fn task_definition(&self, arn: &str) -> Result<Revision, ReleaseError> {
-        let body = ResponseBody::default();
-        let out = self
-            .client
-            .describe_task_definition()
-            .task_definition(arn)
-            .include(TaskDefinitionField::Tags)
-            .customize()
-            .interceptor(body.clone())
-            .send()
-            .await
-            .map_err(|e| ReleaseError::aws("ecs:DescribeTaskDefinition", e))?;
-        let malformed = |message: String| ReleaseError::AwsCall {
-            operation: "ecs:DescribeTaskDefinition",
-            message,
-        };
-        let definition = out
-            .task_definition()
-            .cloned()
-            .ok_or_else(|| malformed(format!("no task definition returned for {arn}")))?;
-        let raw = body
-            .take()
-            .ok_or_else(|| malformed(format!("the response for {arn} is not JSON")))?;
-        let document =
-            Document::from_describe_response(&raw).map_err(|e| malformed(format!("{arn}: {e}")))?;
-        Ok(Revision {
-            definition,
-            tags: out.tags().to_vec(),
-            document,
-        })
-    }
-
-    /// The document a registration of `input` would send, without sending it.
-    async fn preview_register(
-        &self,
-        input: aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput,
-    ) -> Result<Document, ReleaseError> {
-        let preview = RequestPreview::default();
-        let result = taskdef::register_request(&self.client, input)
-            .customize()
-            .interceptor(preview.clone())
-            .send()
-            .await;
-        match (preview.body(), result) {
-            (Some(body), Err(_)) => {
-                Document::from_register_request(&body).map_err(|e| ReleaseError::AwsCall {
-                    operation: "ecs:RegisterTaskDefinition",
-                    message: format!("cannot read the serialized request: {e}"),
-                })
-            }
-            (None, Err(e)) => Err(ReleaseError::aws("ecs:RegisterTaskDefinition", e)),
-            (_, Ok(_)) => Err(ReleaseError::AwsCall {
-                operation: "ecs:RegisterTaskDefinition",
-                message: "a previewed registration was sent".into(),
-            }),
-        }
-    }
-
-    async fn register(
-        &self,
-        input: aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput,
-        log: &JobLog,
-    ) -> Result<TaskDefinition, ReleaseError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match taskdef::register_request(&self.client, input.clone())
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    return out
-                        .task_definition()
-                        .cloned()
-                        .ok_or_else(|| ReleaseError::AwsCall {
-                            operation: "ecs:RegisterTaskDefinition",
-                            message: "no task definition returned".into(),
-                        })
-                }
-                Err(e) => {
-                    let error = ReleaseError::aws("ecs:RegisterTaskDefinition", e);
-                    let concurrent = error.to_string().contains("Too many concurrent attempts");
-                    if !concurrent || attempt >= REGISTER_ATTEMPTS {
-                        return Err(error);
-                    }
-                    let pause = Duration::from_secs(1 << attempt);
-                    log.warn(&format!(
-                        "another registration in this family is in progress; retrying in {} s ({attempt}/{REGISTER_ATTEMPTS})",
-                        pause.as_secs()
-                    ));
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
-    }
-
-    async fn deregister(&self, arn: &str, log: &JobLog) {
-        match self
-            .client
-            .deregister_task_definition()
-            .task_definition(arn)
-            .send()
-            .await
-        {
-            Ok(_) => log.info(&format!("Deregistered {}, which never ran", short_td(arn))),
-            Err(e) => log.warn(&format!(
-                "could not deregister {}: {}",
-                short_td(arn),
-                ReleaseError::aws("ecs:DeregisterTaskDefinition", e)
-            )),
-        }
-    }
-
-    /// Points the service at `arn`; returns the id of the deployment ECS started for it.
-    async fn update(&self, arn: &str) -> Result<String, ReleaseError> {
-        let out = self
-            .client
-            .update_service()
-            .cluster(&self.cluster)
-            .service(&self.service)
-            .task_definition(arn)
-            .send()
-            .await
-            .map_err(|e| ReleaseError::aws("ecs:UpdateService", e))?;
-        out.service()
-            .into_iter()
-            .flat_map(|s| s.deployments())
-            .find(|d| d.status() == Some("PRIMARY") && d.task_definition() == Some(arn))
-            .and_then(|d| d.id())
-            .map(str::to_string)
-            .ok_or_else(|| ReleaseError::AwsCall {
-                operation: "ecs:UpdateService",
-                message: format!(
-                    "the response names no PRIMARY deployment of {}",
-                    short_td(arn)
-                ),
-            })
-    }
-
-    /// ACTIVE revisions of `family`, newest first (at most 100).
-    pub async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError> {
-        let out = self
-            .client
-            .list_task_definitions()
-            .family_prefix(family)
-            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-            .sort(aws_sdk_ecs::types::SortOrder::Desc)
-            .max_results(100)
-            .send()
-            .await
-            .map_err(|e| ReleaseError::aws("ecs:ListTaskDefinitions", e))?;
-        // The prefix also matches longer family names.
-        Ok(out
-            .task_definition_arns()
-            .iter()
-            .filter(|arn| {
-                short_td(arn)
-                    .rsplit_once(':')
-                    .is_some_and(|(f, _)| f == family)
-            })
-            .cloned()
-            .collect())
-    }
-
-    /// Stopped tasks started by `deployment_id` (at most 100).
-    async fn stopped_tasks(&self, deployment_id: &str) -> Result<Vec<Task>, ReleaseError> {
-        let listed = self
-            .client
-            .list_tasks()
-            .cluster(&self.cluster)
-            .started_by(deployment_id)
-            .desired_status(DesiredStatus::Stopped)
-            .send()
-            .await
-            .map_err(|e| ReleaseError::aws("ecs:ListTasks", e))?;
-        let arns: Vec<String> = listed.task_arns().iter().take(100).cloned().collect();
-        if arns.is_empty() {
-            return Ok(Vec::new());
-        }
-        let described = self
-            .client
-            .describe_tasks()
-            .cluster(&self.cluster)
-            .set_tasks(Some(arns))
-            .send()
-            .await
-            .map_err(|e| ReleaseError::aws("ecs:DescribeTasks", e))?;
-        Ok(described.tasks().to_vec())
-    }
-}
-
-/// A task definition revision, as the SDK types it and as the JSON document ECS sent.
-#[derive(Debug, Clone)]
-pub struct Revision {
-    /// The typed revision, the source of the copy.
-    pub definition: TaskDefinition,
-    /// Its tags.
-    pub tags: Vec<Tag>,
-    /// Its JSON document, every field included, for comparisons.
-    pub document: Document,
-}
 
 /// What the ECS half should do.
-pub struct DeployRequest<'a> {
+pub struct DeployRequest {
     /// The service and its options.
-    pub target: &'a EcsTarget,
-    /// The new image reference.
-    pub image: String,
-    /// The release tag (for downgrade and supersede decisions).
-    pub tag: &'a str,
-    /// `registry/repository`, to find the container by image.
-    pub repository: String,
+    pub target: EcsTarget,
+    /// The new image.
+    pub image: ImageRef,
     /// Traceability tags to add to the revision.
     pub trace_tags: Vec<Tag>,
     /// When the rollout counts as failed.
@@ -286,8 +49,15 @@ pub struct DeployRequest<'a> {
     pub rollback_timeout: Duration,
 }
 
+impl DeployRequest {
+    /// The release tag, for downgrade and supersede decisions.
+    fn tag(&self) -> &str {
+        self.image.tag().unwrap_or_default()
+    }
+}
+
 /// What the ECS half did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployReport {
     /// The revision the service ran before.
     pub previous_arn: String,
@@ -299,123 +69,144 @@ pub struct DeployReport {
     pub already_deployed: bool,
 }
 
-/// Registers, verifies and rolls out the new revision.
-pub async fn deploy(
-    ecs: &EcsService,
-    req: &DeployRequest<'_>,
-    log: &JobLog,
-    cancel: &mut Cancel,
-) -> Result<DeployReport, ReleaseError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let prepared = {
-            let _s = log.section("release_taskdef", "Release: task definition");
-            prepare_revision(ecs, req, log).await?
-        };
-        let (base, new_arn) = match prepared {
-            Prepared::AlreadyDeployed(report) => return Ok(report),
-            Prepared::Resume {
-                previous,
-                arn,
-                deployment,
-            } => {
-                let _s = log.section("release_rollout", "Release: rollout");
-                log.step(&format!(
-                    "Resuming: deployment {deployment} of {} (this release's image) is already rolling out; following it",
-                    short_td(&arn)
-                ));
-                return follow(
-                    ecs,
-                    req,
-                    log,
-                    cancel,
-                    previous.as_deref(),
-                    &arn,
-                    deployment,
-                    now_epoch() - 60,
-                )
-                .await;
-            }
-            Prepared::New { base, new_arn } => (base, new_arn),
-        };
-        let _s = log.section("release_rollout", "Release: rollout");
-        wait_for_other_deployments(ecs, req, log, &new_arn).await?;
-        // Optimistic concurrency: the service must still run the revision we derived from.
-        let current = ecs.describe().await?;
-        let current_arn = current.task_definition().unwrap_or_default().to_string();
-        if current_arn != base {
-            let superseding = superseded_by(ecs, &current_arn, req).await?;
-            ecs.deregister(&new_arn, log).await;
-            if let Some(by) = superseding {
-                return Err(ReleaseError::Superseded { by });
-            }
-            if attempt >= REBASE_ATTEMPTS {
-                return Err(ReleaseError::Superseded {
-                    by: format!(
-                        "{} (the service kept changing during {REBASE_ATTEMPTS} attempts)",
-                        short_td(&current_arn)
-                    ),
-                });
-            }
-            log.warn(&format!(
-                "the service moved from {} to {} while this release prepared; re-deriving the revision from {}",
-                short_td(&base),
-                short_td(&current_arn),
-                short_td(&current_arn)
-            ));
-            continue;
-        }
-        return roll_out(ecs, req, log, cancel, &base, &new_arn).await;
-    }
-}
-
-enum Prepared {
-    AlreadyDeployed(DeployReport),
+/// What the service's current state asks of this release.
+enum Derivation {
+    /// The service already runs this release's image, steadily.
+    AlreadyDeployed(String),
     /// An earlier attempt of this release (killed mid-rollout) already started the rollout.
     Resume {
         previous: Option<String>,
         arn: String,
         deployment: String,
     },
-    New {
-        base: String,
-        new_arn: String,
-    },
+    /// A new revision to register.
+    New(Box<Derived>),
 }
 
 /// The new revision worked out from the service's current one, not yet registered.
-struct Derived {
-    base_arn: String,
-    base: Revision,
-    container: String,
-    input: aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput,
+pub(crate) struct Derived {
+    pub(crate) base_arn: String,
+    pub(crate) base: Revision,
+    pub(crate) container: String,
+    pub(crate) input: RegisterTaskDefinitionInput,
 }
 
-/// Reads the service and its revision and derives the new revision's input; `Err(prepared)`
-/// inside `Ok` when the image is already deployed or already rolling out.
-async fn derive(
-    ecs: &EcsService,
-    req: &DeployRequest<'_>,
+/// A rollout to follow.
+struct Rollout<'a> {
+    /// The revision to return to if it fails.
+    previous: Option<&'a str>,
+    /// The revision rolling out.
+    arn: &'a str,
+    /// Our deployment.
+    deployment: String,
+    /// Events before this time (epoch seconds) belong to earlier deployments.
+    since: i64,
+}
+
+/// Registers, verifies and rolls out the new revision.
+pub async fn deploy(
+    ecs: &impl Ecs,
+    req: &DeployRequest,
     log: &JobLog,
-) -> Result<Result<Derived, Prepared>, ReleaseError> {
-    let service = ecs.describe().await?;
+    cancel: &mut Cancel,
+) -> Result<DeployReport, ReleaseError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (base, new_arn) = {
+            let _s = log.section("release_taskdef", "Release: task definition");
+            match derive(ecs, req, log).await? {
+                Derivation::AlreadyDeployed(arn) => {
+                    return Ok(DeployReport {
+                        previous_arn: arn.clone(),
+                        new_arn: arn,
+                        deployment_id: None,
+                        already_deployed: true,
+                    })
+                }
+                Derivation::Resume {
+                    previous,
+                    arn,
+                    deployment,
+                } => {
+                    drop(_s);
+                    let _s = log.section("release_rollout", "Release: rollout");
+                    log.step(&format!(
+                        "Resuming: deployment {deployment} of {} (this release's image) is already rolling out; following it",
+                        short_td(&arn)
+                    ));
+                    let rollout = Rollout {
+                        previous: previous.as_deref(),
+                        arn: &arn,
+                        deployment,
+                        since: clock::epoch_secs() - 60,
+                    };
+                    return follow(ecs, req, log, cancel, rollout).await;
+                }
+                Derivation::New(d) => {
+                    let new_arn = register_verified(ecs, req, &d, log).await?;
+                    (d.base_arn, new_arn)
+                }
+            }
+        };
+        let _s = log.section("release_rollout", "Release: rollout");
+        wait_for_other_deployments(ecs, req, log, &new_arn).await?;
+        // Optimistic concurrency: the service must still run the revision we derived from.
+        let current = ecs.describe_service().await?;
+        let current_arn = current.task_definition().unwrap_or_default().to_string();
+        if current_arn == base {
+            return roll_out(ecs, req, log, cancel, &base, &new_arn).await;
+        }
+        let superseding = superseded_by(ecs, &current_arn, req).await?;
+        deregister_unused(ecs, &new_arn, log).await;
+        if let Some(by) = superseding {
+            return Err(ReleaseError::Superseded { by });
+        }
+        if attempt >= REBASE_ATTEMPTS {
+            return Err(ReleaseError::Superseded {
+                by: format!(
+                    "{} (the service kept changing during {REBASE_ATTEMPTS} attempts)",
+                    short_td(&current_arn)
+                ),
+            });
+        }
+        log.warn(&format!(
+            "the service moved from {} to {} while this release prepared; re-deriving the revision from {}",
+            short_td(&base),
+            short_td(&current_arn),
+            short_td(&current_arn)
+        ));
+    }
+}
+
+/// Reads the service and its revision and decides what this release has to do.
+async fn derive(
+    ecs: &impl Ecs,
+    req: &DeployRequest,
+    log: &JobLog,
+) -> Result<Derivation, ReleaseError> {
+    let service = ecs.describe_service().await?;
     let base_arn = service.task_definition().unwrap_or_default().to_string();
     let revision = ecs.task_definition(&base_arn).await?;
     let base = &revision.definition;
     log.info(&format!(
         "The service {} runs {}",
-        req.target.service,
+        ecs.service(),
         taskdef::label(base)
     ));
     if let Some(family) = &req.target.task_definition {
         taskdef::check_family(base, family)?;
     }
-    let target = taskdef::target_container(base, req.target.container.as_deref(), &req.repository)?;
+    let target = taskdef::target_container(
+        base,
+        req.target.container.as_deref(),
+        &req.image.repository(),
+    )?;
     let container = &base.container_definitions()[target];
     let name = container.name().unwrap_or("?").to_string();
     let current_image = container.image().unwrap_or_default();
-    if current_image == req.image {
+    let wanted = req.image.to_string();
+    if current_image == wanted {
         let primary = service
             .deployments()
             .iter()
@@ -424,47 +215,40 @@ async fn derive(
             && primary.is_some_and(|d| d.task_definition() == Some(base_arn.as_str()));
         if steady {
             log.info(&format!(
-                "Already deployed: container {name} of {} runs {}; nothing registered, nothing updated",
+                "Already deployed: container {name} of {} runs {wanted}; nothing registered, nothing updated",
                 taskdef::label(base),
-                req.image
             ));
-            return Ok(Err(Prepared::AlreadyDeployed(DeployReport {
-                previous_arn: base_arn.clone(),
-                new_arn: base_arn,
-                deployment_id: None,
-                already_deployed: true,
-            })));
+            return Ok(Derivation::AlreadyDeployed(base_arn));
         }
-        if let Some(rolling) = primary.filter(|d| {
+        let rolling = primary.filter(|d| {
             d.task_definition() == Some(base_arn.as_str())
-                && d.rollout_state()
-                    == Some(&aws_sdk_ecs::types::DeploymentRolloutState::InProgress)
-        }) {
+                && d.rollout_state() == Some(&DeploymentRolloutState::InProgress)
+        });
+        if let Some(rolling) = rolling {
             let previous = service
                 .deployments()
                 .iter()
                 .find(|d| d.status() == Some("ACTIVE"))
                 .and_then(|d| d.task_definition())
                 .map(str::to_string);
-            return Ok(Err(Prepared::Resume {
+            return Ok(Derivation::Resume {
                 previous,
                 arn: base_arn,
                 deployment: rolling.id().unwrap_or_default().to_string(),
-            }));
+            });
         }
     }
-    match taskdef::image_tag(current_image)
-        .and_then(|old| taskdef::compare_versions(req.tag, old).map(|o| (old, o)))
+    let old_tag = ImageRef::parse(current_image).tag().map(str::to_string);
+    match old_tag
+        .as_deref()
+        .and_then(|old| taskdef::compare_versions(req.tag(), old).map(|o| (old, o)))
     {
-        Some((old, std::cmp::Ordering::Less)) => log.warn(&format!(
+        Some((old, Ordering::Less)) => log.warn(&format!(
             "this is a downgrade: {name} runs {old}, the release is {}",
-            req.tag
+            req.tag()
         )),
-        Some((old, _)) => log.info(&format!("Container {name}: {old} -> {}", req.tag)),
-        None => log.info(&format!(
-            "Container {name}: {current_image} -> {}",
-            req.image
-        )),
+        Some((old, _)) => log.info(&format!("Container {name}: {old} -> {}", req.tag())),
+        None => log.info(&format!("Container {name}: {current_image} -> {wanted}")),
     }
     let (tags, dropped) = taskdef::merge_tags(&revision.tags, &req.trace_tags);
     if !dropped.is_empty() {
@@ -473,40 +257,17 @@ async fn derive(
             dropped.join(", ")
         ));
     }
-    let input = taskdef::copy(base, target, &req.image, tags)?;
-    Ok(Ok(Derived {
+    let input = taskdef::copy(base, target, &wanted, tags)?;
+    Ok(Derivation::New(Box::new(Derived {
         base_arn,
         base: revision,
         container: name,
         input,
-    }))
+    })))
 }
 
-/// Splits changes into the intended ones (the image, our tags) and anything else.
-fn partition<'c>(
-    changes: &'c [FieldChange],
-    container: &str,
-    req: &DeployRequest<'_>,
-) -> (Vec<&'c FieldChange>, Vec<&'c FieldChange>) {
-    let intended_image = format!("containerDefinitions[{container}].image");
-    changes.iter().partition(|c| {
-        c.path == intended_image
-            || (c.path.starts_with("tags[")
-                && req
-                    .trace_tags
-                    .iter()
-                    .any(|t| c.path == format!("tags[{}]", t.key().unwrap_or_default())))
-    })
-}
-
-fn show_changes(log: &JobLog, changes: &[&FieldChange]) {
-    for change in changes {
-        log.info(&format!("  {change}"));
-    }
-}
-
-/// The copy of `d` as it will be sent; refuses it if it would drop anything of the base.
-async fn checked_copy(ecs: &EcsService, d: &Derived) -> Result<Document, ReleaseError> {
+/// The copy of `d` as it will be sent; refused if it would drop anything of the base.
+pub(crate) async fn checked_copy(ecs: &impl Ecs, d: &Derived) -> Result<Document, ReleaseError> {
     let sent = ecs.preview_register(d.input.clone()).await?;
     let lost = d.base.document.lost_in(&sent);
     if lost.is_empty() {
@@ -519,26 +280,20 @@ async fn checked_copy(ecs: &EcsService, d: &Derived) -> Result<Document, Release
     }
 }
 
-async fn prepare_revision(
-    ecs: &EcsService,
-    req: &DeployRequest<'_>,
+/// Registers the copy and proves ECS stored exactly it; returns the new revision's ARN.
+async fn register_verified(
+    ecs: &impl Ecs,
+    req: &DeployRequest,
+    d: &Derived,
     log: &JobLog,
-) -> Result<Prepared, ReleaseError> {
-    let d = match derive(ecs, req, log).await? {
-        Ok(d) => d,
-        Err(prepared) => return Ok(prepared),
-    };
-    checked_copy(ecs, &d).await?;
-    let registered = ecs.register(d.input, log).await?;
-    let new_arn = registered
-        .task_definition_arn()
-        .unwrap_or_default()
-        .to_string();
+) -> Result<String, ReleaseError> {
+    checked_copy(ecs, d).await?;
+    let new_arn = register(ecs, d.input.clone(), log).await?;
     let described = ecs.task_definition(&new_arn).await?;
     let changes = d.base.document.diff(&described.document);
     let (intended, stray) = partition(&changes, &d.container, req);
     if !stray.is_empty() {
-        ecs.deregister(&new_arn, log).await;
+        deregister_unused(ecs, &new_arn, log).await;
         return Err(ReleaseError::UnexpectedChanges {
             revision: taskdef::label(&described.definition),
             changes: stray
@@ -554,68 +309,112 @@ async fn prepare_revision(
         taskdef::label(&d.base.definition)
     ));
     show_changes(log, &intended);
-    Ok(Prepared::New {
-        base: d.base_arn,
-        new_arn,
+    Ok(new_arn)
+}
+
+/// Registers `input`, waiting out other registrations of the family.
+async fn register(
+    ecs: &impl Ecs,
+    input: RegisterTaskDefinitionInput,
+    log: &JobLog,
+) -> Result<String, ReleaseError> {
+    let mut attempt = 1;
+    loop {
+        match ecs.register(input.clone()).await {
+            Err(ReleaseError::Call(e))
+                if e.fault == Fault::ConcurrentRegistration && attempt < REGISTER_ATTEMPTS =>
+            {
+                let pause = Duration::from_secs(1 << attempt);
+                log.warn(&format!(
+                    "another registration in this family is in progress; retrying in {} s ({attempt}/{REGISTER_ATTEMPTS})",
+                    pause.as_secs()
+                ));
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A revision this release registered and will not use.
+async fn deregister_unused(ecs: &impl Ecs, arn: &str, log: &JobLog) {
+    match ecs.deregister(arn).await {
+        Ok(()) => log.info(&format!("Deregistered {}, which never ran", short_td(arn))),
+        Err(e) => log.warn(&format!("could not deregister {}: {e}", short_td(arn))),
+    }
+}
+
+/// Splits changes into the intended ones (the image, our tags) and anything else.
+fn partition<'c>(
+    changes: &'c [FieldChange],
+    container: &str,
+    req: &DeployRequest,
+) -> (Vec<&'c FieldChange>, Vec<&'c FieldChange>) {
+    let intended_image = format!("containerDefinitions[{container}].image");
+    changes.iter().partition(|c| {
+        c.path == intended_image
+            || req
+                .trace_tags
+                .iter()
+                .any(|t| c.path == format!("tags[{}]", t.key().unwrap_or_default()))
     })
 }
 
-/// Shows the revision a release would register, field by field, and changes nothing.
-pub async fn plan(
-    ecs: &EcsService,
-    req: &DeployRequest<'_>,
+pub(crate) fn show_changes(log: &JobLog, changes: &[&FieldChange]) {
+    for change in changes {
+        log.info(&format!("  {change}"));
+    }
+}
+
+/// The revision a release would register, derived but changing nothing: `None` when the
+/// image is already deployed or rolling out.
+pub(crate) async fn derive_only(
+    ecs: &impl Ecs,
+    req: &DeployRequest,
     log: &JobLog,
-) -> Result<Vec<FieldChange>, ReleaseError> {
-    let _s = log.section("release_plan", "Release plan: task definition");
-    let d = match derive(ecs, req, log).await? {
-        Ok(d) => d,
-        Err(_) => return Ok(Vec::new()),
-    };
-    let sent = checked_copy(ecs, &d).await?;
-    let changes = d.base.document.diff(&sent);
-    let base = &d.base.definition;
-    log.info(&format!(
-        "Would register {}:{} (not registered, the service not updated); changes against {}:",
-        base.family().unwrap_or("?"),
-        base.revision() + 1,
-        taskdef::label(base)
-    ));
-    show_changes(log, &changes.iter().collect::<Vec<_>>());
-    Ok(changes)
+) -> Result<Option<Derived>, ReleaseError> {
+    Ok(match derive(ecs, req, log).await? {
+        Derivation::New(d) => Some(*d),
+        Derivation::AlreadyDeployed(_) | Derivation::Resume { .. } => None,
+    })
 }
 
 /// Another release moved the service: is it newer than ours? Then ours must not overwrite it.
 async fn superseded_by(
-    ecs: &EcsService,
+    ecs: &impl Ecs,
     current_arn: &str,
-    req: &DeployRequest<'_>,
+    req: &DeployRequest,
 ) -> Result<Option<String>, ReleaseError> {
     let current = ecs.task_definition(current_arn).await?.definition;
-    let Ok(target) =
-        taskdef::target_container(&current, req.target.container.as_deref(), &req.repository)
-    else {
+    let Ok(target) = taskdef::target_container(
+        &current,
+        req.target.container.as_deref(),
+        &req.image.repository(),
+    ) else {
         return Ok(Some(taskdef::label(&current)));
     };
     let image = current.container_definitions()[target]
         .image()
         .unwrap_or_default();
-    let newer = taskdef::image_tag(image)
-        .and_then(|tag| taskdef::compare_versions(tag, req.tag))
-        .is_none_or(|o| o != std::cmp::Ordering::Less);
+    let newer = ImageRef::parse(image)
+        .tag()
+        .and_then(|tag| taskdef::compare_versions(tag, req.tag()))
+        .is_none_or(|o| o != Ordering::Less);
     Ok(newer.then(|| format!("{} running {image}", taskdef::label(&current))))
 }
 
 async fn wait_for_other_deployments(
-    ecs: &EcsService,
-    req: &DeployRequest<'_>,
+    ecs: &impl Ecs,
+    req: &DeployRequest,
     log: &JobLog,
     new_arn: &str,
 ) -> Result<(), ReleaseError> {
     let limit = Instant::now() + req.wait_for_others;
     let mut announced = false;
     loop {
-        let service = ecs.describe().await?;
-        let Some(busy) = rollout::other_deployment_in_progress(&service) else {
+        let service = ecs.describe_service().await?;
+        let Some(busy) = other_deployment_in_progress(&service) else {
             return Ok(());
         };
         if !announced {
@@ -626,135 +425,60 @@ async fn wait_for_other_deployments(
             announced = true;
         }
         if Instant::now() >= limit {
-            ecs.deregister(new_arn, log).await;
+            deregister_unused(ecs, new_arn, log).await;
             return Err(ReleaseError::OtherDeployment { what: busy });
         }
-        tokio::time::sleep(jittered(req.poll, entropy())).await;
+        tokio::time::sleep(clock::jittered(req.poll)).await;
     }
 }
 
-/// Points the service at an existing revision `to` and follows the deployment to the end
-/// (the `rollback` command); no automatic rollback of the rollback.
-pub async fn switch(
-    ecs: &EcsService,
-    from: &str,
-    to: &str,
-    deadline: Instant,
-    poll: Duration,
-    log: &JobLog,
-    cancel: &mut Cancel,
-) -> Result<DeployReport, ReleaseError> {
-    let _s = log.section("release_rollout", "Rollback: rollout");
-    let started = now_epoch();
-    let deployment = ecs.update(to).await?;
-    log.step(&format!(
-        "UpdateService: {} -> {}, deployment {deployment}",
-        short_td(from),
-        short_td(to)
-    ));
-    let mut observer = Observer::new(started - 5);
-    let end = watch(
-        ecs,
-        &deployment,
-        to,
-        deadline,
-        poll,
-        log,
-        Some(cancel),
-        &mut observer,
-    )
-    .await?;
-    let reason = match end {
-        WatchEnd::Verdict(Verdict::Completed) => {
-            return Ok(DeployReport {
-                previous_arn: from.to_string(),
-                new_arn: to.to_string(),
-                deployment_id: Some(deployment),
-                already_deployed: false,
-            })
-        }
-        WatchEnd::Verdict(Verdict::RolledBack(r) | Verdict::Failed(r) | Verdict::Vanished(r)) => r,
-        WatchEnd::Verdict(Verdict::InProgress) | WatchEnd::Deadline => {
-            format!("deployment {deployment} did not complete before the deadline")
-        }
-        WatchEnd::Cancelled => format!("cancelled while deployment {deployment} rolled out"),
-    };
-    Err(ReleaseError::RolloutFailed {
-        reason,
-        state: format!(
-            "The service points at {}; check it in the ECS console",
-            short_td(to)
-        ),
-    })
-}
-
-/// How a watch ended.
-enum WatchEnd {
-    Verdict(Verdict),
-    Deadline,
-    Cancelled,
-}
-
 async fn roll_out(
-    ecs: &EcsService,
-    req: &DeployRequest<'_>,
+    ecs: &impl Ecs,
+    req: &DeployRequest,
     log: &JobLog,
     cancel: &mut Cancel,
     base: &str,
     new_arn: &str,
 ) -> Result<DeployReport, ReleaseError> {
-    let started = now_epoch();
-    let deployment = ecs.update(new_arn).await?;
+    let since = clock::epoch_secs();
+    let deployment = ecs.update_service(new_arn).await?;
     log.step(&format!(
         "UpdateService: {} -> {}, deployment {deployment}",
         short_td(base),
         short_td(new_arn)
     ));
-    follow(
-        ecs,
-        req,
-        log,
-        cancel,
-        Some(base),
-        new_arn,
+    let rollout = Rollout {
+        previous: Some(base),
+        arn: new_arn,
         deployment,
-        started,
-    )
-    .await
+        since,
+    };
+    follow(ecs, req, log, cancel, rollout).await
 }
 
-/// Follows `deployment` of `arn` to its end; on failure rolls back to `previous` (the
-/// revision captured before the release) as the request says.
-#[allow(clippy::too_many_arguments)]
+/// Follows the rollout to its end; on failure undoes it as the request says.
 async fn follow(
-    ecs: &EcsService,
-    req: &DeployRequest<'_>,
+    ecs: &impl Ecs,
+    req: &DeployRequest,
     log: &JobLog,
     cancel: &mut Cancel,
-    previous: Option<&str>,
-    arn: &str,
-    deployment: String,
-    started: i64,
+    rollout: Rollout<'_>,
 ) -> Result<DeployReport, ReleaseError> {
-    let mut observer = Observer::new(started - 5);
-    let end = watch(
-        ecs,
-        &deployment,
-        arn,
-        req.deadline,
-        req.poll,
-        log,
-        Some(cancel),
-        &mut observer,
-    )
-    .await?;
-    let cancelled = matches!(end, WatchEnd::Cancelled);
-    let failure = match end {
+    let mut observer = Observer::new(rollout.since - 5);
+    let spec = Watch {
+        deployment: &rollout.deployment,
+        arn: rollout.arn,
+        deadline: req.deadline,
+        poll: req.poll,
+    };
+    let end = watch(ecs, &spec, log, Some(cancel), &mut observer).await?;
+    let cancelled = end == WatchEnd::Cancelled;
+    let reason = match end {
         WatchEnd::Verdict(Verdict::Completed) => {
             return Ok(DeployReport {
-                previous_arn: previous.unwrap_or(arn).to_string(),
-                new_arn: arn.to_string(),
-                deployment_id: Some(deployment),
+                previous_arn: rollout.previous.unwrap_or(rollout.arn).to_string(),
+                new_arn: rollout.arn.to_string(),
+                deployment_id: Some(rollout.deployment),
                 already_deployed: false,
             })
         }
@@ -763,246 +487,184 @@ async fn follow(
             return Err(ReleaseError::RolledBack { reason });
         }
         WatchEnd::Verdict(Verdict::Failed(reason) | Verdict::Vanished(reason)) => reason,
-        WatchEnd::Verdict(Verdict::InProgress) | WatchEnd::Deadline => {
-            format!("deployment {deployment} did not complete before the rollout deadline")
-        }
-        WatchEnd::Cancelled => {
-            format!("the job was cancelled while deployment {deployment} rolled out")
-        }
+        WatchEnd::Verdict(Verdict::InProgress) | WatchEnd::Deadline => format!(
+            "deployment {} did not complete before the rollout deadline",
+            rollout.deployment
+        ),
+        WatchEnd::Cancelled => format!(
+            "the job was cancelled while deployment {} rolled out",
+            rollout.deployment
+        ),
     };
-    let state = match (req.rollback, previous) {
-        (RollbackMode::Never, _) => format!(
-            "ECS_ROLLBACK is never: the service stays on {} (check it in the ECS console)",
-            short_td(arn)
-        ),
-        (RollbackMode::Auto, None) => format!(
-            "no earlier revision is known to roll back to: the service stays on {}",
-            short_td(arn)
-        ),
+    let state = match (req.rollback, rollout.previous) {
+        (RollbackMode::Never, _) => Aftermath::KeptByRequest(rollout.arn.to_string()),
+        (RollbackMode::Auto, None) => Aftermath::NothingToReturnTo(rollout.arn.to_string()),
         (RollbackMode::Auto, Some(base)) => {
-            rollback(ecs, req, log, base, arn, cancelled, &mut observer).await
+            let failed = Failed {
+                base,
+                new_arn: rollout.arn,
+                cancelled,
+                poll: req.poll,
+                timeout: req.rollback_timeout,
+            };
+            undo(ecs, &failed, log, &mut observer).await
         }
     };
     Err(ReleaseError::RolloutFailed {
-        reason: failure,
-        state,
+        reason,
+        state: state.to_string(),
     })
-}
-
-async fn rollback(
-    ecs: &EcsService,
-    req: &DeployRequest<'_>,
-    log: &JobLog,
-    base: &str,
-    new_arn: &str,
-    cancelled: bool,
-    observer: &mut Observer,
-) -> String {
-    log.warn(&format!("rolling the service back to {}", short_td(base)));
-    let deployment = match ecs.update(base).await {
-        Ok(id) => id,
-        Err(e) => {
-            return format!(
-                "the rollback to {} failed ({e}); the service may still run {}",
-                short_td(base),
-                short_td(new_arn)
-            )
-        }
-    };
-    if cancelled {
-        // The runner allows only a short grace period after SIGTERM.
-        return format!("rollback deployment {deployment} to {} started; not followed because the job was cancelled", short_td(base));
-    }
-    let deadline = Instant::now() + req.rollback_timeout;
-    match watch(
-        ecs,
-        &deployment,
-        base,
-        deadline,
-        req.poll,
-        log,
-        None,
-        observer,
-    )
-    .await
-    {
-        Ok(WatchEnd::Verdict(Verdict::Completed)) => format!(
-            "the service is back on {} (rollback {deployment} completed)",
-            short_td(base)
-        ),
-        Ok(WatchEnd::Verdict(v)) => format!(
-            "the rollback {deployment} to {} did not complete: {v:?}",
-            short_td(base)
-        ),
-        Ok(_) => format!(
-            "the rollback {deployment} to {} was still in progress after {} s",
-            short_td(base),
-            req.rollback_timeout.as_secs()
-        ),
-        Err(e) => format!(
-            "the rollback {deployment} to {} could not be followed: {e}",
-            short_td(base)
-        ),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn watch(
-    ecs: &EcsService,
-    deployment: &str,
-    arn: &str,
-    deadline: Instant,
-    poll: Duration,
-    log: &JobLog,
-    mut cancel: Option<&mut Cancel>,
-    observer: &mut Observer,
-) -> Result<WatchEnd, ReleaseError> {
-    let mut last_news = Instant::now();
-    let mut stopped_tasks_unavailable = false;
-    loop {
-        let pause =
-            jittered(poll, entropy()).min(deadline.saturating_duration_since(Instant::now()));
-        match cancel.as_mut() {
-            Some(c) => tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = &mut **c => return Ok(WatchEnd::Cancelled),
-            },
-            None => tokio::time::sleep(pause).await,
-        }
-        let service = ecs.describe().await?;
-        let mut news = observer.new_events(&service);
-        news.extend(observer.deployment_changes(&service));
-        let ours = service
-            .deployments()
-            .iter()
-            .find(|d| d.id() == Some(deployment));
-        if ours.is_some_and(|d| d.failed_tasks() > 0) {
-            match ecs.stopped_tasks(deployment).await {
-                Ok(tasks) => news.extend(observer.stopped_tasks(&tasks)),
-                // Stopped-task reasons help but are not needed to judge the rollout.
-                Err(e) if !stopped_tasks_unavailable => {
-                    stopped_tasks_unavailable = true;
-                    log.warn(&format!("cannot show stopped tasks: {e}"));
-                }
-                Err(_) => {}
-            }
-        }
-        if news.is_empty() && last_news.elapsed() >= HEARTBEAT {
-            news.push(format!(
-                "still rolling out {deployment}; {} s left before the deadline",
-                deadline.saturating_duration_since(Instant::now()).as_secs()
-            ));
-        }
-        if !news.is_empty() {
-            last_news = Instant::now();
-        }
-        for line in news {
-            log.info(&line);
-        }
-        let verdict = rollout::assess(&service, deployment, arn);
-        if verdict.is_final() {
-            return Ok(WatchEnd::Verdict(verdict));
-        }
-        if Instant::now() >= deadline {
-            return Ok(WatchEnd::Deadline);
-        }
-    }
-}
-
-fn now_epoch() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn entropy() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use aws_sdk_ecs::types::{ContainerDefinition, LogConfiguration, LogDriver};
-    use serde_json::json;
-
     use super::*;
+    use crate::release::ecs::fake::{FakeEcs, Scenario};
 
-    /// A client whose requests could not leave the process: previews never need them to.
-    fn offline() -> EcsService {
-        let conf = aws_sdk_ecs::Config::builder()
-            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
-            .region(aws_sdk_ecs::config::Region::new("eu-west-1"))
-            .endpoint_url("http://127.0.0.1:9")
-            .build();
-        EcsService {
-            client: aws_sdk_ecs::Client::from_conf(conf),
-            cluster: "c".into(),
-            service: "s".into(),
+    const REPO: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop";
+
+    fn service(scenario: Scenario) -> FakeEcs {
+        FakeEcs::new(
+            "shop",
+            &[
+                (
+                    "log-router",
+                    "public.ecr.aws/aws-observability/aws-for-fluent-bit:2",
+                ),
+                ("app", &format!("{REPO}:v1.0.0")),
+            ],
+            scenario,
+        )
+    }
+
+    fn request(tag: &str, rollout: Duration) -> DeployRequest {
+        DeployRequest {
+            target: EcsTarget {
+                cluster: "prod".into(),
+                service: "web".into(),
+                task_definition: Some("shop".into()),
+                container: None,
+                rollout_timeout: None,
+                rollback: None,
+            },
+            image: ImageRef::parse(&format!("{REPO}:{tag}")),
+            trace_tags: taskdef::traceability_tags(&[("gitlab:tag", tag)]),
+            deadline: Instant::now() + rollout,
+            poll: Duration::from_secs(5),
+            rollback: RollbackMode::Auto,
+            wait_for_others: Duration::from_secs(60),
+            rollback_timeout: Duration::from_secs(60),
         }
     }
 
-    fn described(
-        options: HashMap<String, String>,
-        labels: HashMap<String, String>,
-    ) -> TaskDefinition {
-        TaskDefinition::builder()
-            .family("shop")
-            .revision(3)
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name("app")
-                    .image("r/shop:v1")
-                    .set_docker_labels(Some(labels))
-                    .log_configuration(
-                        LogConfiguration::builder()
-                            .log_driver(LogDriver::Awslogs)
-                            .set_options(Some(options))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build(),
-            )
-            .build()
+    /// What a scenario must end in.
+    #[derive(Debug)]
+    enum Expect {
+        /// Deployed: the service runs this revision.
+        Deployed(&'static str),
+        /// ECS rolled back by itself; the service runs this revision.
+        RolledBackByEcs(&'static str),
+        /// A newer release won; the service runs this revision.
+        Superseded(&'static str),
+        /// Failed and was rolled back by the executor; the service runs this revision.
+        FailedThenUndone(&'static str),
     }
 
-    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn the_copy_as_sent_does_not_depend_on_map_order() {
-        let ecs = offline();
-        let options = [
-            ("awslogs-group", "/ecs/shop"),
-            ("awslogs-region", "eu-west-1"),
-            ("awslogs-stream-prefix", "ecs"),
+    #[tokio::test(start_paused = true)]
+    async fn the_rollout_decisions_by_scenario() {
+        let minute = Duration::from_secs(60);
+        // (scenario, the service, the release tag, what must happen, UpdateService calls)
+        let cases: Vec<(&str, FakeEcs, &str, Expect, usize)> = vec![
+            (
+                "success",
+                service(Scenario::CompleteAt(3)),
+                "v1.1.0",
+                Expect::Deployed("shop:2"),
+                1,
+            ),
+            (
+                "circuit breaker rollback",
+                service(Scenario::BreakerAt(2)),
+                "v1.1.0",
+                Expect::RolledBackByEcs("shop:1"),
+                1,
+            ),
+            (
+                "superseded by a newer release",
+                service(Scenario::CompleteAt(1)).with_concurrent_release(&format!("{REPO}:v9.0.0")),
+                "v1.1.0",
+                Expect::Superseded("shop:3"),
+                0,
+            ),
+            (
+                "an older concurrent release is rebased on",
+                service(Scenario::CompleteAt(1)).with_concurrent_release(&format!("{REPO}:v1.0.5")),
+                "v1.1.0",
+                Expect::Deployed("shop:4"),
+                1,
+            ),
+            (
+                "deadline, then rollback",
+                service(Scenario::Stuck),
+                "v1.1.0",
+                Expect::FailedThenUndone("shop:1"),
+                2,
+            ),
         ];
-        let labels = [("owner", "ops"), ("tier", "web"), ("team", "payments")];
-        let expected = Document::from_register_request(&json!({
-            "family": "shop",
-            "containerDefinitions": [{"name": "app", "image": "r/shop:v2",
-                "dockerLabels": {"team": "payments", "owner": "ops", "tier": "web"},
-                "logConfiguration": {"logDriver": "awslogs", "options": {
-                    "awslogs-stream-prefix": "ecs", "awslogs-group": "/ecs/shop",
-                    "awslogs-region": "eu-west-1"}}}]
-        }))
-        .unwrap();
-        for round in 0..10 {
-            // Each HashMap iterates in its own random order.
-            let mut opts: Vec<_> = options.to_vec();
-            opts.rotate_left(round % 3);
-            let base = described(map(&opts), map(&labels));
-            let input = taskdef::copy(&base, 0, "r/shop:v2", Vec::new()).unwrap();
-            let sent = ecs.preview_register(input).await.unwrap();
-            assert_eq!(sent.diff(&expected), Vec::new(), "round {round}");
+        for (name, ecs, tag, expect, updates) in cases {
+            let log = JobLog::new(Box::new(std::io::sink()), Vec::<String>::new());
+            let mut never: Cancel = Box::pin(std::future::pending());
+            let result = deploy(&ecs, &request(tag, minute), &log, &mut never).await;
+            match (&expect, &result) {
+                (Expect::Deployed(rev), Ok(report)) => {
+                    assert_eq!(short_td(&report.new_arn), *rev, "{name}");
+                    assert_eq!(ecs.service_revision(), *rev, "{name}");
+                }
+                (Expect::RolledBackByEcs(rev), Err(ReleaseError::RolledBack { reason })) => {
+                    assert!(reason.contains("circuit breaker"), "{name}: {reason}");
+                    assert_eq!(ecs.service_revision(), *rev, "{name}");
+                }
+                (Expect::Superseded(rev), Err(ReleaseError::Superseded { by })) => {
+                    assert!(by.contains("v9.0.0"), "{name}: {by}");
+                    assert_eq!(ecs.service_revision(), *rev, "{name}");
+                    assert_eq!(ecs.count("DeregisterTaskDefinition"), 1, "{name}");
+                }
+                (
+                    Expect::FailedThenUndone(rev),
+                    Err(ReleaseError::RolloutFailed { reason, state }),
+                ) => {
+                    assert!(reason.contains("deadline"), "{name}: {reason}");
+                    assert!(state.contains("back on"), "{name}: {state}");
+                    assert_eq!(ecs.service_revision(), *rev, "{name}");
+                }
+                (expect, result) => panic!("{name}: expected {expect:?}, got {result:?}"),
+            }
+            assert_eq!(
+                ecs.count("UpdateService"),
+                updates,
+                "{name}: {:?}",
+                ecs.calls()
+            );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_image_already_deployed_changes_nothing() {
+        let ecs = service(Scenario::CompleteAt(1));
+        let log = JobLog::new(Box::new(std::io::sink()), Vec::<String>::new());
+        let mut never: Cancel = Box::pin(std::future::pending());
+        let report = deploy(
+            &ecs,
+            &request("v1.0.0", Duration::from_secs(60)),
+            &log,
+            &mut never,
+        )
+        .await
+        .unwrap();
+        assert!(report.already_deployed);
+        assert_eq!(
+            ecs.count("RegisterTaskDefinition") + ecs.count("UpdateService"),
+            0
+        );
     }
 }

@@ -1,27 +1,141 @@
-//! The inputs of a release, read from the job's variables and checked all at once, so a
-//! release job fails in `prepare` naming every missing or malformed variable.
-
-use regex::Regex;
+//! The inputs of a release, read from wherever the requester gives them (a job's variables,
+//! an operator's flags) and checked all at once: one error names every missing or malformed
+//! input, in the requester's own words (`ECR_REGISTRY` for a job, `--registry` for a CLI).
 
 use std::time::Duration;
 
+use regex::Regex;
+
 use crate::aws::{session_name, CredentialRequest};
+use crate::image_ref::ImageRef;
 use crate::settings::{AwsSettings, ReleaseAction, RollbackMode};
+
+/// One input of a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// The ECR registry host.
+    Registry,
+    /// The ECR repository.
+    Repository,
+    /// The ECS cluster.
+    Cluster,
+    /// The ECS service.
+    Service,
+    /// The task definition family the service must run.
+    TaskDefinition,
+    /// The container whose image the release replaces.
+    Container,
+    /// The AWS region.
+    Region,
+    /// How long a rollout may take.
+    RolloutTimeout,
+    /// What to do when a rollout fails.
+    Rollback,
+    /// The Dockerfile, relative to the project.
+    Dockerfile,
+    /// The build context, relative to the project.
+    BuildContext,
+    /// The IAM role to assume with an ID token.
+    RoleArn,
+    /// The GitLab ID token.
+    IdToken,
+    /// An access key id.
+    AccessKeyId,
+    /// Its secret.
+    SecretAccessKey,
+    /// A session token.
+    SessionToken,
+}
+
+/// Where inputs are read from, and what the requester calls each of them.
+pub trait InputSource {
+    /// The input's value; `None` when not given.
+    fn value(&self, input: Input) -> Option<String>;
+    /// How the requester names the input: `ECR_REGISTRY` in a job, `--registry` on a
+    /// command line.
+    fn name(&self, input: Input) -> String;
+    /// Where the requester sets inputs, for the end of an error.
+    fn advice(&self) -> &'static str;
+}
+
+/// A job's variables, under the names of the seed article's pipeline.
+pub struct JobVariables<'a, F> {
+    lookup: F,
+    aws: &'a AwsSettings,
+}
+
+impl<'a, F: Fn(&str) -> Option<String>> JobVariables<'a, F> {
+    /// Variables read through `lookup`; the ID token's name comes from settings.
+    pub fn new(lookup: F, aws: &'a AwsSettings) -> Self {
+        JobVariables { lookup, aws }
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> InputSource for JobVariables<'_, F> {
+    fn value(&self, input: Input) -> Option<String> {
+        let get = |name: &str| (self.lookup)(name).filter(|v| !v.trim().is_empty());
+        match input {
+            Input::Region => get("AWS_DEFAULT_REGION").or_else(|| get("AWS_REGION")),
+            other => get(&self.name(other)),
+        }
+    }
+
+    fn name(&self, input: Input) -> String {
+        match input {
+            Input::Registry => "ECR_REGISTRY",
+            Input::Repository => "ECR_REPOSITORY",
+            Input::Cluster => "ECS_CLUSTER",
+            Input::Service => "ECS_SERVICE",
+            Input::TaskDefinition => "TASK_DEFINITION",
+            Input::Container => "ECS_CONTAINER",
+            Input::Region => "AWS_DEFAULT_REGION",
+            Input::RolloutTimeout => "ECS_ROLLOUT_TIMEOUT",
+            Input::Rollback => "ECS_ROLLBACK",
+            Input::Dockerfile => "DOCKERFILE",
+            Input::BuildContext => "DOCKER_BUILD_CONTEXT",
+            Input::RoleArn => "AWS_ROLE_ARN",
+            Input::IdToken => return self.aws.id_token_variable.clone(),
+            Input::AccessKeyId => "AWS_ACCESS_KEY_ID",
+            Input::SecretAccessKey => "AWS_SECRET_ACCESS_KEY",
+            Input::SessionToken => "AWS_SESSION_TOKEN",
+        }
+        .to_string()
+    }
+
+    fn advice(&self) -> &'static str {
+        "Set them as CI/CD variables of the project or in the job's `variables:`"
+    }
+}
+
+/// Who asks for the release: decides the STS session name and whether the runner host's
+/// own credentials may serve.
+#[derive(Debug, Clone, Copy)]
+pub enum Requester<'a> {
+    /// A CI job of `project_path`.
+    Job {
+        /// `CI_PROJECT_PATH`.
+        project_path: &'a str,
+        /// `CI_JOB_ID`.
+        job_id: u64,
+    },
+    /// An operator on the runner host, who may always use the host's credentials.
+    Operator,
+}
 
 /// The ECS side of a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcsTarget {
-    /// `ECS_CLUSTER`.
+    /// The cluster.
     pub cluster: String,
-    /// `ECS_SERVICE`.
+    /// The service.
     pub service: String,
-    /// `TASK_DEFINITION`: the family the service's task definition must belong to.
+    /// The family the service's task definition must belong to.
     pub task_definition: Option<String>,
-    /// `ECS_CONTAINER`: the container whose image is replaced.
+    /// The container whose image is replaced.
     pub container: Option<String>,
-    /// `ECS_ROLLOUT_TIMEOUT`.
+    /// How long the rollout may take.
     pub rollout_timeout: Option<Duration>,
-    /// `ECS_ROLLBACK`.
+    /// What to do when it fails.
     pub rollback: Option<RollbackMode>,
 }
 
@@ -30,210 +144,306 @@ pub struct EcsTarget {
 pub struct ReleaseInputs {
     /// Release or push only.
     pub action: ReleaseAction,
-    /// The version tag (also the image tag).
-    pub tag: String,
-    /// `ECR_REGISTRY`: registry host, e.g. `123456789012.dkr.ecr.eu-west-1.amazonaws.com`.
-    pub registry: String,
-    /// `ECR_REPOSITORY`.
-    pub repository: String,
-    /// `AWS_DEFAULT_REGION`, `AWS_REGION` or the settings' region.
+    /// The image to build and deploy: `registry/repository:tag`.
+    pub image: ImageRef,
+    /// The AWS region.
     pub region: String,
     /// ECS target; `None` for the push action.
     pub ecs: Option<EcsTarget>,
-    /// `DOCKERFILE`, relative to the project directory.
+    /// The Dockerfile, relative to the project directory.
     pub dockerfile: String,
-    /// `DOCKER_BUILD_CONTEXT`, relative to the project directory.
+    /// The build context, relative to the project directory.
     pub build_context: String,
     /// Where AWS credentials come from.
     pub credentials: CredentialRequest,
 }
 
 impl ReleaseInputs {
-    /// `registry/repository:tag`.
-    pub fn image_ref(&self) -> String {
-        format!("{}/{}:{}", self.registry, self.repository, self.tag)
-    }
-
-    /// `registry/repository`.
-    pub fn image_repo(&self) -> String {
-        format!("{}/{}", self.registry, self.repository)
+    /// The version tag (also the image tag).
+    pub fn tag(&self) -> &str {
+        self.image.tag().unwrap_or_default()
     }
 }
 
-/// Release inputs that are missing or malformed, all of them.
+/// What an operator needs to act on a service: where it is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccess {
+    /// The service.
+    pub target: EcsTarget,
+    /// The AWS region.
+    pub region: String,
+    /// Where AWS credentials come from.
+    pub credentials: CredentialRequest,
+    /// `registry/repository`, when given: picks the release container.
+    pub repository: Option<String>,
+}
+
+/// Inputs that are missing or malformed, all of them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "this release job cannot run: {}. Set them as CI/CD variables of the project or in the \
-     job's `variables:`",
-    .problems.join("; ")
-)]
+#[error("this release cannot run: {}. {}", .problems.join("; "), .advice)]
 pub struct InputError {
-    /// One entry per variable.
+    /// One entry per input.
     pub problems: Vec<String>,
+    /// Where the requester sets inputs.
+    pub advice: &'static str,
 }
 
-/// Job facts the inputs depend on besides variables.
-pub struct JobFacts<'a> {
-    /// `CI_PROJECT_PATH`, for the STS session name.
-    pub project_path: &'a str,
-    /// `CI_JOB_ID`.
-    pub job_id: u64,
+/// Collects problems while inputs are read.
+struct Reader<'s> {
+    source: &'s dyn InputSource,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn required(&mut self, input: Input, check: fn(&str) -> Option<String>) -> String {
+        match self.source.value(input) {
+            None => {
+                self.problems
+                    .push(format!("{} is not set", self.source.name(input)));
+                String::new()
+            }
+            Some(v) => self.checked(input, v, check),
+        }
+    }
+
+    fn optional(&mut self, input: Input, check: fn(&str) -> Option<String>) -> Option<String> {
+        let v = self.source.value(input)?;
+        Some(self.checked(input, v, check))
+    }
+
+    fn checked(&mut self, input: Input, v: String, check: fn(&str) -> Option<String>) -> String {
+        let v = v.trim().to_string();
+        if let Some(why) = check(&v) {
+            self.problems
+                .push(format!("{} {why}", self.source.name(input)));
+        }
+        v
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, InputError> {
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(InputError {
+                problems: self.problems,
+                advice: self.source.advice(),
+            })
+        }
+    }
+
+    fn region(&mut self, aws: &AwsSettings) -> String {
+        let region = self
+            .source
+            .value(Input::Region)
+            .or_else(|| aws.default_region().map(str::to_string));
+        match region {
+            None => {
+                self.problems.push(format!(
+                    "{} is not set (nor aws.region in the executor settings)",
+                    self.source.name(Input::Region)
+                ));
+                String::new()
+            }
+            Some(r) => self.checked(Input::Region, r, check_region),
+        }
+    }
+
+    fn ecs_target(&mut self) -> EcsTarget {
+        EcsTarget {
+            cluster: self.required(Input::Cluster, check_ecs_name),
+            service: self.required(Input::Service, check_ecs_name),
+            task_definition: self.optional(Input::TaskDefinition, check_task_definition),
+            container: self.optional(Input::Container, check_container),
+            rollout_timeout: self
+                .optional(Input::RolloutTimeout, check_duration)
+                .and_then(|v| parse_duration(&v)),
+            rollback: self
+                .optional(Input::Rollback, check_rollback)
+                .and_then(|v| RollbackMode::parse(&v)),
+        }
+    }
+
+    fn credentials(&mut self, aws: &AwsSettings, requester: Requester<'_>) -> CredentialRequest {
+        let name = |input| self.source.name(input);
+        if let Some(role_arn) = self.source.value(Input::RoleArn) {
+            if !role_arn.starts_with("arn:") || !role_arn.contains(":role/") {
+                let problem = format!(
+                    "{} must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)",
+                    name(Input::RoleArn)
+                );
+                self.problems.push(problem);
+            }
+            let session_name = match requester {
+                Requester::Job {
+                    project_path,
+                    job_id,
+                } => session_name(project_path, job_id),
+                Requester::Operator => "gitlab-ecs-executor-operator".to_string(),
+            };
+            return match self.source.value(Input::IdToken) {
+                Some(token) => CredentialRequest::WebIdentity {
+                    role_arn,
+                    token,
+                    session_name,
+                },
+                None => {
+                    let token = name(Input::IdToken);
+                    let problem = format!(
+                        "{token} is not set: {} needs a GitLab ID token, declare `id_tokens: {token}: aud: sts.amazonaws.com` in the job",
+                        name(Input::RoleArn)
+                    );
+                    self.problems.push(problem);
+                    CredentialRequest::Host
+                }
+            };
+        }
+        let (key, secret) = (
+            self.source.value(Input::AccessKeyId),
+            self.source.value(Input::SecretAccessKey),
+        );
+        match (key, secret) {
+            (Some(access_key_id), Some(secret_access_key)) => {
+                return CredentialRequest::JobKeys {
+                    access_key_id,
+                    secret_access_key,
+                    session_token: self.source.value(Input::SessionToken),
+                }
+            }
+            (Some(_), None) => {
+                let problem = format!(
+                    "{} is not set but {} is",
+                    name(Input::SecretAccessKey),
+                    name(Input::AccessKeyId)
+                );
+                self.problems.push(problem);
+            }
+            (None, Some(_)) => {
+                let problem = format!(
+                    "{} is not set but {} is",
+                    name(Input::AccessKeyId),
+                    name(Input::SecretAccessKey)
+                );
+                self.problems.push(problem);
+            }
+            (None, None) => {}
+        }
+        if matches!(requester, Requester::Job { .. }) && !aws.allow_host_credentials {
+            let problem = format!(
+                "{} is not set, and this runner does not let jobs use its own AWS credentials: \
+                 set {} and an `id_tokens:` variable {}",
+                name(Input::RoleArn),
+                name(Input::RoleArn),
+                name(Input::IdToken)
+            );
+            self.problems.push(problem);
+        }
+        CredentialRequest::Host
+    }
 }
 
 /// Reads and checks the inputs of a release of `tag`.
 pub fn collect(
     action: ReleaseAction,
     tag: &str,
-    var: impl Fn(&str) -> Option<String>,
+    source: &dyn InputSource,
     aws: &AwsSettings,
-    job: JobFacts<'_>,
+    requester: Requester<'_>,
 ) -> Result<ReleaseInputs, InputError> {
-    let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    let mut problems = Vec::new();
-    let mut required = |name: &str, check: &dyn Fn(&str) -> Option<String>| -> String {
-        match var(name) {
-            None => {
-                problems.push(format!("{name} is not set"));
-                String::new()
-            }
-            Some(v) => {
-                if let Some(why) = check(v.trim()) {
-                    problems.push(format!("{name} {why}"));
-                }
-                v.trim().to_string()
-            }
-        }
+    let mut r = Reader {
+        source,
+        problems: Vec::new(),
     };
-
-    let registry = required("ECR_REGISTRY", &check_registry);
-    let repository = required("ECR_REPOSITORY", &check_repository);
+    let registry = r.required(Input::Registry, check_registry);
+    let repository = r.required(Input::Repository, check_repository);
     let ecs = match action {
         ReleaseAction::Push => None,
-        ReleaseAction::Release => Some(EcsTarget {
-            cluster: required("ECS_CLUSTER", &check_ecs_name),
-            service: required("ECS_SERVICE", &check_ecs_name),
-            task_definition: None,
-            container: None,
-            rollout_timeout: None,
-            rollback: None,
-        }),
+        ReleaseAction::Release => Some(r.ecs_target()),
     };
-    let mut optional = |name: &str, check: &dyn Fn(&str) -> Option<String>| -> Option<String> {
-        let v = var(name)?;
-        if let Some(why) = check(v.trim()) {
-            problems.push(format!("{name} {why}"));
-        }
-        Some(v.trim().to_string())
-    };
-    let task_definition = optional("TASK_DEFINITION", &check_task_definition);
-    let container = optional("ECS_CONTAINER", &check_container);
-    let rollout_timeout = optional("ECS_ROLLOUT_TIMEOUT", &|v| {
-        parse_duration(v)
-            .is_none()
-            .then(|| "must be a duration such as 600, 90s, 15m or 1h".into())
-    })
-    .and_then(|v| parse_duration(&v));
-    let rollback = optional("ECS_ROLLBACK", &|v| {
-        RollbackMode::parse(v)
-            .is_none()
-            .then(|| "must be `auto` or `never`".into())
-    })
-    .and_then(|v| RollbackMode::parse(&v));
-    let dockerfile = optional("DOCKERFILE", &check_relative).unwrap_or_else(|| "Dockerfile".into());
-    let build_context =
-        optional("DOCKER_BUILD_CONTEXT", &check_relative).unwrap_or_else(|| ".".into());
-    let region = var("AWS_DEFAULT_REGION")
-        .or_else(|| var("AWS_REGION"))
-        .or_else(|| Some(aws.region.clone()).filter(|r| !r.is_empty()));
-    let region = match region {
-        None => {
-            problems.push(
-                "AWS_DEFAULT_REGION is not set (nor AWS_REGION, nor aws.region in the executor settings)".into(),
-            );
-            String::new()
-        }
-        Some(r) => {
-            if !Regex::new(r"^[a-z]{2}(-[a-z]+)+-\d+$").is_ok_and(|re| re.is_match(r.trim())) {
-                problems.push("AWS_DEFAULT_REGION must be a region name such as eu-west-1".into());
-            }
-            r.trim().to_string()
-        }
-    };
-    let credentials = credentials(&var, aws, &job, &mut problems);
-
-    if !problems.is_empty() {
-        return Err(InputError { problems });
-    }
-    Ok(ReleaseInputs {
+    let dockerfile = r
+        .optional(Input::Dockerfile, check_relative)
+        .unwrap_or_else(|| "Dockerfile".into());
+    let build_context = r
+        .optional(Input::BuildContext, check_relative)
+        .unwrap_or_else(|| ".".into());
+    let region = r.region(aws);
+    let credentials = r.credentials(aws, requester);
+    let image = ImageRef::parse(&format!("{registry}/{repository}:{tag}"));
+    r.finish(ReleaseInputs {
         action,
-        tag: tag.to_string(),
-        registry,
-        repository,
+        image,
         region,
-        ecs: ecs.map(|e| EcsTarget {
-            task_definition,
-            container,
-            rollout_timeout,
-            rollback,
-            ..e
-        }),
+        ecs,
         dockerfile,
         build_context,
         credentials,
     })
 }
 
-fn credentials(
-    var: &dyn Fn(&str) -> Option<String>,
+/// Reads and checks what an operator needs to act on a service.
+pub fn collect_service(
+    source: &dyn InputSource,
     aws: &AwsSettings,
-    job: &JobFacts<'_>,
-    problems: &mut Vec<String>,
-) -> CredentialRequest {
-    if let Some(role_arn) = var("AWS_ROLE_ARN") {
-        if !role_arn.starts_with("arn:") || !role_arn.contains(":role/") {
-            problems.push(
-                "AWS_ROLE_ARN must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)".into(),
-            );
-        }
-        return match var(&aws.id_token_variable) {
-            Some(token) => CredentialRequest::WebIdentity {
-                role_arn,
-                token,
-                session_name: session_name(job.project_path, job.job_id),
-            },
-            None => {
-                problems.push(format!(
-                    "{} is not set: AWS_ROLE_ARN needs a GitLab ID token, declare `id_tokens: {}: aud: sts.amazonaws.com` in the job",
-                    aws.id_token_variable, aws.id_token_variable
-                ));
-                CredentialRequest::Host
-            }
-        };
-    }
-    match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-        (Some(access_key_id), Some(secret_access_key)) => {
-            return CredentialRequest::JobKeys {
-                access_key_id,
-                secret_access_key,
-                session_token: var("AWS_SESSION_TOKEN"),
-            }
-        }
-        (Some(_), None) => {
-            problems.push("AWS_SECRET_ACCESS_KEY is not set but AWS_ACCESS_KEY_ID is".into())
-        }
-        (None, Some(_)) => {
-            problems.push("AWS_ACCESS_KEY_ID is not set but AWS_SECRET_ACCESS_KEY is".into())
-        }
-        (None, None) => {}
-    }
-    if !aws.allow_host_credentials {
-        problems.push(format!(
-            "AWS_ROLE_ARN is not set, and this runner does not let jobs use its own AWS credentials: \
-             set AWS_ROLE_ARN and an `id_tokens:` variable {}",
-            aws.id_token_variable
-        ));
-    }
-    CredentialRequest::Host
+) -> Result<ServiceAccess, InputError> {
+    let mut r = Reader {
+        source,
+        problems: Vec::new(),
+    };
+    let target = r.ecs_target();
+    let region = r.region(aws);
+    let credentials = r.credentials(aws, Requester::Operator);
+    let registry = r.optional(Input::Registry, check_registry);
+    let repository = r.optional(Input::Repository, check_repository);
+    let repository = match (registry, repository) {
+        (Some(registry), Some(repository)) => Some(format!("{registry}/{repository}")),
+        _ => None,
+    };
+    r.finish(ServiceAccess {
+        target,
+        region,
+        credentials,
+        repository,
+    })
+}
+
+/// Reads and checks the region alone.
+pub fn region(source: &dyn InputSource, aws: &AwsSettings) -> Result<String, InputError> {
+    let mut r = Reader {
+        source,
+        problems: Vec::new(),
+    };
+    let region = r.region(aws);
+    r.finish(region)
+}
+
+/// Reads and checks where AWS credentials come from, alone.
+pub fn credentials(
+    source: &dyn InputSource,
+    aws: &AwsSettings,
+    requester: Requester<'_>,
+) -> Result<CredentialRequest, InputError> {
+    let mut r = Reader {
+        source,
+        problems: Vec::new(),
+    };
+    let credentials = r.credentials(aws, requester);
+    r.finish(credentials)
+}
+
+fn check_region(v: &str) -> Option<String> {
+    let ok = Regex::new(r"^[a-z]{2}(-[a-z]+)+-\d+$").is_ok_and(|re| re.is_match(v));
+    (!ok).then(|| "must be a region name such as eu-west-1".into())
+}
+
+fn check_duration(v: &str) -> Option<String> {
+    parse_duration(v)
+        .is_none()
+        .then(|| "must be a duration such as 600, 90s, 15m or 1h".into())
+}
+
+fn check_rollback(v: &str) -> Option<String> {
+    RollbackMode::parse(v)
+        .is_none()
+        .then(|| "must be `auto` or `never`".into())
 }
 
 fn check_registry(v: &str) -> Option<String> {
@@ -316,12 +526,13 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let source = JobVariables::new(|k: &str| map.get(k).cloned(), aws);
         collect(
             action,
             "v1.0.0",
-            |k| map.get(k).cloned(),
+            &source,
             aws,
-            JobFacts {
+            Requester::Job {
                 project_path: "g/p",
                 job_id: 1,
             },
@@ -332,7 +543,7 @@ mod tests {
     fn the_seed_articles_variables_are_a_valid_release() {
         let inputs = run(SEED, ReleaseAction::Release, &AwsSettings::default()).unwrap();
         assert_eq!(
-            inputs.image_ref(),
+            inputs.image.to_string(),
             "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name:v1.0.0"
         );
         let ecs = inputs.ecs.unwrap();

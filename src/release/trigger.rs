@@ -1,9 +1,7 @@
 //! Whether a job is a native release: a pure decision over the job's stage, tag and opt-out
 //! variable and the operator's settings.
 
-use regex::Regex;
-
-use crate::settings::{ReleaseAction, ReleaseSettings};
+use crate::settings::{ReleaseAction, ReleaseSettings, TagVerdict};
 
 /// The decision for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +18,24 @@ pub enum Trigger {
         tag: String,
     },
     /// A release stage asked for something that must not be released.
-    Refused(String),
+    Refused(Refusal),
+}
+
+/// Why a release stage refused a job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The tag is one of `release.mutable_tags`.
+    #[error(
+        "tag `{0}` is mutable and cannot be released: a release needs an immutable version tag \
+         such as v1.2.3 (settings: release.mutable_tags)"
+    )]
+    MutableTag(String),
+    /// `ECS_EXECUTOR_NATIVE` is neither true nor false.
+    #[error(
+        "ECS_EXECUTOR_NATIVE must be `true` or `false` (it turns the native release of this \
+         stage off)"
+    )]
+    BadSwitch,
 }
 
 /// Decides what a job in `stage` on `tag` (`None` for branch pipelines) is.
@@ -29,7 +44,6 @@ pub fn decide(
     tag: Option<&str>,
     native: Option<&str>,
     settings: &ReleaseSettings,
-    pattern: &Regex,
 ) -> Trigger {
     let Some(&action) = settings.stages.get(stage) else {
         return Trigger::NotRelease;
@@ -37,34 +51,18 @@ pub fn decide(
     match native.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         None | Some("" | "true" | "1" | "yes") => {}
         Some("false" | "0" | "no") => return Trigger::OptedOut,
-        Some(_) => {
-            return Trigger::Refused(
-                "ECS_EXECUTOR_NATIVE must be `true` or `false` (it turns the native release \
-                 of this stage off)"
-                    .into(),
-            )
-        }
+        Some(_) => return Trigger::Refused(Refusal::BadSwitch),
     }
     let Some(tag) = tag.filter(|t| !t.is_empty()) else {
         return Trigger::NotRelease;
     };
-    // Checked before the pattern, so a loosened pattern can never release a moving tag.
-    if settings
-        .mutable_tags
-        .iter()
-        .any(|m| m.eq_ignore_ascii_case(tag))
-    {
-        return Trigger::Refused(format!(
-            "tag `{tag}` is mutable and cannot be released: a release needs an immutable \
-             version tag such as v1.2.3 (settings: release.mutable_tags)"
-        ));
-    }
-    if !pattern.is_match(tag) {
-        return Trigger::NotRelease;
-    }
-    Trigger::Release {
-        action,
-        tag: tag.to_string(),
+    match settings.judge_tag(tag) {
+        TagVerdict::Mutable => Trigger::Refused(Refusal::MutableTag(tag.to_string())),
+        TagVerdict::NotAVersion => Trigger::NotRelease,
+        TagVerdict::Releasable => Trigger::Release {
+            action,
+            tag: tag.to_string(),
+        },
     }
 }
 
@@ -73,8 +71,7 @@ mod tests {
     use super::*;
 
     fn check(stage: &str, tag: Option<&str>, native: Option<&str>) -> Trigger {
-        let s = ReleaseSettings::default();
-        decide(stage, tag, native, &s, &Regex::new(&s.tag_pattern).unwrap())
+        decide(stage, tag, native, &ReleaseSettings::default())
     }
 
     #[test]
@@ -122,20 +119,19 @@ mod tests {
     #[test]
     fn mutable_tags_are_refused_even_with_a_loose_pattern() {
         let s = ReleaseSettings {
-            tag_pattern: ".*".into(),
+            tag_pattern: crate::settings::Pattern::new(".*").unwrap(),
             ..ReleaseSettings::default()
         };
-        let re = Regex::new(&s.tag_pattern).unwrap();
         for tag in ["latest", "stable", "test", "LATEST"] {
-            let t = decide("deploy", Some(tag), None, &s, &re);
+            let t = decide("deploy", Some(tag), None, &s);
             assert!(
-                matches!(&t, Trigger::Refused(m) if m.contains("mutable")),
+                matches!(&t, Trigger::Refused(Refusal::MutableTag(_))),
                 "{tag}: {t:?}"
             );
         }
         assert_eq!(
             check("deploy", Some("latest"), None),
-            decide("deploy", Some("latest"), None, &s, &re)
+            decide("deploy", Some("latest"), None, &s)
         );
     }
 
@@ -143,9 +139,8 @@ mod tests {
     fn push_action_for_a_mapped_build_stage() {
         let mut s = ReleaseSettings::default();
         s.stages.insert("build".into(), ReleaseAction::Push);
-        let re = Regex::new(&s.tag_pattern).unwrap();
         assert_eq!(
-            decide("build", Some("v2.0.0"), None, &s, &re),
+            decide("build", Some("v2.0.0"), None, &s),
             Trigger::Release {
                 action: ReleaseAction::Push,
                 tag: "v2.0.0".into()

@@ -44,10 +44,13 @@ pub async fn cleanup(settings: &Settings, ctx: &JobContext) -> Result<Outcome, S
         networks = report.networks,
         "removed the job's Docker objects"
     );
-    let max_age = Duration::from_secs(settings.docker.orphan_max_age_minutes * 60);
     match tokio::time::timeout(
         SWEEP_BUDGET,
-        sweep_orphans(&docker, ctx.identity.runner_id, max_age),
+        sweep_orphans(
+            &docker,
+            ctx.identity.runner_id,
+            settings.docker.orphan_max_age,
+        ),
     )
     .await
     {

@@ -1,18 +1,23 @@
-//! The four commands gitlab-runner calls. Each composes the protocol, settings, job log and
-//! Docker modules and returns an [`Outcome`] or an error that knows its exit class.
+//! The four commands gitlab-runner calls. Each composes the protocol, settings, job log,
+//! Docker and release modules; every error they return is classed for the runner in one
+//! place, [`exit_class`].
 
 mod cleanup;
 mod config;
+mod exit_class;
 mod prepare;
+mod release;
 mod run;
 
 pub use cleanup::cleanup;
 pub use config::config;
 pub use prepare::prepare;
-pub use run::run;
+pub use run::{run, RunOptions};
 
 use crate::docker::DockerError;
-use crate::protocol::{Outcome, ProtocolError};
+use crate::protocol::ProtocolError;
+use crate::release::inputs::InputError;
+use crate::release::trigger::Refusal;
 use crate::release::ReleaseError;
 use crate::settings::SettingsError;
 
@@ -28,7 +33,13 @@ pub enum StageError {
     /// The Docker job environment failed.
     #[error(transparent)]
     Docker(#[from] DockerError),
-    /// The native release failed or cannot start.
+    /// A release stage refused the job.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A release job's inputs are missing or malformed.
+    #[error(transparent)]
+    Inputs(#[from] InputError),
+    /// The native release failed.
     #[error(transparent)]
     Release(#[from] ReleaseError),
     /// A host file or process operation failed.
@@ -42,17 +53,6 @@ pub enum StageError {
 }
 
 impl StageError {
-    /// How the runner must classify this error.
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            StageError::Docker(e) => e.outcome(),
-            StageError::Release(e) => e.outcome(),
-            StageError::Settings(_) | StageError::Protocol(_) | StageError::Host { .. } => {
-                Outcome::SystemFailure
-            }
-        }
-    }
-
     pub(crate) fn host(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let action = action.into();
         move |source| StageError::Host { action, source }

@@ -4,11 +4,12 @@ use crate::docker::{
     self, ensure_image, resolve_pull_policy, start_job_environment, DockerError,
     JobEnvironmentSpec, JobNames, RegistryAuth, ServiceSpec,
 };
+use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::protocol::{ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
-use crate::release::{self, JobKind};
-use crate::settings::{parse_memory, Settings};
+use crate::settings::Settings;
 
+use super::release::{classify, JobKind};
 use super::StageError;
 
 /// Prepares the job environment; a release job with bad inputs fails here, before cloning.
@@ -17,7 +18,7 @@ pub async fn prepare(
     ctx: &JobContext,
     log: &JobLog,
 ) -> Result<Outcome, StageError> {
-    let release_job = match release::classify(settings, ctx)? {
+    let release_job = match classify(settings, ctx)? {
         JobKind::Ordinary => false,
         JobKind::OptedOut => {
             log.info("ECS_EXECUTOR_NATIVE=false: this release stage runs the job's own script");
@@ -26,8 +27,8 @@ pub async fn prepare(
         JobKind::Release(inputs) => {
             log.step(&format!(
                 "This job is a native release of {} ({}); its inputs are valid",
-                inputs.tag,
-                inputs.image_ref()
+                inputs.tag(),
+                inputs.image
             ));
             true
         }
@@ -72,7 +73,8 @@ pub async fn prepare(
         "Using image {image} (pull policy {})",
         policy.as_str()
     ));
-    ensure_image(&docker, &image, policy, auth.for_image(&image), log).await?;
+    let image_ref = ImageRef::parse(&image);
+    ensure_image(&docker, &image_ref, policy, auth.for_image(&image_ref), log).await?;
 
     // A release job keeps its container only for after_script; services would serve nothing.
     let services = if release_job {
@@ -91,11 +93,12 @@ pub async fn prepare(
             .map(|s| s.pull_policy.as_slice())
             .unwrap_or_default();
         let policy = resolve_pull_policy(job_policies, d.pull_policy, &d.allowed_pull_policies)?;
+        let service_ref = ImageRef::parse(&service.name);
         ensure_image(
             &docker,
-            &service.name,
+            &service_ref,
             policy,
-            auth.for_image(&service.name),
+            auth.for_image(&service_ref),
             log,
         )
         .await?;
@@ -134,8 +137,7 @@ pub async fn prepare(
         }),
         binds,
         nano_cpus: (d.cpus > 0.0).then_some((d.cpus * 1e9) as i64),
-        // Validated when settings were loaded.
-        memory: parse_memory(&d.memory).ok().flatten(),
+        memory: d.memory.bytes(),
         services: service_specs,
     };
     start_job_environment(&docker, &spec, log).await?;

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -10,10 +9,19 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::docker::{self, run_script, Cancel, JobNames, ScriptShell};
 use crate::joblog::JobLog;
 use crate::protocol::{JobContext, Outcome, Placement, Stage};
-use crate::release::{self, JobKind};
+use crate::release;
 use crate::settings::{Settings, Shell};
 
+use super::release::{classify, request, JobKind};
 use super::StageError;
+
+/// How the operator configured `run` (`[runners.custom] run_args`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Release jobs stop before their first change (`run --dry-run`, which `exec --dry-run`
+    /// passes).
+    pub dry_run: bool,
+}
 
 /// Runs one stage script.
 pub async fn run(
@@ -21,17 +29,17 @@ pub async fn run(
     ctx: &JobContext,
     script_path: &Path,
     stage: &Stage,
+    options: RunOptions,
     log: &JobLog,
 ) -> Result<Outcome, StageError> {
     // Installed before any work so that the runner's SIGTERM never kills us mid-stage with
     // the default action, leaving the script running in the container.
     let mut cancel = sigterm()?;
     if *stage == Stage::BuildScript {
-        if let JobKind::Release(inputs) = release::classify(settings, ctx)? {
-            return release::execute(settings, ctx, &inputs, log, &mut cancel)
-                .await
-                .map(|_| Outcome::Success)
-                .map_err(StageError::from);
+        if let JobKind::Release(inputs) = classify(settings, ctx)? {
+            let req = request(ctx, *inputs, options.dry_run)?;
+            release::execute(settings, &req, log, &mut cancel).await?;
+            return Ok(Outcome::Success);
         }
     }
     match stage.placement() {
@@ -65,8 +73,16 @@ async fn run_in_container(
         Shell::Bash => ScriptShell::Bash,
         Shell::Sh => ScriptShell::Sh,
     };
-    let grace = Duration::from_secs(settings.docker.cancel_grace_seconds);
-    let exit = run_script(&docker, &container, shell, script, grace, log, cancel).await?;
+    let exit = run_script(
+        &docker,
+        &container,
+        shell,
+        script,
+        settings.docker.cancel_grace,
+        log,
+        cancel,
+    )
+    .await?;
     if exit.cancelled {
         log.warn("the script was stopped: the job was cancelled or timed out");
     }

@@ -18,6 +18,38 @@ pub mod runner {
 }
 pub use runner::{CallResult, Cancel, GitSource, Job, JobResult, Runner, Service, Status};
 
+/// Jobs with the test suite's defaults: a unique id and project, a fixed commit, and pull
+/// policy `never` (no registry can be reached; images are made locally).
+pub trait TestJob {
+    /// A job running `script` in `image`.
+    fn test(image: &str, script: &[&str]) -> Job;
+}
+
+impl TestJob for Job {
+    fn test(image: &str, script: &[&str]) -> Job {
+        let id = runner::unique_id();
+        Job {
+            id,
+            project_id: 1000 + id % 1000,
+            project_path: format!("group/project-{id}"),
+            concurrent_id: 0,
+            name: "test".into(),
+            stage: "test".into(),
+            commit_sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            commit_timestamp: "2026-11-20T09:00:00+00:00".into(),
+            image: Some(image.to_string()),
+            image_entrypoint: None,
+            pull_policy: vec!["never".into()],
+            services: Vec::new(),
+            variables: Vec::new(),
+            script: script.iter().map(|s| s.to_string()).collect(),
+            after_script: Vec::new(),
+            git: None,
+            timeout: 3600,
+        }
+    }
+}
+
 /// The runner stand-in's entry points for tests: a runner that cannot even start is a
 /// broken test machine, not a test result.
 pub trait RunJob {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::runner::GitSource;
 use super::scripted_ecs::{Script, ScriptedEcs};
 use super::stand_ins::{git_project, Moto, Registry};
-use super::{base_image, Job, TestEnv};
+use super::{base_image, Job, TestEnv, TestJob};
 
 /// A GitLab ID token as a job would carry it.
 pub const ID_TOKEN: &str =
@@ -141,7 +141,7 @@ impl Fixture {
 
     /// A job in `stage` on `git_ref` with the seed article's variables.
     pub fn job(&self, stage: &str, git_ref: &str, is_tag: bool) -> Job {
-        let mut job = Job::new(base_image(), &["echo THE JOB SCRIPT RAN"]);
+        let mut job = Job::test(base_image(), &["echo THE JOB SCRIPT RAN"]);
         job.stage = stage.into();
         job.name = format!("{stage}-job");
         job.git = Some(GitSource::new(&self.repo, git_ref, is_tag));

@@ -8,6 +8,8 @@ pub mod document;
 pub use document::{Document, FieldChange};
 
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
+
+use crate::image_ref::ImageRef;
 use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition};
 
 /// Every field of `RegisterTaskDefinitionInput`, as the SDK names them, that [`copy`]
@@ -104,25 +106,6 @@ pub fn check_family(td: &TaskDefinition, expected: &str) -> Result<(), TaskDefEr
     }
 }
 
-/// The repository part of an image reference (no tag, no digest).
-pub fn image_repository(image: &str) -> &str {
-    let no_digest = image.split('@').next().unwrap_or(image);
-    let last_slash = no_digest.rfind('/').map_or(0, |i| i + 1);
-    match no_digest[last_slash..].rfind(':') {
-        Some(colon) => &no_digest[..last_slash + colon],
-        None => no_digest,
-    }
-}
-
-/// The tag of an image reference, if any.
-pub fn image_tag(image: &str) -> Option<&str> {
-    let no_digest = image.split('@').next().unwrap_or(image);
-    let last_slash = no_digest.rfind('/').map_or(0, |i| i + 1);
-    no_digest[last_slash..]
-        .rfind(':')
-        .map(|colon| &no_digest[last_slash + colon + 1..])
-}
-
 /// Chooses the container whose image the release replaces: `ECS_CONTAINER`, else the one
 /// whose image repository is the release repository, else the only container.
 pub fn target_container(
@@ -151,7 +134,12 @@ pub fn target_container(
     let matching: Vec<usize> = containers
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.image().map(image_repository) == Some(repository))
+        .filter(|(_, c)| {
+            c.image()
+                .map(|i| ImageRef::parse(i).repository())
+                .as_deref()
+                == Some(repository)
+        })
         .map(|(i, _)| i)
         .collect();
     match (matching.as_slice(), containers.len()) {
@@ -524,12 +512,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("your-task-definition:7"));
-        assert_eq!(
-            image_repository("127.0.0.1:5000/g/app:v1@sha256:ab"),
-            "127.0.0.1:5000/g/app"
-        );
-        assert_eq!(image_tag("127.0.0.1:5000/g/app:v1"), Some("v1"));
-        assert_eq!(image_tag("127.0.0.1:5000/g/app"), None);
         assert_eq!(
             compare_versions("v1.10.0", "v1.9.3"),
             Some(std::cmp::Ordering::Greater)

@@ -8,7 +8,9 @@ use base64::Engine;
 use bollard::auth::DockerCredentials;
 use bollard::Docker;
 
-use super::ReleaseError;
+use crate::aws::CallError;
+use crate::image_ref::ImageRef;
+use crate::release::ReleaseError;
 
 /// Credentials for one ECR registry. The password never appears in Debug output.
 #[derive(Clone)]
@@ -71,7 +73,7 @@ pub async fn ecr_login(
         .get_authorization_token()
         .send()
         .await
-        .map_err(|e| ReleaseError::aws("ecr:GetAuthorizationToken", e))?;
+        .map_err(|e| ReleaseError::Call(CallError::from_sdk("ecr:GetAuthorizationToken", e)))?;
     let token = out
         .authorization_data()
         .first()
@@ -86,18 +88,19 @@ pub async fn ecr_login(
 /// The digest of `image` in its registry, `None` if the tag does not exist.
 pub async fn existing_digest(
     docker: &Docker,
-    image: &str,
+    image: &ImageRef,
     login: &EcrLogin,
 ) -> Result<Option<String>, ReleaseError> {
+    let image = image.to_string();
     match docker
-        .inspect_registry_image(image, Some(login.docker_credentials()))
+        .inspect_registry_image(&image, Some(login.docker_credentials()))
         .await
     {
         Ok(inspect) => Ok(inspect.descriptor.digest),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code,
             message,
-        }) => classify_lookup(status_code, &message, image, &login.registry),
+        }) => classify_lookup(status_code, &message, &image, &login.registry),
         Err(e) => Err(ReleaseError::RegistryUnreachable {
             registry: login.registry.clone(),
             message: e.to_string(),

@@ -5,6 +5,10 @@
 //! the executor's own environment, which jobs cannot set: a job's variables arrive prefixed
 //! with `CUSTOM_ENV_`.
 
+mod call;
+
+pub use call::{CallError, Fault};
+
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -73,15 +77,6 @@ impl CredentialRequest {
 /// AWS could not be configured.
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
-    /// The job would need the host's credentials, which settings forbid.
-    #[error(
-        "this runner does not let jobs use its own AWS credentials (aws.allow_host_credentials \
-         = false): give the job AWS_ROLE_ARN and an `id_tokens:` variable named {id_token_variable}"
-    )]
-    HostCredentialsForbidden {
-        /// The ID token variable name from settings.
-        id_token_variable: String,
-    },
     /// The web identity token file could not be written.
     #[error("cannot write the web identity token file {path}: {source}")]
     TokenFile {

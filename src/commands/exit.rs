@@ -1,0 +1,142 @@
+//! Exit codes of the operator commands, decided for every error in one exhaustive place.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | done |
+//! | 1 | the operation failed: a release or rollback failed, a `doctor` check failed |
+//! | 2 | usage: a flag or input is missing or malformed, the tag is refused (clap's code too) |
+//! | 3 | the host or an endpoint cannot be used: settings file, Docker engine, AWS |
+
+use crate::aws::{AwsError, Fault};
+use crate::docker::DockerError;
+use crate::release::inputs::InputError;
+use crate::release::ReleaseError;
+use crate::settings::{SettingsError, TagVerdict};
+
+/// The operation failed.
+pub const EXIT_FAILED: u8 = 1;
+/// The command line is wrong.
+pub const EXIT_USAGE: u8 = 2;
+/// The host or an endpoint cannot be used.
+pub const EXIT_HOST: u8 = 3;
+
+/// Why an operator command stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// No version tag was given.
+    #[error("--tag is required (or CI_COMMIT_TAG): the version to release, e.g. v1.2.3")]
+    MissingTag,
+    /// The release settings refuse the tag.
+    #[error("{}", tag_refusal(.tag, *.verdict, .pattern))]
+    TagRefused {
+        /// The tag.
+        tag: String,
+        /// What the settings say.
+        verdict: TagVerdict,
+        /// `release.tag_pattern`.
+        pattern: String,
+    },
+    /// The project directory cannot be used.
+    #[error("--project-dir {path}: {source}")]
+    ProjectDir {
+        /// The directory as given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Inputs are missing or malformed.
+    #[error(transparent)]
+    Inputs(#[from] InputError),
+    /// The settings file is unusable.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The release, plan or rollback failed.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// A host resource (temp dir, signal handler, async runtime) could not be had.
+    #[error("cannot {action}: {source}")]
+    Host {
+        /// What we tried.
+        action: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+fn tag_refusal(tag: &str, verdict: TagVerdict, pattern: &str) -> String {
+    match verdict {
+        TagVerdict::Mutable => {
+            format!("tag `{tag}` is mutable and cannot be released (release.mutable_tags)")
+        }
+        TagVerdict::NotAVersion | TagVerdict::Releasable => {
+            let hint = if !tag.starts_with('v') && pattern.starts_with("^v") {
+                format!("; did you mean v{tag}?")
+            } else {
+                String::new()
+            };
+            format!("tag `{tag}` does not match release.tag_pattern `{pattern}`{hint}")
+        }
+    }
+}
+
+impl CommandError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CommandError::MissingTag
+            | CommandError::TagRefused { .. }
+            | CommandError::ProjectDir { .. }
+            | CommandError::Inputs(_) => EXIT_USAGE,
+            CommandError::Settings(_) | CommandError::Host { .. } => EXIT_HOST,
+            CommandError::Release(e) => release(e),
+        }
+    }
+}
+
+fn release(e: &ReleaseError) -> u8 {
+    match e {
+        ReleaseError::Docker(d) => docker(d),
+        ReleaseError::Aws(AwsError::TokenFile { .. }) => EXIT_HOST,
+        ReleaseError::Call(call) => match call.fault {
+            Fault::NoCredentials | Fault::Unreachable | Fault::TimedOut | Fault::Denied => {
+                EXIT_HOST
+            }
+            Fault::NotFound
+            | Fault::Throttled
+            | Fault::ConcurrentRegistration
+            | Fault::Rejected(_)
+            | Fault::Unreadable => EXIT_FAILED,
+        },
+        ReleaseError::RegistryUnreachable { .. } | ReleaseError::EcrLogin { .. } => EXIT_HOST,
+        ReleaseError::RegistryRefused { .. }
+        | ReleaseError::Context(_)
+        | ReleaseError::TaskDefinition(_)
+        | ReleaseError::NoRollbackTarget(_) => EXIT_USAGE,
+        ReleaseError::BuildFailed { .. }
+        | ReleaseError::PushFailed { .. }
+        | ReleaseError::ServiceMissing { .. }
+        | ReleaseError::FieldsNotCarried { .. }
+        | ReleaseError::UnexpectedChanges { .. }
+        | ReleaseError::Superseded { .. }
+        | ReleaseError::OtherDeployment { .. }
+        | ReleaseError::RolloutFailed { .. }
+        | ReleaseError::RolledBack { .. }
+        | ReleaseError::Cancelled
+        | ReleaseError::Report { .. } => EXIT_FAILED,
+    }
+}
+
+fn docker(e: &DockerError) -> u8 {
+    match e {
+        DockerError::Unreachable { .. }
+        | DockerError::ConnectionLost { .. }
+        | DockerError::Api { .. } => EXIT_HOST,
+        DockerError::ImageMissing { .. }
+        | DockerError::PullFailed { .. }
+        | DockerError::BadAuthConfig(_)
+        | DockerError::PullPolicyNotAllowed { .. }
+        | DockerError::ImageNotAllowed { .. }
+        | DockerError::ContainerDied { .. }
+        | DockerError::JobContainerMissing { .. } => EXIT_FAILED,
+    }
+}

@@ -1,0 +1,67 @@
+//! ECS as a release sees it: one service and the task definitions around it, behind a small
+//! trait. The release's decisions are unit-tested against a fake of it; the SDK adapter
+//! ([`SdkEcs`]) is tested over HTTP against the scripted endpoint and moto.
+
+#[cfg(test)]
+pub(crate) mod fake;
+mod sdk;
+pub mod wire;
+
+pub use sdk::SdkEcs;
+
+use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
+use aws_sdk_ecs::types::{Service, Tag, Task, TaskDefinition};
+
+use super::taskdef::Document;
+use super::ReleaseError;
+
+/// A task definition revision, as the SDK types it and as the JSON document ECS sent.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    /// The typed revision, the source of the copy.
+    pub definition: TaskDefinition,
+    /// Its tags.
+    pub tags: Vec<Tag>,
+    /// Its JSON document, every field included, for comparisons.
+    pub document: Document,
+}
+
+/// One ECS service and the task definitions around it.
+// Releases run on the executor's single-threaded runtime and never spawn these futures, so
+// callers do not need them to be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Ecs {
+    /// The cluster the service is in.
+    fn cluster(&self) -> &str;
+    /// The service's name or ARN.
+    fn service(&self) -> &str;
+    /// `DescribeServices` for the service.
+    async fn describe_service(&self) -> Result<Service, ReleaseError>;
+    /// A task definition with its tags.
+    async fn task_definition(&self, arn: &str) -> Result<Revision, ReleaseError>;
+    /// The document a registration of `input` would send, without sending it.
+    async fn preview_register(
+        &self,
+        input: RegisterTaskDefinitionInput,
+    ) -> Result<Document, ReleaseError>;
+    /// Registers `input`; returns the new revision's ARN.
+    async fn register(&self, input: RegisterTaskDefinitionInput) -> Result<String, ReleaseError>;
+    /// Deregisters a revision.
+    async fn deregister(&self, arn: &str) -> Result<(), ReleaseError>;
+    /// Points the service at `arn`; returns the id of the deployment ECS started for it.
+    async fn update_service(&self, arn: &str) -> Result<String, ReleaseError>;
+    /// ACTIVE revisions of `family`, newest revision first whatever the server's order.
+    async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError>;
+    /// Stopped tasks started by a deployment (at most 100).
+    async fn stopped_tasks(&self, deployment_id: &str) -> Result<Vec<Task>, ReleaseError>;
+}
+
+/// `family:revision` from a task definition ARN.
+pub fn short_td(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// The revision number in a task definition ARN.
+pub fn revision_number(arn: &str) -> Option<i32> {
+    short_td(arn).rsplit_once(':')?.1.parse().ok()
+}

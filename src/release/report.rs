@@ -1,0 +1,96 @@
+//! The end of a release: a summary in the job log and `ecs-release.env` in the project
+//! directory, for `artifacts:reports:dotenv`.
+
+use std::time::Duration;
+
+use super::ecs::short_td;
+use super::request::ReleaseRequest;
+use super::{ReleaseError, ReleaseReport};
+use crate::joblog::JobLog;
+
+/// The file a release leaves in the project directory.
+pub const ENV_FILE: &str = "ecs-release.env";
+
+/// How long the parts of a release took.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// Getting the image into the registry.
+    pub image: Duration,
+    /// The whole release.
+    pub total: Duration,
+}
+
+/// Prints the summary and writes `ecs-release.env`.
+pub(crate) fn summarize(
+    req: &ReleaseRequest,
+    report: &ReleaseReport,
+    timings: Timings,
+    log: &JobLog,
+) -> Result<(), ReleaseError> {
+    let _s = log.section("release_summary", "Release: summary");
+    let image = &req.inputs.image;
+    let digest = report.image.digest();
+    let mut env = vec![
+        ("ECS_RELEASE_TAG", req.inputs.tag().to_string()),
+        ("ECS_RELEASE_IMAGE_URI", image.to_string()),
+        ("ECS_RELEASE_IMAGE_DIGEST", digest.clone()),
+    ];
+    let existing = matches!(report.image, super::image::ImageOutcome::Existing { .. });
+    log.info(&format!(
+        "image:     {}@{digest}{}",
+        image,
+        if existing {
+            " (already in the registry)"
+        } else {
+            ""
+        }
+    ));
+    if let (Some(d), Some(target)) = (&report.deploy, &req.inputs.ecs) {
+        let revision = if d.already_deployed {
+            format!("{} (already deployed, unchanged)", short_td(&d.new_arn))
+        } else {
+            format!("{} -> {}", short_td(&d.previous_arn), short_td(&d.new_arn))
+        };
+        log.info(&format!(
+            "service:   {} in {}",
+            target.service, target.cluster
+        ));
+        log.info(&format!("revision:  {revision}"));
+        if let Some(id) = &d.deployment_id {
+            log.info(&format!("deployment: {id}"));
+        }
+        log.info(&format!(
+            "console:   https://{r}.console.aws.amazon.com/ecs/v2/clusters/{}/services/{}/deployments?region={r}",
+            target.cluster,
+            target.service,
+            r = req.inputs.region
+        ));
+        env.extend([
+            ("ECS_RELEASE_TASK_DEFINITION_ARN", d.new_arn.clone()),
+            (
+                "ECS_RELEASE_PREVIOUS_TASK_DEFINITION_ARN",
+                d.previous_arn.clone(),
+            ),
+            (
+                "ECS_RELEASE_DEPLOYMENT_ID",
+                d.deployment_id.clone().unwrap_or_default(),
+            ),
+        ]);
+    }
+    log.info(&format!(
+        "timings:   image {:.1} s, release {:.1} s",
+        timings.image.as_secs_f64(),
+        timings.total.as_secs_f64()
+    ));
+    let path = req.project_dir.join(ENV_FILE);
+    let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(&path, text).map_err(|source| ReleaseError::Report {
+        path: path.clone(),
+        source,
+    })?;
+    log.info(&format!(
+        "wrote {} (publish it with artifacts:reports:dotenv)",
+        path.display()
+    ));
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! One release, resolved: everything it needs, typed, built once by whichever adapter asked
+//! for it (the runner's `build_script` stage, an operator command, `exec`).
+
+use std::path::PathBuf;
+
+use tokio::time::Instant;
+
+use super::inputs::ReleaseInputs;
+
+/// A release to perform.
+#[derive(Debug, Clone)]
+pub struct ReleaseRequest {
+    /// What to build, push and deploy, and with which credentials.
+    pub inputs: ReleaseInputs,
+    /// Where the release comes from.
+    pub provenance: Provenance,
+    /// The project checkout: the build context, and where `ecs-release.env` is written.
+    pub project_dir: PathBuf,
+    /// A private directory for web identity token files, removed by the requester.
+    pub temp_dir: PathBuf,
+    /// When the requester's own time runs out (a job's timeout), if it has such a limit.
+    pub job_deadline: Option<Instant>,
+    /// Stop before the first change and show what would change.
+    pub dry_run: bool,
+}
+
+/// Where a release comes from: shown in the image's labels, the revision's tags and the
+/// report. Empty fields are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// `group/project`.
+    pub project_path: String,
+    /// The project's web URL.
+    pub project_url: String,
+    /// The commit built.
+    pub commit_sha: String,
+    /// The commit's time, RFC 3339.
+    pub commit_time: String,
+    /// The pipeline id.
+    pub pipeline_id: String,
+    /// The job's web URL.
+    pub job_url: String,
+}

@@ -1,0 +1,356 @@
+//! Returning a service to an earlier revision: after a failed rollout (to the revision
+//! captured before the release), and for the operator's `rollback` command (to the previous
+//! release, a tag or a revision, chosen here).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::deploy::DeployReport;
+use super::ecs::{short_td, Ecs};
+use super::progress::Observer;
+use super::verdict::Verdict;
+use super::watch::{watch, Watch, WatchEnd};
+use super::ReleaseError;
+use crate::clock;
+use crate::docker::Cancel;
+use crate::image_ref::ImageRef;
+use crate::joblog::JobLog;
+
+/// Which revision `rollback` returns to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackTo {
+    /// The newest older revision that runs a different image than the current one.
+    Previous,
+    /// The newest revision whose image has this tag.
+    Tag(String),
+    /// This revision number of the family.
+    Revision(i32),
+}
+
+/// A revision of the family: ARN, revision number and the target container's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Task definition ARN.
+    pub arn: String,
+    /// Revision number.
+    pub revision: i32,
+    /// Image of the release container.
+    pub image: String,
+}
+
+/// Why no revision to roll back to can be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoTarget {
+    /// No older revision runs another image.
+    #[error("no older ACTIVE revision runs another image than {image} (revision {revision})")]
+    NoPrevious {
+        /// The image the service runs.
+        image: String,
+        /// Its revision.
+        revision: i32,
+    },
+    /// No revision runs the tag.
+    #[error("no ACTIVE revision of the family runs an image tagged {0}")]
+    NoSuchTag(String),
+    /// The revision is not an active one of the family.
+    #[error("revision {0} is not an ACTIVE revision of the family")]
+    NoSuchRevision(i32),
+    /// The service already runs the chosen revision.
+    #[error("the service already runs {0}")]
+    AlreadyThere(String),
+}
+
+/// Picks the revision to roll back to among `candidates` (newest first).
+pub fn pick_rollback(
+    current: &Candidate,
+    candidates: &[Candidate],
+    to: &RollbackTo,
+) -> Result<Candidate, NoTarget> {
+    let found = match to {
+        RollbackTo::Previous => candidates
+            .iter()
+            .find(|c| c.revision < current.revision && c.image != current.image),
+        RollbackTo::Tag(tag) => candidates
+            .iter()
+            .find(|c| ImageRef::parse(&c.image).tag() == Some(tag.as_str())),
+        RollbackTo::Revision(n) => candidates.iter().find(|c| c.revision == *n),
+    };
+    let found = found.cloned().ok_or_else(|| match to {
+        RollbackTo::Previous => NoTarget::NoPrevious {
+            image: current.image.clone(),
+            revision: current.revision,
+        },
+        RollbackTo::Tag(tag) => NoTarget::NoSuchTag(tag.clone()),
+        RollbackTo::Revision(n) => NoTarget::NoSuchRevision(*n),
+    })?;
+    if found.arn == current.arn {
+        return Err(NoTarget::AlreadyThere(short_td(&found.arn).to_string()));
+    }
+    Ok(found)
+}
+
+/// Where a failed rollout left the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Aftermath {
+    /// ECS_ROLLBACK=never: the service stays on the failed revision.
+    KeptByRequest(String),
+    /// No earlier revision is known.
+    NothingToReturnTo(String),
+    /// The rollback deployment completed.
+    BackOn {
+        /// The revision the service runs again.
+        revision: String,
+        /// The rollback deployment.
+        deployment: String,
+    },
+    /// The rollback was started but not followed: the job was cancelled.
+    RollbackStarted {
+        /// The revision the service returns to.
+        revision: String,
+        /// The rollback deployment.
+        deployment: String,
+    },
+    /// The rollback ended in another state.
+    RollbackDidNotComplete {
+        /// The revision it returned to.
+        revision: String,
+        /// The rollback deployment.
+        deployment: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The rollback could not be started.
+    RollbackFailed {
+        /// The revision it should have returned to.
+        revision: String,
+        /// The failed revision the service may still run.
+        failed: String,
+        /// Why.
+        error: String,
+    },
+}
+
+impl std::fmt::Display for Aftermath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Aftermath::KeptByRequest(arn) => write!(
+                f,
+                "ECS_ROLLBACK is never: the service stays on {} (check it in the ECS console)",
+                short_td(arn)
+            ),
+            Aftermath::NothingToReturnTo(arn) => write!(
+                f,
+                "no earlier revision is known to roll back to: the service stays on {}",
+                short_td(arn)
+            ),
+            Aftermath::BackOn {
+                revision,
+                deployment,
+            } => write!(
+                f,
+                "the service is back on {} (rollback {deployment} completed)",
+                short_td(revision)
+            ),
+            Aftermath::RollbackStarted {
+                revision,
+                deployment,
+            } => write!(
+                f,
+                "rollback deployment {deployment} to {} started; not followed because the job was cancelled",
+                short_td(revision)
+            ),
+            Aftermath::RollbackDidNotComplete {
+                revision,
+                deployment,
+                detail,
+            } => write!(
+                f,
+                "the rollback {deployment} to {} did not complete: {detail}",
+                short_td(revision)
+            ),
+            Aftermath::RollbackFailed {
+                revision,
+                failed,
+                error,
+            } => write!(
+                f,
+                "the rollback to {} failed ({error}); the service may still run {}",
+                short_td(revision),
+                short_td(failed)
+            ),
+        }
+    }
+}
+
+/// A rollout that failed and must be undone.
+pub(crate) struct Failed<'a> {
+    /// The revision captured before the release.
+    pub base: &'a str,
+    /// The revision that failed.
+    pub new_arn: &'a str,
+    /// Whether the job was cancelled (the runner then allows only a short grace period).
+    pub cancelled: bool,
+    /// Time between polls of the rollback.
+    pub poll: Duration,
+    /// How long to follow the rollback.
+    pub timeout: Duration,
+}
+
+/// Returns the service to `failed.base` and follows the rollback for `failed.timeout`.
+pub(crate) async fn undo(
+    ecs: &impl Ecs,
+    failed: &Failed<'_>,
+    log: &JobLog,
+    observer: &mut Observer,
+) -> Aftermath {
+    let revision = failed.base.to_string();
+    log.warn(&format!(
+        "rolling the service back to {}",
+        short_td(failed.base)
+    ));
+    let deployment = match ecs.update_service(failed.base).await {
+        Ok(id) => id,
+        Err(e) => {
+            return Aftermath::RollbackFailed {
+                revision,
+                failed: failed.new_arn.to_string(),
+                error: e.to_string(),
+            }
+        }
+    };
+    if failed.cancelled {
+        return Aftermath::RollbackStarted {
+            revision,
+            deployment,
+        };
+    }
+    let spec = Watch {
+        deployment: &deployment,
+        arn: failed.base,
+        deadline: Instant::now() + failed.timeout,
+        poll: failed.poll,
+    };
+    let detail = match watch(ecs, &spec, log, None, observer).await {
+        Ok(WatchEnd::Verdict(Verdict::Completed)) => {
+            return Aftermath::BackOn {
+                revision,
+                deployment,
+            }
+        }
+        Ok(WatchEnd::Verdict(v)) => format!("{v:?}"),
+        Ok(WatchEnd::Deadline | WatchEnd::Cancelled) => {
+            format!("still in progress after {} s", failed.timeout.as_secs())
+        }
+        Err(e) => format!("it could not be followed: {e}"),
+    };
+    Aftermath::RollbackDidNotComplete {
+        revision,
+        deployment,
+        detail,
+    }
+}
+
+/// The operator's switch to an existing revision.
+pub struct Switch<'a> {
+    /// The revision the service runs now.
+    pub from: &'a str,
+    /// The revision to return to.
+    pub to: &'a str,
+    /// When to give up following it.
+    pub deadline: Instant,
+    /// Time between polls.
+    pub poll: Duration,
+}
+
+/// Points the service at `switch.to` and follows the deployment to the end; no automatic
+/// rollback of the rollback.
+pub async fn switch(
+    ecs: &impl Ecs,
+    switch: &Switch<'_>,
+    log: &JobLog,
+    cancel: &mut Cancel,
+) -> Result<DeployReport, ReleaseError> {
+    let _s = log.section("release_rollout", "Rollback: rollout");
+    let started = clock::epoch_secs();
+    let deployment = ecs.update_service(switch.to).await?;
+    log.step(&format!(
+        "UpdateService: {} -> {}, deployment {deployment}",
+        short_td(switch.from),
+        short_td(switch.to)
+    ));
+    let mut observer = Observer::new(started - 5);
+    let spec = Watch {
+        deployment: &deployment,
+        arn: switch.to,
+        deadline: switch.deadline,
+        poll: switch.poll,
+    };
+    let reason = match watch(ecs, &spec, log, Some(cancel), &mut observer).await? {
+        WatchEnd::Verdict(Verdict::Completed) => {
+            return Ok(DeployReport {
+                previous_arn: switch.from.to_string(),
+                new_arn: switch.to.to_string(),
+                deployment_id: Some(deployment),
+                already_deployed: false,
+            })
+        }
+        WatchEnd::Verdict(Verdict::RolledBack(r) | Verdict::Failed(r) | Verdict::Vanished(r)) => r,
+        WatchEnd::Verdict(Verdict::InProgress) | WatchEnd::Deadline => {
+            format!("deployment {deployment} did not complete before the deadline")
+        }
+        WatchEnd::Cancelled => format!("cancelled while deployment {deployment} rolled out"),
+    };
+    Err(ReleaseError::RolloutFailed {
+        reason,
+        state: format!(
+            "The service points at {}; check it in the ECS console",
+            short_td(switch.to)
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollback_targets() {
+        let c = |rev: i32, tag: &str| Candidate {
+            arn: format!("arn:aws:ecs:r:1:task-definition/app:{rev}"),
+            revision: rev,
+            image: format!("r/app:{tag}"),
+        };
+        let all = [
+            c(5, "v1.3.0"),
+            c(4, "v1.3.0"),
+            c(3, "v1.2.0"),
+            c(2, "v1.1.0"),
+        ];
+        let current = c(5, "v1.3.0");
+        assert_eq!(
+            pick_rollback(&current, &all, &RollbackTo::Previous)
+                .unwrap()
+                .revision,
+            3
+        );
+        assert_eq!(
+            pick_rollback(&current, &all, &RollbackTo::Tag("v1.1.0".into()))
+                .unwrap()
+                .revision,
+            2
+        );
+        assert_eq!(
+            pick_rollback(&current, &all, &RollbackTo::Revision(4))
+                .unwrap()
+                .revision,
+            4
+        );
+        assert!(matches!(
+            pick_rollback(&current, &all, &RollbackTo::Revision(5)),
+            Err(NoTarget::AlreadyThere(_))
+        ));
+        assert!(pick_rollback(&current, &all, &RollbackTo::Tag("v9".into())).is_err());
+        assert!(pick_rollback(&c(2, "v1.1.0"), &all[3..], &RollbackTo::Previous).is_err());
+    }
+}

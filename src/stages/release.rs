@@ -1,0 +1,93 @@
+//! The runner's side of a native release: whether a job is one, and the release request
+//! built once from the job's context (`release/` knows nothing of the runner protocol).
+
+use std::path::PathBuf;
+
+use super::StageError;
+use crate::aws;
+use crate::protocol::JobContext;
+use crate::release::inputs::{self, JobVariables, ReleaseInputs, Requester};
+use crate::release::trigger::{self, Trigger};
+use crate::release::{Provenance, ReleaseRequest};
+use crate::settings::Settings;
+
+/// What a job is, release-wise.
+#[derive(Debug)]
+pub(crate) enum JobKind {
+    /// An ordinary job.
+    Ordinary,
+    /// A release stage that opted out with `ECS_EXECUTOR_NATIVE=false`.
+    OptedOut,
+    /// A native release with these inputs.
+    Release(Box<ReleaseInputs>),
+}
+
+/// Classifies the job and, for a release, validates its inputs.
+pub(crate) fn classify(settings: &Settings, ctx: &JobContext) -> Result<JobKind, StageError> {
+    let payload = &ctx.payload;
+    let stage = Some(payload.job_info.stage.as_str())
+        .filter(|s| !s.is_empty())
+        .or(ctx.var("CI_JOB_STAGE"))
+        .unwrap_or_default();
+    // The payload's git_info comes from GitLab itself; a variable could be set by a user.
+    let tag = if payload.git_info.ref_type.is_empty() {
+        ctx.non_empty_var("CI_COMMIT_TAG")
+    } else {
+        Some(payload.git_info.git_ref.as_str()).filter(|_| payload.git_info.ref_type == "tag")
+    };
+    match trigger::decide(
+        stage,
+        tag,
+        ctx.var("ECS_EXECUTOR_NATIVE"),
+        &settings.release,
+    ) {
+        Trigger::NotRelease => Ok(JobKind::Ordinary),
+        Trigger::OptedOut => Ok(JobKind::OptedOut),
+        Trigger::Refused(why) => Err(StageError::Refused(why)),
+        Trigger::Release { action, tag } => {
+            let source = JobVariables::new(|k: &str| ctx.var(k).map(str::to_string), &settings.aws);
+            let requester = Requester::Job {
+                project_path: ctx
+                    .var("CI_PROJECT_PATH")
+                    .unwrap_or(&payload.job_info.project_full_path),
+                job_id: ctx.identity.job_id,
+            };
+            let inputs = inputs::collect(action, &tag, &source, &settings.aws, requester)?;
+            Ok(JobKind::Release(Box::new(inputs)))
+        }
+    }
+}
+
+/// The release request of a release job.
+pub(crate) fn request(
+    ctx: &JobContext,
+    inputs: ReleaseInputs,
+    dry_run: bool,
+) -> Result<ReleaseRequest, StageError> {
+    let var = |name: &str| ctx.non_empty_var(name).unwrap_or_default().to_string();
+    let commit_sha = Some(ctx.payload.git_info.sha.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| var("CI_COMMIT_SHA"));
+    let runner_temp = ctx
+        .runner_temp_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let job_deadline = ctx
+        .job_time_left()
+        .map(|left| tokio::time::Instant::now() + left);
+    Ok(ReleaseRequest {
+        inputs,
+        provenance: Provenance {
+            project_path: var("CI_PROJECT_PATH"),
+            project_url: var("CI_PROJECT_URL"),
+            commit_sha,
+            commit_time: var("CI_COMMIT_TIMESTAMP"),
+            pipeline_id: var("CI_PIPELINE_ID"),
+            job_url: var("CI_JOB_URL"),
+        },
+        project_dir: PathBuf::from(ctx.project_dir()?),
+        temp_dir: aws::token_dir(&runner_temp),
+        job_deadline,
+        dry_run,
+    })
+}
