@@ -2,12 +2,10 @@
 //! gitlab-runner stand-in: output, files, exit codes, services, cancellation, concurrency,
 //! and the failures an operator must be able to tell apart.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn assert_nothing_left(job: &Job) {
     let left = docker_objects_of(job);

@@ -1,14 +1,12 @@
 //! `gitlab-ecs-executor exec`: jobs of a `.gitlab-ci.yml` run on this machine through the
 //! same config / prepare / run / cleanup path gitlab-runner uses.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::release::{Fixture, CLUSTER, FAMILY, SERVICE};
-use support::scripted_ecs::Script;
-use support::*;
+use crate::support::release::{Fixture, CLUSTER, FAMILY, SERVICE};
+use crate::support::scripted_ecs::Script;
+use crate::support::*;
 
 const SEED_PIPELINE: &str = include_str!("fixtures/seed.gitlab-ci.yml");
 

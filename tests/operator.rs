@@ -1,14 +1,12 @@
 //! Operator commands outside GitLab: `plan`, `rollback`, `doctor`, `release`, and
 //! `exec --dry-run`, against the same stand-ins as the release tests.
 
-mod support;
-
 use std::process::Output;
 
+use crate::support::release::{moto, Fixture, CLUSTER, FAMILY, SERVICE};
+use crate::support::scripted_ecs::Script;
+use crate::support::*;
 use serde_json::json;
-use support::release::{moto, Fixture, CLUSTER, FAMILY, SERVICE};
-use support::scripted_ecs::Script;
-use support::*;
 
 fn run(f: &Fixture, args: &[&str], extra_env: &[(&str, &str)]) -> (Output, String) {
     output_of(f.command().args(args).envs(extra_env.iter().copied()))
@@ -67,7 +65,11 @@ fn rollback_returns_the_service_to_the_previous_release() {
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert!(ecs.service_task_definition().ends_with(":2"), "{log}");
     let (out, log) = run(&f, &["rollback", "--to-revision", "9"], &[]);
-    assert_eq!(out.status.code(), Some(2), "a missing revision is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing revision is a usage error"
+    );
     assert_logged(&log, "revision 9 is not an ACTIVE revision");
 }
 

@@ -1,13 +1,11 @@
 //! The runner contract, end to end through the gitlab-runner stand-in and direct calls:
 //! config output, stage routing, exit-code classes, `BUILD_EXIT_CODE_FILE`, settings errors.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::*;
+use crate::support::*;
 
 /// Calls the binary the way the runner does, with a minimal job environment.
 fn call(settings: &Path, tmp: &Path, args: &[&str], extra: &[(&str, &str)]) -> Output {

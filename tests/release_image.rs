@@ -1,11 +1,9 @@
 //! Native release, image half: trigger, inputs, credentials, build and push, end to end
 //! through the runner stand-in with the real engine, docker-registry and moto.
 
-mod support;
-
-use support::release::{assert_no_secrets, moto, Fixture, ID_TOKEN};
-use support::stand_ins::{Moto, ACCOUNT};
-use support::*;
+use crate::support::release::{assert_no_secrets, moto, Fixture, ID_TOKEN};
+use crate::support::stand_ins::{Moto, ACCOUNT};
+use crate::support::*;
 
 fn fixture(registry_password: &str) -> Fixture {
     Fixture::new(registry_password, "")

@@ -2,16 +2,14 @@
 //! rollback and report — end to end through the runner stand-in, with the real SDK talking
 //! HTTP to the scripted ECS endpoint (and to moto for request shapes).
 
-mod support;
-
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::{json, Value};
-use support::release::{
+use crate::support::release::{
     assert_no_secrets, moto, task_definition, Fixture, CLUSTER, FAMILY, SERVICE,
 };
-use support::scripted_ecs::{ConcurrentRelease, Scenario, Script, ScriptedEcs};
-use support::*;
+use crate::support::scripted_ecs::{ConcurrentRelease, Scenario, Script, ScriptedEcs};
+use crate::support::*;
+use serde_json::{json, Value};
 
 fn revision(n: u32) -> String {
     format!("arn:aws:ecs:ap-northeast-1:123456789012:task-definition/{FAMILY}:{n}")
@@ -241,7 +239,13 @@ fn throttling_bursts_are_retried() {
 }
 
 /// Releases v1.2.3 while another pipeline deploys `their_tag` right after our registration.
-fn race_with_release(their_tag: &str) -> (Fixture, support::scripted_ecs::ScriptedEcs, JobResult) {
+fn race_with_release(
+    their_tag: &str,
+) -> (
+    Fixture,
+    crate::support::scripted_ecs::ScriptedEcs,
+    JobResult,
+) {
     let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
     let script = Script {
         concurrent: Some(ConcurrentRelease {

@@ -1,18 +1,16 @@
 //! Faults, load, hostile input and secrets: the executor keeps working, refuses what it must,
 //! leaves nothing behind and leaks nothing.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::release::{moto, Fixture, ID_TOKEN, MASKED};
-use support::scripted_ecs::Script;
-use support::stand_ins::{Moto, ACCOUNT};
-use support::*;
+use crate::support::release::{moto, Fixture, ID_TOKEN, MASKED};
+use crate::support::scripted_ecs::Script;
+use crate::support::stand_ins::{Moto, ACCOUNT};
+use crate::support::*;
 
 /// Every process's command line, sampled until `stop`.
 fn watch_cmdlines(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
@@ -259,7 +257,7 @@ fn server_errors_and_dropped_connections_mid_rollout_are_retried() {
 fn a_release_killed_mid_rollout_resumes_when_retried() {
     let mut f = Fixture::new(&Moto::ecr_password(), "");
     let script = Script {
-        scenario: support::scripted_ecs::Scenario::Succeed(Duration::from_secs(8)),
+        scenario: crate::support::scripted_ecs::Scenario::Succeed(Duration::from_secs(8)),
         ..Script::default()
     };
     let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), script);
@@ -353,7 +351,7 @@ fn twenty_concurrent_jobs_with_random_cancellations_leave_nothing_behind() {
 
 #[test]
 fn an_engine_that_drops_out_mid_script_is_a_system_failure_and_nothing_is_left() {
-    let proxy = support::proxy::Proxy::unix("/var/run/docker.sock");
+    let proxy = crate::support::proxy::Proxy::unix("/var/run/docker.sock");
     let mut env = TestEnv::with_settings(&format!(
         "[docker]\npull_policy = \"never\"\nhost = \"{}\"",
         proxy.address
@@ -401,7 +399,7 @@ fn an_engine_that_drops_out_mid_script_is_a_system_failure_and_nothing_is_left()
 #[test]
 fn a_registry_dropping_or_refusing_connections_mid_release() {
     let mut f = Fixture::new(&Moto::ecr_password(), "");
-    let proxy = support::proxy::Proxy::tcp(&f.registry.host);
+    let proxy = crate::support::proxy::Proxy::tcp(&f.registry.host);
     let ecs = f.scripted_ecs(
         &format!("{}/group/app:v1.2.2", proxy.address),
         Script::default(),
@@ -438,7 +436,7 @@ fn a_registry_dropping_or_refusing_connections_mid_release() {
 
 #[test]
 fn an_engine_restarting_during_prepare_or_cleanup_is_survived() {
-    let proxy = support::proxy::Proxy::unix("/var/run/docker.sock");
+    let proxy = crate::support::proxy::Proxy::unix("/var/run/docker.sock");
     let mut env = TestEnv::with_settings(&format!(
         "[docker]\npull_policy = \"never\"\nhost = \"{}\"",
         proxy.address

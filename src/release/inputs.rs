@@ -301,7 +301,7 @@ impl Reader<'_> {
             self.source.value(Input::AccessKeyId),
             self.source.value(Input::SecretAccessKey),
         );
-        match (key, secret) {
+        let half = match (key, secret) {
             (Some(access_key_id), Some(secret_access_key)) => {
                 return CredentialRequest::JobKeys {
                     access_key_id,
@@ -309,23 +309,13 @@ impl Reader<'_> {
                     session_token: self.source.value(Input::SessionToken),
                 }
             }
-            (Some(_), None) => {
-                let problem = format!(
-                    "{} is not set but {} is",
-                    name(Input::SecretAccessKey),
-                    name(Input::AccessKeyId)
-                );
-                self.problems.push(problem);
-            }
-            (None, Some(_)) => {
-                let problem = format!(
-                    "{} is not set but {} is",
-                    name(Input::AccessKeyId),
-                    name(Input::SecretAccessKey)
-                );
-                self.problems.push(problem);
-            }
-            (None, None) => {}
+            (Some(_), None) => Some((Input::SecretAccessKey, Input::AccessKeyId)),
+            (None, Some(_)) => Some((Input::AccessKeyId, Input::SecretAccessKey)),
+            (None, None) => None,
+        };
+        if let Some((missing, given)) = half {
+            let problem = format!("{} is not set but {} is", name(missing), name(given));
+            self.problems.push(problem);
         }
         if matches!(requester, Requester::Job { .. }) && !aws.allow_host_credentials {
             let problem = format!(

@@ -222,26 +222,27 @@ pub async fn execute(
         _ = &mut *cancel => return Err(ReleaseError::Cancelled),
     };
     let image_time = image_started.elapsed();
-    let target = match (&inputs.action, &inputs.ecs) {
-        (ReleaseAction::Release, Some(target)) => Some(target),
-        _ => None,
-    };
-    if req.dry_run {
-        if let Some(target) = target {
-            let ecs = SdkEcs::new(
+    let ecs_half = match (&inputs.action, &inputs.ecs) {
+        (ReleaseAction::Release, Some(target)) => Some((
+            SdkEcs::new(
                 aws_sdk_ecs::Client::new(&session.config),
                 &target.cluster,
                 &target.service,
-            );
-            let request = deploy_request(
+            ),
+            deploy_request(
                 settings,
                 inputs,
                 target,
                 &req.provenance,
                 req.job_deadline,
                 log,
-            );
-            plan::plan(&ecs, &request, log).await?;
+            ),
+        )),
+        _ => None,
+    };
+    if req.dry_run {
+        if let Some((ecs, request)) = &ecs_half {
+            plan::plan(ecs, request, log).await?;
         }
         log.step("Dry run: nothing was pushed, registered or updated");
         return Ok(ReleaseReport {
@@ -249,23 +250,8 @@ pub async fn execute(
             deploy: None,
         });
     }
-    let deploy = match target {
-        Some(target) => {
-            let ecs = SdkEcs::new(
-                aws_sdk_ecs::Client::new(&session.config),
-                &target.cluster,
-                &target.service,
-            );
-            let request = deploy_request(
-                settings,
-                inputs,
-                target,
-                &req.provenance,
-                req.job_deadline,
-                log,
-            );
-            Some(deploy::deploy(&ecs, &request, log, cancel).await?)
-        }
+    let deploy = match &ecs_half {
+        Some((ecs, request)) => Some(deploy::deploy(ecs, request, log, cancel).await?),
         None => None,
     };
     let report = ReleaseReport { image, deploy };

@@ -1,0 +1,14 @@
+//! The integration tests, one binary with a module per area (as ripgrep's `tests/tests.rs`):
+//! one link step, one moto server and one set of images for the whole suite.
+
+mod support;
+
+mod docker_jobs;
+mod docs;
+mod exec;
+mod fuzz;
+mod operator;
+mod protocol;
+mod release_image;
+mod release_rollout;
+mod reliability;
