@@ -194,7 +194,14 @@ struct Reader<'s> {
     problems: Vec<String>,
 }
 
-impl Reader<'_> {
+impl<'s> Reader<'s> {
+    fn new(source: &'s dyn InputSource) -> Self {
+        Reader {
+            source,
+            problems: Vec::new(),
+        }
+    }
+
     fn required(&mut self, input: Input, check: fn(&str) -> Option<String>) -> String {
         match self.source.value(input) {
             None => {
@@ -339,10 +346,7 @@ pub fn collect(
     aws: &AwsSettings,
     requester: Requester<'_>,
 ) -> Result<ReleaseInputs, InputError> {
-    let mut r = Reader {
-        source,
-        problems: Vec::new(),
-    };
+    let mut r = Reader::new(source);
     let registry = r.required(Input::Registry, check_registry);
     let repository = r.required(Input::Repository, check_repository);
     let ecs = match action {
@@ -374,10 +378,7 @@ pub fn collect_service(
     source: &dyn InputSource,
     aws: &AwsSettings,
 ) -> Result<ServiceAccess, InputError> {
-    let mut r = Reader {
-        source,
-        problems: Vec::new(),
-    };
+    let mut r = Reader::new(source);
     let target = r.ecs_target();
     let region = r.region(aws);
     let credentials = r.credentials(aws, Requester::Operator);
@@ -397,10 +398,7 @@ pub fn collect_service(
 
 /// Reads and checks the region alone.
 pub fn region(source: &dyn InputSource, aws: &AwsSettings) -> Result<String, InputError> {
-    let mut r = Reader {
-        source,
-        problems: Vec::new(),
-    };
+    let mut r = Reader::new(source);
     let region = r.region(aws);
     r.finish(region)
 }
@@ -411,10 +409,7 @@ pub fn credentials(
     aws: &AwsSettings,
     requester: Requester<'_>,
 ) -> Result<CredentialRequest, InputError> {
-    let mut r = Reader {
-        source,
-        problems: Vec::new(),
-    };
+    let mut r = Reader::new(source);
     let credentials = r.credentials(aws, requester);
     r.finish(credentials)
 }
