@@ -115,10 +115,7 @@ fn per_job_overhead() -> Vec<Row> {
         ours.push(started.elapsed());
     }
     let mut cli_runner = Runner::new(&benches_dir().join("docker-cli-executor.sh"), None);
-    cli_runner.process_env = vec![(
-        "BENCH_BUILDS_DIR".into(),
-        env.builds_dir().display().to_string(),
-    )];
+    cli_runner.process_env = vec![("BENCH_HELPER_IMAGE".into(), images::HELPER.into())];
     let mut cli = Vec::new();
     for _ in 0..RUNS {
         let started = Instant::now();
@@ -415,7 +412,7 @@ fn whole_release(f: &mut Fixture) -> Vec<Row> {
 fn job_at_head(f: &Fixture, tag: &str) -> Job {
     let mut job = f.job("deploy", tag, true);
     if let Some(g) = job.git.as_mut() {
-        g.checkout = "HEAD".into();
+        g.sha = "HEAD".into();
     }
     job
 }

@@ -11,6 +11,17 @@ pub fn epoch_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// `secs` the way people say it: `45s`, `12m`, `5h`, `3d` (the largest whole unit).
+pub fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn rfc3339_now() -> String {
     rfc3339(epoch_secs())
@@ -37,6 +48,31 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// Epoch seconds of an RFC 3339 UTC time as Docker writes it
+/// (`2026-11-27T06:10:11.123456789Z`); fractions are dropped, offsets other than `Z` are
+/// not read.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let date = text.get(0..10)?;
+    let time = text.get(11..19)?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 /// `base` ± 20 %, so that many runners polling one account do not fall into step.
 pub fn jittered(base: Duration) -> Duration {
     let entropy = SystemTime::now()
@@ -61,10 +97,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(human_duration(-5), "0s");
+        assert_eq!(human_duration(59), "59s");
+        assert_eq!(human_duration(600), "10m");
+        assert_eq!(human_duration(7200), "2h");
+        assert_eq!(human_duration(8 * 86_400 + 5), "8d");
+    }
+
+    #[test]
     fn rfc3339_dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_739_294), "2026-11-27T00:28:14Z");
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for secs in [0, 951_782_400, 1_795_739_294] {
+            assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-27T00:28:14.123456789Z"),
+            Some(1_795_739_294)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
     #[test]

@@ -51,6 +51,11 @@ impl ImageRef {
         self.registry.as_deref().unwrap_or(DOCKER_HUB)
     }
 
+    /// The registry as written, `None` for Docker Hub images written without one.
+    pub fn explicit_registry(&self) -> Option<&str> {
+        self.registry.as_deref()
+    }
+
     /// The registry host without a port.
     pub fn registry_host(&self) -> &str {
         let registry = self.registry();

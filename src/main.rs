@@ -79,6 +79,15 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Remove project volumes (checkouts, caches) that no job used for a while.
+    Prune {
+        /// Remove volumes no job used for this long: 90m, 12h, 7d.
+        #[arg(long, default_value = "7d", value_parser = parse_age)]
+        older_than: std::time::Duration,
+        /// List what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `exec`'s arguments.
@@ -161,6 +170,11 @@ impl From<TargetArgs> for Target {
     }
 }
 
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    gitlab_ecs_executor::release::inputs::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration like 90m, 12h or 7d"))
+}
+
 fn parse_var(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -240,6 +254,18 @@ fn main() -> ExitCode {
             });
         }
         Command::Doctor { target } => return doctor(cli.config, target.into()),
+        Command::Prune {
+            older_than,
+            dry_run,
+        } => {
+            return operate(cli.config, |settings| async move {
+                let options = commands::PruneOptions {
+                    older_than,
+                    dry_run,
+                };
+                commands::prune(&settings, options).await
+            })
+        }
     };
     let outcome = match runtime() {
         Ok(rt) => rt.block_on(run_job_stage(cli.config, job_stage)),

@@ -34,7 +34,7 @@ fn derived_image(tag: &str, dockerfile_tail: &str) -> String {
 }
 
 #[test]
-fn a_job_prints_and_writes_files_visible_on_the_host() {
+fn a_job_prints_and_writes_files_into_its_project_volume() {
     let env = TestEnv::new();
     let job = Job::test(
         base_image(),
@@ -48,8 +48,8 @@ fn a_job_prints_and_writes_files_visible_on_the_host() {
     assert_eq!(result.status, Status::Success, "{}", result.log);
     assert!(result.log.contains(&format!("hello from job {}", job.id)));
     assert_eq!(
-        read(&result.project_dir.join("out/artifact.txt")),
-        "built\n"
+        env.project_file(&job, "out/artifact.txt").as_deref(),
+        Some("built\n")
     );
     assert!(result.log.contains("Preparing the Docker job environment"));
     assert_nothing_left(&job);
@@ -146,7 +146,6 @@ fn cancelling_a_long_script_stops_it_in_the_container_promptly() {
 #[test]
 fn ten_concurrent_jobs_complete_and_leave_nothing_behind() {
     let env = TestEnv::new();
-    let volumes_before = volumes().len();
     let jobs: Vec<Job> = (0..10)
         .map(|slot| {
             let mut job = Job::test(
@@ -171,30 +170,32 @@ fn ten_concurrent_jobs_complete_and_leave_nothing_behind() {
     for (job, result) in jobs.iter().zip(&results) {
         assert_eq!(result.status, Status::Success, "{}", result.log);
         assert_eq!(
-            read(&result.project_dir.join("id.txt")).trim(),
-            job.id.to_string()
+            env.project_file(job, "id.txt").as_deref().map(str::trim),
+            Some(job.id.to_string().as_str())
         );
         assert_nothing_left(job);
     }
-    assert_eq!(volumes().len(), volumes_before);
+    // Each concurrency slot keeps its builds and cache volumes for the next job, as the
+    // docker executor does; nothing else outlives the jobs.
+    assert_eq!(env.volumes().len(), 20, "{:?}", env.volumes());
 }
 
 #[test]
-fn a_missing_image_with_pull_policy_never_is_a_clear_system_failure() {
-    let mut env = TestEnv::new();
-    env.runner.prepare_retry_pause = Duration::from_millis(100);
+fn a_missing_image_is_a_job_failure_that_is_not_retried() {
+    let env = TestEnv::new();
     let job = Job::test("gitlab-ecs-executor-test/absent:1", &["true"]);
     let result = env.runner.run(&job);
-    assert!(
-        matches!(result.status, Status::SystemFailure(_)),
-        "{:?}",
-        result.status
-    );
+    // The docker executor fails the job at once (image_pull_failure): the job named it.
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
     assert_logged(&result.log, "image gitlab-ecs-executor-test/absent:1 is not on this runner host and the pull policy is `never`");
+    assert_logged(
+        &result.log,
+        "Load it on the runner host, or let the job pull it",
+    );
     assert_eq!(
         result.calls_of("prepare").len(),
-        3,
-        "system failures are retried"
+        1,
+        "a job failure is not retried"
     );
     assert_nothing_left(&job);
 }
@@ -227,49 +228,38 @@ fn a_pull_policy_the_runner_does_not_allow_fails_the_job_without_retry() {
     job.pull_policy = vec!["always".into()];
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-    assert!(
-        result
-            .log
-            .contains("pull_policy [\"always\"] is not allowed"),
-        "{}",
-        result.log
+    assert_logged(
+        &result.log,
+        "pull_policy [\"always\"] is not one of the allowed_pull_policies [\"never\", \"if-not-present\"]",
     );
     assert_eq!(result.calls_of("prepare").len(), 1);
 }
 
 #[test]
-fn an_entrypoint_that_exits_is_reported_and_can_be_overridden() {
+fn an_entrypoint_that_ignores_the_script_is_reported_and_can_be_overridden() {
     let image = derived_image(
         "exiting-entrypoint",
         "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo entrypoint refuses; exit 3\"]",
     );
-    let mut env = TestEnv::new();
-    env.runner.prepare_retry_pause = Duration::from_millis(100);
-    let job = Job::test(&image, &["true"]);
+    let env = TestEnv::new();
+    let job = Job::test(&image, &["echo the script ran"]);
     let result = env.runner.run(&job);
-    assert!(
-        matches!(result.status, Status::SystemFailure(_)),
-        "{:?}",
-        result.status
+    // As on the docker executor the stage ends with the entrypoint's code; the log says why.
+    assert_eq!(result.status, Status::Failed(3), "{}", result.log);
+    assert_logged(&result.log, "entrypoint refuses");
+    assert_logged(
+        &result.log,
+        &format!("the entrypoint of image {image} did not run the job's script (it exited 3)"),
     );
-    assert!(
-        result
-            .log
-            .contains("stopped during prepare (exit code 3, last output: entrypoint refuses)"),
-        "{}",
-        result.log
-    );
-    assert!(
-        result.log.contains("entrypoint: [\\\"\\\"]") || result.log.contains("entrypoint: [\"\"]"),
-        "{}",
-        result.log
-    );
+    assert_logged(&result.log, "entrypoint: [\"\"]");
+    assert!(!result.log.contains("the script ran"), "{}", result.log);
     assert_nothing_left(&job);
 
     let mut job = Job::test(&image, &["echo overridden"]);
     job.image_entrypoint = Some(vec![String::new()]);
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(&result.log, "\noverridden\n");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aws_sdk_ecs::types::{ContainerDefinition, TaskDefinition};
-use gitlab_ecs_executor::docker::resolve_pull_policy;
+use gitlab_ecs_executor::docker::effective_policies;
 use gitlab_ecs_executor::image_ref::ImageRef;
 use gitlab_ecs_executor::local::pipeline::Pipeline;
 use gitlab_ecs_executor::local::rules;
@@ -194,6 +194,14 @@ proptest! {
 
     #[test]
     fn pull_policies(job in proptest::collection::vec(".{0,16}", 0..4)) {
-        let _ = resolve_pull_policy(&job, PullPolicy::IfNotPresent, &[PullPolicy::Always, PullPolicy::Never]);
+        let settings = Settings::from_toml(
+            "[docker]\npull_policy = [\"always\"]\nallowed_pull_policies = [\"always\", \"never\"]",
+            Path::new("fuzz.toml"),
+        )
+        .unwrap();
+        let image = ImageRef::parse("alpine:3");
+        if let Ok(policies) = effective_policies(&image, &job, &settings.docker) {
+            prop_assert!(policies.iter().all(|p| matches!(p, PullPolicy::Always | PullPolicy::Never)));
+        }
     }
 }

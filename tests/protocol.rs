@@ -57,15 +57,10 @@ fn config_prints_exactly_one_json_object_with_the_runner_fields() {
         2,
         "one object plus `driver`: {text}"
     );
-    assert_eq!(
-        value["builds_dir"],
-        format!("{}/builds", env.dir.path().display())
-    );
-    assert_eq!(
-        value["cache_dir"],
-        format!("{}/cache", env.dir.path().display())
-    );
-    assert_eq!(value["builds_dir_is_shared"], true);
+    // Paths inside the job's containers: the project volume is the job's own.
+    assert_eq!(value["builds_dir"], "/builds");
+    assert_eq!(value["cache_dir"], "/cache");
+    assert_eq!(value["builds_dir_is_shared"], false);
     assert_eq!(value["driver"]["name"], "gitlab-ecs-executor");
     assert_eq!(value["driver"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(value["shell"], "bash");
@@ -83,9 +78,8 @@ fn config_is_accepted_by_the_runner_and_sets_the_project_dir() {
     let job = Job::test(base_image(), &["pwd"]);
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
-    let expected = env
-        .builds_dir()
-        .join(format!("t3stRunr/0/{}", job.project_path));
+    // Not shared: no token or concurrency level in the path, as with the docker executor.
+    let expected = Path::new("/builds").join(&job.project_path);
     assert_eq!(result.project_dir, expected);
     assert_logged(&result.log, &format!("\n{}\n", expected.display()));
     assert!(result
@@ -94,7 +88,7 @@ fn config_is_accepted_by_the_runner_and_sets_the_project_dir() {
 }
 
 #[test]
-fn housekeeping_stages_run_on_the_host() {
+fn no_stage_runs_on_the_host() {
     let env = TestEnv::new();
     let tmp = env.dir.path();
     for stage in [
@@ -103,6 +97,9 @@ fn housekeeping_stages_run_on_the_host() {
         "clear_worktree",
         "restore_cache",
         "download_artifacts",
+        "build_script",
+        "step_release",
+        "after_script",
         "archive_cache",
         "archive_cache_on_failure",
         "upload_artifacts_on_success",
@@ -110,22 +107,9 @@ fn housekeeping_stages_run_on_the_host() {
         "cleanup_file_variables",
     ] {
         let marker = tmp.join(format!("ran-{stage}"));
-        let path = script(tmp, &format!("echo {stage} > {}", marker.display()));
-        let out = call(&env.settings, tmp, &["run", &path, stage], &[]);
-        assert!(out.status.success(), "{stage}: {out:?}");
-        assert_eq!(read(&marker).trim(), stage);
-    }
-}
-
-#[test]
-fn user_steps_are_routed_to_the_job_container() {
-    let env = TestEnv::new();
-    let tmp = env.dir.path();
-    for stage in ["build_script", "step_release", "after_script"] {
-        let marker = tmp.join(format!("ran-{stage}"));
         let path = script(tmp, &format!("touch {}", marker.display()));
         let out = call(&env.settings, tmp, &["run", &path, stage], &[]);
-        // With no engine the container is unreachable: a system failure, and the script
+        // With no engine the containers are unreachable: a system failure, and the script
         // must not have run on the host instead.
         assert_eq!(out.status.code(), Some(2), "{stage}: {out:?}");
         assert!(!marker.exists(), "{stage} ran on the host");
@@ -145,19 +129,61 @@ fn unknown_stage_is_a_system_failure_naming_it() {
     assert!(text.contains("unknown stage `prepare_executor`"), "{text}");
 }
 
+/// A job prepared by direct calls on the real engine, cleaned up when dropped.
+struct Prepared<'a> {
+    env: &'a TestEnv,
+    engine: [(&'static str, String); 7],
+}
+
+impl<'a> Prepared<'a> {
+    fn new(env: &'a TestEnv) -> Self {
+        let engine = [
+            ("DOCKER_HOST", "unix:///var/run/docker.sock".to_string()),
+            ("CUSTOM_ENV_CI_JOB_IMAGE", base_image().to_string()),
+            (
+                "CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN",
+                env.runner.short_token.clone(),
+            ),
+            ("CUSTOM_ENV_CI_RUNNER_ID", env.runner.runner_id.to_string()),
+            ("CUSTOM_ENV_CI_PROJECT_PATH", "group/direct".to_string()),
+            ("CUSTOM_ENV_CI_BUILDS_DIR", "/builds".to_string()),
+            (
+                "CUSTOM_ENV_CI_PROJECT_DIR",
+                "/builds/group/direct".to_string(),
+            ),
+        ];
+        let prepared = Prepared { env, engine };
+        let out = prepared.call(&["prepare"]);
+        assert!(out.status.success(), "prepare: {out:?}");
+        prepared
+    }
+
+    fn call(&self, args: &[&str]) -> Output {
+        let extra: Vec<(&str, &str)> = self.engine.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        call(&self.env.settings, self.env.dir.path(), args, &extra)
+    }
+}
+
+impl Drop for Prepared<'_> {
+    fn drop(&mut self) {
+        self.call(&["cleanup"]);
+    }
+}
+
 #[test]
 fn job_failure_writes_the_exit_code_and_success_clears_it() {
     let env = TestEnv::new();
     let tmp = env.dir.path();
+    let job = Prepared::new(&env);
     let code_file = tmp.join("build_exit_code");
     let failing = script(tmp, "exit 42");
-    let out = call(&env.settings, tmp, &["run", &failing, "get_sources"], &[]);
-    assert_eq!(out.status.code(), Some(1));
+    let out = job.call(&["run", &failing, "build_script"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(read(&code_file).lines().next(), Some("42"));
     // The runner reuses the file for any later stage exiting 1; a success must clear it.
     let ok = script(tmp, "true");
-    let out = call(&env.settings, tmp, &["run", &ok, "archive_cache"], &[]);
-    assert_eq!(out.status.code(), Some(0));
+    let out = job.call(&["run", &ok, "archive_cache"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(!code_file.exists(), "stale exit code left behind");
 }
 
@@ -165,15 +191,17 @@ fn job_failure_writes_the_exit_code_and_success_clears_it() {
 fn exit_codes_follow_the_variables_and_fall_back_to_1_and_2() {
     let env = TestEnv::new();
     let tmp = env.dir.path();
+    let job = Prepared::new(&env);
     let failing = script(tmp, "exit 5");
-    let custom = [
+    let mut custom: Vec<(&str, &str)> = job.engine.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    custom.extend([
         ("BUILD_FAILURE_EXIT_CODE", "11"),
         ("SYSTEM_FAILURE_EXIT_CODE", "12"),
-    ];
+    ]);
     let out = call(
         &env.settings,
         tmp,
-        &["run", &failing, "get_sources"],
+        &["run", &failing, "build_script"],
         &custom,
     );
     assert_eq!(out.status.code(), Some(11));
@@ -186,17 +214,17 @@ fn exit_codes_follow_the_variables_and_fall_back_to_1_and_2() {
         env.settings.to_str().unwrap(),
         "run",
         &failing,
-        "get_sources",
+        "build_script",
     ])
     .current_dir(tmp)
     .env_remove("BUILD_FAILURE_EXIT_CODE")
     .env_remove("SYSTEM_FAILURE_EXIT_CODE")
     .env_remove("BUILD_EXIT_CODE_FILE")
     .env("JOB_RESPONSE_FILE", tmp.join("response.json"))
-    .env("CUSTOM_ENV_CI_RUNNER_ID", "9")
     .env("CUSTOM_ENV_CI_PROJECT_ID", "8")
     .env("CUSTOM_ENV_CI_JOB_ID", "7")
-    .env("CUSTOM_ENV_CI_CONCURRENT_ID", "0");
+    .env("CUSTOM_ENV_CI_CONCURRENT_ID", "0")
+    .envs(job.engine.iter().map(|(k, v)| (*k, v.as_str())));
     assert_eq!(cmd.output().unwrap().status.code(), Some(1));
     cmd.env_remove("CUSTOM_ENV_CI_JOB_ID");
     let out = cmd.output().unwrap();

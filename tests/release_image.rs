@@ -29,10 +29,10 @@ fn a_push_job_builds_and_pushes_the_tag_with_oci_labels_instead_of_its_script() 
     let config = f.registry.image_config("group/app", "v1.2.3").unwrap();
     let labels = &config["config"]["Labels"];
     assert_eq!(labels["org.opencontainers.image.version"], "v1.2.3");
-    assert_eq!(
-        labels["org.opencontainers.image.revision"],
-        "0123456789abcdef0123456789abcdef01234567"
-    );
+    // The commit the helper checked out: the tag's, as GitLab's payload names it.
+    let sha = &job.git.as_ref().expect("a release job has sources").sha;
+    assert_eq!(sha.len(), 40);
+    assert_eq!(labels["org.opencontainers.image.revision"], sha.as_str());
     assert_eq!(
         labels["org.opencontainers.image.source"],
         format!("https://gitlab.example.com/{}", job.project_path)

@@ -20,9 +20,19 @@ fn a_tag_release_registers_only_the_image_change_rolls_out_and_reports() {
     let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
     let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
     f.use_ecs(&ecs);
-    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    let mut job = f.job("deploy", "v1.2.3", true);
+    // The report is in the project directory of the job's own volume, for its next stages.
+    job.after_script = vec!["sed 's/^/after_script: /' ecs-release.env".into()];
+    let result = f.env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
     assert!(!result.log.contains("THE JOB SCRIPT RAN"));
+    assert_logged(
+        &result.log,
+        &format!(
+            "after_script: ECS_RELEASE_IMAGE_URI={}:v1.2.3",
+            f.repository()
+        ),
+    );
     assert!(
         f.registry.manifest("group/app", "v1.2.3").is_some(),
         "image pushed"
@@ -54,10 +64,8 @@ fn a_tag_release_registers_only_the_image_change_rolls_out_and_reports() {
     };
     assert_eq!(tag("team"), Some(json!("web")), "original tags kept");
     assert_eq!(tag("gitlab:tag"), Some(json!("v1.2.3")));
-    assert_eq!(
-        tag("gitlab:commit"),
-        Some(json!("0123456789abcdef0123456789abcdef01234567"))
-    );
+    let sha = &job.git.as_ref().expect("sources").sha;
+    assert_eq!(tag("gitlab:commit"), Some(json!(sha)));
     assert!(tag("gitlab:job-url").is_some_and(|u| u.as_str().unwrap().contains("/-/jobs/")));
 
     assert_logged(&result.log, "containerDefinitions[app].image");
@@ -70,7 +78,10 @@ fn a_tag_release_registers_only_the_image_change_rolls_out_and_reports() {
     );
     assert_logged(&result.log, "running 2");
     assert!(result.log.contains("console:   https://ap-northeast-1.console.aws.amazon.com/ecs/v2/clusters/your-cluster-name/services/your-service-name/deployments"));
-    let env_file = read(&result.project_dir.join("ecs-release.env"));
+    let env_file = f
+        .env
+        .project_file(&job, "ecs-release.env")
+        .expect("ecs-release.env in the project directory");
     assert!(
         env_file.contains(&format!(
             "ECS_RELEASE_IMAGE_URI={}:v1.2.3\n",

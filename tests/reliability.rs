@@ -189,12 +189,10 @@ fn build_inputs_escaping_the_project_are_refused() {
             .unwrap()
             .success());
     }
-    let mut job = f
-        .job("deploy", "v1.2.3", true)
+    f.tag("v1.3.0");
+    let job = f
+        .job("deploy", "v1.3.0", true)
         .var("DOCKER_BUILD_CONTEXT", "outside");
-    if let Some(git) = job.git.as_mut() {
-        git.checkout = "HEAD".into();
-    }
     let result = f.env.runner.run(&job);
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
     assert!(
@@ -295,19 +293,22 @@ fn a_release_killed_mid_rollout_resumes_when_retried() {
 }
 
 #[test]
-fn twenty_concurrent_jobs_with_random_cancellations_leave_nothing_behind() {
+fn twenty_concurrent_jobs_of_four_projects_with_cancels_leave_only_their_volumes_until_pruned() {
     let mut env = TestEnv::new();
     let temp_root = tempfile::tempdir().unwrap();
     env.runner.temp_root = Some(temp_root.path().to_path_buf());
-    let volumes_before = volumes().len();
+    let base_id = runner::unique_id();
     for round in 0..2u64 {
         let jobs: Vec<(Job, Cancel)> = (0..20u64)
-            .map(|slot| {
-                let mut job = Job::test(base_image(), &["echo started", "sleep 5"]);
-                job.concurrent_id = slot;
+            .map(|n| {
+                let mut job = Job::test(base_image(), &["echo started > started", "sleep 5"]);
+                // Four projects with five jobs each running at once: slots 0-4 of each.
+                job.project_id = base_id + n % 4;
+                job.project_path = format!("group/project-{}", n % 4);
+                job.concurrent_id = n / 4;
                 // A fixed pseudo-random pick: a third of the jobs are cancelled mid-script.
-                let cancel = if (slot * 7 + round * 3) % 3 == 0 {
-                    Cancel::DuringBuildScript(Duration::from_millis(1500 + (slot * 97 % 1000)))
+                let cancel = if (n * 7 + round * 3) % 3 == 0 {
+                    Cancel::DuringBuildScript(Duration::from_millis(1500 + (n * 97 % 1000)))
                 } else {
                     Cancel::No
                 };
@@ -337,7 +338,27 @@ fn twenty_concurrent_jobs_with_random_cancellations_leave_nothing_behind() {
             );
         }
     }
-    assert_eq!(volumes().len(), volumes_before);
+    let volume = |project: u64, slot: u64, purpose: &str| {
+        format!(
+            "runner-{}-project-{}-concurrent-{slot}-{purpose}",
+            env.runner.short_token,
+            base_id + project
+        )
+    };
+    let of_projects = |projects: &[u64]| {
+        let mut names: Vec<String> = projects
+            .iter()
+            .flat_map(|p| (0..5).flat_map(move |slot| [(*p, slot, "builds"), (*p, slot, "cache")]))
+            .map(|(p, slot, purpose)| volume(p, slot, purpose))
+            .collect();
+        names.sort();
+        names
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(env.volumes()), of_projects(&[0, 1, 2, 3]));
     let leftovers: Vec<_> = std::fs::read_dir(temp_root.path())
         .unwrap()
         .flatten()
@@ -347,6 +368,53 @@ fn twenty_concurrent_jobs_with_random_cancellations_leave_nothing_behind() {
         leftovers.is_empty(),
         "runner temp files left: {leftovers:?}"
     );
+
+    // Projects 0 and 1 were last used two hours ago.
+    let two_hours_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 7200;
+    for project in [0, 1] {
+        for slot in 0..5 {
+            let status = Command::new("docker")
+                .args(["run", "--rm", "--network", "none", "-v"])
+                .arg(format!("{}:/b", volume(project, slot, "builds")))
+                .args([images::HELPER, "touch", "-d"])
+                .arg(format!("@{two_hours_ago}"))
+                .arg("/b/.gitlab-ecs-executor-last-used")
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    let prune = |args: &[&str]| {
+        output_of(
+            Command::new(binary())
+                .arg("--config")
+                .arg(&env.settings)
+                .arg("prune")
+                .args(args),
+        )
+    };
+    let (out, text) = prune(&["--older-than", "1h", "--dry-run"]);
+    assert!(out.status.success(), "{text}");
+    let listed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&env.runner.short_token))
+        .collect();
+    assert_eq!(listed.len(), 20, "{text}");
+    assert!(
+        listed
+            .iter()
+            .all(|l| l.starts_with("would remove") && l.contains("last used 2h ago")),
+        "{text}"
+    );
+    assert_eq!(env.volumes().len(), 40, "a dry run removes nothing");
+
+    let (out, text) = prune(&["--older-than", "1h"]);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(sorted(env.volumes()), of_projects(&[2, 3]), "{text}");
 }
 
 #[test]

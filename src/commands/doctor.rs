@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::Target;
 use crate::aws::{self, CallError};
-use crate::docker;
+use crate::docker::{self, volumes};
 use crate::release::ecs::{short_td, Ecs, SdkEcs};
 use crate::release::inputs::{self, Requester};
 use crate::settings::Settings;
@@ -24,6 +24,36 @@ fn print(name: &str, check: &Check) {
         Check::Skip(t) => ("[skip]", t),
     };
     println!("{mark} {name}: {text}");
+}
+
+/// How many project volumes there are and how much they hold.
+async fn project_volumes(docker: &bollard::Docker, settings: &Settings) -> Check {
+    let mut listed = match volumes::list(docker).await {
+        Ok(v) => v,
+        Err(e) => return Check::Fail(e.to_string()),
+    };
+    let projects: std::collections::HashSet<&str> =
+        listed.iter().map(|v| v.project.as_str()).collect();
+    let projects = projects.len();
+    let image = match docker::image_on_host(docker, &settings.docker).await {
+        Ok(Some(image)) => image,
+        Ok(None) => {
+            return Check::Ok(format!(
+                "{} volume(s) of {projects} project(s); size unknown (no helper image on the host)",
+                listed.len()
+            ))
+        }
+        Err(e) => return Check::Fail(e.to_string()),
+    };
+    if let Err(e) = volumes::measure(docker, &mut listed, &image).await {
+        return Check::Fail(e.to_string());
+    }
+    let bytes: i64 = listed.iter().filter_map(|v| v.size).sum();
+    Check::Ok(format!(
+        "{} volume(s) of {projects} project(s), {:.1} MiB; `prune --older-than 7d` removes stale ones",
+        listed.len(),
+        bytes as f64 / (1024.0 * 1024.0)
+    ))
 }
 
 /// Runs every check; returns how many failed. `settings` is the loaded result, so a broken
@@ -53,9 +83,10 @@ pub async fn doctor(
             Settings::default()
         }
     };
+    let engine = docker::connect(&settings.docker).await;
     report(
         "docker engine",
-        match docker::connect(&settings.docker).await {
+        match &engine {
             Ok(d) => match d.version().await {
                 Ok(v) => Check::Ok(format!(
                     "engine {} (API {})",
@@ -65,6 +96,13 @@ pub async fn doctor(
                 Err(e) => Check::Fail(e.to_string()),
             },
             Err(e) => Check::Fail(e.to_string()),
+        },
+    );
+    report(
+        "project volumes",
+        match &engine {
+            Ok(d) => project_volumes(d, &settings).await,
+            Err(_) => Check::Skip("no Docker engine".into()),
         },
     );
 

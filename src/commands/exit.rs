@@ -53,6 +53,15 @@ pub enum CommandError {
     /// The release, plan or rollback failed.
     #[error(transparent)]
     Release(#[from] ReleaseError),
+    /// The Docker engine refused or failed an operation on volumes.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// No image on the host to read volumes with.
+    #[error(
+        "no image on this host to read the volumes with: build the local helper image \
+         (.ci/images helper) or set docker.helper_image to an image that is present"
+    )]
+    NoImageForVolumes,
     /// A host resource (temp dir, signal handler, async runtime) could not be had.
     #[error("cannot {action}: {source}")]
     Host {
@@ -87,7 +96,10 @@ impl CommandError {
             | CommandError::TagRefused { .. }
             | CommandError::ProjectDir { .. }
             | CommandError::Inputs(_) => EXIT_USAGE,
-            CommandError::Settings(_) | CommandError::Host { .. } => EXIT_HOST,
+            CommandError::Settings(_)
+            | CommandError::Host { .. }
+            | CommandError::NoImageForVolumes => EXIT_HOST,
+            CommandError::Docker(e) => docker(e),
             CommandError::Release(e) => release(e),
         }
     }
@@ -130,13 +142,16 @@ fn docker(e: &DockerError) -> u8 {
     match e {
         DockerError::Unreachable { .. }
         | DockerError::ConnectionLost { .. }
+        | DockerError::Volume { .. }
+        | DockerError::SecurityOpt { .. }
         | DockerError::Api { .. } => EXIT_HOST,
-        DockerError::ImageMissing { .. }
-        | DockerError::PullFailed { .. }
-        | DockerError::BadAuthConfig(_)
+        DockerError::ImageUnavailable { .. }
         | DockerError::PullPolicyNotAllowed { .. }
         | DockerError::ImageNotAllowed { .. }
-        | DockerError::ContainerDied { .. }
-        | DockerError::JobContainerMissing { .. } => EXIT_FAILED,
+        | DockerError::ServiceNotAllowed { .. }
+        | DockerError::TooManyServices { .. }
+        | DockerError::UserNotAllowed { .. }
+        | DockerError::EntrypointSkippedScript { .. }
+        | DockerError::ContainerMissing { .. } => EXIT_FAILED,
     }
 }

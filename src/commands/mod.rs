@@ -1,17 +1,19 @@
 //! Operator commands on the same binary, outside GitLab: `release`, `plan`, `rollback`,
-//! `doctor`. Their inputs are flags (or the job variables' names in the environment); each
+//! `doctor`, `prune`. Their inputs are flags (or the job variables' names in the environment); each
 //! command builds its own typed request, and every error gets its exit code in one place,
 //! [`CommandError::exit_code`].
 
 mod doctor;
 mod exit;
 mod plan;
+mod prune;
 mod release;
 mod rollback;
 
 pub use doctor::doctor;
 pub use exit::{CommandError, EXIT_FAILED, EXIT_HOST, EXIT_USAGE};
 pub use plan::plan;
+pub use prune::{prune, PruneOptions};
 pub use release::{release, ReleaseOptions};
 pub use rollback::rollback;
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::{interrupt, operator_log, temp_dir, CommandError, Target};
 use crate::release::inputs::{self, Requester};
-use crate::release::{self, Provenance, ReleaseRequest};
+use crate::release::{self, ProjectSource, Provenance, ReleaseRequest};
 use crate::settings::{ReleaseAction, Settings};
 
 /// What `release` was asked to do.
@@ -44,7 +44,7 @@ pub async fn release(
     let request = ReleaseRequest {
         inputs,
         provenance: Provenance::default(),
-        project_dir,
+        source: ProjectSource::Directory(project_dir),
         temp_dir: temp.path().to_path_buf(),
         job_deadline: None,
         dry_run: options.dry_run,

@@ -7,12 +7,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 
 use super::is_not_found;
-use super::naming::{runner_filter, JobNames, LABEL_JOB};
+use super::naming::{runner_filter, JobNames, LABEL_JOB, LABEL_TEMPORARY};
 use crate::clock;
 
 /// What a cleanup did.
@@ -22,6 +23,8 @@ pub struct CleanupReport {
     pub containers: usize,
     /// Networks removed.
     pub networks: usize,
+    /// Job-long volumes removed (`docker.disable_cache`); project volumes are never removed.
+    pub volumes: usize,
     /// Objects that could not be removed, with the engine's reason.
     pub failures: Vec<String>,
 }
@@ -30,6 +33,7 @@ impl CleanupReport {
     fn merge(&mut self, other: CleanupReport) {
         self.containers += other.containers;
         self.networks += other.networks;
+        self.volumes += other.volumes;
         self.failures.extend(other.failures);
     }
 }
@@ -100,6 +104,33 @@ async fn remove_matching(docker: &Docker, filter: HashMap<String, Vec<String>>) 
             }
         }
         Err(e) => report.failures.push(format!("list networks: {e}")),
+    }
+    // Only volumes that belong to one job carry its job label: project volumes never do.
+    let mut volume_filter = filter.clone();
+    volume_filter
+        .entry("label".to_string())
+        .or_default()
+        .push(format!("{LABEL_TEMPORARY}=true"));
+    let options = ListVolumesOptionsBuilder::default()
+        .filters(&volume_filter)
+        .build();
+    match docker.list_volumes(Some(options)).await {
+        Ok(listed) => {
+            for volume in listed.volumes.unwrap_or_default() {
+                match docker
+                    .remove_volume(
+                        &volume.name,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await
+                {
+                    Ok(()) => report.volumes += 1,
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => report.failures.push(format!("volume {}: {e}", volume.name)),
+                }
+            }
+        }
+        Err(e) => report.failures.push(format!("list volumes: {e}")),
     }
     report
 }

@@ -1,280 +1,279 @@
-//! Creating a job's network, service containers and long-lived job container.
+//! Creating a job's helper and build containers (created in `prepare`, started once per
+//! stage by [`super::run_stage`]), with the host configuration settings give them.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HealthStatusEnum, HostConfig,
-    NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, NetworkingConfig,
+    ResourcesUlimits,
 };
-use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
 use bollard::Docker;
-use futures_util::StreamExt;
 
-use super::exec::{run_script, Cancel, ScriptShell};
-use super::naming::{service_aliases, JobNames};
-use super::{remove_job_objects, DockerError};
-use crate::joblog::JobLog;
+use super::DockerError;
+use crate::settings::{parse_device, parse_ulimit, DockerSettings};
 
-/// PID 1 of the job container: idles until the container is removed. A loop rather than a
-/// single `sleep`, so that killing every process of a cancelled script (`kill -1`) cannot
-/// stop the container that `after_script` still needs.
-const KEEPER: [&str; 3] = ["sh", "-c", "while :; do sleep 3600; done"];
-/// How long a service may take to become healthy before the job starts anyway.
-const SERVICE_HEALTH_WAIT: Duration = Duration::from_secs(60);
+/// The file in `builds_dir` where a user stage records that the container's command ran:
+/// an entrypoint that does not run its arguments leaves it untouched. The builds volume is
+/// writable by any user, unlike an image's own directories.
+pub const STAGE_MARKER: &str = ".gitlab-ecs-executor-stage";
 
-/// A service container to start next to the job container.
+/// The first shell an image has, bash preferred, as gitlab-runner's `BashDetectShellScript`
+/// picks it; it then reads the stage script on stdin.
+const DETECT_SHELL: &str = "if [ -x /usr/local/bin/bash ]; then exec /usr/local/bin/bash; \
+elif [ -x /usr/bin/bash ]; then exec /usr/bin/bash; \
+elif [ -x /bin/bash ]; then exec /bin/bash; \
+elif [ -x /usr/local/bin/sh ]; then exec /usr/local/bin/sh; \
+elif [ -x /usr/bin/sh ]; then exec /usr/bin/sh; \
+elif [ -x /bin/sh ]; then exec /bin/sh; \
+elif [ -x /busybox/sh ]; then exec /busybox/sh; \
+else echo shell not found; exit 1; fi";
+
+/// One container of a job, before it is created.
 #[derive(Debug, Clone)]
-pub struct ServiceSpec {
+pub struct ContainerSpec {
+    /// Container name.
+    pub name: String,
     /// Image reference.
     pub image: String,
-    /// Network aliases; empty: derived from the image name like the docker executor.
-    pub alias: String,
-    /// Entrypoint override.
-    pub entrypoint: Option<Vec<String>>,
-    /// Command override.
-    pub command: Option<Vec<String>>,
-    /// `KEY=value` environment.
+    /// Labels.
+    pub labels: HashMap<String, String>,
+    /// `KEY=value` environment: the job's variables.
     pub env: Vec<String>,
-}
-
-/// Everything needed to start one job's environment.
-#[derive(Debug, Clone)]
-pub struct JobEnvironmentSpec {
-    /// Names and labels of the job's objects.
-    pub names: JobNames,
-    /// Job image.
-    pub image: String,
-    /// Entrypoint override from the job's `image:`.
-    pub entrypoint: Option<Vec<String>>,
-    /// Host binds (`/host:/container[:mode]`).
+    /// The project's volumes and the settings' volumes.
     pub binds: Vec<String>,
-    /// CPU limit in billionths of a CPU.
-    pub nano_cpus: Option<i64>,
-    /// Memory limit in bytes.
-    pub memory: Option<i64>,
-    /// Services.
-    pub services: Vec<ServiceSpec>,
+    /// Host name.
+    pub hostname: String,
+    /// The job's network, if it has one.
+    pub network: Option<String>,
 }
 
-/// Starts the network, the services and the job container; on any failure removes what
-/// it created, so a failed prepare leaves nothing behind even if cleanup never comes.
-pub async fn start_job_environment(
-    docker: &Docker,
-    spec: &JobEnvironmentSpec,
-    log: &JobLog,
-) -> Result<(), DockerError> {
-    // Leftovers of an earlier attempt of this same job would collide by name.
-    remove_job_objects(docker, &spec.names).await;
-    let result = start_all(docker, spec, log).await;
-    if result.is_err() {
-        remove_job_objects(docker, &spec.names).await;
+impl ContainerSpec {
+    fn networking(&self) -> Option<NetworkingConfig> {
+        self.network.as_ref().map(|network| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.clone(),
+                EndpointSettings {
+                    aliases: Some(vec!["build".to_string(), self.name.clone()]),
+                    ..Default::default()
+                },
+            )])),
+        })
     }
-    result
 }
 
-async fn start_all(
+/// Creates the helper container: GitLab's helper image (or another that settings name)
+/// running git, caches and artifacts with umask 0000, as the docker executor does. It is
+/// never privileged, gets no Docker socket and no host path settings do not name.
+pub async fn create_helper_container(
     docker: &Docker,
-    spec: &JobEnvironmentSpec,
-    log: &JobLog,
+    spec: &ContainerSpec,
+    settings: &DockerSettings,
+    volume_roots: &[&str],
 ) -> Result<(), DockerError> {
-    // A job without services needs no network of its own: the default bridge is enough, and
-    // creating and removing a network costs more than the rest of a small job.
-    let network = if spec.services.is_empty() {
-        None
-    } else {
-        let name = spec.names.network();
-        docker
-            .create_network(NetworkCreateRequest {
-                name: name.clone(),
-                driver: Some("bridge".into()),
-                labels: Some(spec.names.labels("network")),
-                ..Default::default()
-            })
-            .await
-            .map_err(DockerError::api(format!("create network {name}")))?;
-        Some(name)
-    };
-
-    for (index, service) in spec.services.iter().enumerate() {
-        let name = spec.names.service_container(index);
-        let aliases = service_aliases(&service.image, &service.alias);
-        log.info(&format!(
-            "Starting service {} as {} (reachable as {})",
-            service.image,
-            name,
-            aliases.join(", ")
-        ));
-        let body = ContainerCreateBody {
-            image: Some(service.image.clone()),
-            entrypoint: service.entrypoint.clone(),
-            cmd: service.command.clone(),
-            env: Some(service.env.clone()),
-            labels: Some(spec.names.labels("service")),
-            host_config: Some(HostConfig {
-                network_mode: network.clone(),
-                ..Default::default()
-            }),
-            networking_config: network.as_ref().map(|network| NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    network.clone(),
-                    EndpointSettings {
-                        aliases: Some(aliases),
-                        ..Default::default()
-                    },
-                )])),
-            }),
-            ..Default::default()
-        };
-        create_and_start(docker, &name, body).await?;
-    }
-
-    let job = spec.names.job_container();
-    let body = ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        entrypoint: spec.entrypoint.clone(),
-        cmd: Some(KEEPER.iter().map(|s| s.to_string()).collect()),
-        labels: Some(spec.names.labels("job")),
-        host_config: Some(HostConfig {
-            binds: Some(spec.binds.clone()),
-            network_mode: network.clone(),
-            nano_cpus: spec.nano_cpus,
-            memory: spec.memory,
-            ..Default::default()
-        }),
+    let roots: Vec<String> = volume_roots.iter().map(|r| shell_word(r)).collect();
+    // The runner's scripts call `gitlab-runner` for caches and artifacts; GitLab's helper
+    // image ships `gitlab-runner-helper`, which answers the same commands.
+    let command = format!(
+        "for d in {roots}; do chmod 0777 \"$d\" 2>/dev/null; done; \
+         if ! command -v gitlab-runner >/dev/null 2>&1; then \
+           h=$(command -v gitlab-runner-helper 2>/dev/null); \
+           if [ -n \"$h\" ] && mkdir -p /tmp/.gitlab-ecs-executor/bin && ln -sf \"$h\" /tmp/.gitlab-ecs-executor/bin/gitlab-runner; then \
+             PATH=\"/tmp/.gitlab-ecs-executor/bin:$PATH\"; export PATH; \
+           fi; \
+         fi; \
+         if command -v gitlab-runner-build >/dev/null 2>&1; then exec gitlab-runner-build; fi; \
+         umask 0000; {DETECT_SHELL}",
+        roots = roots.join(" ")
+    );
+    let host_config = HostConfig {
+        binds: Some(spec.binds.clone()),
+        network_mode: spec.network.clone(),
+        dns: non_empty(&settings.dns),
+        dns_search: non_empty(&settings.dns_search),
+        extra_hosts: non_empty(&settings.extra_hosts),
         ..Default::default()
     };
-    create_and_start(docker, &job, body).await?;
-
-    for index in 0..spec.services.len() {
-        let name = spec.names.service_container(index);
-        wait_for_service(
-            docker,
-            &name,
-            &format!("service {}", spec.services[index].image),
-            log,
-        )
-        .await?;
-    }
-    probe(docker, &job).await
+    let run = Run {
+        entrypoint: None,
+        cmd: vec!["sh".into(), "-c".into(), command],
+        user: None,
+        platform: None,
+    };
+    create(docker, spec, run, host_config).await
 }
 
-/// Runs `exit 0` in the job container: proves the container is still up (an entrypoint that
-/// does not run its arguments has exited by now) and that the image has a shell.
-async fn probe(docker: &Docker, job: &str) -> Result<(), DockerError> {
-    let quiet = JobLog::new(Box::new(std::io::sink()), Vec::<String>::new());
-    let never: Cancel = Box::pin(std::future::pending());
-    let result = run_script(
-        docker,
-        job,
-        ScriptShell::Sh,
-        b"exit 0\n".to_vec(),
-        Duration::from_secs(1),
-        &quiet,
-        never,
-    )
-    .await;
-    match result {
-        Ok(exit) if exit.code == 0 => Ok(()),
-        other => {
-            ensure_running(docker, job, "job").await?;
-            Err(DockerError::ContainerDied {
-                role: "job".into(),
-                name: job.to_string(),
-                detail: match other {
-                    Ok(exit) => format!(
-                        "`sh` exits {} in the image: a job image needs a shell",
-                        exit.code
-                    ),
-                    Err(e) => e.to_string(),
-                },
-            })
-        }
-    }
+/// How the build container runs: what the job and settings ask of it.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Where the builds volume is mounted (`builds_dir`).
+    pub builds_dir: String,
+    /// The job's `image: entrypoint:` (`[""]` clears the image's).
+    pub entrypoint: Option<Vec<String>>,
+    /// The user to run as.
+    pub user: Option<String>,
+    /// Whether it runs privileged.
+    pub privileged: bool,
+    /// The platform to create it for (`image: docker: platform:`).
+    pub platform: Option<String>,
 }
 
-async fn create_and_start(
+/// Creates the build container: the job's image, its entrypoint (unless the job or settings
+/// override it) receiving a shell that reads each stage's script.
+pub async fn create_build_container(
     docker: &Docker,
-    name: &str,
-    body: ContainerCreateBody,
+    spec: &ContainerSpec,
+    settings: &DockerSettings,
+    options: &BuildOptions,
 ) -> Result<(), DockerError> {
-    let options = CreateContainerOptionsBuilder::default().name(name).build();
+    let marker = shell_word(&format!("{}/{STAGE_MARKER}", options.builds_dir));
+    let command = format!("{{ : > {marker}; }} 2>/dev/null; {DETECT_SHELL}");
+    let entrypoint = options
+        .entrypoint
+        .clone()
+        .filter(|_| !settings.disable_entrypoint_overwrite)
+        .map(|e| if e.is_empty() { vec![String::new()] } else { e });
+    let host_config = HostConfig {
+        binds: Some(spec.binds.clone()),
+        network_mode: spec.network.clone(),
+        privileged: Some(options.privileged),
+        nano_cpus: (settings.cpus > 0.0).then_some((settings.cpus * 1e9) as i64),
+        cpuset_cpus: Some(settings.cpuset_cpus.clone()).filter(|c| !c.is_empty()),
+        memory: settings.memory.bytes(),
+        memory_swap: settings.memory_swap.bytes(),
+        memory_reservation: settings.memory_reservation.bytes(),
+        oom_kill_disable: Some(settings.oom_kill_disable),
+        cap_add: non_empty(&settings.cap_add),
+        cap_drop: non_empty(&settings.cap_drop),
+        security_opt: security_options(&settings.security_opt)?,
+        devices: devices(&settings.devices),
+        dns: non_empty(&settings.dns),
+        dns_search: non_empty(&settings.dns_search),
+        extra_hosts: non_empty(&settings.extra_hosts),
+        shm_size: (settings.shm_size > 0).then_some(settings.shm_size),
+        tmpfs: Some(settings.tmpfs.clone().into_iter().collect())
+            .filter(|t: &HashMap<_, _>| !t.is_empty()),
+        ulimits: ulimits(&settings.ulimit),
+        sysctls: Some(settings.sysctls.clone().into_iter().collect())
+            .filter(|s: &HashMap<_, _>| !s.is_empty()),
+        ..Default::default()
+    };
+    let run = Run {
+        entrypoint,
+        cmd: vec!["sh".into(), "-c".into(), command],
+        user: options.user.clone().filter(|u| !u.is_empty()),
+        platform: options.platform.clone(),
+    };
+    create(docker, spec, run, host_config).await
+}
+
+/// What a container runs.
+struct Run {
+    entrypoint: Option<Vec<String>>,
+    cmd: Vec<String>,
+    user: Option<String>,
+    platform: Option<String>,
+}
+
+async fn create(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    run: Run,
+    host_config: HostConfig,
+) -> Result<(), DockerError> {
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: run.entrypoint,
+        cmd: Some(run.cmd),
+        env: Some(spec.env.clone()),
+        user: run.user,
+        hostname: Some(spec.hostname.clone()),
+        labels: Some(spec.labels.clone()),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        host_config: Some(host_config),
+        networking_config: spec.networking(),
+        ..Default::default()
+    };
+    let mut options = CreateContainerOptionsBuilder::default().name(&spec.name);
+    if let Some(platform) = &run.platform {
+        options = options.platform(platform);
+    }
+    let options = options.build();
     docker
         .create_container(Some(options), body)
         .await
-        .map_err(DockerError::api(format!("create container {name}")))?;
-    docker
-        .start_container(name, None)
-        .await
-        .map_err(DockerError::api(format!("start container {name}")))
+        .map(|_| ())
+        .map_err(DockerError::api(format!("create container {}", spec.name)))
 }
 
-/// Waits until a service is healthy (if its image defines a health check) or at least
-/// running; a service that never gets healthy is a warning, as in the docker executor.
-async fn wait_for_service(
-    docker: &Docker,
-    name: &str,
-    role: &str,
-    log: &JobLog,
-) -> Result<(), DockerError> {
-    let deadline = tokio::time::Instant::now() + SERVICE_HEALTH_WAIT;
-    loop {
-        let state = ensure_running(docker, name, role).await?;
-        match state.health.and_then(|h| h.status) {
-            None | Some(HealthStatusEnum::HEALTHY) | Some(HealthStatusEnum::NONE) => return Ok(()),
-            Some(_) if tokio::time::Instant::now() >= deadline => {
-                log.warn(&format!(
-                    "{role} is not healthy after {} s; the job starts anyway",
-                    SERVICE_HEALTH_WAIT.as_secs()
-                ));
-                return Ok(());
+fn non_empty(list: &[String]) -> Option<Vec<String>> {
+    Some(list.to_vec()).filter(|l| !l.is_empty())
+}
+
+/// `seccomp=<file>` is read on the runner host and sent inline, as the docker executor does.
+fn security_options(options: &[String]) -> Result<Option<Vec<String>>, DockerError> {
+    let mut resolved = Vec::with_capacity(options.len());
+    for option in options {
+        match option.split_once('=') {
+            Some(("seccomp", value))
+                if value != "unconfined"
+                    && value != "builtin"
+                    && !value.trim_start().starts_with('{') =>
+            {
+                let profile =
+                    std::fs::read_to_string(value).map_err(|e| DockerError::SecurityOpt {
+                        option: option.clone(),
+                        message: format!("cannot read the seccomp profile on the runner host: {e}"),
+                    })?;
+                serde_json::from_str::<serde_json::Value>(&profile).map_err(|e| {
+                    DockerError::SecurityOpt {
+                        option: option.clone(),
+                        message: format!("the seccomp profile is not JSON: {e}"),
+                    }
+                })?;
+                resolved.push(format!("seccomp={profile}"));
             }
-            Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            _ => resolved.push(option.clone()),
         }
     }
+    Ok(Some(resolved).filter(|r| !r.is_empty()))
 }
 
-/// The container's state if it is running (or about to); otherwise why it stopped.
-async fn ensure_running(
-    docker: &Docker,
-    name: &str,
-    role: &str,
-) -> Result<bollard::models::ContainerState, DockerError> {
-    let state = docker
-        .inspect_container(name, None)
-        .await
-        .map_err(DockerError::api(format!("inspect container {name}")))?
-        .state
-        .unwrap_or_default();
-    if matches!(
-        state.status,
-        Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::CREATED)
-    ) {
-        return Ok(state);
-    }
-    let exit_code = state.exit_code.unwrap_or_default();
-    let tail = last_log_lines(docker, name).await;
-    Err(DockerError::ContainerDied {
-        role: role.to_string(),
-        name: name.to_string(),
-        detail: if tail.is_empty() {
-            format!("exit code {exit_code}")
-        } else {
-            format!("exit code {exit_code}, last output: {tail}")
-        },
-    })
+fn devices(devices: &[String]) -> Option<Vec<DeviceMapping>> {
+    let mapped: Vec<DeviceMapping> = devices
+        .iter()
+        // Validated when settings were read.
+        .filter_map(|d| parse_device(d).ok())
+        .map(|(host, container, perms)| DeviceMapping {
+            path_on_host: Some(host),
+            path_in_container: Some(container),
+            cgroup_permissions: Some(perms),
+        })
+        .collect();
+    Some(mapped).filter(|m| !m.is_empty())
 }
 
-async fn last_log_lines(docker: &Docker, name: &str) -> String {
-    let options = LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .tail("5")
-        .build();
-    let mut stream = docker.logs(name, Some(options));
-    let mut text = String::new();
-    while let Some(Ok(chunk)) = stream.next().await {
-        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+fn ulimits(limits: &std::collections::BTreeMap<String, String>) -> Option<Vec<ResourcesUlimits>> {
+    let mapped: Vec<ResourcesUlimits> = limits
+        .iter()
+        .filter_map(|(name, value)| {
+            let (soft, hard) = parse_ulimit(value)?;
+            Some(ResourcesUlimits {
+                name: Some(name.clone()),
+                soft: Some(soft),
+                hard: Some(hard),
+            })
+        })
+        .collect();
+    Some(mapped).filter(|m| !m.is_empty())
+}
+
+/// `text` as one word for `sh`.
+pub fn shell_word(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }

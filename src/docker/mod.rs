@@ -1,25 +1,35 @@
-//! The Docker job environment: one long-lived container per job (plus its services on a
-//! per-job network) on the runner host's engine, driven through bollard.
+//! The Docker job environment, as GitLab's docker executor builds it: per job a helper
+//! container (git, caches, artifacts) and a build container (the job's image), each started
+//! once per stage with the stage's script on stdin; services on a per-job network; the
+//! project's builds and cache volumes, kept between jobs and mounted only into that
+//! project's containers. Driven through bollard.
 
-mod auth;
+pub mod archive;
+pub mod auth;
 mod cleanup;
 mod container;
-mod exec;
+mod helper_image;
 mod image;
 mod naming;
+mod services;
+mod stage;
+pub mod volumes;
 
-pub use auth::{resolve_pull_policy, RegistryAuth};
+pub use auth::AuthSource;
 pub use cleanup::{remove_job_objects, sweep_orphans, CleanupReport};
-pub use container::{start_job_environment, JobEnvironmentSpec, ServiceSpec};
-pub use exec::{run_script, Cancel, ScriptShell};
-pub use image::ensure_image;
-pub use naming::{JobNames, LABEL_JOB, LABEL_MANAGED, LABEL_RUNNER};
+pub use container::{
+    create_build_container, create_helper_container, BuildOptions, ContainerSpec, STAGE_MARKER,
+};
+pub use helper_image::{default_helper_image, ensure_helper, image_on_host, LOCAL_HELPER_IMAGE};
+pub use image::{effective_policies, ensure_image, Credentials, ImageOrigin, PullFault};
+pub use naming::{JobNames, ProjectVolumes, LABEL_JOB, LABEL_MANAGED, LABEL_RUNNER};
+pub use services::{follow_service_logs, start_services, LogFollowers, ServicePlan, ServiceSpec};
+pub use stage::{run_stage, Cancel, StageExit};
 
 use std::time::Duration;
 
 use bollard::Docker;
 
-use crate::protocol::Outcome;
 use crate::settings::DockerSettings;
 
 /// Something went wrong in the Docker job environment.
@@ -37,36 +47,30 @@ pub enum DockerError {
         /// The client's error.
         message: String,
     },
-    /// Pull policy `never` and the image is not on the host.
-    #[error(
-        "image {image} is not on this runner host and the pull policy is `never`: load it \
-         with `docker pull`/`docker load` on the host, or allow pulls"
-    )]
-    ImageMissing {
+    /// An image could not be had with any of its pull policies.
+    #[error("{}", image_unavailable(.image, *.origin, *.fault, .policies, .message))]
+    ImageUnavailable {
         /// Image reference.
         image: String,
-    },
-    /// The registry refused or failed the pull.
-    #[error(
-        "pulling {image} failed: {message}. Check the image name, the registry's \
-         reachability and the credentials (DOCKER_AUTH_CONFIG or CI_REGISTRY_USER/PASSWORD)"
-    )]
-    PullFailed {
-        /// Image reference.
-        image: String,
+        /// Who named it.
+        origin: ImageOrigin,
+        /// What went wrong, by the last policy tried.
+        fault: PullFault,
+        /// The policies tried.
+        policies: Vec<String>,
         /// The engine's message.
         message: String,
     },
-    /// `DOCKER_AUTH_CONFIG` is not a Docker config.json.
-    #[error("DOCKER_AUTH_CONFIG is not usable: {0}. It must be a Docker config.json with an `auths` object")]
-    BadAuthConfig(String),
     /// The job asked for pull policies the operator does not allow.
     #[error(
-        "the job's image pull_policy {requested:?} is not allowed on this runner (allowed: \
-         {allowed:?}); change `pull_policy` in .gitlab-ci.yml or ask the runner's operator"
+        "invalid pull policy for image {image}: pull_policy {requested:?} is not one of the \
+         allowed_pull_policies {allowed:?}; change `pull_policy` in .gitlab-ci.yml or ask the \
+         runner's operator"
     )]
     PullPolicyNotAllowed {
-        /// What the job asked for.
+        /// The image.
+        image: String,
+        /// What was asked for.
         requested: Vec<String>,
         /// What settings allow.
         allowed: Vec<String>,
@@ -82,25 +86,71 @@ pub enum DockerError {
         /// The patterns allowed.
         allowed: Vec<String>,
     },
-    /// A container stopped while the job environment was being prepared.
+    /// Settings' `docker.allowed_services` does not include the service.
     #[error(
-        "{role} container {name} stopped during prepare ({detail}). If the image's entrypoint \
-         does not run its arguments, override it with `entrypoint: [\"\"]` in .gitlab-ci.yml"
+        "service {image} is not allowed on this runner (docker.allowed_services: {allowed:?}); \
+         use an allowed service or ask the runner's operator"
     )]
-    ContainerDied {
-        /// `job` or `service <alias>`.
-        role: String,
-        /// Container name.
-        name: String,
-        /// Exit code and last log lines.
-        detail: String,
+    ServiceNotAllowed {
+        /// The image.
+        image: String,
+        /// The patterns allowed.
+        allowed: Vec<String>,
     },
-    /// The job container of a `run` stage does not exist.
+    /// The job asks for more services than `docker.services_limit`.
     #[error(
-        "the job container {name} does not exist: it was removed after prepare (a cleanup \
-         or a daemon restart); retry the job"
+        "too many services requested: {requested}, only {limit} allowed (docker.services_limit)"
     )]
-    JobContainerMissing {
+    TooManyServices {
+        /// How many the job asked for.
+        requested: usize,
+        /// The limit.
+        limit: i64,
+    },
+    /// The job asks to run as a user settings do not allow.
+    #[error("user {user:?} is not an allowed user: {allowed:?} (docker.allowed_users)")]
+    UserNotAllowed {
+        /// The user.
+        user: String,
+        /// The allowed users.
+        allowed: Vec<String>,
+    },
+    /// A `docker.security_opt` entry cannot be used.
+    #[error("docker.security_opt {option:?}: {message}")]
+    SecurityOpt {
+        /// The entry.
+        option: String,
+        /// Why.
+        message: String,
+    },
+    /// A project volume could not be created or used.
+    #[error("cannot {action} volume {name}: {source}")]
+    Volume {
+        /// What we tried.
+        action: &'static str,
+        /// The volume.
+        name: String,
+        /// The engine's error.
+        source: bollard::errors::Error,
+    },
+    /// The image's entrypoint ended the stage without running the script.
+    #[error(
+        "the entrypoint of image {image} did not run the job's script (it exited {exit_code}). \
+         An image whose entrypoint does not run its arguments needs `entrypoint: [\"\"]` in \
+         .gitlab-ci.yml"
+    )]
+    EntrypointSkippedScript {
+        /// The image.
+        image: String,
+        /// The container's exit code.
+        exit_code: i64,
+    },
+    /// A stage's container does not exist.
+    #[error(
+        "the container {name} does not exist: it was removed after prepare (a cleanup or a \
+         daemon restart); retry the job"
+    )]
+    ContainerMissing {
         /// Container name.
         name: String,
     },
@@ -123,17 +173,58 @@ pub enum DockerError {
     },
 }
 
-impl DockerError {
-    /// How the runner must classify this error.
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            DockerError::PullPolicyNotAllowed { .. } | DockerError::ImageNotAllowed { .. } => {
-                Outcome::JobFailure { exit_code: 1 }
-            }
-            _ => Outcome::SystemFailure,
+fn image_unavailable(
+    image: &str,
+    origin: ImageOrigin,
+    fault: PullFault,
+    policies: &[String],
+    message: &str,
+) -> String {
+    let what = match fault {
+        PullFault::Absent => {
+            format!("image {image} is not on this runner host and the pull policy is `never`")
         }
-    }
+        PullFault::NotFound => format!("image {image} was not found in its registry"),
+        PullFault::Denied => format!("the registry refused access to image {image}"),
+        PullFault::Unreachable => format!("the registry of image {image} cannot be reached"),
+        PullFault::Failed => format!("image {image} could not be pulled"),
+    };
+    let fix = match (origin, fault) {
+        (_, PullFault::Unreachable) => {
+            "check the runner host's network and the registry's address".to_string()
+        }
+        (ImageOrigin::Job, PullFault::Absent) => {
+            "load it on the runner host, or let the job pull it (`pull_policy`)".to_string()
+        }
+        (ImageOrigin::Job, PullFault::Denied) => {
+            "check the image name and the job's credentials (DOCKER_AUTH_CONFIG)".to_string()
+        }
+        (ImageOrigin::Job, _) => "check the image name in .gitlab-ci.yml".to_string(),
+        (ImageOrigin::Settings(key), _) => {
+            format!("check `{key}` in the executor settings and that the image is on the host")
+        }
+    };
+    // The engine's own words add nothing to "absent" (it was never asked).
+    let detail = match fault {
+        PullFault::Absent => String::new(),
+        _ => format!(": {message}"),
+    };
+    format!(
+        "{what} (pull policies tried: {}){detail}. {}",
+        policies.join(", "),
+        capitalize(&fix)
+    )
+}
 
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+impl DockerError {
     pub(crate) fn api(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Self {
         let action = action.into();
         move |source| DockerError::Api { action, source }

@@ -1,5 +1,6 @@
 //! Names and labels of a job's Docker objects, derived from the job identity alone so that
-//! every stage (and a cleanup after a crash) finds the same objects.
+//! every stage (and a cleanup after a crash) finds the same objects; and the names of a
+//! project's volumes, which outlive jobs.
 
 use std::collections::HashMap;
 
@@ -12,10 +13,15 @@ pub const LABEL_MANAGED: &str = "com.gitlab-ecs-executor.managed";
 pub const LABEL_RUNNER: &str = "com.gitlab-ecs-executor.runner";
 /// Label holding the job key (runner, project, job, slot).
 pub const LABEL_JOB: &str = "com.gitlab-ecs-executor.job";
-const LABEL_PROJECT: &str = "com.gitlab-ecs-executor.project";
+/// Label holding the project id.
+pub const LABEL_PROJECT: &str = "com.gitlab-ecs-executor.project";
 const LABEL_JOB_ID: &str = "com.gitlab-ecs-executor.job-id";
 const LABEL_CONCURRENT: &str = "com.gitlab-ecs-executor.concurrent";
-const LABEL_ROLE: &str = "com.gitlab-ecs-executor.role";
+/// Label holding an object's role: `helper`, `build`, `service`, `probe`, `network`,
+/// `volume`.
+pub const LABEL_ROLE: &str = "com.gitlab-ecs-executor.role";
+/// Label of a volume that lives only as long as its job (`docker.disable_cache`).
+pub const LABEL_TEMPORARY: &str = "com.gitlab-ecs-executor.temporary";
 
 /// The names and labels of one job's containers and network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,9 +47,14 @@ impl JobNames {
         &self.key
     }
 
-    /// The job container, where user steps run.
-    pub fn job_container(&self) -> String {
-        format!("{}-job", self.key)
+    /// The build container, where user steps run in the job's image.
+    pub fn build_container(&self) -> String {
+        format!("{}-build", self.key)
+    }
+
+    /// The helper container, where git, caches and artifacts are handled.
+    pub fn helper_container(&self) -> String {
+        format!("{}-helper", self.key)
     }
 
     /// The container of the `index`-th service.
@@ -51,12 +62,17 @@ impl JobNames {
         format!("{}-svc{index}", self.key)
     }
 
-    /// The per-job network joining the job container and its services.
+    /// The container probing the `index`-th service's ports.
+    pub fn probe_container(&self, index: usize) -> String {
+        format!("{}-svc{index}-wait", self.key)
+    }
+
+    /// The per-job network joining the job's containers and its services.
     pub fn network(&self) -> String {
         format!("{}-net", self.key)
     }
 
-    /// Labels for an object of this job; `role` is `job`, `service` or `network`.
+    /// Labels for an object of this job.
     pub fn labels(&self, role: &str) -> HashMap<String, String> {
         let id = &self.identity;
         HashMap::from([
@@ -79,6 +95,88 @@ impl JobNames {
     }
 }
 
+/// The names of one project's volumes in one concurrency slot of one runner: kept between
+/// jobs so incremental fetches and caches stay warm, and seen only by that project's jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectVolumes {
+    prefix: String,
+    runner_id: u64,
+    project_id: u64,
+    concurrent_id: u64,
+}
+
+impl ProjectVolumes {
+    /// The volumes of `identity`'s project and slot on the runner `short_token`.
+    pub fn new(identity: &JobIdentity, short_token: &str) -> Self {
+        let token: String = short_token
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let token = if token.is_empty() {
+            identity.runner_id.to_string()
+        } else {
+            token
+        };
+        ProjectVolumes {
+            prefix: format!(
+                "runner-{token}-project-{}-concurrent-{}",
+                identity.project_id, identity.concurrent_id
+            ),
+            runner_id: identity.runner_id,
+            project_id: identity.project_id,
+            concurrent_id: identity.concurrent_id,
+        }
+    }
+
+    /// The project's name for containers' `hostname`, as the docker executor names it.
+    pub fn hostname(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The volume holding the checkout (`builds_dir`).
+    pub fn builds(&self) -> String {
+        format!("{}-builds", self.prefix)
+    }
+
+    /// The volume holding caches (`cache_dir`).
+    pub fn cache(&self) -> String {
+        format!("{}-cache", self.prefix)
+    }
+
+    /// The volume of a `docker.volumes` entry `/path`.
+    pub fn for_path(&self, destination: &str) -> String {
+        format!("{}-path-{:016x}", self.prefix, fnv1a(destination))
+    }
+
+    /// Labels of a project volume; `temporary` ones belong to `job` and go with it.
+    pub fn labels(&self, purpose: &str, temporary: Option<&JobNames>) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_RUNNER.to_string(), self.runner_id.to_string()),
+            (LABEL_PROJECT.to_string(), self.project_id.to_string()),
+            (LABEL_CONCURRENT.to_string(), self.concurrent_id.to_string()),
+            (LABEL_ROLE.to_string(), "volume".to_string()),
+            (
+                "com.gitlab-ecs-executor.purpose".to_string(),
+                purpose.to_string(),
+            ),
+        ]);
+        if let Some(job) = temporary {
+            labels.insert(LABEL_TEMPORARY.to_string(), "true".to_string());
+            labels.insert(LABEL_JOB.to_string(), job.key().to_string());
+        }
+        labels
+    }
+}
+
+/// A stable, dependency-free hash for names (FNV-1a, 64 bits).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// The filter matching every object this runner created.
 pub fn runner_filter(runner_id: u64) -> HashMap<String, Vec<String>> {
     HashMap::from([(
@@ -90,19 +188,24 @@ pub fn runner_filter(runner_id: u64) -> HashMap<String, Vec<String>> {
     )])
 }
 
-/// The network aliases the docker executor gives a service without an explicit alias:
-/// the image name without tag or digest, with `/` replaced by `__` and by `-`.
+/// The network aliases of a service, as the docker executor gives them: the image name
+/// without registry port, tag or digest, with `/` as `__` and as `-`, then every alias the
+/// job gave (`alias: "db,pg"` or `"db pg"`).
 pub fn service_aliases(image: &str, alias: &str) -> Vec<String> {
-    let mut aliases: Vec<String> = alias
-        .split([',', ' '])
-        .filter(|a| !a.is_empty())
-        .map(str::to_string)
-        .collect();
-    if aliases.is_empty() {
-        let name = ImageRef::parse(image).repository();
-        aliases.push(name.replace('/', "__"));
-        aliases.push(name.replace('/', "-"));
-        aliases.dedup();
+    let image = ImageRef::parse(image);
+    let name = match image.explicit_registry() {
+        Some(_) => format!("{}/{}", image.registry_host(), image.path()),
+        None => image.path().to_string(),
+    };
+    let mut aliases = vec![name.replace('/', "__")];
+    let dashed = name.replace('/', "-");
+    if dashed != aliases[0] {
+        aliases.push(dashed);
+    }
+    for extra in alias.split([',', ' ']).filter(|a| !a.is_empty()) {
+        if !aliases.iter().any(|a| a == extra) {
+            aliases.push(extra.to_string());
+        }
     }
     aliases
 }
@@ -111,31 +214,76 @@ pub fn service_aliases(image: &str, alias: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn names_are_unique_per_job_and_slot() {
-        let id = JobIdentity {
+    fn identity() -> JobIdentity {
+        JobIdentity {
             runner_id: 7,
             project_id: 12,
             job_id: 345,
             concurrent_id: 2,
-        };
-        let n = JobNames::new(&id);
-        assert_eq!(n.job_container(), "gitlab-ecs-r7-p12-j345-c2-job");
-        assert_eq!(n.network(), "gitlab-ecs-r7-p12-j345-c2-net");
-        assert_eq!(n.labels("job")[LABEL_JOB], "gitlab-ecs-r7-p12-j345-c2");
+        }
     }
 
     #[test]
+    fn names_are_unique_per_job_and_slot() {
+        let n = JobNames::new(&identity());
+        assert_eq!(n.build_container(), "gitlab-ecs-r7-p12-j345-c2-build");
+        assert_eq!(n.helper_container(), "gitlab-ecs-r7-p12-j345-c2-helper");
+        assert_eq!(n.network(), "gitlab-ecs-r7-p12-j345-c2-net");
+        assert_eq!(n.labels("build")[LABEL_JOB], "gitlab-ecs-r7-p12-j345-c2");
+    }
+
+    #[test]
+    fn volumes_are_named_per_runner_project_and_slot() {
+        let v = ProjectVolumes::new(&identity(), "glrt-t3st_Runr");
+        assert_eq!(
+            v.builds(),
+            "runner-glrtt3strunr-project-12-concurrent-2-builds"
+        );
+        assert_eq!(
+            v.cache(),
+            "runner-glrtt3strunr-project-12-concurrent-2-cache"
+        );
+        assert_ne!(v.for_path("/data"), v.for_path("/other"));
+        let job = JobNames::new(&identity());
+        assert!(v.labels("path", Some(&job)).contains_key(LABEL_TEMPORARY));
+        assert!(!v.labels("builds", None).contains_key(LABEL_JOB));
+    }
+
+    /// The cases of gitlab-runner's `helpers/container/services/test/test.go`.
+    #[test]
     fn service_aliases_follow_the_docker_executor() {
+        assert_eq!(service_aliases("service", ""), ["service"]);
         assert_eq!(service_aliases("postgres:16", ""), ["postgres"]);
+        assert_eq!(
+            service_aliases("namespace/service:version", ""),
+            ["namespace__service", "namespace-service"]
+        );
+        assert_eq!(
+            service_aliases("domain.tld/service", ""),
+            ["domain.tld__service", "domain.tld-service"]
+        );
+        assert_eq!(
+            service_aliases("domain.tld:8080/namespace/service:version", ""),
+            [
+                "domain.tld__namespace__service",
+                "domain.tld-namespace-service"
+            ]
+        );
         assert_eq!(
             service_aliases("registry.example.com:5000/tutum/wordpress:latest", ""),
             [
-                "registry.example.com:5000__tutum__wordpress",
-                "registry.example.com:5000-tutum-wordpress"
+                "registry.example.com__tutum__wordpress",
+                "registry.example.com-tutum-wordpress"
             ]
         );
         assert_eq!(service_aliases("redis@sha256:abc", ""), ["redis"]);
-        assert_eq!(service_aliases("redis:7", "cache,kv"), ["cache", "kv"]);
+        assert_eq!(
+            service_aliases("bitnami/postgresql:16", "db,pg"),
+            ["bitnami__postgresql", "bitnami-postgresql", "db", "pg"]
+        );
+        assert_eq!(
+            service_aliases("redis:7", "cache kv"),
+            ["redis", "cache", "kv"]
+        );
     }
 }

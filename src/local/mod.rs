@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::settings::{parse_volume, Settings, VolumeSpec};
 use pipeline::{Decision, Pipeline, PipelineError};
 use runner::{unique_id, Cancel, GitSource, Job, Runner, Service, Var};
 
@@ -193,11 +194,18 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
                 file: false,
             })
             .collect(),
+        image_user: None,
         script: def.script.clone(),
+        steps: Vec::new(),
         after_script: def.after_script.clone(),
+        pre_get_sources: Vec::new(),
+        post_get_sources: Vec::new(),
+        cache: Vec::new(),
+        artifacts: Vec::new(),
+        dependencies: Vec::new(),
         git: Some(GitSource {
             repo: checkout.root.clone(),
-            checkout: checkout.sha.clone(),
+            sha: checkout.sha.clone(),
             ref_name: ref_name.clone(),
             is_tag,
         }),
@@ -205,7 +213,8 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     };
 
     let binary = std::env::current_exe().map_err(ExecError::Runner)?;
-    let mut runner = Runner::new(&binary, req.settings.as_deref());
+    let overlay = settings_with_checkout(req.settings.as_deref(), &checkout.root)?;
+    let mut runner = Runner::new(&binary, Some(overlay.path()));
     if req.dry_run {
         runner.run_args.push("--dry-run".into());
     }
@@ -225,6 +234,69 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     );
     let result = runner.drive(&job, Cancel::No).map_err(ExecError::Runner)?;
     Ok(result.status.exit_code())
+}
+
+/// The operator's settings plus a read-only bind of the checkout at its own path: the job's
+/// helper container clones it from there as it would clone from GitLab (nothing else of
+/// the host is mounted).
+fn settings_with_checkout(
+    explicit: Option<&Path>,
+    root: &Path,
+) -> Result<tempfile::NamedTempFile, ExecError> {
+    let mut table = match Settings::locate(explicit) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| ExecError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            text.parse::<toml::Table>().map_err(|e| {
+                ExecError::Usage(format!("{}: {}", path.display(), e.to_string().trim_end()))
+            })?
+        }
+        None => toml::Table::new(),
+    };
+    let docker = table
+        .entry("docker")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let bind = format!("{0}:{0}:ro", root.display());
+    let mounts_root = |entry: &toml::Value| {
+        entry
+            .as_str()
+            .and_then(|e| parse_volume(e).ok())
+            .is_some_and(|v| match v {
+                VolumeSpec::Cache { destination } | VolumeSpec::Bind { destination, .. } => {
+                    Path::new(&destination) == root
+                }
+            })
+    };
+    match docker {
+        toml::Value::Table(docker) => match docker
+            .entry("volumes")
+            .or_insert_with(|| toml::Value::Array(Vec::new()))
+        {
+            // The operator's settings may already mount it.
+            toml::Value::Array(volumes) if volumes.iter().any(mounts_root) => {}
+            toml::Value::Array(volumes) => volumes.push(toml::Value::String(bind)),
+            _ => {
+                return Err(ExecError::Usage(
+                    "settings: docker.volumes must be a list".into(),
+                ))
+            }
+        },
+        _ => {
+            return Err(ExecError::Usage(
+                "settings: [docker] must be a table".into(),
+            ))
+        }
+    }
+    let mut file = tempfile::Builder::new()
+        .prefix("gitlab-ecs-executor-exec-")
+        .suffix(".toml")
+        .tempfile()
+        .map_err(ExecError::Runner)?;
+    std::io::Write::write_all(&mut file, table.to_string().as_bytes())
+        .map_err(ExecError::Runner)?;
+    Ok(file)
 }
 
 extern "C" fn on_interrupt(_: libc::c_int) {

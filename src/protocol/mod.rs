@@ -10,7 +10,10 @@ mod stage;
 pub use config_output::{ConfigOutput, DriverInfo};
 pub use context::{JobContext, JobIdentity, ALWAYS_SECRET};
 pub use exit::{ExitContract, Outcome};
-pub use payload::{GitInfo, ImageSpec, JobInfo, JobPayload, RunnerInfo, Step, Variable};
+pub use payload::{
+    Credential, DockerOptions, ExecutorOptions, GitInfo, ImageSpec, JobInfo, JobPayload,
+    RunnerInfo, Step, Variable,
+};
 pub use stage::{Placement, Stage};
 
 use std::path::PathBuf;

@@ -27,6 +27,57 @@ pub struct JobPayload {
     pub image: ImageSpec,
     /// The job's `services:`.
     pub services: Vec<ImageSpec>,
+    /// Registry credentials GitLab hands the job (the CI registry, the dependency proxy).
+    pub credentials: Vec<Credential>,
+}
+
+/// One entry of the payload's `credentials`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Credential {
+    /// `registry` for registry credentials.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The registry.
+    pub url: String,
+    /// User name.
+    pub username: String,
+    /// Password; a secret.
+    pub password: String,
+}
+
+/// `image: docker:` options (`executor_opts.docker`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DockerOptions {
+    /// `user`: a name or a numeric id.
+    #[serde(deserialize_with = "string_or_number")]
+    pub user: Option<String>,
+    /// `platform`, e.g. `linux/arm64`.
+    pub platform: Option<String>,
+}
+
+/// `executor_opts`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ExecutorOptions {
+    /// The docker executor's options.
+    pub docker: DockerOptions,
+}
+
+/// gitlab-runner accepts `user: 1000` as well as `user: "node"`.
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum StringOrNumber {
+        Text(String),
+        Number(i64),
+    }
+    Ok(match Option::<StringOrNumber>::deserialize(d)? {
+        None => None,
+        Some(StringOrNumber::Text(t)) => Some(t).filter(|t| !t.is_empty()),
+        Some(StringOrNumber::Number(n)) => Some(n.to_string()),
+    })
 }
 
 /// `job_info`.
@@ -114,6 +165,8 @@ pub struct ImageSpec {
     /// Variables of a service container.
     #[serde(deserialize_with = "variables_list_or_map")]
     pub variables: BTreeMap<String, String>,
+    /// `image: docker: user/platform`.
+    pub executor_opts: ExecutorOptions,
 }
 
 /// The runner sends `pull_policy` as a string in older versions and a list in newer ones.

@@ -36,22 +36,31 @@ pub enum Stage {
     CleanupFileVariables,
 }
 
-/// Where a stage's script must execute.
+/// Where a stage's script must execute; never on the runner host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
-    /// Inside the job container: the user's own commands.
-    JobContainer,
-    /// On the runner host, in the bind-mounted project directory: git, cache and artifact
-    /// housekeeping, so job images need neither git nor gitlab-runner.
-    Host,
+    /// The build container, in the job's image: the user's own commands.
+    BuildContainer,
+    /// The helper container: git, cache and artifact housekeeping, so job images need
+    /// neither git nor gitlab-runner (the docker executor's "predefined" container).
+    HelperContainer,
 }
 
 impl Stage {
-    /// Whether the stage runs the user's commands (and so belongs in the job container).
+    /// Where the stage runs, as gitlab-runner's `getPredefinedEnv` places it.
     pub fn placement(&self) -> Placement {
         match self {
-            Stage::BuildScript | Stage::Step(_) | Stage::AfterScript => Placement::JobContainer,
-            _ => Placement::Host,
+            Stage::BuildScript | Stage::Step(_) | Stage::AfterScript => Placement::BuildContainer,
+            Stage::PrepareScript
+            | Stage::GetSources
+            | Stage::ClearWorktree
+            | Stage::RestoreCache
+            | Stage::DownloadArtifacts
+            | Stage::ArchiveCache
+            | Stage::ArchiveCacheOnFailure
+            | Stage::UploadArtifactsOnSuccess
+            | Stage::UploadArtifactsOnFailure
+            | Stage::CleanupFileVariables => Placement::HelperContainer,
         }
     }
 }
@@ -131,10 +140,10 @@ mod tests {
     }
 
     #[test]
-    fn user_steps_run_in_the_container_and_housekeeping_on_the_host() {
+    fn user_steps_run_in_the_build_container_and_housekeeping_in_the_helper() {
         let in_container: Vec<_> = ALL
             .iter()
-            .filter(|n| n.parse::<Stage>().unwrap().placement() == Placement::JobContainer)
+            .filter(|n| n.parse::<Stage>().unwrap().placement() == Placement::BuildContainer)
             .collect();
         assert_eq!(
             in_container,

@@ -465,7 +465,7 @@ fn check_container(v: &str) -> Option<String> {
     check_ecs_name(v).map(|_| "must be a container name from the task definition".into())
 }
 
-/// `600`, `90s`, `15m`, `1h`: a positive duration.
+/// `600`, `90s`, `15m`, `1h`, `7d`: a positive duration.
 pub fn parse_duration(v: &str) -> Option<Duration> {
     let v = v.trim();
     let (digits, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
@@ -474,6 +474,7 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
         "" | "s" => n,
         "m" => n.checked_mul(60)?,
         "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
         _ => return None,
     };
     Some(Duration::from_secs(secs))

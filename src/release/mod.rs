@@ -16,7 +16,7 @@ pub mod trigger;
 pub mod verdict;
 pub mod watch;
 
-pub use request::{Provenance, ReleaseRequest};
+pub use request::{ProjectSource, Provenance, ReleaseRequest};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -164,12 +164,12 @@ pub enum ReleaseError {
     #[error("the release was cancelled before it changed anything")]
     Cancelled,
     /// `ecs-release.env` could not be written.
-    #[error("cannot write the release report {path}: {source}")]
+    #[error("cannot write the release report {path}: {message}")]
     Report {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        message: String,
     },
     /// The operator's rollback has no revision to go to.
     #[error(transparent)]
@@ -217,8 +217,9 @@ pub async fn execute(
 
     // Before anything changes, a cancel simply stops: there is nothing to undo.
     let image_started = Instant::now();
+    let docker = crate::docker::connect(&settings.docker).await?;
     let image = tokio::select! {
-        result = image::release_image(settings, req, &session.config, log) => result?,
+        result = image::release_image(&docker, req, &session.config, log) => result?,
         _ = &mut *cancel => return Err(ReleaseError::Cancelled),
     };
     let image_time = image_started.elapsed();
@@ -259,7 +260,7 @@ pub async fn execute(
         image: image_time,
         total: started.elapsed(),
     };
-    report::summarize(req, &report, timings, log)?;
+    report::summarize(req, &report, timings, &docker, log).await?;
     Ok(report)
 }
 

@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use super::ecs::short_td;
-use super::request::ReleaseRequest;
+use super::request::{ProjectSource, ReleaseRequest};
 use super::{ReleaseError, ReleaseReport};
+use crate::docker::archive;
 use crate::joblog::JobLog;
 
 /// The file a release leaves in the project directory.
@@ -20,11 +23,43 @@ pub struct Timings {
     pub total: Duration,
 }
 
+/// Writes a report file into the project directory; returns its path.
+async fn write_report(
+    source: &ProjectSource,
+    name: &str,
+    contents: &[u8],
+    docker: &bollard::Docker,
+) -> Result<PathBuf, ReleaseError> {
+    match source {
+        ProjectSource::Directory(dir) => {
+            let path = dir.join(name);
+            std::fs::write(&path, contents).map_err(|e| ReleaseError::Report {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            Ok(path)
+        }
+        ProjectSource::Volume {
+            container,
+            project_dir,
+        } => {
+            archive::write_file(docker, container, project_dir, name, contents)
+                .await
+                .map_err(|e| ReleaseError::Report {
+                    path: PathBuf::from(format!("{project_dir}/{name}")),
+                    message: e.to_string(),
+                })?;
+            Ok(PathBuf::from(format!("{project_dir}/{name}")))
+        }
+    }
+}
+
 /// Prints the summary and writes `ecs-release.env`.
-pub(crate) fn summarize(
+pub(crate) async fn summarize(
     req: &ReleaseRequest,
     report: &ReleaseReport,
     timings: Timings,
+    docker: &bollard::Docker,
     log: &JobLog,
 ) -> Result<(), ReleaseError> {
     let _s = log.section("release_summary", "Release: summary");
@@ -82,12 +117,8 @@ pub(crate) fn summarize(
         timings.image.as_secs_f64(),
         timings.total.as_secs_f64()
     ));
-    let path = req.project_dir.join(ENV_FILE);
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    std::fs::write(&path, text).map_err(|source| ReleaseError::Report {
-        path: path.clone(),
-        source,
-    })?;
+    let path = write_report(&req.source, ENV_FILE, text.as_bytes(), docker).await?;
     log.info(&format!(
         "wrote {} (publish it with artifacts:reports:dotenv)",
         path.display()

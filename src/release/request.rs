@@ -15,13 +15,28 @@ pub struct ReleaseRequest {
     /// Where the release comes from.
     pub provenance: Provenance,
     /// The project checkout: the build context, and where `ecs-release.env` is written.
-    pub project_dir: PathBuf,
+    pub source: ProjectSource,
     /// A private directory for web identity token files, removed by the requester.
     pub temp_dir: PathBuf,
     /// When the requester's own time runs out (a job's timeout), if it has such a limit.
     pub job_deadline: Option<Instant>,
     /// Stop before the first change and show what would change.
     pub dry_run: bool,
+}
+
+/// Where the project checkout is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectSource {
+    /// A directory on this host (an operator's `release --project-dir`).
+    Directory(PathBuf),
+    /// The project directory in a job's volume, read and written through one of the job's
+    /// containers: the checkout never touches the runner host.
+    Volume {
+        /// The container that mounts the volume.
+        container: String,
+        /// The project directory inside it (`CI_PROJECT_DIR`).
+        project_dir: String,
+    },
 }
 
 /// Where a release comes from: shown in the image's labels, the revision's tags and the

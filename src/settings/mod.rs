@@ -6,10 +6,13 @@
 //! job cannot loosen what the operator configured.
 
 mod docker;
+mod glob;
 mod release;
 mod units;
 
-pub use docker::{parse_volume, DockerSettings, PullPolicy};
+pub use docker::{
+    parse_device, parse_ulimit, parse_volume, DockerSettings, PullPolicy, VolumeSpec,
+};
 pub use release::{
     AwsSettings, EcsSettings, ReleaseAction, ReleaseSettings, RollbackMode, TagVerdict,
 };
@@ -60,9 +63,9 @@ pub enum SettingsError {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Host directory for project checkouts, bind-mounted at the same path in job containers.
+    /// Where every container of a job sees the project's builds volume (`CI_BUILDS_DIR`).
     pub builds_dir: PathBuf,
-    /// Host directory for caches, bind-mounted at the same path in job containers.
+    /// Where every container of a job sees the project's cache volume.
     pub cache_dir: PathBuf,
     /// Script language the runner generates: `bash` or `sh`.
     pub shell: Shell,
@@ -99,8 +102,8 @@ impl Shell {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            builds_dir: PathBuf::from("/var/lib/gitlab-ecs-executor/builds"),
-            cache_dir: PathBuf::from("/var/lib/gitlab-ecs-executor/cache"),
+            builds_dir: PathBuf::from("/builds"),
+            cache_dir: PathBuf::from("/cache"),
             shell: Shell::Bash,
             docker: DockerSettings::default(),
             release: ReleaseSettings::default(),
@@ -166,9 +169,38 @@ impl Settings {
             ("builds_dir", &self.builds_dir),
             ("cache_dir", &self.cache_dir),
         ] {
-            if !dir.is_absolute() {
-                problems.push((key, format!("must be an absolute path, got {dir:?}")));
+            if !dir.is_absolute() || dir.parent().is_none() {
+                problems.push((
+                    key,
+                    format!("must be an absolute container path other than /, got {dir:?}"),
+                ));
             }
+        }
+        if self.builds_dir.starts_with(&self.cache_dir)
+            || self.cache_dir.starts_with(&self.builds_dir)
+        {
+            problems.push((
+                "cache_dir",
+                "and builds_dir must not contain each other: each is a volume of its own".into(),
+            ));
+        }
+        // The engine refuses two mounts at one path.
+        let mut mounted = vec![
+            self.builds_dir.display().to_string(),
+            self.cache_dir.display().to_string(),
+        ];
+        for volume in &self.docker.volumes {
+            let destination = match parse_volume(volume) {
+                Ok(VolumeSpec::Cache { destination } | VolumeSpec::Bind { destination, .. }) => {
+                    destination
+                }
+                Err(_) => continue,
+            };
+            let destination = destination.trim_end_matches('/').to_string();
+            if mounted.contains(&destination) {
+                problems.push(("docker.volumes", format!("two mounts at {destination} (builds_dir, cache_dir and each entry need a path of their own)")));
+            }
+            mounted.push(destination);
         }
         problems.extend(self.docker.problems());
         problems.extend(release::problems(&self.aws, &self.ecs));

@@ -34,6 +34,7 @@ pub async fn cleanup(settings: &Settings, ctx: &JobContext) -> Result<Outcome, S
             report = CleanupReport {
                 containers: report.containers + retry.containers,
                 networks: report.networks + retry.networks,
+                volumes: report.volumes + retry.volumes,
                 failures: retry.failures,
             };
         }

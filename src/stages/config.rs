@@ -1,4 +1,5 @@
-//! `config`: tells the runner where builds and caches live. No network I/O, no Docker.
+//! `config`: tells the runner where builds and caches live: the container paths where every
+//! container of a job mounts the project's volumes. No network I/O, no Docker.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,8 @@ pub fn config(settings: &Settings) -> ConfigOutput {
     ConfigOutput {
         builds_dir: settings.builds_dir.display().to_string(),
         cache_dir: settings.cache_dir.display().to_string(),
-        builds_dir_is_shared: true,
+        // Each concurrency slot of a project has volumes of its own.
+        builds_dir_is_shared: false,
         hostname: host_name(),
         driver: DriverInfo {
             name: env!("CARGO_PKG_NAME").to_string(),

@@ -5,7 +5,7 @@
 
 use super::StageError;
 use crate::aws::{AwsError, Fault};
-use crate::docker::DockerError;
+use crate::docker::{DockerError, ImageOrigin, PullFault};
 use crate::protocol::Outcome;
 use crate::release::ReleaseError;
 
@@ -27,13 +27,35 @@ impl StageError {
 fn docker(e: &DockerError) -> Outcome {
     match e {
         // What the job asked for, refused by the operator's settings.
-        DockerError::PullPolicyNotAllowed { .. } | DockerError::ImageNotAllowed { .. } => JOB,
+        DockerError::PullPolicyNotAllowed { .. }
+        | DockerError::ImageNotAllowed { .. }
+        | DockerError::ServiceNotAllowed { .. }
+        | DockerError::TooManyServices { .. }
+        | DockerError::UserNotAllowed { .. } => JOB,
+        // The job's image ran no script: the job's exit code, as the container gave it.
+        DockerError::EntrypointSkippedScript { exit_code, .. } => Outcome::JobFailure {
+            exit_code: i32::try_from(*exit_code)
+                .ok()
+                .filter(|c| *c != 0)
+                .unwrap_or(1),
+        },
+        // A missing image is the fault of whoever named it; an unreachable registry is the
+        // runner host's.
+        DockerError::ImageUnavailable { origin, fault, .. } => match (origin, fault) {
+            (_, PullFault::Unreachable) => SYSTEM,
+            (
+                ImageOrigin::Job,
+                PullFault::Absent | PullFault::NotFound | PullFault::Denied | PullFault::Failed,
+            ) => JOB,
+            (
+                ImageOrigin::Settings(_),
+                PullFault::Absent | PullFault::NotFound | PullFault::Denied | PullFault::Failed,
+            ) => SYSTEM,
+        },
         DockerError::Unreachable { .. }
-        | DockerError::ImageMissing { .. }
-        | DockerError::PullFailed { .. }
-        | DockerError::BadAuthConfig(_)
-        | DockerError::ContainerDied { .. }
-        | DockerError::JobContainerMissing { .. }
+        | DockerError::SecurityOpt { .. }
+        | DockerError::Volume { .. }
+        | DockerError::ContainerMissing { .. }
         | DockerError::ConnectionLost { .. }
         | DockerError::Api { .. } => SYSTEM,
     }

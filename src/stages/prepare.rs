@@ -1,16 +1,31 @@
-//! `prepare`: pull images and start the job's network, services and job container.
+//! `prepare`: the job's images, its project volumes, its services (started and waited for),
+//! and its helper and build containers, created for `run` to start once per stage.
 
+use std::time::Instant;
+
+use bollard::models::NetworkCreateRequest;
+use bollard::Docker;
+
+use super::release::{classify, JobKind};
+use super::StageError;
 use crate::docker::{
-    self, ensure_image, resolve_pull_policy, start_job_environment, DockerError,
-    JobEnvironmentSpec, JobNames, RegistryAuth, ServiceSpec,
+    self, create_build_container, create_helper_container, effective_policies, ensure_helper,
+    ensure_image, remove_job_objects, start_services, volumes, AuthSource, BuildOptions,
+    ContainerSpec, Credentials, DockerError, ImageOrigin, JobNames, ProjectVolumes, ServicePlan,
+    ServiceSpec,
 };
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::protocol::{ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
 use crate::settings::Settings;
 
-use super::release::{classify, JobKind};
-use super::StageError;
+/// What the job needs of the Docker environment.
+struct Needs {
+    /// The build container: user steps in the job's image.
+    build: bool,
+    /// The services (never for a release job: they would serve nothing).
+    services: bool,
+}
 
 /// Prepares the job environment; a release job with bad inputs fails here, before cloning.
 pub async fn prepare(
@@ -18,11 +33,17 @@ pub async fn prepare(
     ctx: &JobContext,
     log: &JobLog,
 ) -> Result<Outcome, StageError> {
-    let release_job = match classify(settings, ctx)? {
-        JobKind::Ordinary => false,
+    let needs = match classify(settings, ctx)? {
+        JobKind::Ordinary => Needs {
+            build: true,
+            services: true,
+        },
         JobKind::OptedOut => {
             log.info("ECS_EXECUTOR_NATIVE=false: this release stage runs the job's own script");
-            false
+            Needs {
+                build: true,
+                services: true,
+            }
         }
         JobKind::Release(inputs) => {
             log.step(&format!(
@@ -30,157 +51,335 @@ pub async fn prepare(
                 inputs.tag(),
                 inputs.image
             ));
-            true
-        }
-    };
-    let has_after_script = ctx
-        .payload
-        .steps
-        .iter()
-        .any(|s| s.name == "after_script" && !s.script.is_empty());
-    if release_job && !has_after_script {
-        // The executor itself builds and deploys: the job's image (docker:latest, say) and
-        // services (docker:dind) would only cost a pull and a privileged container.
-        log.info("The job's image and services are not started: the executor performs the release itself");
-        return Ok(Outcome::Success);
-    }
-    let section = log.section("prepare_docker", "Preparing the Docker job environment");
-    let docker = docker::connect(&settings.docker).await?;
-    let d = &settings.docker;
-    let image = ctx
-        .non_empty_var("CI_JOB_IMAGE")
-        .unwrap_or(&d.default_image)
-        .to_string();
-    let auth = registry_auth(ctx)?;
-
-    let check_allowed = |image: &str| {
-        if d.image_allowed(image) {
-            Ok(())
-        } else {
-            Err(DockerError::ImageNotAllowed {
-                image: image.to_string(),
-                allowed: d.allowed_images.clone(),
-            })
-        }
-    };
-    check_allowed(&image)?;
-    let policy = resolve_pull_policy(
-        &ctx.payload.image.pull_policy,
-        d.pull_policy,
-        &d.allowed_pull_policies,
-    )?;
-    log.info(&format!(
-        "Using image {image} (pull policy {})",
-        policy.as_str()
-    ));
-    let image_ref = ImageRef::parse(&image);
-    ensure_image(&docker, &image_ref, policy, auth.for_image(&image_ref), log).await?;
-
-    // A release job keeps its container only for after_script; services would serve nothing.
-    let services = if release_job {
-        Vec::new()
-    } else {
-        job_services(ctx)?
-    };
-    let mut service_specs = Vec::with_capacity(services.len());
-    for service in &services {
-        check_allowed(&service.name)?;
-        let job_policies = ctx
-            .payload
-            .services
-            .iter()
-            .find(|s| s.name == service.name)
-            .map(|s| s.pull_policy.as_slice())
-            .unwrap_or_default();
-        let policy = resolve_pull_policy(job_policies, d.pull_policy, &d.allowed_pull_policies)?;
-        let service_ref = ImageRef::parse(&service.name);
-        ensure_image(
-            &docker,
-            &service_ref,
-            policy,
-            auth.for_image(&service_ref),
-            log,
-        )
-        .await?;
-        service_specs.push(ServiceSpec {
-            image: service.name.clone(),
-            alias: service.alias.clone(),
-            entrypoint: service.entrypoint.clone(),
-            command: service.command.clone(),
-            env: service_env(ctx, service),
-        });
-    }
-
-    for dir in [&settings.builds_dir, &settings.cache_dir] {
-        std::fs::create_dir_all(dir).map_err(StageError::host(format!(
-            "create host directory {}",
-            dir.display()
-        )))?;
-    }
-    let mut binds = vec![
-        format!("{0}:{0}", settings.builds_dir.display()),
-        format!("{0}:{0}", settings.cache_dir.display()),
-    ];
-    binds.extend(d.volumes.iter().cloned());
-
-    let names = JobNames::new(&ctx.identity);
-    let spec = JobEnvironmentSpec {
-        names: names.clone(),
-        image: image.clone(),
-        entrypoint: ctx.payload.image.entrypoint.clone().map(|e| {
-            // `entrypoint: []` and `entrypoint: [""]` both mean "no entrypoint".
-            if e.is_empty() {
-                vec![String::new()]
-            } else {
-                e
+            // The executor builds and deploys itself: the job's image (docker:latest, say)
+            // is needed only for after_script and extra steps (`release:`), services never.
+            let extra_steps = ctx
+                .payload
+                .steps
+                .iter()
+                .any(|s| s.name != "script" && !s.script.is_empty());
+            if !extra_steps {
+                log.info("The job's image and services are not started: the executor performs the release itself");
             }
-        }),
-        binds,
-        nano_cpus: (d.cpus > 0.0).then_some((d.cpus * 1e9) as i64),
-        memory: d.memory.bytes(),
-        services: service_specs,
+            Needs {
+                build: extra_steps,
+                services: false,
+            }
+        }
     };
-    start_job_environment(&docker, &spec, log).await?;
+    let section = log.section("prepare_docker", "Preparing the Docker job environment");
+    let started = Instant::now();
+    let docker = docker::connect(&settings.docker).await?;
+    let names = JobNames::new(&ctx.identity);
+    // Leftovers of an earlier attempt of this same job would collide by name.
+    remove_job_objects(&docker, &names).await;
+    let result = prepare_all(&docker, settings, ctx, &names, &needs, log).await;
+    if result.is_err() {
+        // A failed prepare leaves nothing behind, even if cleanup never comes.
+        remove_job_objects(&docker, &names).await;
+    }
+    result?;
+    drop(section);
     log.info(&format!(
-        "Job container {} is running {image} ({:.1} s)",
-        names.job_container(),
-        section.elapsed().as_secs_f64()
+        "Job environment ready in {:.1} s",
+        started.elapsed().as_secs_f64()
     ));
     Ok(Outcome::Success)
 }
 
-fn registry_auth(ctx: &JobContext) -> Result<RegistryAuth, StageError> {
-    let ci_registry = match (
+async fn prepare_all(
+    docker: &Docker,
+    settings: &Settings,
+    ctx: &JobContext,
+    names: &JobNames,
+    needs: &Needs,
+    log: &JobLog,
+) -> Result<(), StageError> {
+    let d = &settings.docker;
+    let credentials = Credentials::new(auth_sources(ctx));
+    let helper = ensure_helper(docker, d, ctx.var("CI_RUNNER_VERSION"), &credentials, log).await?;
+    log.info(&format!("Using helper image {helper}"));
+
+    let build = if needs.build {
+        Some(job_image(docker, settings, ctx, &credentials, log).await?)
+    } else {
+        None
+    };
+    let services = if needs.services {
+        job_services(docker, settings, ctx, &credentials, log).await?
+    } else {
+        Vec::new()
+    };
+
+    let volumes = ProjectVolumes::new(
+        &ctx.identity,
+        ctx.var("CI_RUNNER_SHORT_TOKEN").unwrap_or_default(),
+    );
+    let binds = volumes::project_binds(docker, &volumes, names, settings).await?;
+    let network = network(docker, settings, names, !services.is_empty()).await?;
+    if !services.is_empty() {
+        let plan = ServicePlan {
+            names,
+            // Services exist only with a network: `network` made one or settings name one.
+            network: network.as_deref().unwrap_or_default(),
+            binds: &binds,
+            helper_image: &helper.to_string(),
+        };
+        start_services(docker, &plan, &services, d, log).await?;
+    }
+
+    let hostname = Some(d.hostname.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| volumes.hostname().to_string());
+    let env = job_env(ctx, settings);
+    let helper_spec = ContainerSpec {
+        name: names.helper_container(),
+        image: helper.to_string(),
+        labels: names.labels("helper"),
+        env: env.clone(),
+        binds: binds.clone(),
+        hostname: hostname.clone(),
+        network: network.clone(),
+    };
+    let roots = [
+        settings.builds_dir.to_str().unwrap_or("/builds"),
+        settings.cache_dir.to_str().unwrap_or("/cache"),
+    ];
+    create_helper_container(docker, &helper_spec, d, &roots).await?;
+    if let Some((image, options)) = build {
+        let spec = ContainerSpec {
+            name: names.build_container(),
+            image: image.to_string(),
+            labels: names.labels("build"),
+            env,
+            binds,
+            hostname,
+            network,
+        };
+        create_build_container(docker, &spec, d, &options).await?;
+    }
+    volumes::mark_used(docker, &names.helper_container(), roots[0]).await?;
+    Ok(())
+}
+
+/// Registry credentials in the docker executor's order: the job's `DOCKER_AUTH_CONFIG`, the
+/// runner user's `~/.docker/config.json`, the payload's credentials.
+fn auth_sources(ctx: &JobContext) -> Vec<AuthSource> {
+    let mut sources = Vec::new();
+    if let Some(text) = ctx.non_empty_var("DOCKER_AUTH_CONFIG") {
+        sources.push(AuthSource::ConfigJson {
+            name: "$DOCKER_AUTH_CONFIG".into(),
+            text: text.to_string(),
+        });
+    }
+    sources.extend(AuthSource::home_config());
+    let mut payload: Vec<(String, String, String)> = ctx
+        .payload
+        .credentials
+        .iter()
+        .filter(|c| c.kind == "registry")
+        .map(|c| (c.url.clone(), c.username.clone(), c.password.clone()))
+        .collect();
+    // Runners older than the payload's credentials pass the CI registry as variables.
+    if let (Some(r), Some(u), Some(p)) = (
         ctx.non_empty_var("CI_REGISTRY"),
         ctx.non_empty_var("CI_REGISTRY_USER"),
         ctx.non_empty_var("CI_REGISTRY_PASSWORD"),
     ) {
-        (Some(r), Some(u), Some(p)) => Some((r, u, p)),
-        _ => None,
-    };
-    Ok(RegistryAuth::from_job(
-        ctx.var("DOCKER_AUTH_CONFIG"),
-        ci_registry,
-    )?)
+        payload.push((r.to_string(), u.to_string(), p.to_string()));
+    }
+    sources.push(AuthSource::Payload(payload));
+    sources
 }
 
-/// `CI_JOB_SERVICES`: a JSON list, empty string when the job has no services.
-fn job_services(ctx: &JobContext) -> Result<Vec<ImageSpec>, StageError> {
+/// The job's image, allowed, present, and how its container runs.
+async fn job_image(
+    docker: &Docker,
+    settings: &Settings,
+    ctx: &JobContext,
+    credentials: &Credentials,
+    log: &JobLog,
+) -> Result<(ImageRef, BuildOptions), StageError> {
+    let d = &settings.docker;
+    let (name, origin) = match ctx.non_empty_var("CI_JOB_IMAGE") {
+        Some(image) => (image, ImageOrigin::Job),
+        None => (
+            d.default_image.as_str(),
+            ImageOrigin::Settings("docker.default_image"),
+        ),
+    };
+    // The operator's own default image is always allowed, as with the docker executor.
+    if origin == ImageOrigin::Job && !d.image_allowed(name) {
+        return Err(DockerError::ImageNotAllowed {
+            image: name.to_string(),
+            allowed: d.allowed_images.clone(),
+        }
+        .into());
+    }
+    let image = ImageRef::parse(name);
+    let spec = &ctx.payload.image;
+    let policies = effective_policies(&image, &spec.pull_policy, d)?;
+    log.info(&format!(
+        "Using image {image} with pull policies [{}]",
+        policies
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    ensure_image(docker, &image, origin, &policies, credentials, log).await?;
+    let options = &spec.executor_opts.docker;
+    let user = Some(d.user.clone())
+        .filter(|u| !u.is_empty())
+        .or_else(|| options.user.clone());
+    if let Some(user) = &user {
+        if !d.user_allowed(user) {
+            return Err(DockerError::UserNotAllowed {
+                user: user.clone(),
+                allowed: if d.allowed_users.is_empty() {
+                    vec![d.user.clone()]
+                } else {
+                    d.allowed_users.clone()
+                },
+            }
+            .into());
+        }
+    }
+    let privileged = d.privileged_job(name);
+    if privileged {
+        log.info(&format!("The job container of {image} runs privileged"));
+    }
+    Ok((
+        image,
+        BuildOptions {
+            builds_dir: settings.builds_dir.display().to_string(),
+            entrypoint: spec.entrypoint.clone(),
+            user,
+            privileged,
+            platform: options.platform.clone(),
+        },
+    ))
+}
+
+/// The job's services (`CI_JOB_SERVICES`), allowed, within the limit, present.
+async fn job_services(
+    docker: &Docker,
+    settings: &Settings,
+    ctx: &JobContext,
+    credentials: &Credentials,
+    log: &JobLog,
+) -> Result<Vec<ServiceSpec>, StageError> {
+    let d = &settings.docker;
     let Some(text) = ctx.non_empty_var("CI_JOB_SERVICES") else {
         return Ok(Vec::new());
     };
-    let services: Vec<ImageSpec> =
+    let listed: Vec<ImageSpec> =
         serde_json::from_str(text).map_err(|e| ProtocolError::InvalidVariable {
             name: "CUSTOM_ENV_CI_JOB_SERVICES".into(),
             reason: format!("is not the runner's JSON list of services: {e}"),
         })?;
-    Ok(services
-        .into_iter()
-        .filter(|s| !s.name.is_empty())
-        .collect())
+    let listed: Vec<ImageSpec> = listed.into_iter().filter(|s| !s.name.is_empty()).collect();
+    if let Some(limit) = d.services_limit.filter(|l| listed.len() as i64 > *l) {
+        return Err(DockerError::TooManyServices {
+            requested: listed.len(),
+            limit,
+        }
+        .into());
+    }
+    let mut specs = Vec::with_capacity(listed.len());
+    for service in &listed {
+        if !d.service_allowed(&service.name) {
+            return Err(DockerError::ServiceNotAllowed {
+                image: service.name.clone(),
+                allowed: d.allowed_services.clone(),
+            }
+            .into());
+        }
+        // The payload carries what CI_JOB_SERVICES leaves out: pull policies, every alias.
+        let full = ctx.payload.services.iter().find(|s| s.name == service.name);
+        let image = ImageRef::parse(&service.name);
+        let job_policies = full.map(|s| s.pull_policy.as_slice()).unwrap_or_default();
+        let policies = effective_policies(&image, job_policies, d)?;
+        ensure_image(
+            docker,
+            &image,
+            ImageOrigin::Job,
+            &policies,
+            credentials,
+            log,
+        )
+        .await?;
+        specs.push(ServiceSpec {
+            image: service.name.clone(),
+            alias: full
+                .map(|s| s.alias.clone())
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| service.alias.clone()),
+            entrypoint: service.entrypoint.clone(),
+            command: service.command.clone(),
+            env: service_env(ctx, service),
+            privileged: d.privileged_service(&service.name),
+        });
+    }
+    Ok(specs)
 }
 
-/// A service sees the job's ordinary variables (as with the docker executor, so that
+/// The job's network: the one settings name, else a per-job one when there are services.
+async fn network(
+    docker: &Docker,
+    settings: &Settings,
+    names: &JobNames,
+    services: bool,
+) -> Result<Option<String>, StageError> {
+    if !settings.docker.network_mode.is_empty() {
+        return Ok(Some(settings.docker.network_mode.clone()));
+    }
+    // A job without services needs no network of its own: the default bridge is enough, and
+    // creating and removing a network costs more than the rest of a small job.
+    if !services {
+        return Ok(None);
+    }
+    let name = names.network();
+    docker
+        .create_network(NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(names.labels("network")),
+            ..Default::default()
+        })
+        .await
+        .map_err(DockerError::api(format!("create network {name}")))?;
+    Ok(Some(name))
+}
+
+/// The job's variables as the containers' environment, as the docker executor passes them:
+/// file-type variables as the path the runner's scripts write them to.
+fn job_env(ctx: &JobContext, settings: &Settings) -> Vec<String> {
+    let project_dir = ctx
+        .non_empty_var("CI_PROJECT_DIR")
+        .map(str::to_string)
+        .unwrap_or_else(|| settings.builds_dir.display().to_string());
+    let files: Vec<&str> = ctx
+        .payload
+        .variables
+        .iter()
+        .filter(|v| v.file)
+        .map(|v| v.key.as_str())
+        .collect();
+    ctx.vars()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "CI_JOB_SERVICES")
+        .map(|(k, v)| {
+            if files.contains(&k.as_str()) {
+                format!("{k}={project_dir}.tmp/{k}")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect()
+}
+
+/// A service sees the job's public variables (as with the docker executor, so that
 /// `POSTGRES_PASSWORD` set on the job configures a postgres service) and its own, but no
 /// masked variable or credential.
 fn service_env(ctx: &JobContext, service: &ImageSpec) -> Vec<String> {

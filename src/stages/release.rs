@@ -1,14 +1,13 @@
 //! The runner's side of a native release: whether a job is one, and the release request
 //! built once from the job's context (`release/` knows nothing of the runner protocol).
 
-use std::path::PathBuf;
-
 use super::StageError;
 use crate::aws;
+use crate::docker::JobNames;
 use crate::protocol::JobContext;
 use crate::release::inputs::{self, JobVariables, ReleaseInputs, Requester};
 use crate::release::trigger::{self, Trigger};
-use crate::release::{Provenance, ReleaseRequest};
+use crate::release::{ProjectSource, Provenance, ReleaseRequest};
 use crate::settings::Settings;
 
 /// What a job is, release-wise.
@@ -58,10 +57,12 @@ pub(crate) fn classify(settings: &Settings, ctx: &JobContext) -> Result<JobKind,
     }
 }
 
-/// The release request of a release job.
+/// The release request of a release job: its checkout is the project directory in the
+/// job's builds volume, reached through the job's helper container.
 pub(crate) fn request(
     ctx: &JobContext,
     inputs: ReleaseInputs,
+    names: &JobNames,
     dry_run: bool,
 ) -> Result<ReleaseRequest, StageError> {
     let var = |name: &str| ctx.non_empty_var(name).unwrap_or_default().to_string();
@@ -85,7 +86,10 @@ pub(crate) fn request(
             pipeline_id: var("CI_PIPELINE_ID"),
             job_url: var("CI_JOB_URL"),
         },
-        project_dir: PathBuf::from(ctx.project_dir()?),
+        source: ProjectSource::Volume {
+            container: names.helper_container(),
+            project_dir: ctx.project_dir()?.display().to_string(),
+        },
         temp_dir: aws::token_dir(&runner_temp),
         job_deadline,
         dry_run,

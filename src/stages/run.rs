@@ -1,19 +1,20 @@
-//! `run <script> <stage>`: user steps in the job container, housekeeping on the host.
+//! `run <script> <stage>`: user steps in the build container, housekeeping in the helper
+//! container, each started for this stage alone; a release job's `build_script` is the
+//! native release instead. Nothing runs on the runner host.
 
 use std::path::Path;
-use std::process::Stdio;
 
-use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
-
-use crate::docker::{self, run_script, Cancel, JobNames, ScriptShell};
-use crate::joblog::JobLog;
-use crate::protocol::{JobContext, Outcome, Placement, Stage};
-use crate::release;
-use crate::settings::{Settings, Shell};
 
 use super::release::{classify, request, JobKind};
 use super::StageError;
+use crate::docker::{
+    self, archive, follow_service_logs, run_stage, Cancel, DockerError, JobNames, STAGE_MARKER,
+};
+use crate::joblog::JobLog;
+use crate::protocol::{JobContext, Outcome, Placement, Stage};
+use crate::release;
+use crate::settings::Settings;
 
 /// How the operator configured `run` (`[runners.custom] run_args`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,50 +34,36 @@ pub async fn run(
     log: &JobLog,
 ) -> Result<Outcome, StageError> {
     // Installed before any work so that the runner's SIGTERM never kills us mid-stage with
-    // the default action, leaving the script running in the container.
+    // the default action, leaving the stage running in its container.
     let mut cancel = sigterm()?;
+    let names = JobNames::new(&ctx.identity);
     if *stage == Stage::BuildScript {
         if let JobKind::Release(inputs) = classify(settings, ctx)? {
-            let req = request(ctx, *inputs, options.dry_run)?;
+            let req = request(ctx, *inputs, &names, options.dry_run)?;
             release::execute(settings, &req, log, &mut cancel).await?;
             return Ok(Outcome::Success);
         }
     }
-    match stage.placement() {
-        Placement::JobContainer => run_in_container(settings, ctx, script_path, log, cancel).await,
-        Placement::Host => run_on_host(settings, script_path, log, cancel).await,
-    }
-}
-
-fn sigterm() -> Result<Cancel, StageError> {
-    let mut term =
-        signal(SignalKind::terminate()).map_err(StageError::host("install the SIGTERM handler"))?;
-    Ok(Box::pin(async move {
-        term.recv().await;
-    }))
-}
-
-async fn run_in_container(
-    settings: &Settings,
-    ctx: &JobContext,
-    script_path: &Path,
-    log: &JobLog,
-    cancel: Cancel,
-) -> Result<Outcome, StageError> {
     let script = std::fs::read(script_path).map_err(StageError::host(format!(
         "read the stage script {}",
         script_path.display()
     )))?;
     let docker = docker::connect(&settings.docker).await?;
-    let container = JobNames::new(&ctx.identity).job_container();
-    let shell = match settings.shell {
-        Shell::Bash => ScriptShell::Bash,
-        Shell::Sh => ScriptShell::Sh,
+    let user_stage = stage.placement() == Placement::BuildContainer;
+    let container = if user_stage {
+        names.build_container()
+    } else {
+        names.helper_container()
     };
-    let exit = run_script(
+    let _followers = if user_stage && ctx.var("CI_DEBUG_SERVICES") == Some("true") {
+        Some(follow_service_logs(&docker, &names, log).await)
+    } else {
+        None
+    };
+    let started = crate::clock::epoch_secs();
+    let exit = run_stage(
         &docker,
         &container,
-        shell,
         script,
         settings.docker.cancel_grace,
         log,
@@ -84,7 +71,9 @@ async fn run_in_container(
     )
     .await?;
     if exit.cancelled {
-        log.warn("the script was stopped: the job was cancelled or timed out");
+        log.warn("the stage was stopped: the job was cancelled or timed out");
+    } else if user_stage {
+        ensure_script_ran(&docker, &container, settings, ctx, started, exit.code).await?;
     }
     Ok(match exit.code {
         0 if !exit.cancelled => Outcome::Success,
@@ -94,69 +83,38 @@ async fn run_in_container(
     })
 }
 
-/// Housekeeping scripts (git, caches, artifacts) run on the host in the bind-mounted
-/// project directory: job images need neither git nor gitlab-runner.
-async fn run_on_host(
+/// An image whose entrypoint does not run its arguments ends every stage without running the
+/// script, silently; the command's first act is to touch [`STAGE_MARKER`].
+async fn ensure_script_ran(
+    docker: &bollard::Docker,
+    container: &str,
     settings: &Settings,
-    script_path: &Path,
-    log: &JobLog,
-    mut cancel: Cancel,
-) -> Result<Outcome, StageError> {
-    let mut child = tokio::process::Command::new(settings.shell.as_str())
-        .arg(script_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(StageError::host(format!(
-            "start {} on the runner host",
-            settings.shell.as_str()
-        )))?;
-    let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(StageError::Host {
-            action: "capture the output of the stage script".into(),
-            source: std::io::Error::other("pipes missing"),
-        });
-    };
-    let pump = async {
-        let (mut ob, mut eb) = ([0u8; 8192], [0u8; 8192]);
-        let (mut out_open, mut err_open) = (true, true);
-        while out_open || err_open {
-            tokio::select! {
-                n = out.read(&mut ob), if out_open => match n {
-                    Ok(0) | Err(_) => out_open = false,
-                    Ok(n) => log.raw(&ob[..n]),
-                },
-                n = err.read(&mut eb), if err_open => match n {
-                    Ok(0) | Err(_) => err_open = false,
-                    Ok(n) => log.raw(&eb[..n]),
-                },
-            }
-        }
-    };
-    let mut cancelled = false;
-    tokio::select! {
-        _ = pump => {}
-        _ = &mut cancel => {
-            cancelled = true;
-            // The script shares our process group and got the runner's SIGTERM too; this
-            // covers callers that signal only us.
-            if let Some(pid) = child.id() {
-                // SAFETY: plain kill(2) on our own child's pid.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            }
-        }
+    ctx: &JobContext,
+    started: i64,
+    exit_code: i64,
+) -> Result<(), DockerError> {
+    let path = format!("{}/{STAGE_MARKER}", settings.builds_dir.display());
+    let marker = archive::stat(docker, container, &path).await?;
+    // The marker's time has a second's resolution at worst.
+    if marker
+        .and_then(|m| m.modified)
+        .is_some_and(|t| t >= started - 1)
+    {
+        return Ok(());
     }
-    log.end_raw();
-    let status = child
-        .wait()
-        .await
-        .map_err(StageError::host("wait for the stage script"))?;
-    Ok(match status.code() {
-        Some(0) if !cancelled => Outcome::Success,
-        Some(code) if code != 0 => Outcome::JobFailure { exit_code: code },
-        _ => Outcome::JobFailure {
-            exit_code: 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(15),
-        },
+    Err(DockerError::EntrypointSkippedScript {
+        image: ctx
+            .non_empty_var("CI_JOB_IMAGE")
+            .unwrap_or(&settings.docker.default_image)
+            .to_string(),
+        exit_code,
     })
+}
+
+fn sigterm() -> Result<Cancel, StageError> {
+    let mut term =
+        signal(SignalKind::terminate()).map_err(StageError::host("install the SIGTERM handler"))?;
+    Ok(Box::pin(async move {
+        term.recv().await;
+    }))
 }

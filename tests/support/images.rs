@@ -22,6 +22,31 @@ pub fn base_image() -> &'static str {
     BASE_IMAGE
 }
 
+/// The minbase Debian image (no procps), as `debian:bookworm-slim` users run.
+pub const DEBIAN: &str = "gitlab-ecs-executor/debian:bookworm-minbase";
+/// The local helper image every job's housekeeping runs in.
+pub const HELPER: &str = "gitlab-ecs-executor/helper:local";
+/// PostgreSQL 15 from Debian's packages, shaped like the Docker Hub image.
+pub const POSTGRES: &str = "gitlab-ecs-executor/postgres:15";
+/// Redis 7 from Debian's packages.
+pub const REDIS: &str = "gitlab-ecs-executor/redis:7";
+/// Debian with `psql` and `redis-cli`.
+pub const CLIENTS: &str = "gitlab-ecs-executor/debian-clients:bookworm";
+
+/// Builds the Debian images with `.ci/images` once per test process (each is kept by name,
+/// so this is quick once built).
+pub fn debian_images() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/images");
+        let status = Command::new("bash")
+            .arg(script)
+            .status()
+            .expect("run .ci/images");
+        assert!(status.success(), ".ci/images failed");
+    });
+}
+
 /// Whether the engine has `image`.
 pub fn image_exists(image: &str) -> bool {
     Command::new("docker")

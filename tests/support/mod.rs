@@ -40,10 +40,17 @@ impl TestJob for Job {
             image: Some(image.to_string()),
             image_entrypoint: None,
             pull_policy: vec!["never".into()],
+            image_user: None,
             services: Vec::new(),
             variables: Vec::new(),
             script: script.iter().map(|s| s.to_string()).collect(),
+            steps: Vec::new(),
             after_script: Vec::new(),
+            pre_get_sources: Vec::new(),
+            post_get_sources: Vec::new(),
+            cache: Vec::new(),
+            artifacts: Vec::new(),
+            dependencies: Vec::new(),
             git: None,
             timeout: 3600,
         }
@@ -75,9 +82,10 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
 }
 
-/// A temp dir with builds/cache dirs and a settings file, and a runner using them.
+/// A runner of its own (a unique runner id and token, so its project volumes are its own
+/// and go when the test ends) with a settings file.
 pub struct TestEnv {
-    /// Holds the directories for the test's lifetime.
+    /// Holds the settings file for the test's lifetime.
     pub dir: tempfile::TempDir,
     /// The settings file.
     pub settings: PathBuf,
@@ -86,27 +94,46 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// Default test settings: builds and cache in a temp dir, pull policy `never`.
+    /// Default test settings: pull policy `never` (images are made locally).
     pub fn new() -> Self {
         Self::with_settings("")
     }
 
-    /// Test settings with `extra` TOML appended (top-level keys first, then tables).
+    /// Test settings from `extra` TOML, with `docker.pull_policy = "never"` unless `extra`
+    /// sets it.
     pub fn with_settings(extra: &str) -> Self {
+        Self::with_binds(extra, &[])
+    }
+
+    /// As [`TestEnv::with_settings`], with each of `repos` bound read-only at its own path
+    /// (`docker.volumes`), as `exec` does, so jobs clone them with `file://` URLs.
+    pub fn with_binds(extra: &str, repos: &[&Path]) -> Self {
+        images::debian_images();
+        let mut table: toml::Table = toml::from_str(extra).expect("test settings are TOML");
+        let docker = table
+            .entry("docker")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("[docker] is a table");
+        docker
+            .entry("pull_policy")
+            .or_insert_with(|| "never".into());
+        let volumes = docker
+            .entry("volumes")
+            .or_insert_with(|| toml::Value::Array(Vec::new()))
+            .as_array_mut()
+            .expect("docker.volumes is a list");
+        volumes.extend(
+            repos
+                .iter()
+                .map(|r| toml::Value::String(format!("{0}:{0}:ro", r.display()))),
+        );
         let dir = tempfile::tempdir().expect("temp dir");
         let settings = dir.path().join("config.toml");
-        let text = format!(
-            "builds_dir = \"{}/builds\"\ncache_dir = \"{}/cache\"\n{extra}\n",
-            dir.path().display(),
-            dir.path().display()
-        );
-        let text = if text.contains("[docker]") {
-            text
-        } else {
-            text + "[docker]\npull_policy = \"never\"\n"
-        };
-        std::fs::write(&settings, text).expect("settings");
-        let runner = Runner::new(&binary(), Some(&settings));
+        std::fs::write(&settings, table.to_string()).expect("settings");
+        let mut runner = Runner::new(&binary(), Some(&settings));
+        runner.runner_id = runner::unique_id();
+        runner.short_token = format!("t{}", runner.runner_id);
         TestEnv {
             dir,
             settings,
@@ -114,9 +141,53 @@ impl TestEnv {
         }
     }
 
-    /// The builds directory.
-    pub fn builds_dir(&self) -> PathBuf {
-        self.dir.path().join("builds")
+    /// The text of `path` (relative to the job's project directory) in `job`'s builds
+    /// volume, `None` if it does not exist.
+    pub fn project_file(&self, job: &Job, path: &str) -> Option<String> {
+        let volume = format!(
+            "runner-{}-project-{}-concurrent-{}-builds",
+            self.runner.short_token.to_ascii_lowercase(),
+            job.project_id,
+            job.concurrent_id
+        );
+        let out = Command::new("docker")
+            .args(["run", "--rm", "--network", "none", "-v"])
+            .arg(format!("{volume}:/builds:ro"))
+            .args([images::HELPER, "cat"])
+            .arg(format!("/builds/{}/{path}", job.project_path))
+            .output()
+            .expect("docker cli");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// This runner's volumes.
+    pub fn volumes(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["volume", "ls", "-q", "--filter"])
+            .arg(format!(
+                "label=com.gitlab-ecs-executor.runner={}",
+                self.runner.runner_id
+            ))
+            .output()
+            .expect("docker cli");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let volumes = self.volumes();
+        if !volumes.is_empty() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&volumes)
+                .output();
+        }
     }
 }
 

@@ -52,10 +52,6 @@ impl Fixture {
     /// A fixture whose registry accepts `registry_password`; `extra_settings` is appended
     /// to the settings file.
     pub fn new(registry_password: &str, extra_settings: &str) -> Fixture {
-        let mut env = TestEnv::with_settings(&format!(
-            "[docker]\npull_policy = \"never\"\n[release.stages]\ndeploy = \"release\"\nbuild = \"push\"\n[ecs]\npoll_interval_seconds = 1\nrollback_timeout_minutes = 1\nwait_for_other_deployments_minutes = 1\n{extra_settings}"
-        ));
-        env.runner.process_env = moto().runner_env();
         let registry = Registry::start(registry_password);
         let repo_dir = tempfile::tempdir().expect("temp dir");
         let repo = git_project(
@@ -68,6 +64,13 @@ impl Fixture {
             ],
             &["v1.2.3", "v1.2", "1.2.3", "latest"],
         );
+        let mut env = TestEnv::with_binds(
+            &format!(
+                "[release.stages]\ndeploy = \"release\"\nbuild = \"push\"\n[ecs]\npoll_interval_seconds = 1\nrollback_timeout_minutes = 1\nwait_for_other_deployments_minutes = 1\n{extra_settings}"
+            ),
+            &[&repo],
+        );
+        env.runner.process_env = moto().runner_env();
         Fixture {
             env,
             registry,

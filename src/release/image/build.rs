@@ -10,22 +10,59 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::context::{write_tar, ContextPlan, ContextStats};
+use super::context::{write_tar, ContextError, ContextPlan, ContextStats, OUTSIDE_DOCKERFILE};
 use super::stream_message;
+use super::volume_context::{self, StreamReader, VolumePlan};
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::release::ReleaseError;
 
-/// Builds `plan` as `image` with `labels`; returns the image id and context stats.
+/// Where the build context comes from.
+pub enum ContextSource {
+    /// A directory on this host (the operator's `release`).
+    Host(ContextPlan),
+    /// A job's project volume.
+    Volume(VolumePlan),
+}
+
+impl ContextSource {
+    fn dockerfile_in_tar(&self) -> &str {
+        match self {
+            ContextSource::Host(plan) => &plan.dockerfile_in_tar,
+            ContextSource::Volume(plan) => &plan.dockerfile_in_tar,
+        }
+    }
+
+    /// Writes the context tar to `out` on a blocking thread.
+    fn produce(
+        self,
+        docker: &Docker,
+        out: ChannelWriter,
+    ) -> tokio::task::JoinHandle<Result<ContextStats, ContextError>> {
+        match self {
+            ContextSource::Host(plan) => tokio::task::spawn_blocking(move || write_tar(&plan, out)),
+            ContextSource::Volume(plan) => {
+                let context = StreamReader::spawn(docker, &plan.container, &plan.context);
+                let dockerfile = (plan.dockerfile_in_tar == OUTSIDE_DOCKERFILE)
+                    .then(|| StreamReader::spawn(docker, &plan.container, &plan.dockerfile));
+                tokio::task::spawn_blocking(move || {
+                    volume_context::write_tar(&plan.rules, context, dockerfile, out)
+                })
+            }
+        }
+    }
+}
+
+/// Builds `source` as `image` with `labels`; returns the image id and context stats.
 pub async fn build(
     docker: &Docker,
-    plan: &ContextPlan,
+    source: ContextSource,
     image: &ImageRef,
     labels: &HashMap<String, String>,
     log: &JobLog,
 ) -> Result<(String, ContextStats), ReleaseError> {
     let options = BuildImageOptionsBuilder::default()
-        .dockerfile(&plan.dockerfile_in_tar)
+        .dockerfile(source.dockerfile_in_tar())
         .t(&image.to_string())
         .labels(labels)
         .rm(true)
@@ -34,18 +71,11 @@ pub async fn build(
     // The context is produced on a blocking thread and streamed, so a large context costs
     // neither memory nor a delay before the build starts.
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
-    let tar_plan = plan.clone();
-    let producer = tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
-        let result = write_tar(&tar_plan, writer);
-        if let Err(e) = &result {
-            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
-        }
-        result
-    });
+    let writer = ChannelWriter {
+        tx,
+        buf: Vec::with_capacity(CHUNK),
+    };
+    let producer = source.produce(docker, writer);
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
 

@@ -1,5 +1,7 @@
-//! The build context: the files under `DOCKER_BUILD_CONTEXT` minus `.dockerignore`, as the
-//! tar stream the engine's build API expects. Nothing here may reach outside the project.
+//! The build context: the files under `DOCKER_BUILD_CONTEXT` minus `.dockerignore` (and the
+//! checkout's `.git`), as the tar stream the engine's build API expects, from a directory on
+//! this host; [`super::volume_context`] makes the same from a job's volume. Nothing here may
+//! reach outside the project.
 
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
@@ -7,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use regex::Regex;
 
 /// Name under which a Dockerfile from outside the context is added to the tar.
-const OUTSIDE_DOCKERFILE: &str = ".gitlab-ecs-executor.Dockerfile";
+pub const OUTSIDE_DOCKERFILE: &str = ".gitlab-ecs-executor.Dockerfile";
 
 /// The context could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,56 @@ pub enum ContextError {
         /// Why.
         source: io::Error,
     },
+}
+
+/// What goes into the context tar: the checkout's `.git` never (clone metadata differs
+/// between checkouts of one commit and would defeat the layer cache; the commit is in the
+/// image's revision label), what `.dockerignore` excludes neither, the Dockerfile and
+/// `.dockerignore` always.
+#[derive(Debug, Default)]
+pub struct ContextRules {
+    ignore: DockerIgnore,
+    dockerfile_in_tar: String,
+}
+
+/// What to do with one path of the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Send it.
+    Yes,
+    /// Leave it out (and, for a directory, what is below it unless a rule re-includes it).
+    No,
+    /// Leave out the checkout's metadata and everything below it.
+    NeverGit,
+}
+
+impl ContextRules {
+    /// The rules of a context whose `.dockerignore` says `ignore`.
+    pub fn new(ignore: DockerIgnore, dockerfile_in_tar: &str) -> Self {
+        ContextRules {
+            ignore,
+            dockerfile_in_tar: dockerfile_in_tar.to_string(),
+        }
+    }
+
+    /// The verdict on `rel`, a `/`-separated path relative to the context root.
+    pub fn keep(&self, rel: &str) -> Keep {
+        if rel == ".git" || rel.starts_with(".git/") {
+            return Keep::NeverGit;
+        }
+        let always = rel == self.dockerfile_in_tar || rel == ".dockerignore";
+        if !always && self.ignore.excludes(rel) {
+            Keep::No
+        } else {
+            Keep::Yes
+        }
+    }
+
+    /// Whether an excluded directory must still be looked into: a rule may re-include
+    /// something below it.
+    pub fn look_below_excluded(&self) -> bool {
+        self.ignore.has_exceptions()
+    }
 }
 
 /// The resolved inputs of a build.
@@ -251,6 +303,7 @@ pub fn write_tar(plan: &ContextPlan, out: impl Write) -> Result<ContextStats, Co
         Err(e) if e.kind() == io::ErrorKind::NotFound => DockerIgnore::default(),
         Err(e) => return Err(io_err(&ignore_file)(e)),
     };
+    let rules = ContextRules::new(ignore, &plan.dockerfile_in_tar);
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
     let mut stats = ContextStats::default();
@@ -268,21 +321,22 @@ pub fn write_tar(plan: &ContextPlan, out: impl Write) -> Result<ContextStats, Co
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let file_type = entry.file_type().map_err(io_err(&path))?;
-            // The runner's clone metadata differs between checkouts of the same commit and
-            // would defeat the layer cache; the commit is in the image's revision label.
-            if rel == ".git" {
-                stats.ignored += 1;
-                continue;
-            }
-            let always = rel == plan.dockerfile_in_tar || rel == ".dockerignore";
-            if !always && ignore.excludes(&rel) {
-                stats.ignored += 1;
-                if !(file_type.is_dir() && ignore.has_exceptions()) {
+            match rules.keep(&rel) {
+                Keep::NeverGit => {
+                    stats.ignored += 1;
                     continue;
                 }
-            } else if file_type.is_dir() {
-                tar.append_path_with_name(&path, &rel)
-                    .map_err(io_err(&path))?;
+                Keep::No => {
+                    stats.ignored += 1;
+                    if !(file_type.is_dir() && rules.look_below_excluded()) {
+                        continue;
+                    }
+                }
+                Keep::Yes if file_type.is_dir() => {
+                    tar.append_path_with_name(&path, &rel)
+                        .map_err(io_err(&path))?;
+                }
+                Keep::Yes => {}
             }
             if file_type.is_dir() {
                 stack.push(path);

@@ -6,16 +6,18 @@ mod build;
 pub mod context;
 mod push;
 pub mod registry;
+pub mod volume_context;
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::request::{Provenance, ReleaseRequest};
+use bollard::Docker;
+
+use super::request::{ProjectSource, Provenance, ReleaseRequest};
 use super::ReleaseError;
 use crate::clock;
-use crate::docker;
 use crate::joblog::JobLog;
-use crate::settings::Settings;
+use build::ContextSource;
 
 /// What became of the release image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +51,7 @@ impl ImageOutcome {
 
 /// Makes sure the release image is in the registry (unless `req.dry_run`).
 pub(crate) async fn release_image(
-    settings: &Settings,
+    docker: &Docker,
     req: &ReleaseRequest,
     config: &aws_config::SdkConfig,
     log: &JobLog,
@@ -57,28 +59,47 @@ pub(crate) async fn release_image(
     let image = &req.inputs.image;
     let _section = log.section("release_image", &format!("Release: image {image}"));
     let ecr = aws_sdk_ecr::Client::new(config);
-    let docker = docker::connect(&settings.docker).await?;
     let login = registry::ecr_login(&ecr, image.registry()).await?;
     log.add_secret(login.secret());
-    if let Some(digest) = registry::existing_digest(&docker, image, &login).await? {
+    if let Some(digest) = registry::existing_digest(docker, image, &login).await? {
         log.info(&format!(
             "{image} is already in the registry as {digest}: not rebuilt, not pushed (release tags are immutable)"
         ));
         return Ok(ImageOutcome::Existing { digest });
     }
-    let plan = context::plan(
-        &req.project_dir,
-        &req.inputs.build_context,
-        &req.inputs.dockerfile,
-    )?;
-    log.info(&format!(
-        "Building {image} from {} (Dockerfile {})",
-        plan.root.display(),
-        plan.dockerfile.display()
-    ));
+    let (inputs, source) = (&req.inputs, &req.source);
+    let source = match source {
+        ProjectSource::Directory(dir) => {
+            let plan = context::plan(dir, &inputs.build_context, &inputs.dockerfile)?;
+            log.info(&format!(
+                "Building {image} from {} (Dockerfile {})",
+                plan.root.display(),
+                plan.dockerfile.display()
+            ));
+            ContextSource::Host(plan)
+        }
+        ProjectSource::Volume {
+            container,
+            project_dir,
+        } => {
+            let plan = volume_context::plan(
+                docker,
+                container,
+                project_dir,
+                &inputs.build_context,
+                &inputs.dockerfile,
+            )
+            .await?;
+            log.info(&format!(
+                "Building {image} from {} in the project's volume (Dockerfile {})",
+                plan.context, plan.dockerfile
+            ));
+            ContextSource::Volume(plan)
+        }
+    };
     let build_started = Instant::now();
     let labels = oci_labels(&req.provenance, req.inputs.tag());
-    let (id, stats) = build::build(&docker, &plan, image, &labels, log).await?;
+    let (id, stats) = build::build(docker, source, image, &labels, log).await?;
     log.info(&format!(
         "Built {id} in {:.1} s (context: {} files, {:.1} MB, {} ignored)",
         build_started.elapsed().as_secs_f64(),
@@ -91,7 +112,7 @@ pub(crate) async fn release_image(
         return Ok(ImageOutcome::BuiltOnly { id });
     }
     let push_started = Instant::now();
-    let digest = push::push(&docker, image, &login, log).await?;
+    let digest = push::push(docker, image, &login, log).await?;
     log.info(&format!(
         "Pushed {image} as {digest} in {:.1} s",
         push_started.elapsed().as_secs_f64()

@@ -2,14 +2,21 @@
 //! runner's custom executor does (shared/reference/gitlab-custom-executor.md §1–§15).
 //!
 //! Per attempt a temp dir with `response.json` (0600); the environment in the runner's
-//! order; stage scripts (0700) in the runner's bash shape; each call in its own process
-//! group; SIGTERM → grace → SIGKILL on cancel; exit codes classified with
-//! `BUILD_EXIT_CODE_FILE`; prepare retried up to 3 times with cleanup after each failed
-//! attempt; cleanup always. `exec` uses it to run `.gitlab-ci.yml` jobs on this machine and
-//! the test suite uses it as the runner.
+//! order; every stage the runner sends, in its order, with scripts (0700) in the runner's
+//! bash shape ([`script`]); each call in its own process group; SIGTERM → grace → SIGKILL
+//! on cancel; exit codes classified with `BUILD_EXIT_CODE_FILE`; prepare retried up to 3
+//! times with cleanup after each failed attempt; cleanup always. `exec` uses it to run
+//! `.gitlab-ci.yml` jobs on this machine and the test suite uses it as the runner.
 //!
 //! The job log is not masked here (the real runner masks it): the executor itself must
 //! never print a secret, and tests check exactly that.
+
+mod job;
+pub mod script;
+
+pub use job::{
+    ArtifactDef, CacheDef, Dependency, Dirs, GitSource, Job, Service, Var, RUNNER_VERSION,
+};
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -20,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// How many times the runner tries config + prepare.
 pub const PREPARATION_RETRIES: usize = 3;
@@ -52,98 +59,6 @@ pub struct Runner {
     pub temp_root: Option<PathBuf>,
     /// Set from outside (Ctrl-C) to cancel the job like GitLab's cancel button.
     pub cancel_flag: Option<&'static AtomicBool>,
-}
-
-/// A job variable.
-#[derive(Clone, Debug)]
-pub struct Var {
-    /// Name.
-    pub key: String,
-    /// Value.
-    pub value: String,
-    /// Masked in GitLab.
-    pub masked: bool,
-    /// File-type variable.
-    pub file: bool,
-}
-
-/// A `services:` entry.
-#[derive(Clone, Debug, Default)]
-pub struct Service {
-    /// Image.
-    pub name: String,
-    /// Alias.
-    pub alias: String,
-    /// Entrypoint override.
-    pub entrypoint: Option<Vec<String>>,
-    /// Command override.
-    pub command: Option<Vec<String>>,
-    /// Service variables.
-    pub variables: Vec<(String, String)>,
-}
-
-/// Where `get_sources` gets the project from.
-#[derive(Clone, Debug)]
-pub struct GitSource {
-    /// A local repository to clone.
-    pub repo: PathBuf,
-    /// The commit or ref to check out.
-    pub checkout: String,
-    /// The branch or tag name the pipeline runs for.
-    pub ref_name: String,
-    /// Whether `ref_name` is a tag.
-    pub is_tag: bool,
-}
-
-impl GitSource {
-    /// `git_ref` (a tag if `is_tag`) of the repository at `repo`.
-    pub fn new(repo: &Path, git_ref: &str, is_tag: bool) -> Self {
-        GitSource {
-            repo: repo.to_path_buf(),
-            checkout: git_ref.into(),
-            ref_name: git_ref.into(),
-            is_tag,
-        }
-    }
-}
-
-/// A job as GitLab hands it to the runner.
-#[derive(Clone, Debug)]
-pub struct Job {
-    /// `CI_JOB_ID`.
-    pub id: u64,
-    /// `CI_PROJECT_ID`.
-    pub project_id: u64,
-    /// `CI_PROJECT_PATH`.
-    pub project_path: String,
-    /// `CI_CONCURRENT_ID` (and `CI_CONCURRENT_PROJECT_ID`).
-    pub concurrent_id: u64,
-    /// Job name.
-    pub name: String,
-    /// Job stage.
-    pub stage: String,
-    /// `CI_COMMIT_SHA`.
-    pub commit_sha: String,
-    /// `CI_COMMIT_TIMESTAMP` (ISO 8601).
-    pub commit_timestamp: String,
-    /// `image:`.
-    pub image: Option<String>,
-    /// `image: entrypoint:`.
-    pub image_entrypoint: Option<Vec<String>>,
-    /// `image: pull_policy:`.
-    pub pull_policy: Vec<String>,
-    /// `services:`.
-    pub services: Vec<Service>,
-    /// Job variables (user-defined; predefined ones are added by the runner).
-    pub variables: Vec<Var>,
-    /// `script:` (before_script merged).
-    pub script: Vec<String>,
-    /// `after_script:`.
-    pub after_script: Vec<String>,
-    /// Sources, or `GIT_STRATEGY: none` when absent.
-    pub git: Option<GitSource>,
-    /// Job timeout in seconds.
-    pub timeout: u64,
 }
 
 /// When to cancel the job.
@@ -238,189 +153,6 @@ impl JobResult {
     }
 }
 
-impl Job {
-    /// Adds a plain variable.
-    pub fn var(mut self, key: &str, value: &str) -> Self {
-        self.variables.push(Var {
-            key: key.into(),
-            value: value.into(),
-            masked: false,
-            file: false,
-        });
-        self
-    }
-
-    /// Adds a masked variable.
-    pub fn masked(mut self, key: &str, value: &str) -> Self {
-        self.variables.push(Var {
-            key: key.into(),
-            value: value.into(),
-            masked: true,
-            file: false,
-        });
-        self
-    }
-
-    fn git_ref(&self) -> (String, bool) {
-        self.git
-            .as_ref()
-            .map(|g| (g.ref_name.clone(), g.is_tag))
-            .unwrap_or_else(|| ("main".into(), false))
-    }
-
-    fn token(&self) -> String {
-        format!("glcbt-64_{}secrettoken", self.id)
-    }
-
-    /// The predefined and user variables, in the order GitLab sends them.
-    fn all_variables(
-        &self,
-        runner: &Runner,
-        builds_dir: &str,
-        project_dir: &str,
-        status: &str,
-    ) -> Vec<Var> {
-        let (git_ref, is_tag) = self.git_ref();
-        let plain = |k: &str, v: String| Var {
-            key: k.into(),
-            value: v,
-            masked: false,
-            file: false,
-        };
-        let secret = |k: &str, v: String| Var {
-            key: k.into(),
-            value: v,
-            masked: true,
-            file: false,
-        };
-        let server = "https://gitlab.example.com";
-        let mut vars = Vec::new();
-        if let Some(image) = &self.image {
-            vars.push(plain("CI_JOB_IMAGE", image.clone()));
-        }
-        vars.extend([
-            plain("CI_RUNNER_SHORT_TOKEN", runner.short_token.clone()),
-            plain("CI_BUILDS_DIR", builds_dir.into()),
-            plain("CI_PROJECT_DIR", project_dir.into()),
-            plain("CI_CONCURRENT_ID", self.concurrent_id.to_string()),
-            plain("CI_CONCURRENT_PROJECT_ID", self.concurrent_id.to_string()),
-            plain("CI_SERVER", "yes".into()),
-            plain("CI_JOB_STATUS", status.into()),
-            plain("CI_JOB_TIMEOUT", self.timeout.to_string()),
-            plain("CI", "true".into()),
-            plain("GITLAB_CI", "true".into()),
-            plain("CI_SERVER_URL", server.into()),
-            plain("CI_JOB_ID", self.id.to_string()),
-            plain("CI_JOB_NAME", self.name.clone()),
-            plain("CI_JOB_STAGE", self.stage.clone()),
-            plain(
-                "CI_JOB_URL",
-                format!("{server}/{}/-/jobs/{}", self.project_path, self.id),
-            ),
-            plain("CI_PIPELINE_ID", (self.id / 10).to_string()),
-            plain("CI_PROJECT_ID", self.project_id.to_string()),
-            plain("CI_PROJECT_PATH", self.project_path.clone()),
-            plain("CI_PROJECT_PATH_SLUG", self.project_path.replace('/', "-")),
-            plain(
-                "CI_PROJECT_NAME",
-                self.project_path
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            ),
-            plain("CI_PROJECT_URL", format!("{server}/{}", self.project_path)),
-            plain("CI_RUNNER_ID", runner.runner_id.to_string()),
-            plain("CI_COMMIT_SHA", self.commit_sha.clone()),
-            plain(
-                "CI_COMMIT_SHORT_SHA",
-                self.commit_sha.chars().take(8).collect(),
-            ),
-            plain("CI_COMMIT_TIMESTAMP", self.commit_timestamp.clone()),
-            plain("CI_COMMIT_REF_NAME", git_ref.clone()),
-            plain("CI_COMMIT_REF_SLUG", slug(&git_ref)),
-            plain("CI_REGISTRY", "registry.gitlab.example.com".into()),
-            plain("CI_REGISTRY_USER", "gitlab-ci-token".into()),
-            secret("CI_JOB_TOKEN", self.token()),
-            secret("CI_REGISTRY_PASSWORD", self.token()),
-            plain(
-                if is_tag {
-                    "CI_COMMIT_TAG"
-                } else {
-                    "CI_COMMIT_BRANCH"
-                },
-                git_ref,
-            ),
-        ]);
-        vars.extend(self.variables.iter().cloned());
-        vars
-    }
-
-    fn payload(&self, runner: &Runner) -> Value {
-        let (git_ref, is_tag) = self.git_ref();
-        let vars: Vec<Value> = self
-            .all_variables(runner, "", "", "running")
-            .iter()
-            .map(|v| json!({"key": v.key, "value": v.value, "public": !v.masked, "masked": v.masked, "file": v.file}))
-            .collect();
-        let mut steps = vec![
-            json!({"name": "script", "script": self.script, "timeout": self.timeout, "when": "on_success", "allow_failure": false}),
-        ];
-        if !self.after_script.is_empty() {
-            steps.push(json!({"name": "after_script", "script": self.after_script, "timeout": 300, "when": "always", "allow_failure": true}));
-        }
-        json!({
-            "id": self.id,
-            "token": self.token(),
-            "allow_git_fetch": true,
-            "job_info": {"name": self.name, "stage": self.stage, "project_id": self.project_id,
-                         "project_name": self.project_path.rsplit('/').next().unwrap_or(""),
-                         "project_full_path": self.project_path, "pipeline_id": self.id / 10},
-            "git_info": {"repo_url": format!("https://gitlab-ci-token:{}@gitlab.example.com/{}.git", self.token(), self.project_path),
-                         "ref": git_ref, "sha": self.commit_sha,
-                         "ref_type": if is_tag { "tag" } else { "branch" }, "depth": 20},
-            "runner_info": {"timeout": self.timeout},
-            "variables": vars,
-            "steps": steps,
-            "image": {"name": self.image.clone().unwrap_or_default(), "entrypoint": self.image_entrypoint,
-                      "pull_policy": self.pull_policy},
-            "services": self.services.iter().map(|s| json!({"name": s.name, "alias": s.alias,
-                      "entrypoint": s.entrypoint, "command": s.command, "pull_policy": self.pull_policy,
-                      "variables": s.variables.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
-            "features": {"trace_sections": true},
-        })
-    }
-
-    fn services_env(&self) -> String {
-        if self.services.is_empty() {
-            return String::new();
-        }
-        let list: Vec<Value> = self
-            .services
-            .iter()
-            .map(|s| {
-                let mut v = json!({"name": s.name, "alias": s.alias, "entrypoint": s.entrypoint, "command": s.command});
-                if !s.variables.is_empty() {
-                    v["variables"] = s.variables.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>().into();
-                }
-                v
-            })
-            .collect();
-        Value::Array(list).to_string()
-    }
-}
-
-/// `CI_COMMIT_REF_SLUG`: lowercase, `[a-z0-9-]`, at most 63 characters.
-fn slug(s: &str) -> String {
-    let mapped: String = s
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(63)
-        .collect();
-    mapped.trim_matches('-').to_string()
-}
-
 /// The job log of one job: collected, and printed live if asked.
 #[derive(Clone)]
 struct Log {
@@ -452,8 +184,7 @@ impl Log {
 /// State shared by the calls of one preparation attempt.
 struct Attempt {
     tmp: tempfile::TempDir,
-    builds_dir: String,
-    project_dir: String,
+    dirs: Dirs,
     config: Value,
     script_counter: usize,
 }
@@ -465,17 +196,6 @@ struct Drive<'a> {
     log: Log,
     runner_log: String,
     calls: Vec<Call>,
-}
-
-/// What a stage script does before its commands.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Prelude {
-    /// Nothing (`prepare_script`).
-    Nothing,
-    /// Export the job variables (`get_sources`, `cleanup_file_variables`).
-    Export,
-    /// Export and `cd` into the project directory (user steps).
-    ExportAndCd,
 }
 
 impl Runner {
@@ -520,13 +240,13 @@ impl Runner {
 
 impl Drive<'_> {
     fn run(&mut self, cancel: Cancel) -> io::Result<JobResult> {
-        let mut prev_dirs = (String::new(), String::new());
+        let mut prev_dirs = Dirs::default();
         let mut attempt = None;
         let mut prep_error = None;
         for n in 0..PREPARATION_RETRIES {
             let mut a = new_attempt(self.runner.temp_root.as_deref(), &prev_dirs)?;
             let result = self.prepare_attempt(&mut a)?;
-            prev_dirs = (a.builds_dir.clone(), a.project_dir.clone());
+            prev_dirs = a.dirs.clone();
             if result == CallResult::Ok {
                 attempt = Some(a);
                 break;
@@ -548,72 +268,9 @@ impl Drive<'_> {
                 Some(CallResult::SystemFailure(m)) => Status::SystemFailure(m),
                 _ => Status::SystemFailure("preparation failed".into()),
             };
-            return Ok(self.finish(status, PathBuf::from(prev_dirs.1), Value::Null));
+            return Ok(self.finish(status, PathBuf::from(prev_dirs.project), Value::Null));
         };
-
-        let mut job_error: Option<CallResult> = None;
-        let mut canceled = false;
-        let stages = [
-            (
-                "prepare_script",
-                "echo \"Running on $(hostname) via gitlab-ecs-executor...\"".to_string(),
-                Prelude::Nothing,
-            ),
-            ("get_sources", self.get_sources_body(&a), Prelude::Export),
-        ];
-        for (stage, body, prelude) in stages {
-            let script = self.script(&a, "running", &body, prelude);
-            let result = self.run_stage(&mut a, stage, "running", &script, None)?;
-            if result != CallResult::Ok {
-                job_error = Some(result);
-                break;
-            }
-        }
-        if job_error.is_none() {
-            let script = self.script(
-                &a,
-                "running",
-                &user_commands(&self.job.script),
-                Prelude::ExportAndCd,
-            );
-            let cancel_after = match cancel {
-                Cancel::DuringBuildScript(after) => Some(after),
-                Cancel::No => None,
-            };
-            let started = Instant::now();
-            let result =
-                self.run_stage(&mut a, "build_script", "running", &script, cancel_after)?;
-            if cancel_after.is_some_and(|after| started.elapsed() >= after)
-                || self.runner.cancelled_externally()
-            {
-                canceled = true;
-                self.log
-                    .push("WARNING: script canceled externally (UI, API)\n");
-            }
-            if result != CallResult::Ok {
-                job_error = Some(result);
-            }
-            if !self.job.after_script.is_empty() {
-                let status = match (canceled, &job_error) {
-                    (true, _) => "canceled",
-                    (false, Some(_)) => "failed",
-                    (false, None) => "success",
-                };
-                let script = self.script(
-                    &a,
-                    status,
-                    &user_commands(&self.job.after_script),
-                    Prelude::ExportAndCd,
-                );
-                self.log.push("\x1b[36;1mRunning after_script\x1b[0;m\n");
-                // after_script failures are ignored by default.
-                self.run_stage(&mut a, "after_script", status, &script, None)?;
-            }
-        }
-        let cleanup_vars = format!("rm -rf {}", shell_quote(&format!("{}.tmp", a.project_dir)));
-        let script = self.script(&a, "running", &cleanup_vars, Prelude::Export);
-        self.run_stage(&mut a, "cleanup_file_variables", "running", &script, None)?;
-
+        let (job_error, canceled) = self.stages(&mut a, cancel)?;
         self.cleanup(&a)?;
         let status = match (canceled, job_error) {
             (true, _) => Status::Canceled,
@@ -622,7 +279,152 @@ impl Drive<'_> {
             (false, Some(CallResult::SystemFailure(m))) => Status::SystemFailure(m),
         };
         let config = a.config.clone();
-        Ok(self.finish(status, PathBuf::from(&a.project_dir), config))
+        Ok(self.finish(status, PathBuf::from(&a.dirs.project), config))
+    }
+
+    /// Every run stage in the runner's order (reference §4.1): the job's error, if any, and
+    /// whether it was cancelled.
+    fn stages(
+        &mut self,
+        a: &mut Attempt,
+        cancel: Cancel,
+    ) -> io::Result<(Option<CallResult>, bool)> {
+        let job = self.job;
+        let running = job.all_variables(self.runner, &a.dirs, "running");
+        let hostname = a
+            .config
+            .get("hostname")
+            .and_then(Value::as_str)
+            .unwrap_or("gitlab-ecs-executor")
+            .to_string();
+        let prepare = script::prepare(&a.dirs, &hostname);
+        let result = self.run_stage(a, "prepare_script", "running", &prepare, None)?;
+        if result != CallResult::Ok {
+            // A failure here ends the job: no later run stage, only cleanup.
+            return Ok((Some(result), false));
+        }
+        let mut job_error = self.get_sources(a, &running)?;
+        for (stage, body, attempts_var) in [
+            (
+                "restore_cache",
+                script::restore_cache(job, &running, &a.dirs),
+                "RESTORE_CACHE_ATTEMPTS",
+            ),
+            (
+                "download_artifacts",
+                script::download_artifacts(job, &running, &a.dirs),
+                "ARTIFACT_DOWNLOAD_ATTEMPTS",
+            ),
+        ] {
+            if let (None, Some(body)) = (&job_error, body) {
+                let attempts = self.attempts(attempts_var);
+                let mut result = CallResult::Ok;
+                for n in 0..attempts {
+                    if n > 0 {
+                        self.log.push("WARNING: Retrying...\n");
+                    }
+                    result = self.run_stage(a, stage, "running", &body, None)?;
+                    if result == CallResult::Ok {
+                        break;
+                    }
+                }
+                if result != CallResult::Ok {
+                    job_error = Some(result);
+                }
+            }
+        }
+        let mut canceled = false;
+        let prepared = job_error.is_none();
+        if prepared {
+            let cancel_after = match cancel {
+                Cancel::DuringBuildScript(after) => Some(after),
+                Cancel::No => None,
+            };
+            let started = Instant::now();
+            let mut steps = vec![("build_script".to_string(), job.script.clone())];
+            steps.extend(
+                job.steps
+                    .iter()
+                    .map(|(n, s)| (format!("step_{n}"), s.clone())),
+            );
+            for (stage, lines) in steps {
+                let body = script::user_step(&lines, &running, &a.dirs);
+                let cut = cancel_after.map(|after| after.saturating_sub(started.elapsed()));
+                let result = self.run_stage(a, &stage, "running", &body, cut)?;
+                if cancel_after.is_some_and(|after| started.elapsed() >= after)
+                    || self.runner.cancelled_externally()
+                {
+                    canceled = true;
+                    self.log
+                        .push("WARNING: script canceled externally (UI, API)\n");
+                }
+                if result != CallResult::Ok {
+                    job_error = Some(result);
+                    break;
+                }
+            }
+        }
+        let status = match (canceled, &job_error) {
+            (true, _) => "canceled",
+            (false, Some(_)) => "failed",
+            (false, None) => "success",
+        };
+        let finished = job.all_variables(self.runner, &a.dirs, status);
+        if prepared && !job.after_script.is_empty() {
+            let body = script::after_script(&job.after_script, &finished, &a.dirs);
+            self.log.push("\x1b[36;1mRunning after_script\x1b[0;m\n");
+            // after_script failures are ignored by default.
+            self.run_stage(a, "after_script", status, &body, None)?;
+        }
+        let on_success = job_error.is_none() && !canceled;
+        let (cache_stage, artifacts_stage) = if on_success {
+            ("archive_cache", "upload_artifacts_on_success")
+        } else {
+            ("archive_cache_on_failure", "upload_artifacts_on_failure")
+        };
+        if let Some(body) = script::archive_cache(job, &finished, &a.dirs, on_success) {
+            // A cache that cannot be saved never fails the job.
+            self.run_stage(a, cache_stage, status, &body, None)?;
+        }
+        if let Some(body) = script::upload_artifacts(job, &finished, &a.dirs, on_success) {
+            let result = self.run_stage(a, artifacts_stage, status, &body, None)?;
+            if result != CallResult::Ok && job_error.is_none() {
+                job_error = Some(result);
+            }
+        }
+        let cleanup_vars = script::cleanup_file_variables(&finished, &a.dirs);
+        self.run_stage(a, "cleanup_file_variables", status, &cleanup_vars, None)?;
+        Ok((job_error, canceled))
+    }
+
+    /// `get_sources`, repeated `GET_SOURCES_ATTEMPTS` times, `clear_worktree` before the
+    /// second attempt.
+    fn get_sources(&mut self, a: &mut Attempt, vars: &[Var]) -> io::Result<Option<CallResult>> {
+        let body = script::get_sources(self.job, vars, &a.dirs);
+        let mut result = CallResult::Ok;
+        for n in 0..self.attempts("GET_SOURCES_ATTEMPTS") {
+            if n == 1 {
+                let clear = script::clear_worktree(&a.dirs);
+                self.run_stage(a, "clear_worktree", "running", &clear, None)?;
+            }
+            if n > 0 {
+                self.log.push("WARNING: Retrying...\n");
+            }
+            result = self.run_stage(a, "get_sources", "running", &body, None)?;
+            if result == CallResult::Ok {
+                return Ok(None);
+            }
+        }
+        Ok(Some(result))
+    }
+
+    /// A stage's attempts variable, clamped to 1–10 as the runner does.
+    fn attempts(&self, variable: &str) -> usize {
+        self.job
+            .variable(variable)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1)
+            .clamp(1, 10)
     }
 
     /// config_exec, StartBuild checks and prepare_exec of one attempt.
@@ -672,7 +474,7 @@ impl Drive<'_> {
             .get("builds_dir_is_shared")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        a.project_dir = if shared {
+        let project = if shared {
             format!(
                 "{builds_dir}/{}/{}/{}",
                 self.runner.short_token, self.job.concurrent_id, self.job.project_path
@@ -680,7 +482,12 @@ impl Drive<'_> {
         } else {
             format!("{builds_dir}/{}", self.job.project_path)
         };
-        a.builds_dir = builds_dir;
+        a.dirs = Dirs {
+            project_cache: format!("{cache_dir}/{}", self.job.project_path),
+            builds: builds_dir,
+            cache: cache_dir,
+            project,
+        };
         let driver = a
             .config
             .pointer("/driver/name")
@@ -696,19 +503,20 @@ impl Drive<'_> {
         Ok(result)
     }
 
+    /// Writes `body` as the stage script (`BashWriter.Finish`) and runs the stage.
     fn run_stage(
         &mut self,
         a: &mut Attempt,
         stage: &str,
         status: &str,
-        script: &str,
+        body: &str,
         cancel_after: Option<Duration>,
     ) -> io::Result<CallResult> {
         a.script_counter += 1;
         let dir = a.tmp.path().join(format!("script{}", a.script_counter));
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("script");
-        std::fs::write(&path, script)?;
+        std::fs::write(&path, script::finish(body))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
         let path_arg = path.to_string_lossy().into_owned();
         let mut args: Vec<&str> = vec!["run"];
@@ -762,10 +570,7 @@ impl Drive<'_> {
                 env.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
             }
         }
-        for v in self
-            .job
-            .all_variables(self.runner, &a.builds_dir, &a.project_dir, status)
-        {
+        for v in self.job.all_variables(self.runner, &a.dirs, status) {
             env.push((format!("CUSTOM_ENV_{}", v.key), v.value));
         }
         env.push(("CUSTOM_ENV_CI_JOB_SERVICES".into(), self.job.services_env()));
@@ -862,50 +667,6 @@ impl Drive<'_> {
         }
     }
 
-    fn get_sources_body(&self, a: &Attempt) -> String {
-        let dir = shell_quote(&a.project_dir);
-        match &self.job.git {
-            None => format!("mkdir -p {dir}"),
-            Some(g) => format!(
-                "echo 'Fetching changes...'\nrm -rf {dir}\nmkdir -p {dir}.tmp\ngit clone -q {} {dir}\ncd {dir}\ngit -c advice.detachedHead=false checkout -q {}\necho \"Checked out $(git rev-parse --short HEAD) as {}\"",
-                shell_quote(&g.repo.to_string_lossy()),
-                shell_quote(&g.checkout),
-                g.ref_name
-            ),
-        }
-    }
-
-    /// A stage script in the shape of gitlab-runner's `BashWriter.Finish`.
-    fn script(&self, a: &Attempt, status: &str, commands: &str, prelude: Prelude) -> String {
-        let mut body = String::new();
-        if prelude != Prelude::Nothing {
-            for v in self
-                .job
-                .all_variables(self.runner, &a.builds_dir, &a.project_dir, status)
-            {
-                if v.file {
-                    body.push_str(&format!(
-                        "mkdir -p {tmp}\nprintf '%s' {val} > {tmp}/{k}\nexport {k}={tmp}/{k}\n",
-                        tmp = shell_quote(&format!("{}.tmp", a.project_dir)),
-                        val = shell_quote(&v.value),
-                        k = v.key
-                    ));
-                } else {
-                    body.push_str(&format!("export {}={}\n", v.key, shell_quote(&v.value)));
-                }
-            }
-            if prelude == Prelude::ExportAndCd {
-                body.push_str(&format!("cd {}\n", shell_quote(&a.project_dir)));
-            }
-        }
-        body.push_str(commands);
-        body.push('\n');
-        format!(
-            "#!/usr/bin/env bash\n\ntrap 'exit 1' TERM\n\ncase \"$(set -o)\" in *\"pipefail\"*) set -o pipefail;; esac; set -o errexit\nset +o noclobber\n(trap 'exit 1' TERM; eval {}) < /dev/null\nexit 0\n",
-            shell_quote(&body)
-        )
-    }
-
     fn finish(&mut self, status: Status, project_dir: PathBuf, config: Value) -> JobResult {
         let last = match &status {
             Status::Success => "\x1b[32;1mJob succeeded\x1b[0;m\n".to_string(),
@@ -929,50 +690,20 @@ impl Drive<'_> {
     }
 }
 
-fn new_attempt(root: Option<&Path>, prev: &(String, String)) -> io::Result<Attempt> {
+fn new_attempt(root: Option<&Path>, prev: &Dirs) -> io::Result<Attempt> {
     let mut builder = tempfile::Builder::new();
     builder.prefix("custom-executor");
     let tmp = match root {
         Some(root) => builder.tempdir_in(root)?,
         None => builder.tempdir()?,
     };
+    // On a retry the runner still holds the directories of the previous attempt.
     Ok(Attempt {
         tmp,
-        builds_dir: prev.0.clone(),
-        project_dir: prev.1.clone(),
+        dirs: prev.clone(),
         config: Value::Null,
         script_counter: 0,
     })
-}
-
-/// `echo` of each command in bold green, then the command, as the runner writes them.
-fn user_commands(lines: &[String]) -> String {
-    lines
-        .iter()
-        .map(|c| {
-            format!(
-                "echo {}\n{c}\n",
-                shell_quote(&format!("\x1b[32;1m$ {c}\x1b[0;m"))
-            )
-        })
-        .collect()
-}
-
-/// `helpers.ShellEscape`: ANSI-C quoting with `\xNN` for control and non-ASCII bytes.
-pub fn shell_quote(s: &str) -> String {
-    let mut out = String::from("$'");
-    for b in s.bytes() {
-        match b {
-            b'\\' => out.push_str("\\\\"),
-            b'\'' => out.push_str("\\'"),
-            b'\n' => out.push_str("\\n"),
-            b'\t' => out.push_str("\\t"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out.push('\'');
-    out
 }
 
 /// One finished process.
@@ -1034,15 +765,4 @@ pub fn unique_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     (std::process::id() as u64 % 100_000) * 1000 + n
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_quoting_is_ansi_c() {
-        assert_eq!(shell_quote("it's\n\x1b"), "$'it\\'s\\n\\x1b'");
-        assert_eq!(slug("Feature/ABC_1"), "feature-abc-1");
-    }
 }
