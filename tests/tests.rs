@@ -7,6 +7,7 @@ mod docker_jobs;
 mod docs;
 mod exec;
 mod fuzz;
+mod isolation;
 mod operator;
 mod protocol;
 mod release_image;

@@ -69,13 +69,17 @@ pub async fn create_helper_container(
     docker: &Docker,
     spec: &ContainerSpec,
     settings: &DockerSettings,
-    volume_roots: &[&str],
+    builds_dir: &str,
+    cache_dir: &str,
 ) -> Result<(), DockerError> {
-    let roots: Vec<String> = volume_roots.iter().map(|r| shell_word(r)).collect();
+    let roots = [shell_word(builds_dir), shell_word(cache_dir)].join(" ");
+    // Any image user must be able to touch the stage marker, whoever made it first.
+    let marker = shell_word(&format!("{builds_dir}/{STAGE_MARKER}"));
     // The runner's scripts call `gitlab-runner` for caches and artifacts; GitLab's helper
     // image ships `gitlab-runner-helper`, which answers the same commands.
     let command = format!(
         "for d in {roots}; do chmod 0777 \"$d\" 2>/dev/null; done; \
+         {{ true >> {marker} && chmod 0666 {marker}; }} 2>/dev/null; \
          if ! command -v gitlab-runner >/dev/null 2>&1; then \
            h=$(command -v gitlab-runner-helper 2>/dev/null); \
            if [ -n \"$h\" ] && mkdir -p /tmp/.gitlab-ecs-executor/bin && ln -sf \"$h\" /tmp/.gitlab-ecs-executor/bin/gitlab-runner; then \
@@ -83,8 +87,7 @@ pub async fn create_helper_container(
            fi; \
          fi; \
          if command -v gitlab-runner-build >/dev/null 2>&1; then exec gitlab-runner-build; fi; \
-         umask 0000; {DETECT_SHELL}",
-        roots = roots.join(" ")
+         umask 0000; {DETECT_SHELL}"
     );
     let host_config = HostConfig {
         binds: Some(spec.binds.clone()),
@@ -127,7 +130,8 @@ pub async fn create_build_container(
     options: &BuildOptions,
 ) -> Result<(), DockerError> {
     let marker = shell_word(&format!("{}/{STAGE_MARKER}", options.builds_dir));
-    let command = format!("{{ : > {marker}; }} 2>/dev/null; {DETECT_SHELL}");
+    // `true`, not `:`: a failed redirection of a special built-in ends a POSIX shell.
+    let command = format!("{{ true > {marker}; }} 2>/dev/null; {DETECT_SHELL}");
     let entrypoint = options
         .entrypoint
         .clone()

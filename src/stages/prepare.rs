@@ -141,11 +141,9 @@ async fn prepare_all(
         hostname: hostname.clone(),
         network: network.clone(),
     };
-    let roots = [
-        settings.builds_dir.to_str().unwrap_or("/builds"),
-        settings.cache_dir.to_str().unwrap_or("/cache"),
-    ];
-    create_helper_container(docker, &helper_spec, d, &roots).await?;
+    let builds_dir = settings.builds_dir.display().to_string();
+    let cache_dir = settings.cache_dir.display().to_string();
+    create_helper_container(docker, &helper_spec, d, &builds_dir, &cache_dir).await?;
     if let Some((image, options)) = build {
         let spec = ContainerSpec {
             name: names.build_container(),
@@ -158,7 +156,7 @@ async fn prepare_all(
         };
         create_build_container(docker, &spec, d, &options).await?;
     }
-    volumes::mark_used(docker, &names.helper_container(), roots[0]).await?;
+    volumes::mark_used(docker, &names.helper_container(), &builds_dir).await?;
     Ok(())
 }
 

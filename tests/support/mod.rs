@@ -16,7 +16,9 @@ pub use images::base_image;
 pub mod runner {
     pub use gitlab_ecs_executor::local::runner::*;
 }
-pub use runner::{CallResult, Cancel, GitSource, Job, JobResult, Runner, Service, Status};
+pub use runner::{
+    ArtifactDef, CacheDef, CallResult, Cancel, GitSource, Job, JobResult, Runner, Service, Status,
+};
 
 /// Jobs with the test suite's defaults: a unique id and project, a fixed commit, and pull
 /// policy `never` (no registry can be reached; images are made locally).
