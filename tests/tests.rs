@@ -4,6 +4,7 @@
 mod support;
 
 mod docker_jobs;
+mod docker_parity;
 mod docs;
 mod exec;
 mod fuzz;
