@@ -192,3 +192,129 @@ fn the_iam_policy_lists_exactly_the_actions_the_code_uses() {
     expected.insert("iam:PassRole".into());
     assert_eq!(listed, expected, "docs/aws.md policy vs the code");
 }
+
+/// gitlab-runner 19.x `[runners.docker]` keys (`common/config.go` `DockerConfig` and its
+/// embedded `Credentials`).
+const DOCKER_EXECUTOR_KEYS: &[&str] = &[
+    "host",
+    "tls_cert_path",
+    "tls_verify",
+    "hostname",
+    "image",
+    "runtime",
+    "memory",
+    "memory_swap",
+    "memory_reservation",
+    "cgroup_parent",
+    "cpuset_cpus",
+    "cpuset_mems",
+    "cpus",
+    "cpu_shares",
+    "dns",
+    "dns_search",
+    "privileged",
+    "services_privileged",
+    "disable_entrypoint_overwrite",
+    "user",
+    "allowed_users",
+    "group_add",
+    "userns_mode",
+    "cap_add",
+    "cap_drop",
+    "oom_kill_disable",
+    "oom_score_adjust",
+    "security_opt",
+    "services_security_opt",
+    "devices",
+    "device_cgroup_rules",
+    "gpus",
+    "services_devices",
+    "disable_cache",
+    "volumes",
+    "volume_keep",
+    "volume_driver",
+    "volume_driver_ops",
+    "cache_dir",
+    "extra_hosts",
+    "volumes_from",
+    "network_mode",
+    "pid_mode",
+    "ipcmode",
+    "mac_address",
+    "links",
+    "services",
+    "services_limit",
+    "service_memory",
+    "service_memory_swap",
+    "service_memory_reservation",
+    "service_cgroup_parent",
+    "service_slot_cgroup_template",
+    "service_cpuset_cpus",
+    "service_cpus",
+    "service_cpu_shares",
+    "service_gpus",
+    "wait_for_services_timeout",
+    "allowed_images",
+    "allowed_privileged_images",
+    "allowed_privileged_services",
+    "allowed_pull_policies",
+    "allowed_services",
+    "pull_policy",
+    "isolation",
+    "shm_size",
+    "tmpfs",
+    "services_tmpfs",
+    "sysctls",
+    "helper_image",
+    "helper_image_flavor",
+    "container_labels",
+    "enable_ipv6",
+    "ulimit",
+    "network_mtu",
+    "log_options",
+];
+
+#[test]
+fn every_docker_executor_key_is_classified_and_supported_ones_exist() {
+    let doc = read(&root().join("docs/configuration.md"));
+    let table = doc
+        .split("## `[runners.docker]` keys")
+        .nth(1)
+        .expect("a [runners.docker] section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut rows = std::collections::BTreeMap::new();
+    for line in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        rows.insert(cells[1].trim_matches('`').to_string(), cells[2].to_string());
+    }
+    let defaults = toml::Table::try_from(Settings::default()).unwrap();
+    let ours = defaults["docker"].as_table().unwrap();
+    for key in DOCKER_EXECUTOR_KEYS {
+        let status = rows
+            .get(*key)
+            .unwrap_or_else(|| panic!("docs/configuration.md does not classify `{key}`"));
+        assert!(
+            ["supported", "differs", "not applicable"].contains(&status.as_str()),
+            "`{key}`: {status}"
+        );
+        // A supported key is accepted in [docker] under the docker executor's name.
+        if status == "supported" {
+            let text = format!("[docker]\n{key} = {}", sample(key, ours.get(*key)));
+            Settings::from_toml(&text, Path::new("docs"))
+                .unwrap_or_else(|e| panic!("`{key}` is marked supported: {e}"));
+        }
+    }
+    assert_eq!(rows.len(), DOCKER_EXECUTOR_KEYS.len(), "{rows:?}");
+}
+
+/// A valid value for a `[docker]` key: its default, or a sample for keys without one.
+fn sample(key: &str, default: Option<&toml::Value>) -> String {
+    match (key, default) {
+        (_, Some(v)) => v.to_string(),
+        ("image", None) => "\"debian:bookworm-slim\"".into(),
+        ("services_privileged", None) => "true".into(),
+        (_, None) => "1".into(),
+    }
+}
