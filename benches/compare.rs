@@ -468,13 +468,10 @@ fn whole_release(f: &mut Fixture) -> Vec<Row> {
     ]
 }
 
-/// A deploy job for `tag` (which the test repository need not have) at its HEAD.
+/// A deploy job for `tag`, a new tag on the project's HEAD.
 fn job_at_head(f: &Fixture, tag: &str) -> Job {
-    let mut job = f.job("deploy", tag, true);
-    if let Some(g) = job.git.as_mut() {
-        g.sha = "HEAD".into();
-    }
-    job
+    f.tag(tag);
+    f.job("deploy", tag, true)
 }
 
 fn image_secs(log: &str) -> Duration {

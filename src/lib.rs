@@ -10,6 +10,7 @@ pub mod aws;
 pub mod clock;
 pub mod commands;
 pub mod docker;
+pub mod glob;
 pub mod image_ref;
 pub mod joblog;
 pub mod local;

@@ -7,30 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn assert_nothing_left(job: &Job) {
-    let left = docker_objects_of(job);
-    assert!(left.is_empty(), "job {} left {left:?}", job.id);
-}
-
 /// An image derived from the base image by a Dockerfile snippet, built once.
 fn derived_image(tag: &str, dockerfile_tail: &str) -> String {
-    let image = format!("gitlab-ecs-executor-test/{tag}:1");
-    if !images::image_exists(&image) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            format!("FROM {}\n{dockerfile_tail}\n", base_image()),
-        )
-        .unwrap();
-        let status = Command::new("docker")
-            .args(["build", "-q", "-t", &image])
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    image
+    images::build_once(tag, &format!("FROM {}\n{dockerfile_tail}\n", base_image()))
 }
 
 #[test]
@@ -210,11 +189,7 @@ fn a_stopped_daemon_is_a_clear_system_failure() {
         TestEnv::with_settings(&format!("[docker]\nhost = \"unix://{}\"", socket.display()));
     env.runner.prepare_retry_pause = Duration::from_millis(100);
     let result = env.runner.run(&Job::test(base_image(), &["true"]));
-    assert!(
-        matches!(result.status, Status::SystemFailure(_)),
-        "{:?}",
-        result.status
-    );
+    assert_system_failure(&result);
     assert_logged(&result.log, "cannot reach the Docker engine");
     assert_logged(&result.log, "systemctl status docker");
 }

@@ -12,25 +12,6 @@ use crate::support::images::{CLIENTS, DEBIAN, POSTGRES, REDIS};
 use crate::support::release::Fixture;
 use crate::support::*;
 
-/// An image built once from `dockerfile` (whose `FROM` names a local image).
-fn image(name: &str, dockerfile: &str) -> String {
-    let image = format!("gitlab-ecs-executor-test/{name}:1");
-    if !images::image_exists(&image) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-        let status = Command::new("docker")
-            .args(["build", "-q", "-t", &image])
-            .arg(dir.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "building {image}");
-    }
-    image
-}
-
 /// Processes in the container whose command line contains `needle`, counted from /proc
 /// (a minbase Debian image has no `ps`).
 fn count_processes(needle: &str) -> String {
@@ -81,7 +62,7 @@ fn a_postgres_service_answers_the_first_command_under_every_alias() {
 
 #[test]
 fn a_service_that_never_listens_is_a_warning_with_its_logs_and_the_job_runs() {
-    let silent = image(
+    let silent = images::build_once(
         "silent-service",
         &format!("FROM {DEBIAN}\nEXPOSE 9999\nCMD [\"sh\", \"-c\", \"echo service booting; sleep 3600\"]\n"),
     );
@@ -161,7 +142,7 @@ fn a_background_process_of_the_script_is_gone_before_after_script() {
 
 #[test]
 fn every_stage_runs_through_the_images_entrypoint() {
-    let entry = image(
+    let entry = images::build_once(
         "exporting-entrypoint",
         &format!(
             "FROM {DEBIAN}\nRUN printf '#!/bin/sh\\nexport FROM_ENTRYPOINT=set-up-by-the-image\\nexec \"$@\"\\n' > /entry.sh && chmod +x /entry.sh\nENTRYPOINT [\"/entry.sh\"]\n"
@@ -189,7 +170,7 @@ fn shell_sh_runs_jobs_as_the_docker_executor_does() {
 
 #[test]
 fn privileged_follows_the_allowed_privileged_images() {
-    let dind = image("dind", &format!("FROM {}\n", base_image()));
+    let dind = images::build_once("dind", &format!("FROM {}\n", base_image()));
     let run = |settings: &str, image: &str| {
         let mut env = TestEnv::with_settings(settings);
         env.runner.prepare_retry_pause = Duration::from_millis(100);
@@ -314,4 +295,84 @@ fn a_release_job_with_a_release_step_succeeds() {
     assert_eq!(result.calls_of("step_release")[0].result, CallResult::Ok);
     assert_logged(&result.log, "creating the GitLab release for v1.2.3");
     assert_eq!(ecs.requests("UpdateService").len(), 1);
+}
+
+#[test]
+fn ci_debug_services_streams_service_logs_into_the_job_log() {
+    let env = TestEnv::with_settings("[docker]\nwait_for_services_timeout = -1");
+    let ticker = Service {
+        name: base_image().into(),
+        alias: "ticker".into(),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "while true; do echo tick; sleep 0.5; done".into(),
+        ]),
+        ..Default::default()
+    };
+    let mut job = Job::test(DEBIAN, &["sleep 3"]).var("CI_DEBUG_SERVICES", "true");
+    job.services = vec![ticker.clone()];
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(&result.log, "[service:ticker");
+    assert_logged(&result.log, "] tick");
+
+    let mut quiet = Job::test(DEBIAN, &["sleep 2"]);
+    quiet.services = vec![ticker];
+    let result = env.runner.run(&quiet);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(!result.log.contains("[service:"), "{}", result.log);
+}
+
+#[test]
+fn the_image_user_follows_settings_and_allowed_users() {
+    let env = TestEnv::with_settings("[docker]\nallowed_users = [\"nobody\", \"1000\"]");
+    let mut job = Job::test(DEBIAN, &["echo \"running as $(id -un)\""]);
+    job.image_user = Some("nobody".into());
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(&result.log, "running as nobody");
+
+    let mut job = Job::test(DEBIAN, &["true"]);
+    job.image_user = Some("root".into());
+    let result = env.runner.run(&job);
+    // What the job asked for, refused by the operator: a job failure, not retried.
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert_logged(&result.log, "user \"root\" is not an allowed user");
+    assert_eq!(result.calls_of("prepare").len(), 1);
+
+    // `docker.user` wins over the job's.
+    let env = TestEnv::with_settings("[docker]\nuser = \"nobody\"");
+    let mut job = Job::test(DEBIAN, &["echo \"running as $(id -un)\""]);
+    job.image_user = Some("root".into());
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(&result.log, "running as nobody");
+}
+
+#[test]
+fn services_outside_allowed_services_or_the_limit_fail_the_job() {
+    let env = TestEnv::with_settings(&format!(
+        "[docker]\nallowed_services = [\"{POSTGRES}\"]\nservices_limit = 1"
+    ));
+    let mut job = Job::test(DEBIAN, &["true"]);
+    job.services = vec![Service {
+        name: REDIS.into(),
+        ..Default::default()
+    }];
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert_logged(&result.log, &format!("service {REDIS} is not allowed on this runner"));
+    assert_eq!(result.calls_of("prepare").len(), 1);
+
+    job.services = vec![
+        Service {
+            name: POSTGRES.into(),
+            ..Default::default()
+        };
+        2
+    ];
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert_logged(&result.log, "too many services requested: 2, only 1 allowed");
 }

@@ -181,24 +181,10 @@ fn caches_round_trip_within_a_project_only_and_artifacts_are_uploaded() {
 
 /// A Debian image whose default user is `node`, as Node.js images are.
 fn non_root_image() -> String {
-    let image = "gitlab-ecs-executor-test/debian-node-user:1".to_string();
-    if !images::image_exists(&image) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            format!("FROM {DEBIAN}\nRUN useradd --create-home --uid 1000 node\nUSER node\n"),
-        )
-        .unwrap();
-        let status = Command::new("docker")
-            .args(["build", "-q", "-t", &image])
-            .arg(dir.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    image
+    images::build_once(
+        "debian-node-user",
+        &format!("FROM {DEBIAN}\nRUN useradd --create-home --uid 1000 node\nUSER node\n"),
+    )
 }
 
 #[test]
@@ -239,12 +225,7 @@ fn a_helper_image_that_cannot_be_had_is_a_system_failure_naming_the_setting() {
     env.runner.prepare_retry_pause = Duration::from_millis(100);
     let job = Job::test(base_image(), &["true"]);
     let result = env.runner.run(&job);
-    assert!(
-        matches!(result.status, Status::SystemFailure(_)),
-        "{:?}\n{}",
-        result.status,
-        result.log
-    );
+    assert_system_failure(&result);
     assert_logged(&result.log, "gitlab-ecs-executor-test/no-such-helper:1");
     assert_logged(&result.log, "docker.helper_image");
     assert_eq!(
@@ -252,11 +233,7 @@ fn a_helper_image_that_cannot_be_had_is_a_system_failure_naming_the_setting() {
         3,
         "a system failure is retried"
     );
-    assert!(
-        docker_objects_of(&job).is_empty(),
-        "{:?}",
-        docker_objects_of(&job)
-    );
+    assert_nothing_left(&job);
     assert!(env.volumes().iter().all(|v| !v.contains("-path-")));
 }
 
@@ -287,18 +264,9 @@ fn a_project_volume_the_engine_cannot_mount_is_a_system_failure_naming_its_reaso
         .unwrap();
     assert!(created.status.success(), "{created:?}");
     let result = env.runner.run(&job);
-    assert!(
-        matches!(result.status, Status::SystemFailure(_)),
-        "{:?}\n{}",
-        result.status,
-        result.log
-    );
+    assert_system_failure(&result);
     assert_logged(&result.log, "/nonexistent/device");
-    assert!(
-        docker_objects_of(&job).is_empty(),
-        "{:?}",
-        docker_objects_of(&job)
-    );
+    assert_nothing_left(&job);
 }
 
 #[test]

@@ -265,11 +265,7 @@ fn settings_errors_name_the_file_and_key_and_fail_as_system_failures() {
 
     // Through the runner: config fails every attempt, prepare is never called, cleanup is.
     let result = env.runner.clone().run(&Job::test(base_image(), &["true"]));
-    assert!(
-        matches!(result.status, Status::SystemFailure(_)),
-        "{:?}",
-        result.status
-    );
+    assert_system_failure(&result);
     assert_eq!(result.calls_of("config").len(), 3);
     assert_eq!(result.calls_of("prepare").len(), 0);
     assert_eq!(result.calls_of("cleanup").len(), 3);

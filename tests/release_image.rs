@@ -86,7 +86,13 @@ fn rerunning_a_release_reuses_the_existing_image() {
 #[test]
 fn only_version_tags_on_release_stages_trigger_and_mutable_tags_are_refused() {
     let f = fixture(&Moto::ecr_password());
-    for (git_ref, is_tag) in [("v1.2", true), ("1.2.3", true), ("main", false)] {
+    // A tag the pattern does not match is never a release, whatever its stage.
+    for (git_ref, is_tag) in [
+        ("v1.2", true),
+        ("1.2.3", true),
+        ("latest", true),
+        ("main", false),
+    ] {
         let result = f
             .env
             .runner
@@ -103,7 +109,12 @@ fn only_version_tags_on_release_stages_trigger_and_mutable_tags_are_refused() {
             result.log
         );
     }
-    let result = f.env.runner.run(&release_job(&f, "deploy", "latest", true));
+    // A loosened pattern still never releases a moving tag.
+    let loose = Fixture::new(&Moto::ecr_password(), "[release]\ntag_pattern = '^.+$'");
+    let result = loose
+        .env
+        .runner
+        .run(&release_job(&loose, "deploy", "latest", true));
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
     assert!(
         result
@@ -116,6 +127,7 @@ fn only_version_tags_on_release_stages_trigger_and_mutable_tags_are_refused() {
         result.calls_of("get_sources").is_empty(),
         "failed before cloning"
     );
+    assert!(loose.registry.tags("group/app").is_empty());
     assert!(f.registry.tags("group/app").is_empty());
 
     let result = f

@@ -439,12 +439,7 @@ fn an_engine_that_drops_out_mid_script_is_a_system_failure_and_nothing_is_left()
         proxy.start();
         running.join().unwrap()
     });
-    assert!(
-        matches!(result.status, Status::SystemFailure(_)),
-        "{:?}\n{}",
-        result.status,
-        result.log
-    );
+    assert_system_failure(&result);
     assert!(
         result
             .log
@@ -457,11 +452,7 @@ fn an_engine_that_drops_out_mid_script_is_a_system_failure_and_nothing_is_left()
         result.calls_of("build_script")[0].elapsed < Duration::from_secs(15),
         "the executor noticed late"
     );
-    assert!(
-        docker_objects_of(&job).is_empty(),
-        "left {:?}",
-        docker_objects_of(&job)
-    );
+    assert_nothing_left(&job);
 }
 
 #[test]
@@ -522,7 +513,7 @@ fn an_engine_restarting_during_prepare_or_cleanup_is_survived() {
     });
     assert_eq!(result.status, Status::Success, "{}", result.log);
     assert!(result.calls_of("prepare").len() >= 2, "{:?}", result.calls);
-    assert!(docker_objects_of(&job).is_empty());
+    assert_nothing_left(&job);
 
     // Down for 3 s once the script is over: cleanup waits for the engine instead of leaving
     // the job's container behind.
@@ -544,9 +535,5 @@ fn an_engine_restarting_during_prepare_or_cleanup_is_survived() {
         "{}",
         result.log
     );
-    assert!(
-        docker_objects_of(&job).is_empty(),
-        "left {:?}",
-        docker_objects_of(&job)
-    );
+    assert_nothing_left(&job);
 }

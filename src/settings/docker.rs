@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::glob;
+use crate::glob;
 use super::units::{minutes, seconds, MemorySize};
 
 /// When to pull a job or service image.

@@ -6,7 +6,6 @@
 //! job cannot loosen what the operator configured.
 
 mod docker;
-mod glob;
 mod release;
 mod units;
 

@@ -56,19 +56,20 @@ impl Default for ReleaseSettings {
 }
 
 impl ReleaseSettings {
-    /// Whether `tag` may be released. Mutable tags are judged first, so that a loosened
-    /// pattern can never release a moving tag.
+    /// Whether `tag` may be released. A tag the pattern does not match is not a version (the
+    /// job runs as written); `mutable_tags` refuses the moving tags a loosened pattern would
+    /// otherwise release.
     pub fn judge_tag(&self, tag: &str) -> TagVerdict {
-        if self
+        if !self.tag_pattern.is_match(tag) {
+            TagVerdict::NotAVersion
+        } else if self
             .mutable_tags
             .iter()
             .any(|m| m.eq_ignore_ascii_case(tag))
         {
             TagVerdict::Mutable
-        } else if self.tag_pattern.is_match(tag) {
-            TagVerdict::Releasable
         } else {
-            TagVerdict::NotAVersion
+            TagVerdict::Releasable
         }
     }
 }

@@ -47,6 +47,27 @@ pub fn debian_images() {
     });
 }
 
+/// `gitlab-ecs-executor-test/<name>:1` built from `dockerfile` (whose `FROM` names a local
+/// image) unless the engine has it already.
+pub fn build_once(name: &str, dockerfile: &str) -> String {
+    let image = format!("gitlab-ecs-executor-test/{name}:1");
+    if !image_exists(&image) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
+        // The engine's legacy builder: the host may have no buildx.
+        let status = Command::new("docker")
+            .args(["build", "-q", "-t", &image])
+            .arg(dir.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("docker cli");
+        assert!(status.success(), "building {image}");
+    }
+    image
+}
+
 /// Whether the engine has `image`.
 pub fn image_exists(image: &str) -> bool {
     Command::new("docker")

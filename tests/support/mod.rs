@@ -243,6 +243,24 @@ pub fn output_of(cmd: &mut Command) -> (std::process::Output, String) {
     (out, text)
 }
 
+/// Fails unless the job ended as a system failure (which the runner retries).
+#[track_caller]
+pub fn assert_system_failure(result: &JobResult) {
+    assert!(
+        matches!(result.status, Status::SystemFailure(_)),
+        "{:?}\n{}",
+        result.status,
+        result.log
+    );
+}
+
+/// Fails if any container or network of `job` is left.
+#[track_caller]
+pub fn assert_nothing_left(job: &Job) {
+    let left = docker_objects_of(job);
+    assert!(left.is_empty(), "job {} left {left:?}", job.id);
+}
+
 /// Fails, showing the whole log, unless `log` contains `needle`.
 #[track_caller]
 pub fn assert_logged(log: &str, needle: &str) {

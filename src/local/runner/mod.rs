@@ -641,23 +641,20 @@ impl Drive<'_> {
             let cancel = cancel_after.is_some_and(|after| started.elapsed() >= after)
                 || self.runner.cancelled_externally();
             if cancel {
-                // SAFETY: kill(2) on the process group this runner created for the call.
-                unsafe { libc::kill(-pid, libc::SIGTERM) };
-                let deadline = Instant::now() + self.runner.graceful_kill;
-                while Instant::now() < deadline {
-                    if let Some(status) = child.try_wait()? {
-                        return Ok(status);
+                // The runner's `killer`: SIGTERM to the group, SIGKILL after the grace.
+                for (signal, grace) in [
+                    (libc::SIGTERM, self.runner.graceful_kill),
+                    (libc::SIGKILL, self.runner.force_kill),
+                ] {
+                    // SAFETY: kill(2) on the process group this runner created for the call.
+                    unsafe { libc::kill(-pid, signal) };
+                    let deadline = Instant::now() + grace;
+                    while Instant::now() < deadline {
+                        if let Some(status) = child.try_wait()? {
+                            return Ok(status);
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
                     }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                // SAFETY: as above.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-                let deadline = Instant::now() + self.runner.force_kill;
-                while Instant::now() < deadline {
-                    if let Some(status) = child.try_wait()? {
-                        return Ok(status);
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
                 }
                 return Err(io::Error::other(format!(
                     "failed to kill process PID={pid}, likely process is dormant"

@@ -231,6 +231,12 @@ fn cache_key(job: &Job, key: &str) -> String {
     }
 }
 
+/// A housekeeping stage of `inner` commands under `title`, `None` when it has none (the
+/// runner then skips the stage).
+fn housekeeping(title: &str, inner: &str, vars: &[Var], dirs: &Dirs) -> Option<String> {
+    (!inner.is_empty()).then(|| format!("{}{}{}", exports(vars, dirs), cd(dirs), guard(title, inner)))
+}
+
 /// `restore_cache`, or `None` when no cache is pulled.
 pub fn restore_cache(job: &Job, vars: &[Var], dirs: &Dirs) -> Option<String> {
     let mut inner = String::new();
@@ -245,14 +251,7 @@ pub fn restore_cache(job: &Job, vars: &[Var], dirs: &Dirs) -> Option<String> {
             shell_quote(&cache_file(dirs, &key))
         ));
     }
-    (!inner.is_empty()).then(|| {
-        format!(
-            "{}{}{}",
-            exports(vars, dirs),
-            cd(dirs),
-            guard("Extracting cache", &inner)
-        )
-    })
+    housekeeping("Extracting cache", &inner, vars, dirs)
 }
 
 /// `download_artifacts`, or `None` without dependencies.
@@ -266,14 +265,7 @@ pub fn download_artifacts(job: &Job, vars: &[Var], dirs: &Dirs) -> Option<String
             dep.id
         ));
     }
-    (!inner.is_empty()).then(|| {
-        format!(
-            "{}{}{}",
-            exports(vars, dirs),
-            cd(dirs),
-            guard("Artifacts downloading", &inner)
-        )
-    })
+    housekeeping("Artifacts downloading", &inner, vars, dirs)
 }
 
 /// A user step (`build_script`, `step_*`).
@@ -325,14 +317,7 @@ pub fn archive_cache(job: &Job, vars: &[Var], dirs: &Dirs, on_success: bool) -> 
             shell_quote(&cache_file(dirs, &key))
         ));
     }
-    (!inner.is_empty()).then(|| {
-        format!(
-            "{}{}{}",
-            exports(vars, dirs),
-            cd(dirs),
-            guard("Creating cache", &inner)
-        )
-    })
+    housekeeping("Creating cache", &inner, vars, dirs)
 }
 
 /// `upload_artifacts_on_success` / `_on_failure`, or `None` when nothing is uploaded.
@@ -363,14 +348,7 @@ pub fn upload_artifacts(job: &Job, vars: &[Var], dirs: &Dirs, on_success: bool) 
             job.id
         ));
     }
-    (!inner.is_empty()).then(|| {
-        format!(
-            "{}{}{}",
-            exports(vars, dirs),
-            cd(dirs),
-            guard("Uploading artifacts", &inner)
-        )
-    })
+    housekeeping("Uploading artifacts", &inner, vars, dirs)
 }
 
 /// `cleanup_file_variables`: file variables exported as paths only, then removed.

@@ -8,6 +8,8 @@ use std::path::{Component, Path, PathBuf};
 
 use regex::Regex;
 
+use crate::glob;
+
 /// Name under which a Dockerfile from outside the context is added to the tar.
 pub const OUTSIDE_DOCKERFILE: &str = ".gitlab-ecs-executor.Dockerfile";
 
@@ -184,8 +186,9 @@ impl DockerIgnore {
             if cleaned.is_empty() {
                 continue;
             }
-            let regex = Regex::new(&glob_to_regex(&cleaned))
-                .map_err(|_| ContextError::BadPattern(line.to_string()))?;
+            let regex = glob::to_regex(&cleaned)
+                .and_then(|re| Regex::new(&re).ok())
+                .ok_or_else(|| ContextError::BadPattern(line.to_string()))?;
             rules.push((regex, exception));
         }
         Ok(DockerIgnore { rules })
@@ -234,49 +237,6 @@ fn clean(pattern: &str) -> String {
         }
     }
     parts.join("/")
-}
-
-fn glob_to_regex(pattern: &str) -> String {
-    let mut re = String::from("^");
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '*' if chars.get(i + 1) == Some(&'*') => {
-                // `**/` matches zero or more directories; a trailing `**` anything.
-                if chars.get(i + 2) == Some(&'/') {
-                    re.push_str("(.*/)?");
-                    i += 3;
-                } else {
-                    re.push_str(".*");
-                    i += 2;
-                }
-                continue;
-            }
-            '*' => re.push_str("[^/]*"),
-            '?' => re.push_str("[^/]"),
-            '[' => match chars[i..].iter().position(|c| *c == ']') {
-                Some(end) => {
-                    let class: String = chars[i + 1..i + end].iter().collect();
-                    re.push('[');
-                    re.push_str(&class.replace('\\', "\\\\"));
-                    re.push(']');
-                    i += end + 1;
-                    continue;
-                }
-                None => re.push_str("\\["),
-            },
-            '\\' if i + 1 < chars.len() => {
-                re.push_str(&regex::escape(&chars[i + 1].to_string()));
-                i += 2;
-                continue;
-            }
-            c => re.push_str(&regex::escape(&c.to_string())),
-        }
-        i += 1;
-    }
-    re.push('$');
-    re
 }
 
 /// What went into a context tar.

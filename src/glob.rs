@@ -1,5 +1,7 @@
-//! Image patterns as GitLab's docker executor matches them (doublestar): `*` and `?` stay
-//! within one path segment, `**` crosses segments, `[...]` is a character class.
+//! Path-like patterns, one syntax for the two places that take them: image patterns as
+//! GitLab's docker executor matches them (doublestar) and `.dockerignore` lines. `*` and `?`
+//! stay within one path segment, `**` crosses segments, `[...]` is a character class
+//! (`[!...]` or `[^...]` negated), `\` escapes.
 
 use regex::Regex;
 
@@ -11,7 +13,8 @@ pub fn matches(pattern: &str, text: &str) -> bool {
         .is_some_and(|re| re.is_match(text))
 }
 
-fn to_regex(pattern: &str) -> Option<String> {
+/// The anchored regular expression of `pattern`; `None` for an unclosed `[`.
+pub fn to_regex(pattern: &str) -> Option<String> {
     let chars: Vec<char> = pattern.chars().collect();
     let mut re = String::from("^");
     let mut i = 0;
@@ -36,6 +39,9 @@ fn to_regex(pattern: &str) -> Option<String> {
                 let class = class
                     .strip_prefix('!')
                     .map_or(class.clone(), |c| format!("^{c}"));
+                if class.is_empty() {
+                    return None;
+                }
                 re.push('[');
                 re.push_str(&class.replace('\\', "\\\\"));
                 re.push(']');
