@@ -314,8 +314,11 @@ fn ci_debug_services_streams_service_logs_into_the_job_log() {
     job.services = vec![ticker.clone()];
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
-    assert_logged(&result.log, "[service:ticker");
-    assert_logged(&result.log, "] tick");
+    // Prefixed with the service's names, as the docker executor does.
+    assert_logged(
+        &result.log,
+        "[service:gitlab-ecs-executor__example-gitlab-ecs-executor-example-ticker] tick",
+    );
 
     let mut quiet = Job::test(DEBIAN, &["sleep 2"]);
     quiet.services = vec![ticker];
