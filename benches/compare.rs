@@ -33,7 +33,7 @@ use gitlab_ecs_executor::joblog::JobLog;
 use gitlab_ecs_executor::release::deploy::{self, DeployRequest};
 use gitlab_ecs_executor::release::ecs::SdkEcs;
 use gitlab_ecs_executor::release::inputs::EcsTarget;
-use gitlab_ecs_executor::settings::RollbackMode;
+use gitlab_ecs_executor::settings::{PauseMode, RollbackMode};
 use support::release::{Fixture, CLUSTER, FAMILY, SERVICE};
 use support::scripted_ecs::{Scenario, Script, ScriptedEcs};
 use support::*;
@@ -356,6 +356,7 @@ fn control_plane(f: &mut Fixture) -> Row {
         container: Some("app".into()),
         rollout_timeout: None,
         rollback: None,
+        on_pause_hook: None,
     };
     let log = JobLog::new(Box::new(std::io::sink()), Vec::<String>::new());
     let mut ours = Vec::new();
@@ -382,6 +383,7 @@ fn control_plane(f: &mut Fixture) -> Row {
                 deadline: tokio::time::Instant::now() + Duration::from_secs(30),
                 poll: Duration::from_millis(1),
                 rollback: RollbackMode::Never,
+                on_pause: PauseMode::Wait,
                 wait_for_others: Duration::from_secs(5),
                 rollback_timeout: Duration::from_secs(5),
             };

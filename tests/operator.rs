@@ -41,7 +41,11 @@ fn plan_shows_exactly_the_image_change_and_changes_nothing() {
 
     let (out, log) = run(&f, &["plan", "--tag", "latest"], &[]);
     assert_eq!(out.status.code(), Some(2), "a refused tag is a usage error");
-    assert_logged(&log, "tag `latest` is mutable");
+    assert_logged(&log, "tag `latest` does not match release.tag_pattern");
+    assert!(!log.contains("did you mean"), "{log}");
+    let (out, log) = run(&f, &["plan", "--tag", "1.2.3"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_logged(&log, "did you mean v1.2.3?");
 }
 
 #[test]

@@ -78,7 +78,8 @@ fn tag_refusal(tag: &str, verdict: TagVerdict, pattern: &str) -> String {
             format!("tag `{tag}` is mutable and cannot be released (release.mutable_tags)")
         }
         TagVerdict::NotAVersion | TagVerdict::Releasable => {
-            let hint = if !tag.starts_with('v') && pattern.starts_with("^v") {
+            let looks_like_a_version = tag.starts_with(|c: char| c.is_ascii_digit());
+            let hint = if looks_like_a_version && pattern.starts_with("^v") {
                 format!("; did you mean v{tag}?")
             } else {
                 String::new()
@@ -121,6 +122,8 @@ fn release(e: &ReleaseError) -> u8 {
         },
         ReleaseError::RegistryUnreachable { .. } | ReleaseError::EcrLogin { .. } => EXIT_HOST,
         ReleaseError::RegistryRefused { .. }
+        | ReleaseError::Unsupported(_)
+        | ReleaseError::DeadlineTooShort { .. }
         | ReleaseError::Context(_)
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::NoRollbackTarget(_) => EXIT_USAGE,

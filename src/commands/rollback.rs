@@ -6,6 +6,7 @@ use crate::aws;
 use crate::release::ecs::{short_td, Ecs, SdkEcs};
 use crate::release::inputs;
 use crate::release::rollback::{pick_rollback, switch, Candidate, RollbackTo, Switch};
+use crate::release::strategy::{self, Strategy};
 use crate::release::{taskdef, ReleaseError};
 use crate::settings::Settings;
 
@@ -28,6 +29,8 @@ pub async fn rollback(
     );
 
     let service = ecs.describe_service().await?;
+    strategy::check_service(&service).map_err(ReleaseError::from)?;
+    let strategy = Strategy::of(service.deployment_configuration());
     let current_arn = service.task_definition().unwrap_or_default().to_string();
     let current = ecs.task_definition(&current_arn).await?.definition;
     let repository = access.repository.clone().unwrap_or_default();
@@ -73,6 +76,7 @@ pub async fn rollback(
         to: &chosen.arn,
         deadline: tokio::time::Instant::now() + settings.ecs.rollout_timeout,
         poll: settings.ecs.poll_interval,
+        strategy: &strategy,
     };
     let report = switch(&ecs, &spec, &log, &mut cancel).await?;
     log.info(&format!(

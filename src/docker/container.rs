@@ -73,13 +73,14 @@ pub async fn create_helper_container(
     cache_dir: &str,
 ) -> Result<(), DockerError> {
     let roots = [shell_word(builds_dir), shell_word(cache_dir)].join(" ");
-    // Any image user must be able to touch the stage marker, whoever made it first.
+    // Any image user must be able to touch the stage marker, whoever made it first; made
+    // here, it must look older than any stage, or it would pass for a script that ran.
     let marker = shell_word(&format!("{builds_dir}/{STAGE_MARKER}"));
     // The runner's scripts call `gitlab-runner` for caches and artifacts; GitLab's helper
     // image ships `gitlab-runner-helper`, which answers the same commands.
     let command = format!(
         "for d in {roots}; do chmod 0777 \"$d\" 2>/dev/null; done; \
-         {{ true >> {marker} && chmod 0666 {marker}; }} 2>/dev/null; \
+         {{ [ -e {marker} ] || touch -t 197001010000 {marker}; chmod 0666 {marker}; }} 2>/dev/null; \
          if ! command -v gitlab-runner >/dev/null 2>&1; then \
            h=$(command -v gitlab-runner-helper 2>/dev/null); \
            if [ -n \"$h\" ] && mkdir -p /tmp/.gitlab-ecs-executor/bin && ln -sf \"$h\" /tmp/.gitlab-ecs-executor/bin/gitlab-runner; then \

@@ -9,12 +9,13 @@ use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInpu
 use aws_sdk_ecs::types::{DeploymentRolloutState, Tag};
 use tokio::time::Instant;
 
-use super::ecs::{short_td, Ecs, Revision};
+use super::ecs::{short_td, Ecs, Revision, Started};
 use super::inputs::EcsTarget;
 use super::progress::Observer;
 use super::rollback::{undo, Aftermath, Failed};
+use super::strategy::{self, Strategy};
 use super::taskdef::{self, Document, FieldChange};
-use super::verdict::{other_deployment_in_progress, Verdict};
+use super::verdict::{other_deployment_in_progress, Pause, Verdict};
 use super::watch::{watch, Watch, WatchEnd};
 use super::ReleaseError;
 use crate::aws::Fault;
@@ -22,7 +23,7 @@ use crate::clock;
 use crate::docker::Cancel;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
-use crate::settings::RollbackMode;
+use crate::settings::{PauseMode, RollbackMode};
 
 /// How often a registration refused with "Too many concurrent attempts" is tried.
 const REGISTER_ATTEMPTS: u32 = 5;
@@ -43,6 +44,8 @@ pub struct DeployRequest {
     pub poll: Duration,
     /// Rollback mode.
     pub rollback: RollbackMode,
+    /// What to do at an approval gate.
+    pub on_pause: PauseMode,
     /// Bound on waiting for another deployment.
     pub wait_for_others: Duration,
     /// Bound on following a rollback.
@@ -61,12 +64,28 @@ impl DeployRequest {
 pub struct DeployReport {
     /// The revision the service ran before.
     pub previous_arn: String,
-    /// The revision it runs now.
+    /// The revision it runs now (or is deploying, when awaiting approval).
     pub new_arn: String,
-    /// Our deployment (`None` when the image was already deployed).
+    /// Our deployment: its service deployment ARN, else its `ecs-svc/…` id (`None` when the
+    /// image was already deployed).
     pub deployment_id: Option<String>,
     /// Whether nothing had to change.
     pub already_deployed: bool,
+    /// The approval gate the deployment waits at, when the job ended there.
+    pub awaiting: Option<Pause>,
+}
+
+impl DeployReport {
+    /// A completed deployment of `new_arn` over `previous_arn`.
+    pub fn deployed(previous_arn: &str, new_arn: &str, deployment: String) -> Self {
+        DeployReport {
+            previous_arn: previous_arn.to_string(),
+            new_arn: new_arn.to_string(),
+            deployment_id: Some(deployment),
+            already_deployed: false,
+            awaiting: None,
+        }
+    }
 }
 
 /// What the service's current state asks of this release.
@@ -77,7 +96,8 @@ enum Derivation {
     Resume {
         previous: Option<String>,
         arn: String,
-        deployment: String,
+        started: Started,
+        strategy: Strategy,
     },
     /// A new revision to register.
     New(Box<Derived>),
@@ -98,9 +118,21 @@ struct Rollout<'a> {
     /// The revision rolling out.
     arn: &'a str,
     /// Our deployment.
-    deployment: String,
+    started: Started,
+    /// How the service deploys.
+    strategy: &'a Strategy,
     /// Events before this time (epoch seconds) belong to earlier deployments.
     since: i64,
+}
+
+impl Rollout<'_> {
+    /// The deployment as ECS's console names it.
+    fn name(&self) -> &str {
+        self.started
+            .service_deployment
+            .as_deref()
+            .unwrap_or(&self.started.deployment_id)
+    }
 }
 
 /// Registers, verifies and rolls out the new revision.
@@ -122,25 +154,29 @@ pub async fn deploy(
                         new_arn: arn,
                         deployment_id: None,
                         already_deployed: true,
+                        awaiting: None,
                     })
                 }
                 Derivation::Resume {
                     previous,
                     arn,
-                    deployment,
+                    started,
+                    strategy,
                 } => {
                     drop(_s);
                     let _s = log.section("release_rollout", "Release: rollout");
-                    log.step(&format!(
-                        "Resuming: deployment {deployment} of {} (this release's image) is already rolling out; following it",
-                        short_td(&arn)
-                    ));
                     let rollout = Rollout {
                         previous: previous.as_deref(),
                         arn: &arn,
-                        deployment,
+                        started,
+                        strategy: &strategy,
                         since: clock::epoch_secs() - 60,
                     };
+                    log.step(&format!(
+                        "Resuming: deployment {} of {} (this release's image) is already rolling out; following it",
+                        rollout.name(),
+                        short_td(&arn)
+                    ));
                     return follow(ecs, req, log, cancel, rollout).await;
                 }
                 Derivation::New(d) => {
@@ -155,7 +191,13 @@ pub async fn deploy(
         let current = ecs.describe_service().await?;
         let current_arn = current.task_definition().unwrap_or_default().to_string();
         if current_arn == base {
-            return roll_out(ecs, req, log, cancel, &base, &new_arn).await;
+            let plan = RolloutPlan {
+                base: &base,
+                new_arn: &new_arn,
+                strategy: Strategy::of(current.deployment_configuration()),
+                gated: !strategy::pause_stages(current.deployment_configuration()).is_empty(),
+            };
+            return roll_out(ecs, req, log, cancel, &plan).await;
         }
         let superseding = superseded_by(ecs, &current_arn, req).await?;
         deregister_unused(ecs, &new_arn, log).await;
@@ -186,14 +228,23 @@ async fn derive(
     log: &JobLog,
 ) -> Result<Derivation, ReleaseError> {
     let service = ecs.describe_service().await?;
+    strategy::check_service(&service)?;
+    let strategy = Strategy::of(service.deployment_configuration());
     let base_arn = service.task_definition().unwrap_or_default().to_string();
     let revision = ecs.task_definition(&base_arn).await?;
     let base = &revision.definition;
     log.info(&format!(
-        "The service {} runs {}",
+        "The service {} runs {} and deploys with {strategy}",
         ecs.service(),
         taskdef::label(base)
     ));
+    let gates = strategy::pause_stages(service.deployment_configuration());
+    if !gates.is_empty() {
+        log.info(&format!(
+            "Approval gates (PAUSE lifecycle hooks) at {}",
+            gates.join(", ")
+        ));
+    }
     if let Some(family) = &req.target.task_definition {
         taskdef::check_family(base, family)?;
     }
@@ -234,7 +285,14 @@ async fn derive(
             return Ok(Derivation::Resume {
                 previous,
                 arn: base_arn,
-                deployment: rolling.id().unwrap_or_default().to_string(),
+                started: Started {
+                    deployment_id: rolling.id().unwrap_or_default().to_string(),
+                    service_deployment: service
+                        .current_service_deployment()
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string),
+                },
+                strategy,
             });
         }
     }
@@ -432,27 +490,54 @@ async fn wait_for_other_deployments(
     }
 }
 
+/// The update to make.
+struct RolloutPlan<'a> {
+    /// The revision the service runs.
+    base: &'a str,
+    /// The revision to roll out.
+    new_arn: &'a str,
+    /// How the service deploys.
+    strategy: Strategy,
+    /// Whether it has approval gates (PAUSE hooks).
+    gated: bool,
+}
+
 async fn roll_out(
     ecs: &impl Ecs,
     req: &DeployRequest,
     log: &JobLog,
     cancel: &mut Cancel,
-    base: &str,
-    new_arn: &str,
+    plan: &RolloutPlan<'_>,
 ) -> Result<DeployReport, ReleaseError> {
+    let (base, new_arn, strategy) = (plan.base, plan.new_arn, &plan.strategy);
+    // A deployment that cannot finish before the deadline is not started, unless the job
+    // is to end at its approval gate anyway.
+    let left = req.deadline.saturating_duration_since(Instant::now());
+    let needs = strategy.min_duration();
+    let ends_at_gate = plan.gated && req.on_pause == PauseMode::Succeed;
+    if needs > left && !ends_at_gate {
+        deregister_unused(ecs, new_arn, log).await;
+        return Err(ReleaseError::DeadlineTooShort {
+            strategy: strategy.to_string(),
+            needs,
+            left,
+        });
+    }
     let since = clock::epoch_secs();
-    let deployment = ecs.update_service(new_arn).await?;
-    log.step(&format!(
-        "UpdateService: {} -> {}, deployment {deployment}",
-        short_td(base),
-        short_td(new_arn)
-    ));
+    let started = ecs.update_service(new_arn).await?;
     let rollout = Rollout {
         previous: Some(base),
         arn: new_arn,
-        deployment,
+        started,
+        strategy,
         since,
     };
+    log.step(&format!(
+        "UpdateService: {} -> {}, deployment {} ({strategy})",
+        short_td(base),
+        short_td(new_arn),
+        rollout.name()
+    ));
     follow(ecs, req, log, cancel, rollout).await
 }
 
@@ -466,35 +551,66 @@ async fn follow(
 ) -> Result<DeployReport, ReleaseError> {
     let mut observer = Observer::new(rollout.since - 5);
     let spec = Watch {
-        deployment: &rollout.deployment,
+        deployment: &rollout.started.deployment_id,
+        service_deployment: rollout.started.service_deployment.as_deref(),
         arn: rollout.arn,
+        strategy: rollout.strategy,
         deadline: req.deadline,
         poll: req.poll,
+        stop_at_pause: req.on_pause == PauseMode::Succeed,
     };
     let end = watch(ecs, &spec, log, Some(cancel), &mut observer).await?;
     let cancelled = end == WatchEnd::Cancelled;
+    let name = rollout.name().to_string();
     let reason = match end {
         WatchEnd::Verdict(Verdict::Completed) => {
+            return Ok(DeployReport::deployed(
+                rollout.previous.unwrap_or(rollout.arn),
+                rollout.arn,
+                name,
+            ))
+        }
+        WatchEnd::Verdict(Verdict::AwaitingApproval(pause)) => {
+            log.step(&format!(
+                "The deployment waits for approval at {} (hooks {}); the job ends here with the                  release awaiting approval. Continue it with `gitlab-ecs-executor continue` or a                  job in a `continue` stage ({})",
+                pause.stage,
+                pause.hook_ids.join(", "),
+                pause
+                    .expires_at
+                    .map(|t| format!(
+                        "the gate times out in {}",
+                        clock::human_duration(t - clock::epoch_secs())
+                    ))
+                    .unwrap_or_else(|| "ECS applies the hook's timeout action when it expires".into())
+            ));
             return Ok(DeployReport {
-                previous_arn: rollout.previous.unwrap_or(rollout.arn).to_string(),
-                new_arn: rollout.arn.to_string(),
-                deployment_id: Some(rollout.deployment),
-                already_deployed: false,
-            })
+                awaiting: Some(pause),
+                ..DeployReport::deployed(rollout.previous.unwrap_or(rollout.arn), rollout.arn, name)
+            });
         }
         WatchEnd::Verdict(Verdict::RolledBack(reason)) => {
             // ECS already put the previous revision back; a second rollback would only race it.
             return Err(ReleaseError::RolledBack { reason });
         }
+        WatchEnd::Deadline(Verdict::RollingBack(reason)) => {
+            // ECS is rolling back on its own: follow it rather than start another.
+            return Err(finish_ecs_rollback(ecs, req, log, &rollout, &mut observer, reason).await);
+        }
         WatchEnd::Verdict(Verdict::Failed(reason) | Verdict::Vanished(reason)) => reason,
-        WatchEnd::Verdict(Verdict::InProgress) | WatchEnd::Deadline => format!(
-            "deployment {} did not complete before the rollout deadline",
-            rollout.deployment
+        WatchEnd::Deadline(Verdict::AwaitingApproval(pause)) => format!(
+            "deployment {name} still waited for approval at {} (hooks {}) at the rollout deadline",
+            pause.stage,
+            pause.hook_ids.join(", ")
         ),
-        WatchEnd::Cancelled => format!(
-            "the job was cancelled while deployment {} rolled out",
-            rollout.deployment
+        WatchEnd::Verdict(_) | WatchEnd::Deadline(_) => format!(
+            "deployment {name} did not complete before the rollout deadline ({} left when it started)",
+            clock::human_duration(
+                req.deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_secs() as i64
+            )
         ),
+        WatchEnd::Cancelled => format!("the job was cancelled while deployment {name} rolled out"),
     };
     let state = match (req.rollback, rollout.previous) {
         (RollbackMode::Never, _) => Aftermath::KeptByRequest(rollout.arn.to_string()),
@@ -503,6 +619,8 @@ async fn follow(
             let failed = Failed {
                 base,
                 new_arn: rollout.arn,
+                service_deployment: rollout.started.service_deployment.as_deref(),
+                strategy: rollout.strategy,
                 cancelled,
                 poll: req.poll,
                 timeout: req.rollback_timeout,
@@ -514,6 +632,41 @@ async fn follow(
         reason,
         state: state.to_string(),
     })
+}
+
+/// The deadline passed while ECS rolled our deployment back by itself: follow that rollback
+/// (up to the rollback timeout) and report where it left the service.
+async fn finish_ecs_rollback(
+    ecs: &impl Ecs,
+    req: &DeployRequest,
+    log: &JobLog,
+    rollout: &Rollout<'_>,
+    observer: &mut Observer,
+    reason: String,
+) -> ReleaseError {
+    let spec = Watch {
+        deployment: &rollout.started.deployment_id,
+        service_deployment: rollout.started.service_deployment.as_deref(),
+        arn: rollout.arn,
+        strategy: rollout.strategy,
+        deadline: Instant::now() + req.rollback_timeout,
+        poll: req.poll,
+        stop_at_pause: false,
+    };
+    match watch(ecs, &spec, log, None, observer).await {
+        Ok(WatchEnd::Verdict(Verdict::RolledBack(reason))) => ReleaseError::RolledBack { reason },
+        Ok(end) => ReleaseError::RolloutFailed {
+            reason,
+            state: format!(
+                "ECS was still rolling deployment {} back ({end:?}); check it in the ECS console",
+                rollout.name()
+            ),
+        },
+        Err(e) => ReleaseError::RolloutFailed {
+            reason,
+            state: format!("ECS is rolling back; following it failed: {e}"),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -546,12 +699,14 @@ mod tests {
                 container: None,
                 rollout_timeout: None,
                 rollback: None,
+                on_pause_hook: None,
             },
             image: ImageRef::parse(&format!("{REPO}:{tag}")),
             trace_tags: taskdef::traceability_tags(&[("gitlab:tag", tag)]),
             deadline: Instant::now() + rollout,
             poll: Duration::from_secs(5),
             rollback: RollbackMode::Auto,
+            on_pause: PauseMode::Wait,
             wait_for_others: Duration::from_secs(60),
             rollback_timeout: Duration::from_secs(60),
         }

@@ -8,7 +8,7 @@ use regex::Regex;
 
 use crate::aws::{session_name, CredentialRequest};
 use crate::image_ref::ImageRef;
-use crate::settings::{AwsSettings, ReleaseAction, RollbackMode};
+use crate::settings::{AwsSettings, PauseMode, ReleaseAction, RollbackMode};
 
 /// One input of a release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub enum Input {
     RolloutTimeout,
     /// What to do when a rollout fails.
     Rollback,
+    /// What to do at a PAUSE lifecycle hook.
+    OnPauseHook,
     /// The Dockerfile, relative to the project.
     Dockerfile,
     /// The build context, relative to the project.
@@ -91,6 +93,7 @@ impl<F: Fn(&str) -> Option<String>> InputSource for JobVariables<'_, F> {
             Input::Region => "AWS_DEFAULT_REGION",
             Input::RolloutTimeout => "ECS_ROLLOUT_TIMEOUT",
             Input::Rollback => "ECS_ROLLBACK",
+            Input::OnPauseHook => "ECS_ON_PAUSE_HOOK",
             Input::Dockerfile => "DOCKERFILE",
             Input::BuildContext => "DOCKER_BUILD_CONTEXT",
             Input::RoleArn => "AWS_ROLE_ARN",
@@ -137,6 +140,8 @@ pub struct EcsTarget {
     pub rollout_timeout: Option<Duration>,
     /// What to do when it fails.
     pub rollback: Option<RollbackMode>,
+    /// What to do at a PAUSE lifecycle hook.
+    pub on_pause_hook: Option<PauseMode>,
 }
 
 /// Everything a release needs, validated.
@@ -267,6 +272,9 @@ impl<'s> Reader<'s> {
             rollback: self
                 .optional(Input::Rollback, check_rollback)
                 .and_then(|v| RollbackMode::parse(&v)),
+            on_pause_hook: self
+                .optional(Input::OnPauseHook, check_pause_mode)
+                .and_then(|v| PauseMode::parse(&v)),
         }
     }
 
@@ -423,6 +431,12 @@ fn check_duration(v: &str) -> Option<String> {
     parse_duration(v)
         .is_none()
         .then(|| "must be a duration such as 600, 90s, 15m or 1h".into())
+}
+
+fn check_pause_mode(v: &str) -> Option<String> {
+    PauseMode::parse(v)
+        .is_none()
+        .then(|| "must be `wait` or `succeed`".into())
 }
 
 fn check_rollback(v: &str) -> Option<String> {
@@ -613,7 +627,8 @@ mod tests {
         assert_eq!(parse_duration("600"), Some(Duration::from_secs(600)));
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_duration("0"), None);
-        assert_eq!(parse_duration("5d"), None);
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(2 * 86_400)));
+        assert_eq!(parse_duration("5w"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod progress;
 pub mod report;
 pub mod request;
 pub mod rollback;
+pub mod strategy;
 pub mod taskdef;
 pub mod trigger;
 pub mod verdict;
@@ -146,6 +147,23 @@ pub enum ReleaseError {
         /// The busy deployment.
         what: String,
     },
+    /// The service is one a task definition release must not change.
+    #[error(transparent)]
+    Unsupported(#[from] strategy::Unsupported),
+    /// The rollout deadline is shorter than the service's strategy takes by configuration.
+    #[error(
+        "the service deploys with {strategy}, which takes at least {} by its configuration, but          the rollout may take only {} (the job's timeout, ECS_ROLLOUT_TIMEOUT or          ecs.rollout_timeout_minutes); nothing was deployed. Raise the job's `timeout:` and          ECS_ROLLOUT_TIMEOUT, or set ECS_ON_PAUSE_HOOK/ecs.on_pause_hook to `succeed` if an          approval gate holds the deployment",
+        crate::clock::human_duration(.needs.as_secs() as i64),
+        crate::clock::human_duration(.left.as_secs() as i64)
+    )]
+    DeadlineTooShort {
+        /// The strategy, described.
+        strategy: String,
+        /// Its minimum duration.
+        needs: Duration,
+        /// The time the rollout has.
+        left: Duration,
+    },
     /// The rollout failed or timed out.
     #[error("the rollout failed: {reason}. {state}")]
     RolloutFailed {
@@ -154,8 +172,8 @@ pub enum ReleaseError {
         /// Where the service is now.
         state: String,
     },
-    /// ECS's circuit breaker rolled the deployment back.
-    #[error("the release was rolled back by ECS: {reason}. The service runs its previous revision; see the stopped tasks and events above")]
+    /// ECS rolled the deployment back (circuit breaker, alarm, lifecycle hook).
+    #[error("the release was rolled back by ECS: {reason}. See the stopped tasks, hooks and events above")]
     RolledBack {
         /// What ECS reported.
         reason: String,
@@ -309,6 +327,7 @@ pub(crate) fn deploy_request(
         deadline: now + timeout,
         poll: settings.ecs.poll_interval,
         rollback: target.rollback.unwrap_or(settings.ecs.rollback),
+        on_pause: target.on_pause_hook.unwrap_or(settings.ecs.on_pause_hook),
         wait_for_others: settings.ecs.wait_for_other_deployments,
         rollback_timeout: settings.ecs.rollback_timeout,
     }

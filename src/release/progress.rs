@@ -1,11 +1,17 @@
-//! What is new to tell the user about a rollout: service events, per-deployment counts and
-//! stopped tasks, each shown once. Pure: the polling lives in `watch`.
+//! What is new to tell the user about a rollout: service events, per-deployment counts,
+//! stopped tasks and, for service deployments, the lifecycle stage, traffic shares, bake
+//! time, hooks, alarms and the circuit breaker — each shown once. Pure: the polling lives in
+//! `watch`, the clock comes in as an argument.
 
 use std::collections::{HashMap, HashSet};
 
-use aws_sdk_ecs::types::{Service, Task};
+use aws_sdk_ecs::types::{
+    Service, ServiceDeployment, ServiceDeploymentRollbackMonitorsStatus, ServiceRevisionSummary,
+    Task,
+};
 
 use super::ecs::short_td;
+use super::strategy::Strategy;
 
 /// Remembers what was already shown, so each event, count change and stopped task appears
 /// in the job log once.
@@ -15,6 +21,14 @@ pub struct Observer {
     deployment_lines: HashMap<String, String>,
     seen_tasks: HashSet<String>,
     not_before_epoch_secs: i64,
+    /// What was last said of each aspect of the service deployment (stage, traffic, …).
+    service_deployment_lines: HashMap<&'static str, String>,
+    /// Hook id → the last status line shown.
+    hook_lines: HashMap<String, String>,
+    /// Hook id → the lifecycle stage it was seen at.
+    hook_stages: HashMap<String, String>,
+    /// When the final bake began (epoch seconds, by our clock).
+    bake_started: Option<i64>,
 }
 
 impl Observer {
@@ -76,6 +90,125 @@ impl Observer {
         lines
     }
 
+    /// The lifecycle stage each hook was seen at (ECS stops saying once a hook has failed).
+    pub fn hook_stages(&self) -> &HashMap<String, String> {
+        &self.hook_stages
+    }
+
+    /// What changed in a service deployment since the last poll at `now` (epoch seconds):
+    /// status, lifecycle stage, traffic shares, the new revision's tasks, hooks, alarms and the
+    /// circuit breaker.
+    pub fn service_deployment_changes(&mut self, sd: &ServiceDeployment, now: i64) -> Vec<String> {
+        let mut lines = Vec::new();
+        let stage = sd.lifecycle_stage().map(|s| s.as_str()).unwrap_or("");
+        let status = sd.status().map(|s| s.as_str()).unwrap_or("?");
+        self.say(
+            &mut lines,
+            "status",
+            match sd.status_reason() {
+                Some(reason) if !reason.is_empty() => {
+                    format!("service deployment {status}: {reason}")
+                }
+                _ => format!("service deployment {status}"),
+            },
+        );
+        if !stage.is_empty() {
+            self.say(&mut lines, "stage", format!("lifecycle stage {stage}"));
+            if stage == "BAKE_TIME" {
+                self.bake_started.get_or_insert(now);
+            }
+        }
+        if let Some(target) = sd.target_service_revision() {
+            if let Some(traffic) = traffic(target, sd.source_service_revisions()) {
+                self.say(&mut lines, "traffic", traffic);
+            }
+            self.say(
+                &mut lines,
+                "tasks",
+                format!(
+                    "new revision: {} running, {} pending of {}",
+                    target.running_task_count(),
+                    target.pending_task_count(),
+                    target.requested_task_count()
+                ),
+            );
+        }
+        for hook in sd.lifecycle_hook_details() {
+            let id = hook.hook_id().unwrap_or("?").to_string();
+            if !stage.is_empty() {
+                self.hook_stages
+                    .entry(id.clone())
+                    .or_insert_with(|| stage.to_string());
+            }
+            let line = format!(
+                "hook {id} ({}) at {}: {}{}",
+                hook.target_type().map(|t| t.as_str()).unwrap_or("?"),
+                self.hook_stages.get(&id).map(String::as_str).unwrap_or("?"),
+                hook.status().map(|s| s.as_str()).unwrap_or("?"),
+                hook.expires_at()
+                    .map(|t| format!(
+                        ", times out in {}",
+                        crate::clock::human_duration(t.secs() - now)
+                    ))
+                    .unwrap_or_default()
+            );
+            // The countdown changes each poll; a hook's line is news when its status does.
+            let key = line
+                .split(", times out")
+                .next()
+                .unwrap_or(&line)
+                .to_string();
+            if self.hook_lines.get(&id) != Some(&key) {
+                self.hook_lines.insert(id, key);
+                lines.push(line);
+            }
+        }
+        if let Some(alarms) = sd.alarms() {
+            let triggered = alarms.triggered_alarm_names();
+            if !triggered.is_empty()
+                || alarms.status() == Some(&ServiceDeploymentRollbackMonitorsStatus::Triggered)
+            {
+                self.say(
+                    &mut lines,
+                    "alarms",
+                    format!("alarm {} fired", triggered.join(", ")),
+                );
+            }
+        }
+        if let Some(breaker) = sd.deployment_circuit_breaker() {
+            if breaker.failure_count() > 0 {
+                self.say(
+                    &mut lines,
+                    "breaker",
+                    format!(
+                        "circuit breaker: {} failed tasks (threshold {})",
+                        breaker.failure_count(),
+                        breaker.threshold()
+                    ),
+                );
+            }
+        }
+        lines
+    }
+
+    /// How much of the final bake is left at `now`, once it began.
+    pub fn bake_left(&self, strategy: &Strategy, now: i64) -> Option<i64> {
+        let bake = match strategy {
+            Strategy::Rolling => return None,
+            Strategy::BlueGreen { bake }
+            | Strategy::Linear { bake, .. }
+            | Strategy::Canary { bake, .. } => bake.as_secs() as i64,
+        };
+        self.bake_started.map(|t| (t + bake - now).max(0))
+    }
+
+    fn say(&mut self, lines: &mut Vec<String>, aspect: &'static str, line: String) {
+        if self.service_deployment_lines.get(aspect) != Some(&line) {
+            self.service_deployment_lines.insert(aspect, line.clone());
+            lines.push(line);
+        }
+    }
+
     /// A line per stopped task not shown before: its reason and container exit codes.
     pub fn stopped_tasks(&mut self, tasks: &[Task]) -> Vec<String> {
         tasks
@@ -117,6 +250,24 @@ impl Observer {
             })
             .collect()
     }
+}
+
+/// `production traffic: 10 % new, 90 % old (test traffic: 100 % new)` while traffic shifts.
+fn traffic(target: &ServiceRevisionSummary, sources: &[ServiceRevisionSummary]) -> Option<String> {
+    let production = target.requested_production_traffic_weight()?;
+    let old: f64 = sources
+        .iter()
+        .filter_map(ServiceRevisionSummary::requested_production_traffic_weight)
+        .sum();
+    let test = target
+        .requested_test_traffic_weight()
+        // Test traffic matters until production traffic has moved over.
+        .filter(|t| *t > 0.0 && production < 100.0)
+        .map(|t| format!(" (test traffic: {t} % new)"))
+        .unwrap_or_default();
+    Some(format!(
+        "production traffic: {production} % new, {old} % old{test}"
+    ))
 }
 
 #[cfg(test)]

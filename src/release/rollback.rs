@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::deploy::DeployReport;
 use super::ecs::{short_td, Ecs};
 use super::progress::Observer;
+use super::strategy::Strategy;
 use super::verdict::Verdict;
 use super::watch::{watch, Watch, WatchEnd};
 use super::ReleaseError;
@@ -189,6 +190,10 @@ pub(crate) struct Failed<'a> {
     pub base: &'a str,
     /// The revision that failed.
     pub new_arn: &'a str,
+    /// Its service deployment, which ECS can roll back itself.
+    pub service_deployment: Option<&'a str>,
+    /// How the service deploys.
+    pub strategy: &'a Strategy,
     /// Whether the job was cancelled (the runner then allows only a short grace period).
     pub cancelled: bool,
     /// Time between polls of the rollback.
@@ -197,7 +202,10 @@ pub(crate) struct Failed<'a> {
     pub timeout: Duration,
 }
 
-/// Returns the service to `failed.base` and follows the rollback for `failed.timeout`.
+/// Returns the service to `failed.base` and follows the rollback for `failed.timeout`: ECS
+/// rolls its own service deployment back (`StopServiceDeployment` with `ROLLBACK`, which
+/// every strategy supports, hooks and traffic shifts included); where that API is missing
+/// or refuses, an `UpdateService` back to the base revision.
 pub(crate) async fn undo(
     ecs: &impl Ecs,
     failed: &Failed<'_>,
@@ -205,12 +213,28 @@ pub(crate) async fn undo(
     observer: &mut Observer,
 ) -> Aftermath {
     let revision = failed.base.to_string();
-    log.warn(&format!(
-        "rolling the service back to {}",
-        short_td(failed.base)
-    ));
-    let deployment = match ecs.update_service(failed.base).await {
-        Ok(id) => id,
+    if let Some(sd) = failed.service_deployment {
+        log.warn(&format!(
+            "asking ECS to roll service deployment {sd} back to {}",
+            short_td(failed.base)
+        ));
+        match ecs.stop_service_deployment(sd).await {
+            Ok(()) => {
+                return follow_rollback(ecs, failed, log, observer, sd, sd, failed.new_arn).await
+            }
+            Err(e) => log.warn(&format!(
+                "ECS did not take the rollback ({e}); pointing the service back at {} instead",
+                short_td(failed.base)
+            )),
+        }
+    } else {
+        log.warn(&format!(
+            "rolling the service back to {}",
+            short_td(failed.base)
+        ));
+    }
+    let started = match ecs.update_service(failed.base).await {
+        Ok(started) => started,
         Err(e) => {
             return Aftermath::RollbackFailed {
                 revision,
@@ -219,27 +243,71 @@ pub(crate) async fn undo(
             }
         }
     };
+    let id = started
+        .service_deployment
+        .as_deref()
+        .unwrap_or(&started.deployment_id);
+    follow_rollback(
+        ecs,
+        failed,
+        log,
+        observer,
+        id,
+        &started.deployment_id,
+        failed.base,
+    )
+    .await
+}
+
+/// Follows a rollback: either ECS's own (the failed service deployment, whose target stays
+/// ours) or a new deployment of the base revision.
+async fn follow_rollback(
+    ecs: &impl Ecs,
+    failed: &Failed<'_>,
+    log: &JobLog,
+    observer: &mut Observer,
+    deployment: &str,
+    deployment_id: &str,
+    target: &str,
+) -> Aftermath {
+    let revision = failed.base.to_string();
+    let deployment = deployment.to_string();
     if failed.cancelled {
         return Aftermath::RollbackStarted {
             revision,
             deployment,
         };
     }
+    let service_deployment = deployment
+        .starts_with("arn:")
+        .then_some(deployment.as_str());
     let spec = Watch {
-        deployment: &deployment,
-        arn: failed.base,
+        deployment: deployment_id,
+        service_deployment,
+        arn: target,
+        strategy: failed.strategy,
         deadline: Instant::now() + failed.timeout,
         poll: failed.poll,
+        stop_at_pause: false,
     };
+    let ecs_rolled_back = target != failed.base;
     let detail = match watch(ecs, &spec, log, None, observer).await {
-        Ok(WatchEnd::Verdict(Verdict::Completed)) => {
+        Ok(WatchEnd::Verdict(Verdict::Completed)) if !ecs_rolled_back => {
+            return Aftermath::BackOn {
+                revision,
+                deployment,
+            }
+        }
+        Ok(WatchEnd::Verdict(Verdict::RolledBack(reason)))
+            if ecs_rolled_back && !reason.contains("FAILED") =>
+        {
             return Aftermath::BackOn {
                 revision,
                 deployment,
             }
         }
         Ok(WatchEnd::Verdict(v)) => format!("{v:?}"),
-        Ok(WatchEnd::Deadline | WatchEnd::Cancelled) => {
+        Ok(WatchEnd::Deadline(_) | WatchEnd::Cancelled) => {
             format!("still in progress after {} s", failed.timeout.as_secs())
         }
         Err(e) => format!("it could not be followed: {e}"),
@@ -261,6 +329,8 @@ pub struct Switch<'a> {
     pub deadline: Instant,
     /// Time between polls.
     pub poll: Duration,
+    /// How the service deploys.
+    pub strategy: &'a Strategy,
 }
 
 /// Points the service at `switch.to` and follows the deployment to the end; no automatic
@@ -273,30 +343,36 @@ pub async fn switch(
 ) -> Result<DeployReport, ReleaseError> {
     let _s = log.section("release_rollout", "Rollback: rollout");
     let started = clock::epoch_secs();
-    let deployment = ecs.update_service(switch.to).await?;
+    let started_deployment = ecs.update_service(switch.to).await?;
+    let deployment = started_deployment
+        .service_deployment
+        .clone()
+        .unwrap_or_else(|| started_deployment.deployment_id.clone());
     log.step(&format!(
-        "UpdateService: {} -> {}, deployment {deployment}",
+        "UpdateService: {} -> {}, deployment {deployment} ({})",
         short_td(switch.from),
-        short_td(switch.to)
+        short_td(switch.to),
+        switch.strategy
     ));
     let mut observer = Observer::new(started - 5);
     let spec = Watch {
-        deployment: &deployment,
+        deployment: &started_deployment.deployment_id,
+        service_deployment: started_deployment.service_deployment.as_deref(),
         arn: switch.to,
+        strategy: switch.strategy,
         deadline: switch.deadline,
         poll: switch.poll,
+        stop_at_pause: false,
     };
     let reason = match watch(ecs, &spec, log, Some(cancel), &mut observer).await? {
         WatchEnd::Verdict(Verdict::Completed) => {
-            return Ok(DeployReport {
-                previous_arn: switch.from.to_string(),
-                new_arn: switch.to.to_string(),
-                deployment_id: Some(deployment),
-                already_deployed: false,
-            })
+            return Ok(DeployReport::deployed(switch.from, switch.to, deployment))
         }
         WatchEnd::Verdict(Verdict::RolledBack(r) | Verdict::Failed(r) | Verdict::Vanished(r)) => r,
-        WatchEnd::Verdict(Verdict::InProgress) | WatchEnd::Deadline => {
+        WatchEnd::Verdict(
+            Verdict::InProgress | Verdict::RollingBack(_) | Verdict::AwaitingApproval(_),
+        )
+        | WatchEnd::Deadline(_) => {
             format!("deployment {deployment} did not complete before the deadline")
         }
         WatchEnd::Cancelled => format!("cancelled while deployment {deployment} rolled out"),

@@ -1,7 +1,14 @@
-//! The verdict on **our** deployment, a pure function of `DescribeServices` output: done,
-//! failed, rolled back by ECS, or still going; and whether another deployment is busy.
+//! The verdict on **our** deployment, a pure function of what ECS reports: the service
+//! deployment (`DescribeServiceDeployments`) for every strategy, or `DescribeServices`'
+//! deployments where that API is missing. Done, failed, rolled back by ECS, waiting at an
+//! approval gate, or still going; and whether another deployment is busy.
 
-use aws_sdk_ecs::types::{Deployment, DeploymentRolloutState, Service};
+use std::collections::HashMap;
+
+use aws_sdk_ecs::types::{
+    Deployment, DeploymentLifecycleHookStatus, DeploymentLifecycleHookTargetType,
+    DeploymentRolloutState, Service, ServiceDeployment, ServiceDeploymentRollbackMonitorsStatus,
+};
 
 use super::ecs::short_td;
 
@@ -18,12 +25,33 @@ pub enum Verdict {
     RolledBack(String),
     /// Our deployment is gone and something else is primary.
     Vanished(String),
+    /// ECS is rolling our deployment back (a failed hook, an alarm, the circuit breaker, a
+    /// requested rollback); the reason so far.
+    RollingBack(String),
+    /// The deployment waits at PAUSE lifecycle hooks for `ContinueServiceDeployment`.
+    AwaitingApproval(Pause),
+}
+
+/// A deployment waiting at an approval gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    /// The service deployment.
+    pub deployment: String,
+    /// The hooks awaiting action.
+    pub hook_ids: Vec<String>,
+    /// The lifecycle stage it waits at.
+    pub stage: String,
+    /// When the first hook times out (epoch seconds), if ECS said.
+    pub expires_at: Option<i64>,
 }
 
 impl Verdict {
-    /// Whether waiting is over.
+    /// Whether waiting is over (an approval gate is decided by the caller).
     pub fn is_final(&self) -> bool {
-        *self != Verdict::InProgress
+        !matches!(
+            self,
+            Verdict::InProgress | Verdict::RollingBack(_) | Verdict::AwaitingApproval(_)
+        )
     }
 }
 
@@ -81,6 +109,134 @@ pub fn assess(service: &Service, deployment_id: &str, task_definition: &str) -> 
             Verdict::Completed
         }
         _ => Verdict::InProgress,
+    }
+}
+
+/// Judges service deployment `sd`, which rolls out `task_definition`, with the service as it
+/// is now; `hook_stages` names the stage each hook was seen at (ECS does not say it once a
+/// hook has failed).
+pub fn assess_service_deployment(
+    sd: &ServiceDeployment,
+    service: &Service,
+    task_definition: &str,
+    hook_stages: &HashMap<String, String>,
+) -> Verdict {
+    let arn = sd.service_deployment_arn().unwrap_or("?");
+    let running = service.task_definition().unwrap_or("none");
+    match sd.status().map(|s| s.as_str()).unwrap_or("PENDING") {
+        "SUCCESSFUL" if running == task_definition => Verdict::Completed,
+        "SUCCESSFUL" => Verdict::Vanished(format!(
+            "service deployment {arn} succeeded but the service now runs {}",
+            short_td(running)
+        )),
+        "ROLLBACK_SUCCESSFUL" => Verdict::RolledBack(format!(
+            "{}; ECS rolled the service back to {}",
+            failure_cause(sd, hook_stages),
+            short_td(running)
+        )),
+        "ROLLBACK_FAILED" => Verdict::RolledBack(format!(
+            "{}; ECS's rollback FAILED and the service runs {} (check it in the ECS console)",
+            failure_cause(sd, hook_stages),
+            short_td(running)
+        )),
+        "ROLLBACK_REQUESTED" | "ROLLBACK_IN_PROGRESS" => {
+            Verdict::RollingBack(failure_cause(sd, hook_stages))
+        }
+        "STOPPED" => Verdict::Failed(format!(
+            "service deployment {arn} STOPPED: {}",
+            failure_cause(sd, hook_stages)
+        )),
+        _ => match awaiting_hooks(sd) {
+            Some(pause) => Verdict::AwaitingApproval(pause),
+            None => Verdict::InProgress,
+        },
+    }
+}
+
+/// PAUSE hooks of `sd` awaiting action, if any.
+pub fn awaiting_hooks(sd: &ServiceDeployment) -> Option<Pause> {
+    let waiting: Vec<_> = sd
+        .lifecycle_hook_details()
+        .iter()
+        .filter(|h| {
+            h.target_type() == Some(&DeploymentLifecycleHookTargetType::Pause)
+                && h.status() == Some(&DeploymentLifecycleHookStatus::AwaitingAction)
+        })
+        .collect();
+    (!waiting.is_empty()).then(|| Pause {
+        deployment: sd.service_deployment_arn().unwrap_or_default().to_string(),
+        hook_ids: waiting
+            .iter()
+            .filter_map(|h| h.hook_id())
+            .map(str::to_string)
+            .collect(),
+        stage: sd
+            .lifecycle_stage()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "?".into()),
+        expires_at: waiting
+            .iter()
+            .filter_map(|h| h.expires_at().map(|t| t.secs()))
+            .min(),
+    })
+}
+
+/// Why ECS failed or stopped a service deployment, from everything it reports: fired alarms,
+/// the circuit breaker, failed or timed-out hooks (with the stage they ran at), the reasons.
+pub fn failure_cause(sd: &ServiceDeployment, hook_stages: &HashMap<String, String>) -> String {
+    let mut causes = Vec::new();
+    if let Some(alarms) = sd.alarms() {
+        if alarms.status() == Some(&ServiceDeploymentRollbackMonitorsStatus::Triggered)
+            || !alarms.triggered_alarm_names().is_empty()
+        {
+            causes.push(format!(
+                "alarm {} fired",
+                alarms.triggered_alarm_names().join(", ")
+            ));
+        }
+    }
+    if let Some(breaker) = sd.deployment_circuit_breaker() {
+        if breaker.status() == Some(&ServiceDeploymentRollbackMonitorsStatus::Triggered) {
+            causes.push(format!(
+                "the deployment circuit breaker tripped ({} failed tasks, threshold {})",
+                breaker.failure_count(),
+                breaker.threshold()
+            ));
+        }
+    }
+    for hook in sd.lifecycle_hook_details() {
+        let status = hook.status().map(|s| s.as_str()).unwrap_or("?");
+        if matches!(status, "FAILED" | "TIMED_OUT") {
+            let id = hook.hook_id().unwrap_or("?");
+            let stage = hook_stages
+                .get(id)
+                .cloned()
+                .or_else(|| sd.lifecycle_stage().map(|s| s.as_str().to_string()))
+                .unwrap_or_else(|| "?".into());
+            let target = match (hook.target_type().map(|t| t.as_str()), hook.target_arn()) {
+                (Some("AWS_LAMBDA"), Some(arn)) => format!("Lambda {arn}"),
+                (Some(kind), _) => kind.to_string(),
+                (None, _) => "hook".into(),
+            };
+            causes.push(format!(
+                "lifecycle hook {id} ({target}) {status} at {stage}"
+            ));
+        }
+    }
+    let reasons = [sd.status_reason(), sd.rollback().and_then(|r| r.reason())];
+    for reason in reasons.into_iter().flatten() {
+        if !reason.is_empty() && !causes.iter().any(|c| c.contains(reason)) {
+            causes.push(reason.to_string());
+        }
+    }
+    if causes.is_empty() {
+        format!(
+            "service deployment {} is {}",
+            sd.service_deployment_arn().unwrap_or("?"),
+            sd.status().map(|s| s.as_str()).unwrap_or("?")
+        )
+    } else {
+        causes.join("; ")
     }
 }
 

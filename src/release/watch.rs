@@ -1,5 +1,7 @@
 //! Following one deployment to its end: poll with jitter, print what is new, judge our
-//! deployment, stop at the deadline or on cancel.
+//! deployment, stop at the deadline, on cancel or (if asked) at an approval gate. A service
+//! deployment is followed through the service deployments API whatever the strategy; an
+//! endpoint without that API through `DescribeServices`' deployments.
 
 use std::time::Duration;
 
@@ -7,7 +9,8 @@ use tokio::time::Instant;
 
 use super::ecs::Ecs;
 use super::progress::Observer;
-use super::verdict::{assess, Verdict};
+use super::strategy::Strategy;
+use super::verdict::{assess, assess_service_deployment, Verdict};
 use super::ReleaseError;
 use crate::clock;
 use crate::docker::Cancel;
@@ -18,28 +21,34 @@ const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// The deployment to follow.
 pub(crate) struct Watch<'a> {
-    /// The deployment's id (`ecs-svc/…`).
+    /// The deployment's id (`ecs-svc/…`), which its tasks are started by.
     pub deployment: &'a str,
+    /// Its service deployment ARN, where the service deployments API reports it.
+    pub service_deployment: Option<&'a str>,
     /// The task definition it rolls out.
     pub arn: &'a str,
+    /// How the service deploys (for the bake countdown).
+    pub strategy: &'a Strategy,
     /// When to give up.
     pub deadline: Instant,
     /// Time between polls (jittered).
     pub poll: Duration,
+    /// Return as soon as the deployment waits at an approval gate.
+    pub stop_at_pause: bool,
 }
 
 /// How a watch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WatchEnd {
-    /// The deployment reached a final verdict.
+    /// The deployment reached a final verdict (or an approval gate, if asked to stop there).
     Verdict(Verdict),
-    /// The deadline passed first.
-    Deadline,
+    /// The deadline passed first; the last verdict seen.
+    Deadline(Verdict),
     /// The job was cancelled first.
     Cancelled,
 }
 
-/// Follows `watch.deployment` until it is judged, the deadline passes or `cancel` fires.
+/// Follows `watch`'s deployment until it is judged, the deadline passes or `cancel` fires.
 pub(crate) async fn watch(
     ecs: &impl Ecs,
     watch: &Watch<'_>,
@@ -59,9 +68,20 @@ pub(crate) async fn watch(
             },
             None => tokio::time::sleep(pause).await,
         }
+        let now = clock::epoch_secs();
         let service = ecs.describe_service().await?;
         let mut news = observer.new_events(&service);
-        news.extend(observer.deployment_changes(&service));
+        let verdict = match watch.service_deployment {
+            Some(arn) => {
+                let sd = ecs.service_deployment(arn).await?;
+                news.extend(observer.service_deployment_changes(&sd, now));
+                assess_service_deployment(&sd, &service, watch.arn, observer.hook_stages())
+            }
+            None => {
+                news.extend(observer.deployment_changes(&service));
+                assess(&service, watch.deployment, watch.arn)
+            }
+        };
         let ours = service
             .deployments()
             .iter()
@@ -78,13 +98,19 @@ pub(crate) async fn watch(
             }
         }
         if news.is_empty() && last_news.elapsed() >= HEARTBEAT {
+            let bake = observer
+                .bake_left(watch.strategy, now)
+                .map(|left| format!("bake time: {} left; ", clock::human_duration(left)))
+                .unwrap_or_default();
             news.push(format!(
-                "still rolling out {}; {} s left before the deadline",
-                watch.deployment,
-                watch
-                    .deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_secs()
+                "still rolling out {}; {bake}{} left before the deadline",
+                watch.service_deployment.unwrap_or(watch.deployment),
+                clock::human_duration(
+                    watch
+                        .deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_secs() as i64
+                )
             ));
         }
         if !news.is_empty() {
@@ -93,12 +119,12 @@ pub(crate) async fn watch(
         for line in news {
             log.info(&line);
         }
-        let verdict = assess(&service, watch.deployment, watch.arn);
-        if verdict.is_final() {
+        let at_gate = matches!(verdict, Verdict::AwaitingApproval(_)) && watch.stop_at_pause;
+        if verdict.is_final() || at_gate {
             return Ok(WatchEnd::Verdict(verdict));
         }
         if Instant::now() >= watch.deadline {
-            return Ok(WatchEnd::Deadline);
+            return Ok(WatchEnd::Deadline(verdict));
         }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::glob;
 use super::units::{minutes, seconds, MemorySize};
+use crate::glob;
 
 /// When to pull a job or service image.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -49,13 +49,24 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PullPolicy>, D::Er
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
-        One(PullPolicy),
-        Many(Vec<PullPolicy>),
+        One(String),
+        Many(Vec<String>),
     }
-    Ok(match OneOrMany::deserialize(d)? {
+    let names = match OneOrMany::deserialize(d)? {
         OneOrMany::One(p) => vec![p],
         OneOrMany::Many(v) => v,
-    })
+    };
+    // Parsed here, not by serde, so that a bad value's error lists the allowed ones.
+    names
+        .iter()
+        .map(|name| {
+            PullPolicy::parse(name).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown pull policy {name:?}, expected `always`, `if-not-present` or `never`"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// A CPU count written as a number or, as gitlab-runner writes it, a string (`"1.5"`).

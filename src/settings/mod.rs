@@ -13,7 +13,7 @@ pub use docker::{
     parse_device, parse_ulimit, parse_volume, DockerSettings, PullPolicy, VolumeSpec,
 };
 pub use release::{
-    AwsSettings, EcsSettings, ReleaseAction, ReleaseSettings, RollbackMode, TagVerdict,
+    AwsSettings, EcsSettings, PauseMode, ReleaseAction, ReleaseSettings, RollbackMode, TagVerdict,
 };
 pub use units::{MemorySize, Pattern};
 
@@ -251,7 +251,7 @@ mod tests {
                 && err.contains("memory size"),
             "{err}"
         );
-        let err = parse("[docker]\nvolumes = [\"/a\"]").unwrap_err();
+        let err = parse("[docker]\nvolumes = [\"relative/path\"]").unwrap_err();
         assert!(err.contains("`docker.volumes`"), "{err}");
         let err = parse("[docker]\npull_policy = \"always\"\nallowed_pull_policies = [\"never\"]")
             .unwrap_err();

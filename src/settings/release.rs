@@ -74,6 +74,29 @@ impl ReleaseSettings {
     }
 }
 
+/// What a release does when its deployment waits at a PAUSE lifecycle hook (an approval
+/// gate, which may wait for days).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseMode {
+    /// Keep following the deployment, up to the rollout deadline.
+    Wait,
+    /// End the job successfully in an "awaiting approval" state; the deployment ARN and
+    /// hook ids go to `ecs-release.env` for a later `continue`.
+    Succeed,
+}
+
+impl PauseMode {
+    /// Parses `ECS_ON_PAUSE_HOOK`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "wait" => Some(PauseMode::Wait),
+            "succeed" => Some(PauseMode::Succeed),
+            _ => None,
+        }
+    }
+}
+
 /// What to do when a rollout fails or runs out of time.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -142,6 +165,8 @@ pub struct EcsSettings {
     /// How long to follow a rollback before reporting the service's state.
     #[serde(rename = "rollback_timeout_minutes", with = "minutes")]
     pub rollback_timeout: Duration,
+    /// At a PAUSE lifecycle hook: `wait` or `succeed` (a job's `ECS_ON_PAUSE_HOOK` overrides it).
+    pub on_pause_hook: PauseMode,
 }
 
 impl Default for EcsSettings {
@@ -152,6 +177,7 @@ impl Default for EcsSettings {
             rollback: RollbackMode::Auto,
             wait_for_other_deployments: Duration::from_secs(10 * 60),
             rollback_timeout: Duration::from_secs(10 * 60),
+            on_pause_hook: PauseMode::Wait,
         }
     }
 }
@@ -186,15 +212,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_are_judged_mutable_first() {
+    fn a_tag_is_a_version_only_if_the_pattern_matches_and_never_a_mutable_one() {
         let s = ReleaseSettings::default();
         assert_eq!(s.judge_tag("v1.2.3"), TagVerdict::Releasable);
         assert_eq!(s.judge_tag("v1.2"), TagVerdict::NotAVersion);
-        assert_eq!(s.judge_tag("LATEST"), TagVerdict::Mutable);
+        assert_eq!(s.judge_tag("LATEST"), TagVerdict::NotAVersion);
         let loose = ReleaseSettings {
             tag_pattern: Pattern::new(".*").unwrap(),
             ..ReleaseSettings::default()
         };
         assert_eq!(loose.judge_tag("stable"), TagVerdict::Mutable);
+        assert_eq!(loose.judge_tag("LATEST"), TagVerdict::Mutable);
+        assert_eq!(loose.judge_tag("release-2024"), TagVerdict::Releasable);
     }
 }

@@ -84,6 +84,8 @@ fn release(e: &ReleaseError) -> Outcome {
         | ReleaseError::BuildFailed { .. }
         | ReleaseError::PushFailed { .. }
         | ReleaseError::ServiceMissing { .. }
+        | ReleaseError::Unsupported(_)
+        | ReleaseError::DeadlineTooShort { .. }
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::FieldsNotCarried { .. }
         | ReleaseError::UnexpectedChanges { .. }

@@ -234,7 +234,8 @@ fn cache_key(job: &Job, key: &str) -> String {
 /// A housekeeping stage of `inner` commands under `title`, `None` when it has none (the
 /// runner then skips the stage).
 fn housekeeping(title: &str, inner: &str, vars: &[Var], dirs: &Dirs) -> Option<String> {
-    (!inner.is_empty()).then(|| format!("{}{}{}", exports(vars, dirs), cd(dirs), guard(title, inner)))
+    (!inner.is_empty())
+        .then(|| format!("{}{}{}", exports(vars, dirs), cd(dirs), guard(title, inner)))
 }
 
 /// `restore_cache`, or `None` when no cache is pulled.

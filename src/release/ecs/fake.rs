@@ -6,13 +6,23 @@ use std::sync::Mutex;
 
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 use aws_sdk_ecs::types::{
-    ContainerDefinition, Deployment, DeploymentRolloutState, Service, Tag, Task, TaskDefinition,
+    ContainerDefinition, Deployment, DeploymentRolloutState, Service, ServiceDeployment, Tag, Task,
+    TaskDefinition,
 };
 use serde_json::{json, Value};
 
-use super::{short_td, Ecs, Revision};
+use super::{short_td, Ecs, HookAction, Revision, Started};
+use crate::aws::CallError;
 use crate::release::taskdef::Document;
 use crate::release::ReleaseError;
+
+/// The fake has no service deployments API: its deployments are reported the legacy way.
+fn unsupported(operation: &'static str, arn: &str) -> ReleaseError {
+    ReleaseError::Call(CallError::unreadable(
+        operation,
+        format!("{arn}: not in the fake"),
+    ))
+}
 
 /// How the first deployment (ours) goes; later ones (rollbacks) complete at the next poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,7 +359,7 @@ impl Ecs for FakeEcs {
         Ok(())
     }
 
-    async fn update_service(&self, arn: &str) -> Result<String, ReleaseError> {
+    async fn update_service(&self, arn: &str) -> Result<Started, ReleaseError> {
         let mut s = self.lock();
         s.calls.push("UpdateService".into());
         let first = s.calls.iter().filter(|c| *c == "UpdateService").count() == 1;
@@ -358,7 +368,28 @@ impl Ecs for FakeEcs {
         } else {
             Scenario::CompleteAt(1)
         };
-        Ok(s.start(arn, scenario, DeploymentRolloutState::InProgress))
+        // The fake reports deployments the legacy way only (no service deployments API).
+        Ok(Started {
+            deployment_id: s.start(arn, scenario, DeploymentRolloutState::InProgress),
+            service_deployment: None,
+        })
+    }
+
+    async fn service_deployment(&self, arn: &str) -> Result<ServiceDeployment, ReleaseError> {
+        Err(unsupported("DescribeServiceDeployments", arn))
+    }
+
+    async fn stop_service_deployment(&self, arn: &str) -> Result<(), ReleaseError> {
+        Err(unsupported("StopServiceDeployment", arn))
+    }
+
+    async fn continue_service_deployment(
+        &self,
+        arn: &str,
+        _hook_id: &str,
+        _action: HookAction,
+    ) -> Result<(), ReleaseError> {
+        Err(unsupported("ContinueServiceDeployment", arn))
     }
 
     async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError> {

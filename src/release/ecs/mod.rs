@@ -10,7 +10,7 @@ pub mod wire;
 pub use sdk::SdkEcs;
 
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
-use aws_sdk_ecs::types::{Service, Tag, Task, TaskDefinition};
+use aws_sdk_ecs::types::{Service, ServiceDeployment, Tag, Task, TaskDefinition};
 
 use super::taskdef::Document;
 use super::ReleaseError;
@@ -24,6 +24,25 @@ pub struct Revision {
     pub tags: Vec<Tag>,
     /// Its JSON document, every field included, for comparisons.
     pub document: Document,
+}
+
+/// The deployment an `UpdateService` started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// Its id in `DescribeServices.deployments[]` (`ecs-svc/…`), which tasks are started by.
+    pub deployment_id: String,
+    /// Its service deployment ARN (`services[].currentServiceDeployment`), where the service
+    /// deployments API reports it; `None` from endpoints without that API.
+    pub service_deployment: Option<String>,
+}
+
+/// What a PAUSE lifecycle hook is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookAction {
+    /// Go on with the deployment.
+    Continue,
+    /// Roll the deployment back.
+    Rollback,
 }
 
 /// One ECS service and the task definitions around it.
@@ -48,8 +67,20 @@ pub trait Ecs {
     async fn register(&self, input: RegisterTaskDefinitionInput) -> Result<String, ReleaseError>;
     /// Deregisters a revision.
     async fn deregister(&self, arn: &str) -> Result<(), ReleaseError>;
-    /// Points the service at `arn`; returns the id of the deployment ECS started for it.
-    async fn update_service(&self, arn: &str) -> Result<String, ReleaseError>;
+    /// Points the service at `arn`; returns the deployment ECS started for it.
+    async fn update_service(&self, arn: &str) -> Result<Started, ReleaseError>;
+    /// `DescribeServiceDeployments` for one service deployment.
+    async fn service_deployment(&self, arn: &str) -> Result<ServiceDeployment, ReleaseError>;
+    /// `StopServiceDeployment` with `stopType=ROLLBACK`: ECS returns the service to the
+    /// deployment's source revision.
+    async fn stop_service_deployment(&self, arn: &str) -> Result<(), ReleaseError>;
+    /// `ContinueServiceDeployment` for a PAUSE hook awaiting action.
+    async fn continue_service_deployment(
+        &self,
+        arn: &str,
+        hook_id: &str,
+        action: HookAction,
+    ) -> Result<(), ReleaseError>;
     /// ACTIVE revisions of `family`, newest revision first whatever the server's order.
     async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError>;
     /// Stopped tasks started by a deployment (at most 100).

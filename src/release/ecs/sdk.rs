@@ -3,11 +3,12 @@
 
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 use aws_sdk_ecs::types::{
-    DesiredStatus, Service, SortOrder, Task, TaskDefinitionField, TaskDefinitionStatus,
+    DeploymentLifecycleHookAction, DesiredStatus, Service, ServiceDeployment, SortOrder,
+    StopServiceDeploymentStopType, Task, TaskDefinitionField, TaskDefinitionStatus,
 };
 
 use super::wire::{RequestPreview, ResponseBody};
-use super::{revision_number, short_td, Ecs, Revision};
+use super::{revision_number, short_td, Ecs, HookAction, Revision, Started};
 use crate::aws::CallError;
 use crate::release::taskdef::{self, Document};
 use crate::release::ReleaseError;
@@ -142,7 +143,7 @@ impl Ecs for SdkEcs {
             .map_err(call("ecs:DeregisterTaskDefinition"))
     }
 
-    async fn update_service(&self, arn: &str) -> Result<String, ReleaseError> {
+    async fn update_service(&self, arn: &str) -> Result<Started, ReleaseError> {
         const OP: &str = "ecs:UpdateService";
         let out = self
             .client
@@ -153,7 +154,8 @@ impl Ecs for SdkEcs {
             .send()
             .await
             .map_err(call(OP))?;
-        out.service()
+        let service = out.service();
+        let deployment_id = service
             .into_iter()
             .flat_map(|s| s.deployments())
             .find(|d| d.status() == Some("PRIMARY") && d.task_definition() == Some(arn))
@@ -167,7 +169,65 @@ impl Ecs for SdkEcs {
                         short_td(arn)
                     ),
                 )
+            })?;
+        Ok(Started {
+            deployment_id,
+            service_deployment: service
+                .and_then(|s| s.current_service_deployment())
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
+        })
+    }
+
+    async fn service_deployment(&self, arn: &str) -> Result<ServiceDeployment, ReleaseError> {
+        const OP: &str = "ecs:DescribeServiceDeployments";
+        let out = self
+            .client
+            .describe_service_deployments()
+            .service_deployment_arns(arn)
+            .send()
+            .await
+            .map_err(call(OP))?;
+        if let Some(d) = out.service_deployments().first() {
+            return Ok(d.clone());
+        }
+        let why = out
+            .failures()
+            .first()
+            .and_then(|f| f.reason())
+            .unwrap_or("not returned");
+        Err(unreadable(OP, format!("service deployment {arn}: {why}")))
+    }
+
+    async fn stop_service_deployment(&self, arn: &str) -> Result<(), ReleaseError> {
+        self.client
+            .stop_service_deployment()
+            .service_deployment_arn(arn)
+            .stop_type(StopServiceDeploymentStopType::Rollback)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(call("ecs:StopServiceDeployment"))
+    }
+
+    async fn continue_service_deployment(
+        &self,
+        arn: &str,
+        hook_id: &str,
+        action: HookAction,
+    ) -> Result<(), ReleaseError> {
+        self.client
+            .continue_service_deployment()
+            .service_deployment_arn(arn)
+            .hook_id(hook_id)
+            .action(match action {
+                HookAction::Continue => DeploymentLifecycleHookAction::Continue,
+                HookAction::Rollback => DeploymentLifecycleHookAction::Rollback,
             })
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(call("ecs:ContinueServiceDeployment"))
     }
 
     async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError> {
