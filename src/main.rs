@@ -74,6 +74,18 @@ enum Command {
         #[arg(long, value_name = "N")]
         to_revision: Option<i32>,
     },
+    /// Decide the approval gate (PAUSE lifecycle hook) the service's deployment waits at:
+    /// continue it (or roll it back) and follow it.
+    Continue {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The service deployment (default: the service's current one).
+        #[arg(long, env = "ECS_RELEASE_DEPLOYMENT_ARN", value_name = "ARN")]
+        deployment: Option<String>,
+        /// Roll the deployment back instead of continuing it.
+        #[arg(long)]
+        rollback: bool,
+    },
     /// Check settings, the Docker engine, AWS identity, the ECR repository and the service.
     Doctor {
         #[command(flatten)]
@@ -166,6 +178,8 @@ impl From<TargetArgs> for Target {
             container: a.container,
             region: a.region,
             tag: a.tag,
+            deployment: None,
+            hook_action: None,
         }
     }
 }
@@ -251,6 +265,20 @@ fn main() -> ExitCode {
             };
             return operate(cli.config, |settings| async move {
                 commands::rollback(&settings, &target.into(), to).await
+            });
+        }
+        Command::Continue {
+            target,
+            deployment,
+            rollback,
+        } => {
+            let target = Target {
+                deployment,
+                hook_action: rollback.then(|| "rollback".to_string()),
+                ..target.into()
+            };
+            return operate(cli.config, |settings| async move {
+                commands::continue_deployment(&settings, &target).await
             });
         }
         Command::Doctor { target } => return doctor(cli.config, target.into()),

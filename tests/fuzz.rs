@@ -12,11 +12,12 @@ use gitlab_ecs_executor::local::pipeline::Pipeline;
 use gitlab_ecs_executor::local::rules;
 use gitlab_ecs_executor::protocol::{JobContext, JobPayload, Stage};
 use gitlab_ecs_executor::release::image::context::DockerIgnore;
-use gitlab_ecs_executor::release::inputs::{self, parse_duration, JobVariables, Requester};
+use gitlab_ecs_executor::release::inputs::{
+    self, parse_duration, ImageAction, JobVariables, Requester,
+};
 use gitlab_ecs_executor::release::{taskdef, trigger};
 use gitlab_ecs_executor::settings::{
-    parse_volume, AwsSettings, MemorySize, Pattern, PullPolicy, ReleaseAction, ReleaseSettings,
-    Settings,
+    parse_volume, AwsSettings, MemorySize, Pattern, PullPolicy, ReleaseSettings, Settings,
 };
 use proptest::prelude::*;
 
@@ -136,7 +137,7 @@ proptest! {
         "(ECR_REGISTRY|ECR_REPOSITORY|ECS_CLUSTER|ECS_SERVICE|TASK_DEFINITION|ECS_CONTAINER|AWS_DEFAULT_REGION|AWS_REGION|AWS_ROLE_ARN|AWS_ID_TOKEN|DOCKERFILE|DOCKER_BUILD_CONTEXT|ECS_ROLLOUT_TIMEOUT|ECS_ROLLBACK|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY)",
         ".{0,40}", 0..16)) {
         let vars: BTreeMap<String, String> = vars;
-        for action in [ReleaseAction::Release, ReleaseAction::Push] {
+        for action in [ImageAction::Release, ImageAction::Push] {
             let aws = AwsSettings::default();
             let source = JobVariables::new(|k: &str| vars.get(k).cloned(), &aws);
             let requester = Requester::Job { project_path: "g/p", job_id: 1 };

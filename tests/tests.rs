@@ -13,4 +13,5 @@ mod operator;
 mod protocol;
 mod release_image;
 mod release_rollout;
+mod release_strategies;
 mod reliability;

@@ -124,6 +124,7 @@ fn release(e: &ReleaseError) -> u8 {
         ReleaseError::RegistryRefused { .. }
         | ReleaseError::Unsupported(_)
         | ReleaseError::DeadlineTooShort { .. }
+        | ReleaseError::NothingAwaiting { .. }
         | ReleaseError::Context(_)
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::NoRollbackTarget(_) => EXIT_USAGE,

@@ -1,8 +1,9 @@
 //! Operator commands on the same binary, outside GitLab: `release`, `plan`, `rollback`,
-//! `doctor`, `prune`. Their inputs are flags (or the job variables' names in the environment); each
+//! `continue`, `doctor`, `prune`. Their inputs are flags (or the job variables' names in the environment); each
 //! command builds its own typed request, and every error gets its exit code in one place,
 //! [`CommandError::exit_code`].
 
+mod continue_deployment;
 mod doctor;
 mod exit;
 mod plan;
@@ -10,6 +11,7 @@ mod prune;
 mod release;
 mod rollback;
 
+pub use continue_deployment::continue_deployment;
 pub use doctor::doctor;
 pub use exit::{CommandError, EXIT_FAILED, EXIT_HOST, EXIT_USAGE};
 pub use plan::plan;
@@ -44,6 +46,10 @@ pub struct Target {
     pub region: Option<String>,
     /// `--tag`.
     pub tag: Option<String>,
+    /// `--deployment` (`continue`).
+    pub deployment: Option<String>,
+    /// `rollback` with `continue --rollback`.
+    pub hook_action: Option<String>,
 }
 
 /// Inputs without a flag come from this process's environment, under the job variables'
@@ -66,6 +72,8 @@ impl InputSource for Target {
             Input::RolloutTimeout => environment("ECS_ROLLOUT_TIMEOUT"),
             Input::Rollback => environment("ECS_ROLLBACK"),
             Input::OnPauseHook => environment("ECS_ON_PAUSE_HOOK"),
+            Input::HookAction => flag(&self.hook_action),
+            Input::ServiceDeployment => flag(&self.deployment),
             Input::Dockerfile => environment("DOCKERFILE"),
             Input::BuildContext => environment("DOCKER_BUILD_CONTEXT"),
             Input::RoleArn => environment("AWS_ROLE_ARN"),
@@ -86,6 +94,8 @@ impl InputSource for Target {
             Input::RolloutTimeout => "ECS_ROLLOUT_TIMEOUT",
             Input::Rollback => "ECS_ROLLBACK",
             Input::OnPauseHook => "ECS_ON_PAUSE_HOOK",
+            Input::HookAction => "--rollback",
+            Input::ServiceDeployment => "--deployment",
             Input::Dockerfile => "DOCKERFILE",
             Input::BuildContext => "DOCKER_BUILD_CONTEXT",
             Input::RoleArn => "AWS_ROLE_ARN",

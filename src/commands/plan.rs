@@ -3,15 +3,15 @@
 use super::{operator_log, temp_dir, CommandError, Target};
 use crate::aws;
 use crate::release::ecs::SdkEcs;
-use crate::release::inputs::{self, Requester};
+use crate::release::inputs::{self, ImageAction, Requester};
 use crate::release::{self, plan, Provenance};
-use crate::settings::{ReleaseAction, Settings};
+use crate::settings::Settings;
 
 /// Prints the fields the release of `target.tag` would change; returns how many.
 pub async fn plan(settings: &Settings, target: &Target) -> Result<usize, CommandError> {
     let tag = target.release_tag(&settings.release)?;
     let inputs = inputs::collect(
-        ReleaseAction::Release,
+        ImageAction::Release,
         &tag,
         target,
         &settings.aws,

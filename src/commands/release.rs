@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use super::{interrupt, operator_log, temp_dir, CommandError, Target};
-use crate::release::inputs::{self, Requester};
+use crate::release::inputs::{self, ImageAction, Requester};
 use crate::release::{self, ProjectSource, Provenance, ReleaseRequest};
-use crate::settings::{ReleaseAction, Settings};
+use crate::settings::Settings;
 
 /// What `release` was asked to do.
 #[derive(Debug, Clone)]
@@ -34,9 +34,9 @@ pub async fn release(
                 source,
             })?;
     let action = if options.push_only {
-        ReleaseAction::Push
+        ImageAction::Push
     } else {
-        ReleaseAction::Release
+        ImageAction::Release
     };
     let inputs = inputs::collect(action, &tag, target, &settings.aws, Requester::Operator)?;
     let temp = temp_dir()?;

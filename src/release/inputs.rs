@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use super::ecs::HookAction;
 use crate::aws::{session_name, CredentialRequest};
 use crate::image_ref::ImageRef;
-use crate::settings::{AwsSettings, PauseMode, ReleaseAction, RollbackMode};
+use crate::settings::{AwsSettings, PauseMode, RollbackMode};
 
 /// One input of a release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,10 @@ pub enum Input {
     Rollback,
     /// What to do at a PAUSE lifecycle hook.
     OnPauseHook,
+    /// The decision for an approval gate: continue or roll back.
+    HookAction,
+    /// The service deployment an approval is for.
+    ServiceDeployment,
     /// The Dockerfile, relative to the project.
     Dockerfile,
     /// The build context, relative to the project.
@@ -94,6 +99,8 @@ impl<F: Fn(&str) -> Option<String>> InputSource for JobVariables<'_, F> {
             Input::RolloutTimeout => "ECS_ROLLOUT_TIMEOUT",
             Input::Rollback => "ECS_ROLLBACK",
             Input::OnPauseHook => "ECS_ON_PAUSE_HOOK",
+            Input::HookAction => "ECS_HOOK_ACTION",
+            Input::ServiceDeployment => "ECS_RELEASE_DEPLOYMENT_ARN",
             Input::Dockerfile => "DOCKERFILE",
             Input::BuildContext => "DOCKER_BUILD_CONTEXT",
             Input::RoleArn => "AWS_ROLE_ARN",
@@ -144,11 +151,20 @@ pub struct EcsTarget {
     pub on_pause_hook: Option<PauseMode>,
 }
 
+/// What a release does with the image it builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageAction {
+    /// Push it and roll it out on ECS.
+    Release,
+    /// Push it only.
+    Push,
+}
+
 /// Everything a release needs, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseInputs {
     /// Release or push only.
-    pub action: ReleaseAction,
+    pub action: ImageAction,
     /// The image to build and deploy: `registry/repository:tag`.
     pub image: ImageRef,
     /// The AWS region.
@@ -181,6 +197,17 @@ pub struct ServiceAccess {
     pub credentials: CredentialRequest,
     /// `registry/repository`, when given: picks the release container.
     pub repository: Option<String>,
+}
+
+/// What deciding an approval gate needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContinueInputs {
+    /// The service and how to reach it.
+    pub access: ServiceAccess,
+    /// Continue or roll back.
+    pub action: HookAction,
+    /// The service deployment (`None`: the service's current one).
+    pub deployment: Option<String>,
 }
 
 /// Inputs that are missing or malformed, all of them.
@@ -348,7 +375,7 @@ impl<'s> Reader<'s> {
 
 /// Reads and checks the inputs of a release of `tag`.
 pub fn collect(
-    action: ReleaseAction,
+    action: ImageAction,
     tag: &str,
     source: &dyn InputSource,
     aws: &AwsSettings,
@@ -358,8 +385,8 @@ pub fn collect(
     let registry = r.required(Input::Registry, check_registry);
     let repository = r.required(Input::Repository, check_repository);
     let ecs = match action {
-        ReleaseAction::Push => None,
-        ReleaseAction::Release => Some(r.ecs_target()),
+        ImageAction::Push => None,
+        ImageAction::Release => Some(r.ecs_target()),
     };
     let dockerfile = r
         .optional(Input::Dockerfile, check_relative)
@@ -387,21 +414,57 @@ pub fn collect_service(
     aws: &AwsSettings,
 ) -> Result<ServiceAccess, InputError> {
     let mut r = Reader::new(source);
-    let target = r.ecs_target();
-    let region = r.region(aws);
-    let credentials = r.credentials(aws, Requester::Operator);
-    let registry = r.optional(Input::Registry, check_registry);
-    let repository = r.optional(Input::Repository, check_repository);
-    let repository = match (registry, repository) {
-        (Some(registry), Some(repository)) => Some(format!("{registry}/{repository}")),
-        _ => None,
+    let access = r.service_access(aws, Requester::Operator);
+    r.finish(access)
+}
+
+/// Reads and checks what deciding an approval gate needs.
+pub fn collect_continue(
+    source: &dyn InputSource,
+    aws: &AwsSettings,
+    requester: Requester<'_>,
+) -> Result<ContinueInputs, InputError> {
+    let mut r = Reader::new(source);
+    let access = r.service_access(aws, requester);
+    let action = match r.optional(Input::HookAction, check_hook_action).as_deref() {
+        Some("rollback") => HookAction::Rollback,
+        _ => HookAction::Continue,
     };
-    r.finish(ServiceAccess {
-        target,
-        region,
-        credentials,
-        repository,
+    let deployment = r.optional(Input::ServiceDeployment, check_service_deployment);
+    r.finish(ContinueInputs {
+        access,
+        action,
+        deployment,
     })
+}
+
+fn check_hook_action(v: &str) -> Option<String> {
+    (!matches!(v, "continue" | "rollback")).then(|| "must be `continue` or `rollback`".into())
+}
+
+fn check_service_deployment(v: &str) -> Option<String> {
+    (!(v.starts_with("arn:") && v.contains(":service-deployment/")))
+        .then(|| "must be a service deployment ARN (arn:aws:ecs:…:service-deployment/…)".into())
+}
+
+impl Reader<'_> {
+    fn service_access(&mut self, aws: &AwsSettings, requester: Requester<'_>) -> ServiceAccess {
+        let target = self.ecs_target();
+        let region = self.region(aws);
+        let credentials = self.credentials(aws, requester);
+        let registry = self.optional(Input::Registry, check_registry);
+        let repository = self.optional(Input::Repository, check_repository);
+        let repository = match (registry, repository) {
+            (Some(registry), Some(repository)) => Some(format!("{registry}/{repository}")),
+            _ => None,
+        };
+        ServiceAccess {
+            target,
+            region,
+            credentials,
+            repository,
+        }
+    }
 }
 
 /// Reads and checks the region alone.
@@ -519,7 +582,7 @@ mod tests {
 
     fn run(
         vars: &[(&str, &str)],
-        action: ReleaseAction,
+        action: ImageAction,
         aws: &AwsSettings,
     ) -> Result<ReleaseInputs, InputError> {
         let map: HashMap<String, String> = vars
@@ -541,7 +604,7 @@ mod tests {
 
     #[test]
     fn the_seed_articles_variables_are_a_valid_release() {
-        let inputs = run(SEED, ReleaseAction::Release, &AwsSettings::default()).unwrap();
+        let inputs = run(SEED, ImageAction::Release, &AwsSettings::default()).unwrap();
         assert_eq!(
             inputs.image.to_string(),
             "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name:v1.0.0"
@@ -562,7 +625,7 @@ mod tests {
             .copied()
             .filter(|(k, _)| *k != "ECS_SERVICE" && *k != "ECR_REPOSITORY")
             .collect();
-        let err = run(&vars, ReleaseAction::Release, &AwsSettings::default()).unwrap_err();
+        let err = run(&vars, ImageAction::Release, &AwsSettings::default()).unwrap_err();
         assert_eq!(
             err.problems,
             ["ECR_REPOSITORY is not set", "ECS_SERVICE is not set"]
@@ -579,7 +642,7 @@ mod tests {
         let vars = &SEED[..2];
         let mut with_region = vars.to_vec();
         with_region.push(("AWS_REGION", "eu-west-1"));
-        let inputs = run(&with_region, ReleaseAction::Push, &AwsSettings::default()).unwrap();
+        let inputs = run(&with_region, ImageAction::Push, &AwsSettings::default()).unwrap();
         assert_eq!((inputs.ecs, inputs.region.as_str()), (None, "eu-west-1"));
     }
 
@@ -592,7 +655,7 @@ mod tests {
         vars.push(("TASK_DEFINITION", "fam:latest"));
         let map: HashMap<_, _> = vars.into_iter().collect();
         let vars: Vec<_> = map.into_iter().collect();
-        let err = run(&vars, ReleaseAction::Release, &AwsSettings::default()).unwrap_err();
+        let err = run(&vars, ImageAction::Release, &AwsSettings::default()).unwrap_err();
         let text = err.problems.join("\n");
         for name in [
             "ECR_REGISTRY",
@@ -608,7 +671,7 @@ mod tests {
     fn rollout_timeout_and_rollback() {
         let mut vars = SEED.to_vec();
         vars.extend([("ECS_ROLLOUT_TIMEOUT", "15m"), ("ECS_ROLLBACK", "never")]);
-        let ecs = run(&vars, ReleaseAction::Release, &AwsSettings::default())
+        let ecs = run(&vars, ImageAction::Release, &AwsSettings::default())
             .unwrap()
             .ecs
             .unwrap();
@@ -616,7 +679,7 @@ mod tests {
         assert_eq!(ecs.rollback, Some(RollbackMode::Never));
         let mut bad = SEED.to_vec();
         bad.extend([("ECS_ROLLOUT_TIMEOUT", "soon"), ("ECS_ROLLBACK", "maybe")]);
-        let err = run(&bad, ReleaseAction::Release, &AwsSettings::default())
+        let err = run(&bad, ImageAction::Release, &AwsSettings::default())
             .unwrap_err()
             .problems
             .join("\n");
@@ -635,10 +698,10 @@ mod tests {
     fn credentials_oidc_keys_and_host_policy() {
         let mut vars = SEED.to_vec();
         vars.push(("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/deploy"));
-        let err = run(&vars, ReleaseAction::Release, &AwsSettings::default()).unwrap_err();
+        let err = run(&vars, ImageAction::Release, &AwsSettings::default()).unwrap_err();
         assert!(err.problems[0].contains("AWS_ID_TOKEN"), "{err}");
         vars.push(("AWS_ID_TOKEN", "eyJ.jwt"));
-        let inputs = run(&vars, ReleaseAction::Release, &AwsSettings::default()).unwrap();
+        let inputs = run(&vars, ImageAction::Release, &AwsSettings::default()).unwrap();
         assert!(
             matches!(inputs.credentials, CredentialRequest::WebIdentity { ref session_name, .. } if session_name == "gitlab-g-p-1")
         );
@@ -647,7 +710,7 @@ mod tests {
             allow_host_credentials: false,
             ..AwsSettings::default()
         };
-        let err = run(SEED, ReleaseAction::Release, &strict).unwrap_err();
+        let err = run(SEED, ImageAction::Release, &strict).unwrap_err();
         assert!(
             err.to_string()
                 .contains("does not let jobs use its own AWS credentials"),
@@ -659,7 +722,7 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "s"),
         ]);
         assert!(matches!(
-            run(&keys, ReleaseAction::Release, &strict)
+            run(&keys, ImageAction::Release, &strict)
                 .unwrap()
                 .credentials,
             CredentialRequest::JobKeys { .. }

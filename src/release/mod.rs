@@ -2,6 +2,7 @@
 //! out on ECS, from one typed [`ReleaseRequest`]. Nothing here knows the runner protocol:
 //! the runner stage, the operator commands and `exec` each build the request.
 
+pub mod approve;
 pub mod deploy;
 pub mod ecs;
 pub mod image;
@@ -25,11 +26,11 @@ use std::time::{Duration, Instant};
 use crate::aws::{self, AwsError, CallError};
 use crate::docker::{Cancel, DockerError};
 use crate::joblog::JobLog;
-use crate::settings::{ReleaseAction, Settings};
+use crate::settings::Settings;
 use deploy::{DeployReport, DeployRequest};
 use ecs::SdkEcs;
 use image::ImageOutcome;
-use inputs::{EcsTarget, ReleaseInputs};
+use inputs::{EcsTarget, ImageAction, ReleaseInputs};
 use report::Timings;
 
 /// Why a release failed.
@@ -152,7 +153,11 @@ pub enum ReleaseError {
     Unsupported(#[from] strategy::Unsupported),
     /// The rollout deadline is shorter than the service's strategy takes by configuration.
     #[error(
-        "the service deploys with {strategy}, which takes at least {} by its configuration, but          the rollout may take only {} (the job's timeout, ECS_ROLLOUT_TIMEOUT or          ecs.rollout_timeout_minutes); nothing was deployed. Raise the job's `timeout:` and          ECS_ROLLOUT_TIMEOUT, or set ECS_ON_PAUSE_HOOK/ecs.on_pause_hook to `succeed` if an          approval gate holds the deployment",
+        "the service deploys with {strategy}, which takes at least {} by its configuration, \
+         but the rollout may take only {} (the job's timeout, ECS_ROLLOUT_TIMEOUT or \
+         ecs.rollout_timeout_minutes); nothing was deployed. Raise the job's `timeout:` and \
+         ECS_ROLLOUT_TIMEOUT, or set ECS_ON_PAUSE_HOOK (ecs.on_pause_hook) to `succeed` if an \
+         approval gate holds the deployment",
         crate::clock::human_duration(.needs.as_secs() as i64),
         crate::clock::human_duration(.left.as_secs() as i64)
     )]
@@ -177,6 +182,14 @@ pub enum ReleaseError {
     RolledBack {
         /// What ECS reported.
         reason: String,
+    },
+    /// `continue` found no approval gate to decide.
+    #[error("nothing awaits approval on service {service}: {detail}")]
+    NothingAwaiting {
+        /// The service.
+        service: String,
+        /// What its deployment is doing.
+        detail: String,
     },
     /// The job was cancelled before anything changed.
     #[error("the release was cancelled before it changed anything")]
@@ -214,8 +227,8 @@ pub async fn execute(
     let started = Instant::now();
     let inputs = &req.inputs;
     let action = match inputs.action {
-        ReleaseAction::Release => "build, push and roll out",
-        ReleaseAction::Push => "build and push",
+        ImageAction::Release => "build, push and roll out",
+        ImageAction::Push => "build and push",
     };
     log.step(&format!(
         "Native release of {}: the executor will {action} {} instead of running the job's script",
@@ -242,7 +255,7 @@ pub async fn execute(
     };
     let image_time = image_started.elapsed();
     let ecs_half = match (&inputs.action, &inputs.ecs) {
-        (ReleaseAction::Release, Some(target)) => Some((
+        (ImageAction::Release, Some(target)) => Some((
             SdkEcs::new(
                 aws_sdk_ecs::Client::new(&session.config),
                 &target.cluster,
@@ -286,15 +299,14 @@ pub async fn execute(
 /// rollback and report.
 const JOB_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 
-/// The ECS half of a release of `inputs` to `target`.
-pub(crate) fn deploy_request(
+/// When a rollout of `target` must be over: its timeout, capped by the job's time left
+/// (minus a margin to roll back and report).
+pub(crate) fn rollout_deadline(
     settings: &Settings,
-    inputs: &ReleaseInputs,
     target: &EcsTarget,
-    provenance: &Provenance,
     job_deadline: Option<tokio::time::Instant>,
     log: &JobLog,
-) -> DeployRequest {
+) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     let wanted = target
         .rollout_timeout
@@ -314,6 +326,18 @@ pub(crate) fn deploy_request(
         }
         _ => wanted,
     };
+    now + timeout
+}
+
+/// The ECS half of a release of `inputs` to `target`.
+pub(crate) fn deploy_request(
+    settings: &Settings,
+    inputs: &ReleaseInputs,
+    target: &EcsTarget,
+    provenance: &Provenance,
+    job_deadline: Option<tokio::time::Instant>,
+    log: &JobLog,
+) -> DeployRequest {
     DeployRequest {
         target: target.clone(),
         image: inputs.image.clone(),
@@ -324,7 +348,7 @@ pub(crate) fn deploy_request(
             ("gitlab:pipeline", &provenance.pipeline_id),
             ("gitlab:job-url", &provenance.job_url),
         ]),
-        deadline: now + timeout,
+        deadline: rollout_deadline(settings, target, job_deadline, log),
         poll: settings.ecs.poll_interval,
         rollback: target.rollback.unwrap_or(settings.ecs.rollback),
         on_pause: target.on_pause_hook.unwrap_or(settings.ecs.on_pause_hook),

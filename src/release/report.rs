@@ -94,6 +94,18 @@ pub(crate) async fn summarize(
         if let Some(id) = &d.deployment_id {
             log.info(&format!("deployment: {id}"));
         }
+        let state = match (&d.awaiting, d.already_deployed) {
+            (Some(pause), _) => {
+                log.info(&format!(
+                    "state:     awaiting approval at {} (hooks {})",
+                    pause.stage,
+                    pause.hook_ids.join(", ")
+                ));
+                "awaiting_approval"
+            }
+            (None, true) => "already_deployed",
+            (None, false) => "deployed",
+        };
         log.info(&format!(
             "console:   https://{r}.console.aws.amazon.com/ecs/v2/clusters/{}/services/{}/deployments?region={r}",
             target.cluster,
@@ -110,7 +122,15 @@ pub(crate) async fn summarize(
                 "ECS_RELEASE_DEPLOYMENT_ID",
                 d.deployment_id.clone().unwrap_or_default(),
             ),
+            ("ECS_RELEASE_STATE", state.to_string()),
         ]);
+        if let Some(pause) = &d.awaiting {
+            // What a later `continue` job needs (through `needs:` and the dotenv report).
+            env.extend([
+                ("ECS_RELEASE_DEPLOYMENT_ARN", pause.deployment.clone()),
+                ("ECS_RELEASE_HOOK_IDS", pause.hook_ids.join(",")),
+            ]);
+        }
     }
     log.info(&format!(
         "timings:   image {:.1} s, release {:.1} s",

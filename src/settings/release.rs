@@ -16,6 +16,10 @@ pub enum ReleaseAction {
     Release,
     /// Build and push the image only (a build-stage job).
     Push,
+    /// Decide the approval gate (PAUSE lifecycle hooks) the service's deployment waits at:
+    /// `ContinueServiceDeployment`, then follow it (a `when: manual` job after a release that
+    /// ended awaiting approval).
+    Continue,
 }
 
 /// What the release settings say about one tag.

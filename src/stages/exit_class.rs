@@ -86,6 +86,7 @@ fn release(e: &ReleaseError) -> Outcome {
         | ReleaseError::ServiceMissing { .. }
         | ReleaseError::Unsupported(_)
         | ReleaseError::DeadlineTooShort { .. }
+        | ReleaseError::NothingAwaiting { .. }
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::FieldsNotCarried { .. }
         | ReleaseError::UnexpectedChanges { .. }

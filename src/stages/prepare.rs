@@ -17,6 +17,7 @@ use crate::docker::{
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::protocol::{ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
+use crate::release::ecs::HookAction;
 use crate::settings::Settings;
 
 /// What the job needs of the Docker environment.
@@ -25,6 +26,25 @@ struct Needs {
     build: bool,
     /// The services (never for a release job: they would serve nothing).
     services: bool,
+}
+
+/// What a job the executor performs itself needs: the job's image (docker:latest, say)
+/// only for after_script and extra steps (`release:`), services never.
+fn native_job(ctx: &JobContext, log: &JobLog) -> Needs {
+    let extra_steps = ctx
+        .payload
+        .steps
+        .iter()
+        .any(|s| s.name != "script" && !s.script.is_empty());
+    if !extra_steps {
+        log.info(
+            "The job's image and services are not started: the executor performs the job itself",
+        );
+    }
+    Needs {
+        build: extra_steps,
+        services: false,
+    }
 }
 
 /// Prepares the job environment; a release job with bad inputs fails here, before cloning.
@@ -51,20 +71,18 @@ pub async fn prepare(
                 inputs.tag(),
                 inputs.image
             ));
-            // The executor builds and deploys itself: the job's image (docker:latest, say)
-            // is needed only for after_script and extra steps (`release:`), services never.
-            let extra_steps = ctx
-                .payload
-                .steps
-                .iter()
-                .any(|s| s.name != "script" && !s.script.is_empty());
-            if !extra_steps {
-                log.info("The job's image and services are not started: the executor performs the release itself");
-            }
-            Needs {
-                build: extra_steps,
-                services: false,
-            }
+            native_job(ctx, log)
+        }
+        JobKind::Continue(inputs) => {
+            log.step(&format!(
+                "This job decides the approval gate of service {}: {}",
+                inputs.access.target.service,
+                match inputs.action {
+                    HookAction::Continue => "continue the deployment",
+                    HookAction::Rollback => "roll the deployment back",
+                }
+            ));
+            native_job(ctx, log)
         }
     };
     let section = log.section("prepare_docker", "Preparing the Docker job environment");

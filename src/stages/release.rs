@@ -5,10 +5,12 @@ use super::StageError;
 use crate::aws;
 use crate::docker::JobNames;
 use crate::protocol::JobContext;
-use crate::release::inputs::{self, JobVariables, ReleaseInputs, Requester};
+use crate::release::inputs::{
+    self, ContinueInputs, ImageAction, JobVariables, ReleaseInputs, Requester,
+};
 use crate::release::trigger::{self, Trigger};
 use crate::release::{ProjectSource, Provenance, ReleaseRequest};
-use crate::settings::Settings;
+use crate::settings::{ReleaseAction, Settings};
 
 /// What a job is, release-wise.
 #[derive(Debug)]
@@ -19,6 +21,8 @@ pub(crate) enum JobKind {
     OptedOut,
     /// A native release with these inputs.
     Release(Box<ReleaseInputs>),
+    /// A decision on the approval gate of a service's deployment.
+    Continue(Box<ContinueInputs>),
 }
 
 /// Classifies the job and, for a release, validates its inputs.
@@ -51,7 +55,15 @@ pub(crate) fn classify(settings: &Settings, ctx: &JobContext) -> Result<JobKind,
                     .unwrap_or(&payload.job_info.project_full_path),
                 job_id: ctx.identity.job_id,
             };
-            let inputs = inputs::collect(action, &tag, &source, &settings.aws, requester)?;
+            let image_action = match action {
+                ReleaseAction::Release => ImageAction::Release,
+                ReleaseAction::Push => ImageAction::Push,
+                ReleaseAction::Continue => {
+                    let inputs = inputs::collect_continue(&source, &settings.aws, requester)?;
+                    return Ok(JobKind::Continue(Box::new(inputs)));
+                }
+            };
+            let inputs = inputs::collect(image_action, &tag, &source, &settings.aws, requester)?;
             Ok(JobKind::Release(Box::new(inputs)))
         }
     }

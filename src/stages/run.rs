@@ -13,7 +13,7 @@ use crate::docker::{
 };
 use crate::joblog::JobLog;
 use crate::protocol::{JobContext, Outcome, Placement, Stage};
-use crate::release;
+use crate::release::{self, approve};
 use crate::settings::Settings;
 
 /// How the operator configured `run` (`[runners.custom] run_args`).
@@ -38,10 +38,25 @@ pub async fn run(
     let mut cancel = sigterm()?;
     let names = JobNames::new(&ctx.identity);
     if *stage == Stage::BuildScript {
-        if let JobKind::Release(inputs) = classify(settings, ctx)? {
-            let req = request(ctx, *inputs, &names, options.dry_run)?;
-            release::execute(settings, &req, log, &mut cancel).await?;
-            return Ok(Outcome::Success);
+        match classify(settings, ctx)? {
+            JobKind::Release(inputs) => {
+                let req = request(ctx, *inputs, &names, options.dry_run)?;
+                release::execute(settings, &req, log, &mut cancel).await?;
+                return Ok(Outcome::Success);
+            }
+            JobKind::Continue(inputs) => {
+                let runner_temp = ctx
+                    .runner_temp_dir
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir);
+                let deadline = ctx
+                    .job_time_left()
+                    .map(|left| tokio::time::Instant::now() + left);
+                let temp = crate::aws::token_dir(&runner_temp);
+                approve::execute(settings, &inputs, &temp, deadline, log, &mut cancel).await?;
+                return Ok(Outcome::Success);
+            }
+            JobKind::Ordinary | JobKind::OptedOut => {}
         }
     }
     let script = std::fs::read(script_path).map_err(StageError::host(format!(

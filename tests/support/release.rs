@@ -66,7 +66,7 @@ impl Fixture {
         );
         let mut env = TestEnv::with_binds(
             &format!(
-                "[release.stages]\ndeploy = \"release\"\nbuild = \"push\"\n[ecs]\npoll_interval_seconds = 1\nrollback_timeout_minutes = 1\nwait_for_other_deployments_minutes = 1\n{extra_settings}"
+                "[release.stages]\ndeploy = \"release\"\nbuild = \"push\"\napprove = \"continue\"\n[ecs]\npoll_interval_seconds = 1\nrollback_timeout_minutes = 1\nwait_for_other_deployments_minutes = 1\n{extra_settings}"
             ),
             &[&repo],
         );

@@ -49,6 +49,8 @@ pub struct Deployments {
     pub bake_minutes: i32,
     /// Real time each lifecycle stage (and traffic step) takes here.
     pub stage_time: Duration,
+    /// Stages that take longer here (every occurrence), so that a test sees them.
+    pub slow_stages: Vec<(&'static str, Duration)>,
     /// Lifecycle hooks.
     pub hooks: Vec<Hook>,
     /// A deployment alarm and when it fires after the update, if it does.
@@ -63,6 +65,7 @@ impl Default for Deployments {
             strategy: Strategy::Rolling,
             bake_minutes: 0,
             stage_time: Duration::from_millis(400),
+            slow_stages: Vec::new(),
             hooks: Vec::new(),
             alarm: None,
             stuck: false,
@@ -227,6 +230,7 @@ pub struct ServiceDeployment {
     rollback_done_at: Option<Instant>,
     rollback_time: Duration,
     stage_time: Duration,
+    slow_stages: Vec<(&'static str, Duration)>,
     alarm: Option<(String, Option<Instant>)>,
     alarm_fired: bool,
     stuck: bool,
@@ -263,6 +267,7 @@ impl ServiceDeployment {
             rollback_done_at: None,
             rollback_time,
             stage_time: script.stage_time,
+            slow_stages: script.slow_stages.clone(),
             alarm: script
                 .alarm
                 .as_ref()
@@ -281,6 +286,16 @@ impl ServiceDeployment {
             .get(self.position)
             .map(|s| s.stage)
             .unwrap_or("CLEAN_UP")
+    }
+
+    /// How long the current stage takes here.
+    fn stage_duration(&self) -> Duration {
+        let stage = self.stage();
+        self.slow_stages
+            .iter()
+            .find(|(s, _)| *s == stage)
+            .map(|(_, d)| *d)
+            .unwrap_or(self.stage_time)
     }
 
     fn is_final(&self) -> bool {
@@ -370,7 +385,7 @@ impl ServiceDeployment {
         if self.stuck || self.waiting() {
             return Effect::None;
         }
-        while self.step_started.elapsed() >= self.stage_time {
+        while self.step_started.elapsed() >= self.stage_duration() {
             // The stage's Lambda hooks answer at its end.
             let failed = self
                 .hooks
@@ -391,7 +406,7 @@ impl ServiceDeployment {
                 );
                 return Effect::None;
             }
-            self.step_started += self.stage_time;
+            self.step_started += self.stage_duration();
             self.position += 1;
             if self.position >= self.timeline.len() {
                 self.position = self.timeline.len() - 1;

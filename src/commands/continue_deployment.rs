@@ -1,0 +1,18 @@
+//! `continue`: decides the approval gate (PAUSE lifecycle hooks) a service's deployment
+//! waits at — continue it, or roll it back with `--rollback` — and follows the deployment
+//! to its end or its next gate.
+
+use super::{interrupt, operator_log, temp_dir, CommandError, Target};
+use crate::release::approve;
+use crate::release::inputs::{self, Requester};
+use crate::settings::Settings;
+
+/// Continues (or rolls back) the deployment of `target`'s service.
+pub async fn continue_deployment(settings: &Settings, target: &Target) -> Result<(), CommandError> {
+    let inputs = inputs::collect_continue(target, &settings.aws, Requester::Operator)?;
+    let temp = temp_dir()?;
+    let log = operator_log();
+    let mut cancel = interrupt()?;
+    approve::execute(settings, &inputs, temp.path(), None, &log, &mut cancel).await?;
+    Ok(())
+}
