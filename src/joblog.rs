@@ -102,6 +102,9 @@ impl Redactor {
 #[derive(Clone)]
 pub struct JobLog {
     inner: Arc<Mutex<Inner>>,
+    /// Put before every line (not section markers): which of several concurrent things a
+    /// line is about.
+    prefix: Arc<str>,
 }
 
 struct Inner {
@@ -122,6 +125,15 @@ impl JobLog {
                 out,
                 redactor: Redactor::new(secrets),
             })),
+            prefix: Arc::from(""),
+        }
+    }
+
+    /// The same log with every line prefixed by `prefix` (e.g. `[web] `).
+    pub fn prefixed(&self, prefix: &str) -> JobLog {
+        JobLog {
+            inner: self.inner.clone(),
+            prefix: Arc::from(format!("{}{prefix}", self.prefix)),
         }
     }
 
@@ -131,6 +143,10 @@ impl JobLog {
     }
 
     fn line(&self, text: &str) {
+        self.write_line(&format!("{}{text}", self.prefix));
+    }
+
+    fn write_line(&self, text: &str) {
         let mut inner = self.lock();
         let masked = inner.redactor.redact(text);
         // The job log is best effort: a closed stdout must not turn into a job failure.
@@ -150,17 +166,22 @@ impl JobLog {
 
     /// A bold green line, for the command or action about to happen.
     pub fn step(&self, text: &str) {
-        self.line(&format!("{BOLD_GREEN}{text}{RESET}"));
+        self.styled(BOLD_GREEN, text);
     }
 
     /// `WARNING: …` in yellow.
     pub fn warn(&self, text: &str) {
-        self.line(&format!("{YELLOW}WARNING: {text}{RESET}"));
+        self.styled(YELLOW, &format!("WARNING: {text}"));
     }
 
     /// `ERROR: …` in bold red.
     pub fn error(&self, text: &str) {
-        self.line(&format!("{BOLD_RED}ERROR: {text}{RESET}"));
+        self.styled(BOLD_RED, &format!("ERROR: {text}"));
+    }
+
+    /// A line in `style`, the prefix included.
+    fn styled(&self, style: &str, text: &str) {
+        self.write_line(&format!("{style}{}{text}{RESET}", self.prefix));
     }
 
     /// Streamed output of a process, masked even when a secret spans two chunks.
@@ -201,7 +222,8 @@ impl JobLog {
             })
             .collect();
         let options = if collapsed { "[collapsed=true]" } else { "" };
-        self.line(&format!(
+        // GitLab reads section markers only at the start of a line.
+        self.write_line(&format!(
             "section_start:{}:{id}{options}\r{CLEAR_LINE}{BOLD_CYAN}{heading}{RESET}",
             clock::epoch_secs()
         ));
@@ -230,7 +252,7 @@ impl Section {
 impl Drop for Section {
     fn drop(&mut self) {
         self.log.end_raw();
-        self.log.line(&format!(
+        self.log.write_line(&format!(
             "section_end:{}:{}\r{CLEAR_LINE}",
             clock::epoch_secs(),
             self.id

@@ -158,9 +158,17 @@ proptest! {
             td = td.container_definitions(ContainerDefinition::builder().name(name).image(image).build());
         }
         let td = td.build();
-        if let Ok(target) = taskdef::target_container(&td, named.as_deref(), &repo) {
-            if let Ok(input) = taskdef::copy(&td, target, "r/app:v1", Vec::new()) {
-                prop_assert_eq!(input.container_definitions.map(|c| c.len()), Some(names.len().min(images.len())));
+        let named: Vec<String> = named.into_iter().collect();
+        if let Ok(targets) = taskdef::target_containers(&td, &named, &repo) {
+            prop_assert!(!targets.is_empty());
+            if let Ok(input) = taskdef::copy(&td, &targets, "r/app:v1", Vec::new()) {
+                let containers = input.container_definitions.unwrap_or_default();
+                prop_assert_eq!(containers.len(), names.len().min(images.len()));
+                // Only the chosen containers change.
+                for (i, c) in containers.iter().enumerate() {
+                    let changed = c.image.as_deref() != td.container_definitions()[i].image();
+                    prop_assert!(!changed || targets.contains(&i));
+                }
             }
         }
         for image in &images {

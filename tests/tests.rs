@@ -13,5 +13,6 @@ mod operator;
 mod protocol;
 mod release_image;
 mod release_rollout;
+mod release_services;
 mod release_strategies;
 mod reliability;

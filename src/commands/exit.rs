@@ -137,6 +137,7 @@ fn release(e: &ReleaseError) -> u8 {
         | ReleaseError::OtherDeployment { .. }
         | ReleaseError::RolloutFailed { .. }
         | ReleaseError::RolledBack { .. }
+        | ReleaseError::ServicesFailed { .. }
         | ReleaseError::Cancelled
         | ReleaseError::Report { .. } => EXIT_FAILED,
     }

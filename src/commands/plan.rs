@@ -7,7 +7,8 @@ use crate::release::inputs::{self, ImageAction, Requester};
 use crate::release::{self, plan, Provenance};
 use crate::settings::Settings;
 
-/// Prints the fields the release of `target.tag` would change; returns how many.
+/// Prints the fields the release of `target.tag` would change in each service; returns
+/// how many.
 pub async fn plan(settings: &Settings, target: &Target) -> Result<usize, CommandError> {
     let tag = target.release_tag(&settings.release)?;
     let inputs = inputs::collect(
@@ -17,26 +18,29 @@ pub async fn plan(settings: &Settings, target: &Target) -> Result<usize, Command
         &settings.aws,
         Requester::Operator,
     )?;
-    let Some(ecs_target) = &inputs.ecs else {
-        return Ok(0);
-    };
     let temp = temp_dir()?;
     let log = operator_log();
     let session = aws::session(&inputs.region, &inputs.credentials, temp.path())
         .await
         .map_err(release::ReleaseError::from)?;
-    let ecs = SdkEcs::new(
-        aws_sdk_ecs::Client::new(&session.config),
-        &ecs_target.cluster,
-        &ecs_target.service,
-    );
-    let request = release::deploy_request(
-        settings,
-        &inputs,
-        ecs_target,
-        &Provenance::default(),
-        None,
-        &log,
-    );
-    Ok(plan::plan(&ecs, &request, &log).await?.len())
+    let client = aws_sdk_ecs::Client::new(&session.config);
+    let mut changes = 0;
+    for ecs_target in &inputs.ecs {
+        let log = if inputs.ecs.len() > 1 {
+            log.prefixed(&format!("[{}] ", ecs_target.service))
+        } else {
+            log.clone()
+        };
+        let ecs = SdkEcs::new(client.clone(), &ecs_target.cluster, &ecs_target.service);
+        let request = release::deploy_request(
+            settings,
+            &inputs,
+            ecs_target,
+            &Provenance::default(),
+            None,
+            &log,
+        );
+        changes += plan::plan(&ecs, &request, &log).await?.len();
+    }
+    Ok(changes)
 }

@@ -34,10 +34,12 @@ pub async fn rollback(
     let current_arn = service.task_definition().unwrap_or_default().to_string();
     let current = ecs.task_definition(&current_arn).await?.definition;
     let repository = access.repository.clone().unwrap_or_default();
-    let container =
-        taskdef::target_container(&current, access.target.container.as_deref(), &repository)
-            .map_err(ReleaseError::from)?;
-    let container_name = current.container_definitions()[container].name();
+    let targets = taskdef::target_containers(&current, &access.target.containers, &repository)
+        .map_err(ReleaseError::from)?;
+    // The release's containers share one image; the first one tells which release it is.
+    let container_name = targets
+        .first()
+        .and_then(|i| current.container_definitions()[*i].name());
     let image_of = |td: &aws_sdk_ecs::types::TaskDefinition| {
         td.container_definitions()
             .iter()

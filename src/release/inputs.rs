@@ -141,8 +141,8 @@ pub struct EcsTarget {
     pub service: String,
     /// The family the service's task definition must belong to.
     pub task_definition: Option<String>,
-    /// The container whose image is replaced.
-    pub container: Option<String>,
+    /// The containers whose image is replaced (empty: those of the release repository).
+    pub containers: Vec<String>,
     /// How long the rollout may take.
     pub rollout_timeout: Option<Duration>,
     /// What to do when it fails.
@@ -169,8 +169,8 @@ pub struct ReleaseInputs {
     pub image: ImageRef,
     /// The AWS region.
     pub region: String,
-    /// ECS target; `None` for the push action.
-    pub ecs: Option<EcsTarget>,
+    /// One ECS target per service (none for the push action).
+    pub ecs: Vec<EcsTarget>,
     /// The Dockerfile, relative to the project directory.
     pub dockerfile: String,
     /// The build context, relative to the project directory.
@@ -287,12 +287,61 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// A comma-separated list, each entry checked; duplicates dropped.
+    fn list(&mut self, input: Input, check: fn(&str) -> Option<String>) -> Vec<String> {
+        let Some(value) = self.source.value(input) else {
+            return Vec::new();
+        };
+        let mut entries: Vec<String> = Vec::new();
+        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let entry = self.checked(input, entry.to_string(), check);
+            if !entries.contains(&entry) {
+                entries.push(entry);
+            }
+        }
+        entries
+    }
+
+    /// One target per service of `ECS_SERVICE` (a comma-separated list: one release rolls
+    /// out to several services of the cluster).
+    fn ecs_targets(&mut self) -> Vec<EcsTarget> {
+        let services = self.list(Input::Service, check_ecs_name);
+        if services.is_empty() {
+            self.problems
+                .push(format!("{} is not set", self.source.name(Input::Service)));
+        }
+        let template = self.target_options();
+        services
+            .into_iter()
+            .map(|service| EcsTarget {
+                service,
+                ..template.clone()
+            })
+            .collect()
+    }
+
+    /// The one service an operator command acts on.
     fn ecs_target(&mut self) -> EcsTarget {
+        let service = self.required(Input::Service, check_ecs_name);
+        if service.contains(',') {
+            self.problems.push(format!(
+                "{} names several services; this command acts on one at a time",
+                self.source.name(Input::Service)
+            ));
+        }
+        EcsTarget {
+            service,
+            ..self.target_options()
+        }
+    }
+
+    /// Everything of a target but its service.
+    fn target_options(&mut self) -> EcsTarget {
         EcsTarget {
             cluster: self.required(Input::Cluster, check_ecs_name),
-            service: self.required(Input::Service, check_ecs_name),
+            service: String::new(),
             task_definition: self.optional(Input::TaskDefinition, check_task_definition),
-            container: self.optional(Input::Container, check_container),
+            containers: self.list(Input::Container, check_container),
             rollout_timeout: self
                 .optional(Input::RolloutTimeout, check_duration)
                 .and_then(|v| parse_duration(&v)),
@@ -385,8 +434,8 @@ pub fn collect(
     let registry = r.required(Input::Registry, check_registry);
     let repository = r.required(Input::Repository, check_repository);
     let ecs = match action {
-        ImageAction::Push => None,
-        ImageAction::Release => Some(r.ecs_target()),
+        ImageAction::Push => Vec::new(),
+        ImageAction::Release => r.ecs_targets(),
     };
     let dockerfile = r
         .optional(Input::Dockerfile, check_relative)
@@ -609,7 +658,9 @@ mod tests {
             inputs.image.to_string(),
             "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name:v1.0.0"
         );
-        let ecs = inputs.ecs.unwrap();
+        let [ecs] = inputs.ecs.as_slice() else {
+            panic!("one service: {:?}", inputs.ecs)
+        };
         assert_eq!(ecs.task_definition.as_deref(), Some("your-task-definition"));
         assert_eq!(
             (inputs.dockerfile.as_str(), inputs.build_context.as_str()),
@@ -643,7 +694,27 @@ mod tests {
         let mut with_region = vars.to_vec();
         with_region.push(("AWS_REGION", "eu-west-1"));
         let inputs = run(&with_region, ImageAction::Push, &AwsSettings::default()).unwrap();
-        assert_eq!((inputs.ecs, inputs.region.as_str()), (None, "eu-west-1"));
+        assert_eq!(
+            (inputs.ecs, inputs.region.as_str()),
+            (Vec::new(), "eu-west-1")
+        );
+    }
+
+    #[test]
+    fn several_services_and_containers_are_comma_separated_lists() {
+        let mut vars = SEED.to_vec();
+        vars.retain(|(k, _)| *k != "ECS_SERVICE");
+        vars.extend([
+            ("ECS_SERVICE", "web, jobs,web"),
+            ("ECS_CONTAINER", "app,worker"),
+        ]);
+        let inputs = run(&vars, ImageAction::Release, &AwsSettings::default()).unwrap();
+        let services: Vec<&str> = inputs.ecs.iter().map(|t| t.service.as_str()).collect();
+        assert_eq!(services, ["web", "jobs"]);
+        assert!(inputs.ecs.iter().all(|t| t.containers == ["app", "worker"]));
+        vars.push(("ECS_SERVICE", "web,bad name"));
+        let err = run(&vars, ImageAction::Release, &AwsSettings::default()).unwrap_err();
+        assert!(err.to_string().contains("ECS_SERVICE"), "{err}");
     }
 
     #[test]
@@ -674,7 +745,7 @@ mod tests {
         let ecs = run(&vars, ImageAction::Release, &AwsSettings::default())
             .unwrap()
             .ecs
-            .unwrap();
+            .remove(0);
         assert_eq!(ecs.rollout_timeout, Some(Duration::from_secs(900)));
         assert_eq!(ecs.rollback, Some(RollbackMode::Never));
         let mut bad = SEED.to_vec();

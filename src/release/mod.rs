@@ -5,6 +5,7 @@
 pub mod approve;
 pub mod deploy;
 pub mod ecs;
+pub mod fleet;
 pub mod image;
 pub mod inputs;
 pub mod plan;
@@ -183,6 +184,18 @@ pub enum ReleaseError {
         /// What ECS reported.
         reason: String,
     },
+    /// A release to several services failed on some of them.
+    #[error(
+        "the release failed on {}{}",
+        .failed.join("; "),
+        if .others.is_empty() { String::new() } else { format!(". The other services: {}", .others.join("; ")) }
+    )]
+    ServicesFailed {
+        /// `service: why` for each failed service.
+        failed: Vec<String>,
+        /// `service: what happened` for the others.
+        others: Vec<String>,
+    },
     /// `continue` found no approval gate to decide.
     #[error("nothing awaits approval on service {service}: {detail}")]
     NothingAwaiting {
@@ -212,8 +225,9 @@ pub enum ReleaseError {
 pub struct ReleaseReport {
     /// The image.
     pub image: ImageOutcome,
-    /// The ECS half, for the `release` action.
-    pub deploy: Option<DeployReport>,
+    /// The ECS half, for the `release` action: one report per service, in `ECS_SERVICE`'s
+    /// order.
+    pub deploy: Vec<DeployReport>,
 }
 
 /// Performs the release: credentials, the image (built and pushed unless the tag already
@@ -254,37 +268,44 @@ pub async fn execute(
         _ = &mut *cancel => return Err(ReleaseError::Cancelled),
     };
     let image_time = image_started.elapsed();
-    let ecs_half = match (&inputs.action, &inputs.ecs) {
-        (ImageAction::Release, Some(target)) => Some((
-            SdkEcs::new(
-                aws_sdk_ecs::Client::new(&session.config),
-                &target.cluster,
-                &target.service,
-            ),
-            deploy_request(
-                settings,
-                inputs,
-                target,
-                &req.provenance,
-                req.job_deadline,
-                log,
-            ),
-        )),
-        _ => None,
+    let ecs = aws_sdk_ecs::Client::new(&session.config);
+    let members: Vec<fleet::Member<SdkEcs>> = match inputs.action {
+        ImageAction::Push => Vec::new(),
+        ImageAction::Release => inputs
+            .ecs
+            .iter()
+            .map(|target| fleet::Member {
+                ecs: SdkEcs::new(ecs.clone(), &target.cluster, &target.service),
+                req: deploy_request(
+                    settings,
+                    inputs,
+                    target,
+                    &req.provenance,
+                    req.job_deadline,
+                    log,
+                ),
+            })
+            .collect(),
     };
     if req.dry_run {
-        if let Some((ecs, request)) = &ecs_half {
-            plan::plan(ecs, request, log).await?;
+        for member in &members {
+            let log = if members.len() > 1 {
+                log.prefixed(&format!("[{}] ", member.req.target.service))
+            } else {
+                log.clone()
+            };
+            plan::plan(&member.ecs, &member.req, &log).await?;
         }
         log.step("Dry run: nothing was pushed, registered or updated");
         return Ok(ReleaseReport {
             image,
-            deploy: None,
+            deploy: Vec::new(),
         });
     }
-    let deploy = match &ecs_half {
-        Some((ecs, request)) => Some(deploy::deploy(ecs, request, log, cancel).await?),
-        None => None,
+    let deploy = if members.is_empty() {
+        Vec::new()
+    } else {
+        fleet::deploy_all(&members, &fleet::NoGate, log, cancel).await?
     };
     let report = ReleaseReport { image, deploy };
     let timings = Timings {

@@ -23,6 +23,20 @@ pub struct Timings {
     pub total: Duration,
 }
 
+/// A service name as a variable name suffix: `shop-web` → `SHOP_WEB`.
+fn env_suffix(service: &str) -> String {
+    service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Writes a report file into the project directory; returns its path.
 async fn write_report(
     source: &ProjectSource,
@@ -65,6 +79,7 @@ pub(crate) async fn summarize(
     let _s = log.section("release_summary", "Release: summary");
     let image = &req.inputs.image;
     let digest = report.image.digest();
+    let mut named: Vec<(String, String)> = Vec::new();
     let mut env = vec![
         ("ECS_RELEASE_TAG", req.inputs.tag().to_string()),
         ("ECS_RELEASE_IMAGE_URI", image.to_string()),
@@ -80,7 +95,12 @@ pub(crate) async fn summarize(
             ""
         }
     ));
-    if let (Some(d), Some(target)) = (&report.deploy, &req.inputs.ecs) {
+    let several = report.deploy.len() > 1;
+    if several {
+        let names: Vec<&str> = req.inputs.ecs.iter().map(|t| t.service.as_str()).collect();
+        env.push(("ECS_RELEASE_SERVICES", names.join(",")));
+    }
+    for (d, target) in report.deploy.iter().zip(&req.inputs.ecs) {
         let revision = if d.already_deployed {
             format!("{} (already deployed, unchanged)", short_td(&d.new_arn))
         } else {
@@ -112,7 +132,7 @@ pub(crate) async fn summarize(
             target.service,
             r = req.inputs.region
         ));
-        env.extend([
+        let mut values = vec![
             ("ECS_RELEASE_TASK_DEFINITION_ARN", d.new_arn.clone()),
             (
                 "ECS_RELEASE_PREVIOUS_TASK_DEFINITION_ARN",
@@ -123,13 +143,22 @@ pub(crate) async fn summarize(
                 d.deployment_id.clone().unwrap_or_default(),
             ),
             ("ECS_RELEASE_STATE", state.to_string()),
-        ]);
+        ];
         if let Some(pause) = &d.awaiting {
             // What a later `continue` job needs (through `needs:` and the dotenv report).
-            env.extend([
+            values.extend([
                 ("ECS_RELEASE_DEPLOYMENT_ARN", pause.deployment.clone()),
                 ("ECS_RELEASE_HOOK_IDS", pause.hook_ids.join(",")),
             ]);
+        }
+        for (key, value) in values {
+            // Several services: one set of values each, suffixed with the service's name.
+            let key = if several {
+                format!("{key}_{}", env_suffix(&target.service))
+            } else {
+                key.to_string()
+            };
+            named.push((key, value));
         }
     }
     log.info(&format!(
@@ -137,7 +166,12 @@ pub(crate) async fn summarize(
         timings.image.as_secs_f64(),
         timings.total.as_secs_f64()
     ));
-    let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let text: String = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(named.iter().map(|(k, v)| (k.clone(), v)))
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
     let path = write_report(&req.source, ENV_FILE, text.as_bytes(), docker).await?;
     log.info(&format!(
         "wrote {} (publish it with artifacts:reports:dotenv)",

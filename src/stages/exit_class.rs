@@ -87,6 +87,7 @@ fn release(e: &ReleaseError) -> Outcome {
         | ReleaseError::Unsupported(_)
         | ReleaseError::DeadlineTooShort { .. }
         | ReleaseError::NothingAwaiting { .. }
+        | ReleaseError::ServicesFailed { .. }
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::FieldsNotCarried { .. }
         | ReleaseError::UnexpectedChanges { .. }

@@ -244,3 +244,48 @@ pub fn invariant_part(revision: &Value, tags: &[Value]) -> (Value, Vec<Value>) {
         .collect();
     (td, tags)
 }
+
+/// An app and a background worker built from one image (the worker with its own command),
+/// behind a FireLens log router from another repository: one release must move both and
+/// leave the router alone.
+pub fn web_and_worker(family: &str, image: &str) -> Value {
+    json!({
+        "family": family,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": "1024",
+        "memory": "2048",
+        "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+        "taskRoleArn": "arn:aws:iam::123456789012:role/shop",
+        "containerDefinitions": [
+            {
+                "name": "log-router",
+                "image": "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.0",
+                "essential": true,
+                "firelensConfiguration": {"type": "fluentbit", "options": {"enable-ecs-log-metadata": "true"}},
+                "memoryReservation": 50,
+                "user": "0"
+            },
+            {
+                "name": "app",
+                "image": image,
+                "essential": true,
+                "portMappings": [{"name": "http", "containerPort": 3000, "protocol": "tcp"}],
+                "environment": [{"name": "RAILS_ENV", "value": "production"}, {"name": "PORT", "value": "3000"}],
+                "secrets": [{"name": "DATABASE_URL", "valueFrom": "arn:aws:ssm:ap-northeast-1:123456789012:parameter/shop/database-url"}],
+                "logConfiguration": {"logDriver": "awsfirelens", "options": {"Name": "cloudwatch_logs", "region": "ap-northeast-1", "log_group_name": "/ecs/shop", "log_stream_prefix": "app/"}},
+                "dependsOn": [{"containerName": "log-router", "condition": "START"}]
+            },
+            {
+                "name": "worker",
+                "image": image,
+                "essential": false,
+                "command": ["bundle", "exec", "sidekiq", "-C", "config/sidekiq.yml"],
+                "environment": [{"name": "RAILS_ENV", "value": "production"}, {"name": "SIDEKIQ_CONCURRENCY", "value": "10"}],
+                "secrets": [{"name": "DATABASE_URL", "valueFrom": "arn:aws:ssm:ap-northeast-1:123456789012:parameter/shop/database-url"}],
+                "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/shop", "awslogs-region": "ap-northeast-1", "awslogs-stream-prefix": "worker"}},
+                "dependsOn": [{"containerName": "log-router", "condition": "START"}]
+            }
+        ]
+    })
+}

@@ -355,7 +355,7 @@ mod tests {
             let mut opts: Vec<_> = options.to_vec();
             opts.rotate_left(round % 3);
             let base = described(map(&opts), map(&labels));
-            let input = taskdef::copy(&base, 0, "r/shop:v2", Vec::new()).unwrap();
+            let input = taskdef::copy(&base, &[0], "r/shop:v2", Vec::new()).unwrap();
             let sent = ecs.preview_register(input).await.unwrap();
             assert_eq!(sent.diff(&expected), Vec::new(), "round {round}");
         }

@@ -54,10 +54,10 @@ pub enum TaskDefError {
         /// The names present.
         names: String,
     },
-    /// No single container can be chosen.
+    /// No container can be chosen.
     #[error(
         "cannot tell which container of {task_definition} runs the release image (containers: \
-         {names}); set ECS_CONTAINER to one of them"
+         {names}); set ECS_CONTAINER to one or more of them, comma-separated"
     )]
     Ambiguous {
         /// `family:revision`.
@@ -106,13 +106,15 @@ pub fn check_family(td: &TaskDefinition, expected: &str) -> Result<(), TaskDefEr
     }
 }
 
-/// Chooses the container whose image the release replaces: `ECS_CONTAINER`, else the one
-/// whose image repository is the release repository, else the only container.
-pub fn target_container(
+/// Chooses the containers whose image the release replaces: those `ECS_CONTAINER` names
+/// (all of them must exist), else every container whose image repository is the release
+/// repository (an app and a worker built from one image), else the only container.
+/// Containers of other repositories (log routers, proxies, agents) are never chosen.
+pub fn target_containers(
     td: &TaskDefinition,
-    named: Option<&str>,
+    named: &[String],
     repository: &str,
-) -> Result<usize, TaskDefError> {
+) -> Result<Vec<usize>, TaskDefError> {
     let containers = td.container_definitions();
     let names = || {
         containers
@@ -121,15 +123,22 @@ pub fn target_container(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if let Some(name) = named {
-        return containers
-            .iter()
-            .position(|c| c.name() == Some(name))
-            .ok_or_else(|| TaskDefError::UnknownContainer {
-                name: name.to_string(),
-                task_definition: label(td),
-                names: names(),
-            });
+    if !named.is_empty() {
+        let mut chosen = Vec::new();
+        for name in named {
+            let index = containers
+                .iter()
+                .position(|c| c.name() == Some(name.as_str()))
+                .ok_or_else(|| TaskDefError::UnknownContainer {
+                    name: name.clone(),
+                    task_definition: label(td),
+                    names: names(),
+                })?;
+            if !chosen.contains(&index) {
+                chosen.push(index);
+            }
+        }
+        return Ok(chosen);
     }
     let matching: Vec<usize> = containers
         .iter()
@@ -142,14 +151,23 @@ pub fn target_container(
         })
         .map(|(i, _)| i)
         .collect();
-    match (matching.as_slice(), containers.len()) {
-        ([only], _) => Ok(*only),
-        ([], 1) => Ok(0),
+    match (matching.is_empty(), containers.len()) {
+        (false, _) => Ok(matching),
+        (true, 1) => Ok(vec![0]),
         _ => Err(TaskDefError::Ambiguous {
             task_definition: label(td),
             names: names(),
         }),
     }
+}
+
+/// The names of `targets` in `td`, for the log.
+pub fn container_names(td: &TaskDefinition, targets: &[usize]) -> Vec<String> {
+    targets
+        .iter()
+        .filter_map(|i| td.container_definitions().get(*i))
+        .map(|c| c.name().unwrap_or("?").to_string())
+        .collect()
 }
 
 /// Tags that tie a revision to the GitLab job that registered it.
@@ -207,7 +225,7 @@ pub fn merge_tags(base: &[Tag], ours: &[Tag]) -> (Vec<Tag>, Vec<String>) {
 /// `target`'s image set to `image`, tags replaced by `tags`.
 pub fn copy(
     base: &TaskDefinition,
-    target: usize,
+    targets: &[usize],
     image: &str,
     tags: Vec<Tag>,
 ) -> Result<RegisterTaskDefinitionInput, TaskDefError> {
@@ -215,8 +233,10 @@ pub fn copy(
     if base.family().is_none() || containers.is_empty() {
         return Err(TaskDefError::Incomplete(label(base)));
     }
-    if let Some(container) = containers.get_mut(target) {
-        container.image = Some(image.to_string());
+    for target in targets {
+        if let Some(container) = containers.get_mut(*target) {
+            container.image = Some(image.to_string());
+        }
     }
     RegisterTaskDefinitionInput::builder()
         .set_family(base.family.clone())
@@ -444,15 +464,15 @@ mod tests {
     #[test]
     fn the_copy_changes_only_the_app_image_and_keeps_everything_else() {
         let base = sample();
-        let target = target_container(
+        let targets = target_containers(
             &base,
-            None,
+            &[],
             "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name",
         )
         .unwrap();
-        assert_eq!(target, 1, "the app, not the sidecar listed first");
+        assert_eq!(targets, [1], "the app, not the sidecar listed first");
         let tags = vec![tag("team", "web"), tag("gitlab:tag", "v1.0.0")];
-        let input = copy(&base, target, NEW_IMAGE, tags.clone()).unwrap();
+        let input = copy(&base, &targets, NEW_IMAGE, tags.clone()).unwrap();
         assert_eq!(
             input.container_definitions.as_ref().unwrap()[0],
             base.container_definitions()[0]
@@ -473,7 +493,7 @@ mod tests {
             .region(aws_sdk_ecs::config::Region::new("eu-west-1"))
             .build();
         let client = aws_sdk_ecs::Client::from_conf(conf);
-        let input = copy(&sample(), 1, NEW_IMAGE, vec![tag("a", "b")]).unwrap();
+        let input = copy(&sample(), &[1], NEW_IMAGE, vec![tag("a", "b")]).unwrap();
         let sent = register_request(&client, input.clone())
             .as_input()
             .clone()
@@ -485,17 +505,50 @@ mod tests {
     #[test]
     fn container_choice() {
         let base = sample();
-        assert_eq!(target_container(&base, Some("log-router"), "x").unwrap(), 0);
-        let err = target_container(&base, Some("web"), "x").unwrap_err();
-        assert!(err.to_string().contains("log-router, app"), "{err}");
-        let err = target_container(&base, None, "other/repo").unwrap_err();
+        let named = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            target_containers(&base, &named(&["log-router"]), "x").unwrap(),
+            [0]
+        );
+        assert_eq!(
+            target_containers(&base, &named(&["app", "log-router", "app"]), "x").unwrap(),
+            [1, 0]
+        );
+        let err = target_containers(&base, &named(&["app", "web"]), "x").unwrap_err();
+        assert!(
+            err.to_string().contains("`web`") && err.to_string().contains("log-router, app"),
+            "{err}"
+        );
+        let err = target_containers(&base, &[], "other/repo").unwrap_err();
         assert!(
             matches!(err, TaskDefError::Ambiguous { .. })
                 && err.to_string().contains("ECS_CONTAINER")
         );
         let mut single = base.clone();
         single.container_definitions.as_mut().unwrap().remove(0);
-        assert_eq!(target_container(&single, None, "other/repo").unwrap(), 0);
+        assert_eq!(target_containers(&single, &[], "other/repo").unwrap(), [0]);
+        // An app and a worker from the release repository, beside a log router.
+        let mut two = base.clone();
+        let mut worker = base.container_definitions()[1].clone();
+        worker.name = Some("worker".into());
+        two.container_definitions.as_mut().unwrap().push(worker);
+        let repository = "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name";
+        let targets = target_containers(&two, &[], repository).unwrap();
+        assert_eq!(container_names(&two, &targets), ["app", "worker"]);
+        let input = copy(&two, &targets, NEW_IMAGE, Vec::new()).unwrap();
+        let images: Vec<_> = input
+            .container_definitions
+            .unwrap()
+            .iter()
+            .map(|c| c.image.clone())
+            .collect();
+        assert_eq!(
+            images[0],
+            base.container_definitions()[0].image.clone(),
+            "the log router is untouched"
+        );
+        assert_eq!(images[1].as_deref(), Some(NEW_IMAGE));
+        assert_eq!(images[2].as_deref(), Some(NEW_IMAGE));
     }
 
     #[test]

@@ -323,6 +323,16 @@ impl ScriptedEcs {
         self.lock().services.iter().find_map(|s| s.failed_at)
     }
 
+    /// When the first service deployment that ECS rolled back reached ROLLBACK_SUCCESSFUL
+    /// (epoch seconds, as scheduled: the endpoint's state only moves when asked).
+    pub fn rollback_due(&self) -> Option<f64> {
+        self.lock()
+            .services
+            .iter()
+            .flat_map(|s| &s.service_deployments)
+            .find_map(|d| d.rollback_due)
+    }
+
     /// The service deployments of service `name`, as `DescribeServiceDeployments` reports
     /// them, oldest first.
     pub fn service_deployments(&self, name: &str) -> Vec<Value> {

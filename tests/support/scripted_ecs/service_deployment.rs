@@ -228,6 +228,8 @@ pub struct ServiceDeployment {
     script_hooks: Vec<Hook>,
     rollback: Option<(String, f64)>,
     rollback_done_at: Option<Instant>,
+    /// When the rollback ends, ROLLBACK_SUCCESSFUL (epoch seconds).
+    pub rollback_due: Option<f64>,
     rollback_time: Duration,
     stage_time: Duration,
     slow_stages: Vec<(&'static str, Duration)>,
@@ -265,6 +267,7 @@ impl ServiceDeployment {
             script_hooks: script.hooks.clone(),
             rollback: None,
             rollback_done_at: None,
+            rollback_due: None,
             rollback_time,
             stage_time: script.stage_time,
             slow_stages: script.slow_stages.clone(),
@@ -356,6 +359,7 @@ impl ServiceDeployment {
         self.status_reason = reason.clone();
         self.rollback = Some((reason, now()));
         self.rollback_done_at = Some(Instant::now() + self.rollback_time);
+        self.rollback_due = Some(now() + self.rollback_time.as_secs_f64());
     }
 
     /// Moves the deployment to where time has taken it.

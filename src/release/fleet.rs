@@ -1,0 +1,192 @@
+//! One release, several services of a cluster: each service gets its own new revision of
+//! its own family with the one pushed image; an optional gate (the pre-deploy task) runs
+//! after every revision is registered and before any service is updated; the rollouts then
+//! run together and are followed together (each line prefixed with its service). The
+//! release succeeds only if every service does; when one fails, the others go back to their
+//! previous revisions (unless `ecs.rollback` says never) and the error says which service
+//! did what.
+
+use std::future::Future;
+
+use tokio::sync::watch as signal;
+
+use super::deploy::{self, DeployReport, DeployRequest, Prepared};
+use super::ecs::{short_td, Ecs};
+use super::progress::Observer;
+use super::rollback::{undo, Failed};
+use super::strategy::Strategy;
+use super::ReleaseError;
+use crate::clock;
+use crate::docker::Cancel;
+use crate::joblog::JobLog;
+use crate::settings::RollbackMode;
+
+/// One service of the release.
+pub struct Member<E> {
+    /// The service.
+    pub ecs: E,
+    /// What to do with it.
+    pub req: DeployRequest,
+}
+
+/// What runs between registering and updating: given the first service and its new
+/// revision, it decides whether the release goes on.
+pub trait Gate<E> {
+    /// Runs the gate; an error stops the release before any service changes.
+    fn check<'a>(
+        &'a self,
+        ecs: &'a E,
+        new_revision: &'a str,
+        log: &'a JobLog,
+    ) -> impl Future<Output = Result<(), ReleaseError>> + 'a;
+}
+
+/// No gate.
+pub struct NoGate;
+
+impl<E> Gate<E> for NoGate {
+    async fn check(&self, _: &E, _: &str, _: &JobLog) -> Result<(), ReleaseError> {
+        Ok(())
+    }
+}
+
+/// Releases to every member; returns their reports in the members' order.
+pub async fn deploy_all<E: Ecs>(
+    members: &[Member<E>],
+    gate: &impl Gate<E>,
+    log: &JobLog,
+    cancel: &mut Cancel,
+) -> Result<Vec<DeployReport>, ReleaseError> {
+    let several = members.len() > 1;
+    let logs: Vec<JobLog> = members
+        .iter()
+        .map(|m| {
+            if several {
+                log.prefixed(&format!("[{}] ", m.ecs.service()))
+            } else {
+                log.clone()
+            }
+        })
+        .collect();
+    let mut prepared = Vec::new();
+    {
+        let heading = if several {
+            "Release: task definitions"
+        } else {
+            "Release: task definition"
+        };
+        let _s = log.section("release_taskdef", heading);
+        for (member, log) in members.iter().zip(&logs) {
+            prepared.push(deploy::prepare(&member.ecs, &member.req, log).await?);
+        }
+    }
+    let first_new = members
+        .iter()
+        .zip(&prepared)
+        .find_map(|(m, p)| p.new_revision().map(|arn| (m, arn.to_string())));
+    if let Some((member, new_revision)) = first_new {
+        if let Err(e) = gate.check(&member.ecs, &new_revision, log).await {
+            let unused: Vec<&str> = prepared
+                .iter()
+                .filter_map(Prepared::new_revision)
+                .map(short_td)
+                .collect();
+            log.warn(&format!(
+                "no service was updated; the new revision{} {} stay{} registered but unused",
+                if unused.len() == 1 { "" } else { "s" },
+                unused.join(", "),
+                if unused.len() == 1 { "s" } else { "" }
+            ));
+            return Err(e);
+        }
+    }
+    let _s = log.section("release_rollout", "Release: rollout");
+    let results = roll_all(members, prepared, &logs, cancel).await;
+    if results.iter().all(Result::is_ok) {
+        return Ok(results.into_iter().flatten().collect());
+    }
+    if !several {
+        return results.into_iter().collect();
+    }
+    Err(undo_the_rest(members, results, &logs).await)
+}
+
+/// Rolls every prepared member out at once; a cancel reaches them all.
+async fn roll_all<E: Ecs>(
+    members: &[Member<E>],
+    prepared: Vec<Prepared>,
+    logs: &[JobLog],
+    cancel: &mut Cancel,
+) -> Vec<Result<DeployReport, ReleaseError>> {
+    let (tx, rx) = signal::channel(false);
+    let rollouts = members.iter().zip(prepared).zip(logs).map(|((m, p), log)| {
+        let mut rx = rx.clone();
+        let mut own: Cancel = Box::pin(async move {
+            let _ = rx.wait_for(|cancelled| *cancelled).await;
+        });
+        async move { deploy::roll(&m.ecs, &m.req, log, &mut own, p).await }
+    });
+    let all = futures_util::future::join_all(rollouts);
+    tokio::pin!(all);
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            results = &mut all => return results,
+            _ = &mut *cancel, if !cancelled => {
+                cancelled = true;
+                let _ = tx.send(true);
+            }
+        }
+    }
+}
+
+/// One service failed: the ones that deployed go back to their previous revisions (as the
+/// rollback mode says); the error tells what each service did.
+async fn undo_the_rest<E: Ecs>(
+    members: &[Member<E>],
+    results: Vec<Result<DeployReport, ReleaseError>>,
+    logs: &[JobLog],
+) -> ReleaseError {
+    let mut failed = Vec::new();
+    let mut others = Vec::new();
+    for ((member, result), log) in members.iter().zip(results).zip(logs) {
+        let service = member.ecs.service().to_string();
+        match result {
+            Err(e) => failed.push(format!("{service}: {e}")),
+            Ok(report) if report.already_deployed => {
+                others.push(format!("{service}: already ran the release, unchanged"))
+            }
+            Ok(report) if member.req.rollback == RollbackMode::Never => others.push(format!(
+                "{service}: deployed {} and kept there (ECS_ROLLBACK is never)",
+                short_td(&report.new_arn)
+            )),
+            Ok(report) => {
+                log.warn(&format!(
+                    "another service of this release failed: returning {service} to {}",
+                    short_td(&report.previous_arn)
+                ));
+                let strategy = match member.ecs.describe_service().await {
+                    Ok(s) => Strategy::of(s.deployment_configuration()),
+                    Err(_) => Strategy::Rolling,
+                };
+                let back = Failed {
+                    base: &report.previous_arn,
+                    new_arn: &report.new_arn,
+                    // A completed deployment cannot be stopped: point the service back.
+                    service_deployment: None,
+                    strategy: &strategy,
+                    cancelled: false,
+                    poll: member.req.poll,
+                    timeout: member.req.rollback_timeout,
+                };
+                let mut observer = Observer::new(clock::epoch_secs() - 5);
+                let aftermath = undo(&member.ecs, &back, log, &mut observer).await;
+                others.push(format!(
+                    "{service}: deployed {}, then {aftermath}",
+                    short_td(&report.new_arn)
+                ));
+            }
+        }
+    }
+    ReleaseError::ServicesFailed { failed, others }
+}

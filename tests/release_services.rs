@@ -1,0 +1,175 @@
+//! Releases that fit real services: several containers of one image in a task definition,
+//! several services of one cluster in one release, and a gated pre-deploy task.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::release::{Fixture, CLUSTER, FAMILY};
+use crate::support::scripted_ecs::{Scenario, Script, ScriptedEcs, ServiceSpec};
+use crate::support::task_definitions::{base_tags, web_and_worker};
+use crate::support::*;
+
+fn fixture() -> Fixture {
+    Fixture::new(&stand_ins::Moto::ecr_password(), "")
+}
+
+/// `job` without the variable `key`.
+fn without(mut job: Job, key: &str) -> Job {
+    job.variables.retain(|v| v.key != key);
+    job
+}
+
+fn containers(td: &Value) -> Vec<Value> {
+    td["containerDefinitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_container_of_the_release_repository_gets_the_image_and_sidecars_stay_as_they_were() {
+    let mut f = fixture();
+    let old = format!("{}:v1.2.2", f.repository());
+    let ecs = ScriptedEcs::start(
+        CLUSTER,
+        crate::support::release::SERVICE,
+        web_and_worker(FAMILY, &old),
+        base_tags(),
+        Script::default(),
+    );
+    f.use_ecs(&ecs);
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(&result.log, "Container app: v1.2.2 -> v1.2.3");
+    assert_logged(&result.log, "Container worker: v1.2.2 -> v1.2.3");
+    assert_logged(&result.log, "containerDefinitions[app].image");
+    assert_logged(&result.log, "containerDefinitions[worker].image");
+    let (base, _) = ecs.task_definition(&format!(
+        "arn:aws:ecs:ap-northeast-1:123456789012:task-definition/{FAMILY}:1"
+    ));
+    let (new, _) = ecs.task_definition(&ecs.service_task_definition());
+    let (before, after) = (containers(&base), containers(&new));
+    let new_image = format!("{}:v1.2.3", f.repository());
+    assert_eq!(
+        after[0], before[0],
+        "the log router is unchanged, field by field"
+    );
+    for i in [1, 2] {
+        assert_eq!(after[i]["image"], new_image.as_str());
+        let (mut a, mut b) = (after[i].clone(), before[i].clone());
+        a["image"] = Value::Null;
+        b["image"] = Value::Null;
+        assert_eq!(a, b, "{} changed beyond its image", before[i]["name"]);
+    }
+
+    // ECS_CONTAINER narrows the release to the containers it names.
+    f.tag("v1.2.4");
+    let result = f.env.runner.run(
+        &f.job("deploy", "v1.2.4", true)
+            .var("ECS_CONTAINER", "worker"),
+    );
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    let (newer, _) = ecs.task_definition(&ecs.service_task_definition());
+    let after = containers(&newer);
+    assert_eq!(after[1]["image"], new_image.as_str(), "app stays on v1.2.3");
+    assert_eq!(
+        after[2]["image"],
+        format!("{}:v1.2.4", f.repository()).as_str()
+    );
+}
+
+/// Two services of one cluster, each with its own family, both running v1.2.2.
+fn two_services(f: &Fixture, jobs_script: Script) -> ScriptedEcs {
+    let old = format!("{}:v1.2.2", f.repository());
+    ScriptedEcs::start_services(
+        CLUSTER,
+        vec![
+            ServiceSpec {
+                name: "web".into(),
+                task_definition: crate::support::release::task_definition(&old)
+                    .as_object()
+                    .cloned()
+                    .map(|mut td| {
+                        td.insert("family".into(), "shop-web".into());
+                        Value::Object(td)
+                    })
+                    .unwrap(),
+                tags: base_tags(),
+                script: Script::default(),
+            },
+            ServiceSpec {
+                name: "jobs".into(),
+                task_definition: web_and_worker("shop-jobs", &old),
+                tags: base_tags(),
+                script: jobs_script,
+            },
+        ],
+    )
+}
+
+#[test]
+fn one_release_rolls_out_to_several_services_together() {
+    let mut f = fixture();
+    let ecs = two_services(&f, Script::default());
+    f.use_ecs(&ecs);
+    let job =
+        without(f.job("deploy", "v1.2.3", true), "TASK_DEFINITION").var("ECS_SERVICE", "web,jobs");
+    let result = f.env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert!(ecs
+        .service_task_definition_of("web")
+        .ends_with("shop-web:2"));
+    assert!(ecs
+        .service_task_definition_of("jobs")
+        .ends_with("shop-jobs:2"));
+    assert_logged(&result.log, "[web] UpdateService: shop-web:1 -> shop-web:2");
+    assert_logged(
+        &result.log,
+        "[jobs] UpdateService: shop-jobs:1 -> shop-jobs:2",
+    );
+    // Both updates went out before either rollout was over.
+    let ops = ecs.operations();
+    let updates: Vec<usize> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| *o == "UpdateService")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(updates.len(), 2);
+    let env = f.env.project_file(&job, "ecs-release.env").unwrap();
+    assert!(env.contains("ECS_RELEASE_SERVICES=web,jobs\n"), "{env}");
+    assert!(env.contains("ECS_RELEASE_TASK_DEFINITION_ARN_WEB=arn:aws:ecs:ap-northeast-1:123456789012:task-definition/shop-web:2\n"), "{env}");
+    assert!(env.contains("ECS_RELEASE_STATE_JOBS=deployed\n"), "{env}");
+}
+
+#[test]
+fn when_one_service_fails_the_others_return_to_their_previous_revisions() {
+    let mut f = fixture();
+    let ecs = two_services(
+        &f,
+        Script {
+            scenario: Scenario::CircuitBreaker(Duration::from_secs(4)),
+            ..Script::default()
+        },
+    );
+    f.use_ecs(&ecs);
+    let job =
+        without(f.job("deploy", "v1.2.3", true), "TASK_DEFINITION").var("ECS_SERVICE", "web,jobs");
+    let result = f.env.runner.run(&job);
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert_logged(
+        &result.log,
+        "the release failed on jobs: the release was rolled back by ECS",
+    );
+    assert_logged(
+        &result.log,
+        "The other services: web: deployed shop-web:2, then the service is back on shop-web:1",
+    );
+    assert!(ecs
+        .service_task_definition_of("web")
+        .ends_with("shop-web:1"));
+    assert!(ecs
+        .service_task_definition_of("jobs")
+        .ends_with("shop-jobs:1"));
+}
