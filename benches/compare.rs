@@ -30,7 +30,7 @@ use gitlab_ecs_executor::aws::{self, CredentialRequest};
 use gitlab_ecs_executor::docker::Cancel;
 use gitlab_ecs_executor::image_ref::ImageRef;
 use gitlab_ecs_executor::joblog::JobLog;
-use gitlab_ecs_executor::release::deploy::{self, DeployRequest};
+use gitlab_ecs_executor::release::deploy::{self, DeployRequest, FamilyCheck};
 use gitlab_ecs_executor::release::ecs::SdkEcs;
 use gitlab_ecs_executor::release::inputs::EcsTarget;
 use gitlab_ecs_executor::settings::{PauseMode, RollbackMode};
@@ -379,6 +379,7 @@ fn control_plane(f: &mut Fixture) -> Row {
             );
             let request = DeployRequest {
                 target: target.clone(),
+                family_check: FamilyCheck::Required,
                 image: ImageRef::parse(&format!("{}:{tag}", f.repository())),
                 trace_tags: Vec::new(),
                 deadline: tokio::time::Instant::now() + Duration::from_secs(30),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::release::{Fixture, CLUSTER, FAMILY};
-use crate::support::scripted_ecs::{Scenario, Script, ScriptedEcs, ServiceSpec};
+use crate::support::scripted_ecs::{Scenario, Script, ScriptedEcs, ServiceSpec, TaskScript};
 use crate::support::task_definitions::{base_tags, web_and_worker};
 use crate::support::*;
 
@@ -172,4 +172,93 @@ fn when_one_service_fails_the_others_return_to_their_previous_revisions() {
     assert!(ecs
         .service_task_definition_of("jobs")
         .ends_with("shop-jobs:1"));
+}
+
+/// A Fargate web service whose migrations run before the rollout.
+fn with_migrations(f: &mut Fixture, exit_code: i32) -> ScriptedEcs {
+    let old = format!("{}:v1.2.2", f.repository());
+    let ecs = ScriptedEcs::start(
+        CLUSTER,
+        crate::support::release::SERVICE,
+        crate::support::task_definitions::fargate_web(FAMILY, &old),
+        base_tags(),
+        Script {
+            task: Some(TaskScript {
+                lines: vec![
+                    "== 20261127 AddIndexToOrders: migrating ==".into(),
+                    "-- add_index(:orders, :customer_id)".into(),
+                    if exit_code == 0 {
+                        "== 20261127 AddIndexToOrders: migrated (0.0123s) ==".into()
+                    } else {
+                        "PG::DuplicateTable: ERROR:  relation \"index_orders_on_customer_id\" already exists".into()
+                    },
+                ],
+                exit_code,
+                runtime: Duration::from_secs(3),
+                logs_endpoint: crate::support::release::moto().endpoint.clone(),
+                fails_to_start: None,
+            }),
+            ..Script::default()
+        },
+    );
+    f.use_ecs(&ecs);
+    ecs
+}
+
+#[test]
+fn a_failing_pre_deploy_task_stops_the_release_before_any_update() {
+    let mut f = fixture();
+    let ecs = with_migrations(&mut f, 1);
+    let result = f.env.runner.run(
+        &f.job("deploy", "v1.2.3", true)
+            .var("ECS_PRE_DEPLOY_COMMAND", "bin/rails db:migrate"),
+    );
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    assert_logged(&result.log, "-- add_index(:orders, :customer_id)");
+    assert_logged(
+        &result.log,
+        "relation \"index_orders_on_customer_id\" already exists",
+    );
+    assert_logged(&result.log, "failed with exit code 1");
+    assert_logged(
+        &result.log,
+        "the new revision your-task-definition:2 stays registered but unused",
+    );
+    assert!(ecs.requests("UpdateService").is_empty());
+    assert!(ecs.service_task_definition().ends_with(":1"));
+}
+
+#[test]
+fn a_pre_deploy_task_of_the_new_revision_runs_like_the_service_then_the_release_goes_on() {
+    let mut f = fixture();
+    let ecs = with_migrations(&mut f, 0);
+    let result = f.env.runner.run(
+        &f.job("deploy", "v1.2.3", true)
+            .var("ECS_PRE_DEPLOY_COMMAND", r#"["bin/rails", "db:migrate"]"#),
+    );
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(&result.log, "migrated (0.0123s)");
+    let runs = ecs.requests("RunTask");
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(
+        run["taskDefinition"],
+        format!("arn:aws:ecs:ap-northeast-1:123456789012:task-definition/{FAMILY}:2").as_str()
+    );
+    assert_eq!(run["overrides"]["containerOverrides"][0]["name"], "app");
+    assert_eq!(
+        run["overrides"]["containerOverrides"][0]["command"],
+        serde_json::json!(["bin/rails", "db:migrate"])
+    );
+    assert_eq!(run["launchType"], "FARGATE");
+    assert_eq!(
+        run["networkConfiguration"]["awsvpcConfiguration"]["subnets"],
+        serde_json::json!(["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002"])
+    );
+    // The task ran before the update.
+    let ops = ecs.operations();
+    let run_at = ops.iter().position(|o| o == "RunTask").unwrap();
+    let update_at = ops.iter().position(|o| o == "UpdateService").unwrap();
+    assert!(run_at < update_at, "{ops:?}");
+    assert!(ecs.service_task_definition().ends_with(":2"));
 }

@@ -138,6 +138,8 @@ fn release(e: &ReleaseError) -> u8 {
         | ReleaseError::RolloutFailed { .. }
         | ReleaseError::RolledBack { .. }
         | ReleaseError::ServicesFailed { .. }
+        | ReleaseError::TaskNotStarted { .. }
+        | ReleaseError::PreDeployFailed { .. }
         | ReleaseError::Cancelled
         | ReleaseError::Report { .. } => EXIT_FAILED,
     }

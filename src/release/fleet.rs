@@ -35,7 +35,7 @@ pub trait Gate<E> {
     /// Runs the gate; an error stops the release before any service changes.
     fn check<'a>(
         &'a self,
-        ecs: &'a E,
+        member: &'a Member<E>,
         new_revision: &'a str,
         log: &'a JobLog,
     ) -> impl Future<Output = Result<(), ReleaseError>> + 'a;
@@ -45,7 +45,7 @@ pub trait Gate<E> {
 pub struct NoGate;
 
 impl<E> Gate<E> for NoGate {
-    async fn check(&self, _: &E, _: &str, _: &JobLog) -> Result<(), ReleaseError> {
+    async fn check(&self, _: &Member<E>, _: &str, _: &JobLog) -> Result<(), ReleaseError> {
         Ok(())
     }
 }
@@ -85,7 +85,7 @@ pub async fn deploy_all<E: Ecs>(
         .zip(&prepared)
         .find_map(|(m, p)| p.new_revision().map(|arn| (m, arn.to_string())));
     if let Some((member, new_revision)) = first_new {
-        if let Err(e) = gate.check(&member.ecs, &new_revision, log).await {
+        if let Err(e) = gate.check(member, &new_revision, log).await {
             let unused: Vec<&str> = prepared
                 .iter()
                 .filter_map(Prepared::new_revision)

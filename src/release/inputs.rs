@@ -34,6 +34,10 @@ pub enum Input {
     Rollback,
     /// What to do at a PAUSE lifecycle hook.
     OnPauseHook,
+    /// The command of the task run before any service is updated (migrations).
+    PreDeployCommand,
+    /// How long that task may take.
+    PreDeployTimeout,
     /// The decision for an approval gate: continue or roll back.
     HookAction,
     /// The service deployment an approval is for.
@@ -99,6 +103,8 @@ impl<F: Fn(&str) -> Option<String>> InputSource for JobVariables<'_, F> {
             Input::RolloutTimeout => "ECS_ROLLOUT_TIMEOUT",
             Input::Rollback => "ECS_ROLLBACK",
             Input::OnPauseHook => "ECS_ON_PAUSE_HOOK",
+            Input::PreDeployCommand => "ECS_PRE_DEPLOY_COMMAND",
+            Input::PreDeployTimeout => "ECS_PRE_DEPLOY_TIMEOUT",
             Input::HookAction => "ECS_HOOK_ACTION",
             Input::ServiceDeployment => "ECS_RELEASE_DEPLOYMENT_ARN",
             Input::Dockerfile => "DOCKERFILE",
@@ -171,6 +177,8 @@ pub struct ReleaseInputs {
     pub region: String,
     /// One ECS target per service (none for the push action).
     pub ecs: Vec<EcsTarget>,
+    /// A task of the new revision to run before any service is updated.
+    pub pre_deploy: Option<PreDeploy>,
     /// The Dockerfile, relative to the project directory.
     pub dockerfile: String,
     /// The build context, relative to the project directory.
@@ -197,6 +205,30 @@ pub struct ServiceAccess {
     pub credentials: CredentialRequest,
     /// `registry/repository`, when given: picks the release container.
     pub repository: Option<String>,
+}
+
+/// A one-off task of the new revision that must succeed before any service is updated
+/// (database migrations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreDeploy {
+    /// The command, as the target container's command override.
+    pub command: Vec<String>,
+    /// How long it may take (capped by the job's time).
+    pub timeout: Option<Duration>,
+}
+
+impl PreDeploy {
+    /// A JSON array of strings is the command as is; any other value runs in `sh -c`.
+    pub fn command_of(value: &str) -> Option<Vec<String>> {
+        let value = value.trim();
+        if value.starts_with('[') {
+            serde_json::from_str::<Vec<String>>(value)
+                .ok()
+                .filter(|c| !c.is_empty())
+        } else {
+            Some(vec!["sh".into(), "-c".into(), value.to_string()])
+        }
+    }
 }
 
 /// What deciding an approval gate needs.
@@ -437,6 +469,22 @@ pub fn collect(
         ImageAction::Push => Vec::new(),
         ImageAction::Release => r.ecs_targets(),
     };
+    let pre_deploy = match action {
+        ImageAction::Push => None,
+        ImageAction::Release => r
+            .optional(Input::PreDeployCommand, check_pre_deploy_command)
+            .and_then(|v| PreDeploy::command_of(&v))
+            .map(|command| PreDeploy {
+                command,
+                timeout: None,
+            }),
+    }
+    .map(|p| PreDeploy {
+        timeout: r
+            .optional(Input::PreDeployTimeout, check_duration)
+            .and_then(|v| parse_duration(&v)),
+        ..p
+    });
     let dockerfile = r
         .optional(Input::Dockerfile, check_relative)
         .unwrap_or_else(|| "Dockerfile".into());
@@ -451,6 +499,7 @@ pub fn collect(
         image,
         region,
         ecs,
+        pre_deploy,
         dockerfile,
         build_context,
         credentials,
@@ -485,6 +534,12 @@ pub fn collect_continue(
         action,
         deployment,
     })
+}
+
+fn check_pre_deploy_command(v: &str) -> Option<String> {
+    PreDeploy::command_of(v)
+        .is_none()
+        .then(|| "must be a shell command or a JSON array of strings (the command as is)".into())
 }
 
 fn check_hook_action(v: &str) -> Option<String> {

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod image;
 pub mod inputs;
 pub mod plan;
+pub mod pre_deploy;
 pub mod progress;
 pub mod report;
 pub mod request;
@@ -28,7 +29,7 @@ use crate::aws::{self, AwsError, CallError};
 use crate::docker::{Cancel, DockerError};
 use crate::joblog::JobLog;
 use crate::settings::Settings;
-use deploy::{DeployReport, DeployRequest};
+use deploy::{DeployReport, DeployRequest, FamilyCheck};
 use ecs::SdkEcs;
 use image::ImageOutcome;
 use inputs::{EcsTarget, ImageAction, ReleaseInputs};
@@ -184,6 +185,26 @@ pub enum ReleaseError {
         /// What ECS reported.
         reason: String,
     },
+    /// `RunTask` started no task.
+    #[error("the pre-deploy task did not start: {reason}. No service was updated")]
+    TaskNotStarted {
+        /// ECS's failure reason.
+        reason: String,
+    },
+    /// The pre-deploy task failed.
+    #[error(
+        "the pre-deploy task {task} failed{}: {reason}. No service was updated (its log lines are \
+         above)",
+        .exit_code.map(|c| format!(" with exit code {c}")).unwrap_or_default()
+    )]
+    PreDeployFailed {
+        /// The task id.
+        task: String,
+        /// The release container's exit code, if it ran.
+        exit_code: Option<i32>,
+        /// Why it stopped.
+        reason: String,
+    },
     /// A release to several services failed on some of them.
     #[error(
         "the release failed on {}{}",
@@ -302,10 +323,16 @@ pub async fn execute(
             deploy: Vec::new(),
         });
     }
-    let deploy = if members.is_empty() {
-        Vec::new()
-    } else {
-        fleet::deploy_all(&members, &fleet::NoGate, log, cancel).await?
+    let deploy = match (&inputs.pre_deploy, members.is_empty()) {
+        (_, true) => Vec::new(),
+        (Some(task), false) => {
+            let gate = pre_deploy::PreDeployGate {
+                task: task.clone(),
+                aws: session.config.clone(),
+            };
+            fleet::deploy_all(&members, &gate, log, cancel).await?
+        }
+        (None, false) => fleet::deploy_all(&members, &fleet::NoGate, log, cancel).await?,
     };
     let report = ReleaseReport { image, deploy };
     let timings = Timings {
@@ -361,6 +388,11 @@ pub(crate) fn deploy_request(
 ) -> DeployRequest {
     DeployRequest {
         target: target.clone(),
+        family_check: if inputs.ecs.len() > 1 {
+            FamilyCheck::WhereItMatches
+        } else {
+            FamilyCheck::Required
+        },
         image: inputs.image.clone(),
         trace_tags: taskdef::traceability_tags(&[
             ("gitlab:project", &provenance.project_path),

@@ -88,6 +88,8 @@ fn release(e: &ReleaseError) -> Outcome {
         | ReleaseError::DeadlineTooShort { .. }
         | ReleaseError::NothingAwaiting { .. }
         | ReleaseError::ServicesFailed { .. }
+        | ReleaseError::TaskNotStarted { .. }
+        | ReleaseError::PreDeployFailed { .. }
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::FieldsNotCarried { .. }
         | ReleaseError::UnexpectedChanges { .. }

@@ -168,28 +168,41 @@ impl Moto {
 
     /// Calls an AWS JSON-1.1 API on moto directly (test setup, not the code under test).
     pub fn call(&self, target: &str, body: serde_json::Value) -> serde_json::Value {
-        let (service, _) = target.split_once('_').unwrap_or((target, ""));
-        let service = match service {
-            s if s.starts_with("AmazonEC2ContainerRegistry") => "ecr",
-            _ => "ecs",
-        };
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential=AKIAHOSTKEY0000000000/20260101/ap-northeast-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
-        );
-        let (status, text) = http(
-            &self.endpoint,
-            "POST",
-            "/",
-            &[
-                ("Content-Type", "application/x-amz-json-1.1"),
-                ("X-Amz-Target", target),
-                ("Authorization", &auth),
-            ],
-            body.to_string().as_bytes(),
-        );
+        let (status, text) = aws_json_call(&self.endpoint, "ap-northeast-1", target, &body);
         assert!(status < 300, "{target} -> {status}: {text}");
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// Calls an AWS JSON-1.1 API at `endpoint` (moto) in `region`; returns the status and the
+/// body.
+pub fn aws_json_call(
+    endpoint: &str,
+    region: &str,
+    target: &str,
+    body: &serde_json::Value,
+) -> (u16, String) {
+    let service = if target.starts_with("AmazonEC2ContainerRegistry") {
+        "ecr"
+    } else if target.starts_with("Logs_") {
+        "logs"
+    } else {
+        "ecs"
+    };
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=AKIAHOSTKEY0000000000/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    http(
+        endpoint,
+        "POST",
+        "/",
+        &[
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("X-Amz-Target", target),
+            ("Authorization", &auth),
+        ],
+        body.to_string().as_bytes(),
+    )
 }
 
 /// A docker-registry (distribution) with htpasswd auth for user `AWS`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 use aws_sdk_ecs::types::DeploymentRolloutState;
 
-use super::DeployRequest;
+use super::{DeployRequest, FamilyCheck};
 use crate::aws::Fault;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
@@ -69,7 +69,12 @@ pub(super) async fn derive(
         ));
     }
     if let Some(family) = &req.target.task_definition {
-        taskdef::check_family(base, family)?;
+        match (taskdef::check_family(base, family), req.family_check) {
+            (Err(_), FamilyCheck::WhereItMatches) => log.info(&format!(
+                "TASK_DEFINITION `{family}` is another family: not checked for this service"
+            )),
+            (result, _) => result?,
+        }
     }
     let targets =
         taskdef::target_containers(base, &req.target.containers, &req.image.repository())?;

@@ -34,6 +34,8 @@ const REBASE_ATTEMPTS: u32 = 3;
 pub struct DeployRequest {
     /// The service and its options.
     pub target: EcsTarget,
+    /// How `TASK_DEFINITION` applies to this service.
+    pub family_check: FamilyCheck,
     /// The new image.
     pub image: ImageRef,
     /// Traceability tags to add to the revision.
@@ -86,6 +88,16 @@ impl DeployReport {
             awaiting: None,
         }
     }
+}
+
+/// How `TASK_DEFINITION` applies to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyCheck {
+    /// The service must run that family (a release to one service).
+    Required,
+    /// Checked where the service runs that family (one of several services, each with a
+    /// family of its own).
+    WhereItMatches,
 }
 
 /// A service's release after its task definition step.
@@ -272,6 +284,7 @@ mod tests {
                 rollback: None,
                 on_pause_hook: None,
             },
+            family_check: FamilyCheck::Required,
             image: ImageRef::parse(&format!("{REPO}:{tag}")),
             trace_tags: taskdef::traceability_tags(&[("gitlab:tag", tag)]),
             deadline: Instant::now() + rollout,

@@ -11,7 +11,7 @@ use aws_sdk_ecs::types::{
 };
 use serde_json::{json, Value};
 
-use super::{short_td, Ecs, HookAction, Revision, Started};
+use super::{short_td, Ecs, HookAction, Revision, Started, TaskRun};
 use crate::aws::CallError;
 use crate::release::taskdef::Document;
 use crate::release::ReleaseError;
@@ -390,6 +390,18 @@ impl Ecs for FakeEcs {
         _action: HookAction,
     ) -> Result<(), ReleaseError> {
         Err(unsupported("ContinueServiceDeployment", arn))
+    }
+
+    async fn run_task(&self, run: &TaskRun) -> Result<String, ReleaseError> {
+        Err(unsupported("RunTask", &run.task_definition))
+    }
+
+    async fn task(&self, arn: &str) -> Result<Task, ReleaseError> {
+        Err(unsupported("DescribeTasks", arn))
+    }
+
+    async fn stop_task(&self, arn: &str, _reason: &str) -> Result<(), ReleaseError> {
+        Err(unsupported("StopTask", arn))
     }
 
     async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError> {

@@ -36,6 +36,20 @@ pub struct Started {
     pub service_deployment: Option<String>,
 }
 
+/// A one-off task to run like the service's own tasks (same launch type or capacity
+/// providers, network and platform version), with one container's command replaced.
+#[derive(Debug, Clone)]
+pub struct TaskRun {
+    /// The task definition revision.
+    pub task_definition: String,
+    /// The container whose command is replaced.
+    pub container: String,
+    /// Its command.
+    pub command: Vec<String>,
+    /// The service whose placement the task copies.
+    pub like: Service,
+}
+
 /// What a PAUSE lifecycle hook is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookAction {
@@ -81,6 +95,12 @@ pub trait Ecs {
         hook_id: &str,
         action: HookAction,
     ) -> Result<(), ReleaseError>;
+    /// `RunTask` for one task; returns its ARN.
+    async fn run_task(&self, run: &TaskRun) -> Result<String, ReleaseError>;
+    /// `DescribeTasks` for one task.
+    async fn task(&self, arn: &str) -> Result<Task, ReleaseError>;
+    /// `StopTask`.
+    async fn stop_task(&self, arn: &str, reason: &str) -> Result<(), ReleaseError>;
     /// ACTIVE revisions of `family`, newest revision first whatever the server's order.
     async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError>;
     /// Stopped tasks started by a deployment (at most 100).

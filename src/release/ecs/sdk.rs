@@ -3,12 +3,13 @@
 
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 use aws_sdk_ecs::types::{
-    DeploymentLifecycleHookAction, DesiredStatus, Service, ServiceDeployment, SortOrder,
-    StopServiceDeploymentStopType, Task, TaskDefinitionField, TaskDefinitionStatus,
+    ContainerOverride, DeploymentLifecycleHookAction, DesiredStatus, Service, ServiceDeployment,
+    SortOrder, StopServiceDeploymentStopType, Task, TaskDefinitionField, TaskDefinitionStatus,
+    TaskOverride,
 };
 
 use super::wire::{RequestPreview, ResponseBody};
-use super::{revision_number, short_td, Ecs, HookAction, Revision, Started};
+use super::{revision_number, short_td, Ecs, HookAction, Revision, Started, TaskRun};
 use crate::aws::CallError;
 use crate::release::taskdef::{self, Document};
 use crate::release::ReleaseError;
@@ -228,6 +229,80 @@ impl Ecs for SdkEcs {
             .await
             .map(|_| ())
             .map_err(call("ecs:ContinueServiceDeployment"))
+    }
+
+    async fn run_task(&self, run: &TaskRun) -> Result<String, ReleaseError> {
+        const OP: &str = "ecs:RunTask";
+        let overrides = TaskOverride::builder()
+            .container_overrides(
+                ContainerOverride::builder()
+                    .name(&run.container)
+                    .set_command(Some(run.command.clone()))
+                    .build(),
+            )
+            .build();
+        let like = &run.like;
+        // A capacity provider strategy and a launch type exclude each other.
+        let strategy = Some(like.capacity_provider_strategy().to_vec()).filter(|s| !s.is_empty());
+        let launch_type = like.launch_type().cloned().filter(|_| strategy.is_none());
+        let out = self
+            .client
+            .run_task()
+            .cluster(&self.cluster)
+            .task_definition(&run.task_definition)
+            .count(1)
+            .started_by("gitlab-ecs-executor")
+            .overrides(overrides)
+            .set_launch_type(launch_type)
+            .set_capacity_provider_strategy(strategy)
+            .set_network_configuration(like.network_configuration().cloned())
+            .set_platform_version(like.platform_version().map(str::to_string))
+            .send()
+            .await
+            .map_err(call(OP))?;
+        if let Some(task) = out.tasks().first().and_then(|t| t.task_arn()) {
+            return Ok(task.to_string());
+        }
+        let why = out
+            .failures()
+            .first()
+            .map(|f| {
+                format!(
+                    "{}{}",
+                    f.reason().unwrap_or("no reason given"),
+                    f.detail().map(|d| format!(" ({d})")).unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| "no task and no failure returned".into());
+        Err(ReleaseError::TaskNotStarted { reason: why })
+    }
+
+    async fn task(&self, arn: &str) -> Result<Task, ReleaseError> {
+        const OP: &str = "ecs:DescribeTasks";
+        let out = self
+            .client
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .tasks(arn)
+            .send()
+            .await
+            .map_err(call(OP))?;
+        out.tasks()
+            .first()
+            .cloned()
+            .ok_or_else(|| unreadable(OP, format!("task {arn} was not returned")))
+    }
+
+    async fn stop_task(&self, arn: &str, reason: &str) -> Result<(), ReleaseError> {
+        self.client
+            .stop_task()
+            .cluster(&self.cluster)
+            .task(arn)
+            .reason(reason)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(call("ecs:StopTask"))
     }
 
     async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError> {

@@ -59,6 +59,8 @@ pub struct Script {
     pub controller: &'static str,
     /// `resourceManagementType` (`ECS`: an Express Mode service).
     pub resource_management: Option<&'static str>,
+    /// How tasks started with `RunTask` go.
+    pub task: Option<TaskScript>,
 }
 
 impl Default for Script {
@@ -73,8 +75,98 @@ impl Default for Script {
             deployments: None,
             controller: "ECS",
             resource_management: None,
+            task: None,
         }
     }
+}
+
+/// How a task started with `RunTask` goes.
+#[derive(Clone, Debug)]
+pub struct TaskScript {
+    /// Lines it writes to its awslogs stream, spread over its run.
+    pub lines: Vec<String>,
+    /// The exit code of the container whose command was overridden.
+    pub exit_code: i32,
+    /// How long it runs.
+    pub runtime: Duration,
+    /// The CloudWatch Logs endpoint (moto) its lines go to.
+    pub logs_endpoint: String,
+    /// `RunTask` fails with this reason instead of starting a task.
+    pub fails_to_start: Option<String>,
+}
+
+/// A task started with `RunTask`.
+struct RunTask {
+    arn: String,
+    task_definition: String,
+    container: String,
+    started: Instant,
+    script: TaskScript,
+}
+
+impl RunTask {
+    fn json(&self) -> Value {
+        let t = self.started.elapsed();
+        let status = if t < Duration::from_millis(300) {
+            "PROVISIONING"
+        } else if t < self.script.runtime {
+            "RUNNING"
+        } else {
+            "STOPPED"
+        };
+        let mut container = json!({"name": self.container, "lastStatus": status});
+        let mut task = json!({
+            "taskArn": self.arn, "taskDefinitionArn": self.task_definition,
+            "lastStatus": status, "desiredStatus": if status == "STOPPED" { "STOPPED" } else { "RUNNING" },
+            "startedBy": "gitlab-ecs-executor", "launchType": "FARGATE",
+        });
+        if status == "STOPPED" {
+            container["exitCode"] = json!(self.script.exit_code);
+            task["stoppedReason"] = json!("Essential container in task exited");
+            task["stopCode"] = json!("EssentialContainerExited");
+        }
+        task["containers"] = json!([container]);
+        task
+    }
+}
+
+/// Where a task's awslogs stream is.
+struct LogStream {
+    region: String,
+    group: String,
+    stream: String,
+}
+
+/// Writes a task's lines to its awslogs stream over its run, as the awslogs driver would.
+fn write_task_logs(endpoint: String, to: LogStream, script: TaskScript) {
+    std::thread::spawn(move || {
+        let LogStream {
+            region,
+            group,
+            stream,
+        } = to;
+        let call = |target: &str, body: Value| {
+            super::stand_ins::aws_json_call(&endpoint, &region, target, &body)
+        };
+        call(
+            "Logs_20140328.CreateLogGroup",
+            json!({"logGroupName": group}),
+        );
+        call(
+            "Logs_20140328.CreateLogStream",
+            json!({"logGroupName": group, "logStreamName": stream}),
+        );
+        let pause = script.runtime / (script.lines.len() as u32 + 1);
+        for line in &script.lines {
+            std::thread::sleep(pause);
+            let timestamp = (now() * 1000.0) as i64;
+            call(
+                "Logs_20140328.PutLogEvents",
+                json!({"logGroupName": group, "logStreamName": stream,
+                       "logEvents": [{"timestamp": timestamp, "message": line}]}),
+            );
+        }
+    });
 }
 
 /// A service the endpoint serves.
@@ -127,6 +219,7 @@ struct State {
     task_definitions: Vec<(Value, Vec<Value>)>,
     services: Vec<ServiceState>,
     tasks: Vec<Value>,
+    runs: Vec<RunTask>,
     next_id: u64,
     registers: u32,
     /// Every call: (operation, request body).
@@ -180,6 +273,7 @@ impl ScriptedEcs {
             task_definitions: Vec::new(),
             services: Vec::new(),
             tasks: Vec::new(),
+            runs: Vec::new(),
             next_id: 100,
             registers: 0,
             calls: Vec::new(),
@@ -899,10 +993,27 @@ impl State {
                 let tasks: Vec<Value> = self
                     .tasks
                     .iter()
-                    .filter(|t| wanted.contains(&&t["taskArn"]))
                     .cloned()
+                    .chain(self.runs.iter().map(RunTask::json))
+                    .filter(|t| wanted.contains(&&t["taskArn"]))
                     .collect();
                 Ok(json!({"tasks": tasks, "failures": []}))
+            }
+            "RunTask" => self.run_task(body),
+            "StopTask" => {
+                let wanted = body["task"].as_str().unwrap_or_default();
+                match self.runs.iter_mut().find(|r| r.arn == wanted) {
+                    Some(run) => {
+                        run.script.runtime = Duration::ZERO;
+                        run.script.exit_code = 137;
+                        Ok(json!({"task": run.json()}))
+                    }
+                    None => Err((
+                        400,
+                        "InvalidParameterException",
+                        "The referenced task was not found.".into(),
+                    )),
+                }
             }
             other => Err((
                 400,
@@ -910,6 +1021,71 @@ impl State {
                 format!("{other} is not scripted"),
             )),
         }
+    }
+
+    /// `RunTask`: a task of the named revision that runs as the first service's script says,
+    /// writing its lines to the container's awslogs stream.
+    fn run_task(&mut self, body: &Value) -> Result<Value, (u16, &'static str, String)> {
+        let Some(script) = self.services.iter().find_map(|s| s.script.task.clone()) else {
+            return Err((
+                400,
+                "InvalidParameterException",
+                "RunTask is not scripted.".into(),
+            ));
+        };
+        let wanted = body["taskDefinition"].as_str().unwrap_or_default();
+        let Some(arn) = self.resolve(wanted) else {
+            return Err((400, "ClientException", "TaskDefinition not found.".into()));
+        };
+        if let Some(reason) = &script.fails_to_start {
+            return Ok(json!({"tasks": [], "failures": [{"arn": arn, "reason": reason}]}));
+        }
+        let container = body["overrides"]["containerOverrides"][0]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.next_id += 1;
+        let task_id = format!("{:032x}", self.next_id);
+        let task_arn = format!(
+            "arn:aws:ecs:{}:{}:task/{}/{task_id}",
+            self.region, self.account, self.cluster
+        );
+        let options = self
+            .task_definitions
+            .iter()
+            .find(|(td, _)| td["taskDefinitionArn"] == arn.as_str())
+            .and_then(|(td, _)| {
+                td["containerDefinitions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["name"] == container.as_str())
+                    .map(|c| c["logConfiguration"]["options"].clone())
+            })
+            .unwrap_or(Value::Null);
+        if let (Some(group), Some(prefix)) = (
+            options["awslogs-group"].as_str(),
+            options["awslogs-stream-prefix"].as_str(),
+        ) {
+            let to = LogStream {
+                region: options["awslogs-region"]
+                    .as_str()
+                    .unwrap_or(&self.region)
+                    .to_string(),
+                group: group.to_string(),
+                stream: format!("{prefix}/{container}/{task_id}"),
+            };
+            write_task_logs(script.logs_endpoint.clone(), to, script.clone());
+        }
+        let run = RunTask {
+            arn: task_arn,
+            task_definition: arn,
+            container,
+            started: Instant::now(),
+            script,
+        };
+        let task = run.json();
+        self.runs.push(run);
+        Ok(json!({"tasks": [task], "failures": []}))
     }
 
     /// Another pipeline registers and deploys its own revision right after our first
