@@ -2,7 +2,6 @@
 //! gitlab-runner stand-in: output, files, exit codes, services, cancellation, concurrency,
 //! and the failures an operator must be able to tell apart.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::*;

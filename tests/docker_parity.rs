@@ -362,7 +362,10 @@ fn services_outside_allowed_services_or_the_limit_fail_the_job() {
     }];
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-    assert_logged(&result.log, &format!("service {REDIS} is not allowed on this runner"));
+    assert_logged(
+        &result.log,
+        &format!("service {REDIS} is not allowed on this runner"),
+    );
     assert_eq!(result.calls_of("prepare").len(), 1);
 
     job.services = vec![
@@ -374,5 +377,8 @@ fn services_outside_allowed_services_or_the_limit_fail_the_job() {
     ];
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-    assert_logged(&result.log, "too many services requested: 2, only 1 allowed");
+    assert_logged(
+        &result.log,
+        "too many services requested: 2, only 1 allowed",
+    );
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::glob;
 use super::units::{minutes, seconds, MemorySize};
+use crate::glob;
 
 /// When to pull a job or service image.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
