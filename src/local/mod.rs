@@ -192,6 +192,7 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
                 value: value.clone(),
                 masked: false,
                 file: false,
+                raw: false,
             })
             .collect(),
         image_user: None,
