@@ -114,6 +114,7 @@ fn the_seed_articles_pipeline_releases_natively_on_a_version_tag() {
     let ecs = f.scripted_ecs(&format!("{}:v0.9.0", f.repository()), Script::default());
     f.use_ecs(&ecs);
     f.commit_file(".gitlab-ci.yml", SEED_PIPELINE);
+    f.tag("v1.0.0");
     let vars = [
         format!("ECR_REGISTRY={}", f.registry.host),
         "ECR_REPOSITORY=group/app".into(),
@@ -137,7 +138,10 @@ fn the_seed_articles_pipeline_releases_natively_on_a_version_tag() {
         !log.contains("docker login"),
         "the job's script must not run: {log}"
     );
-    assert!(f.registry.manifest("group/app", "v1.0.0").is_some());
+    assert!(
+        f.registry.manifest("group/app", "v1.0.0").is_some(),
+        "{log}"
+    );
 
     let (out, log) = exec(
         &f.env.settings,
