@@ -111,7 +111,7 @@ struct ExecArgs {
     vars: Vec<(String, String)>,
     /// Only the `parallel: matrix:` instances with these values: KEY=VALUE,KEY=VALUE.
     #[arg(long, value_name = "KEY=VALUE,...", value_parser = parse_matrix)]
-    matrix: Option<Vec<(String, String)>>,
+    matrix: Option<MatrixValues>,
     /// List the jobs, their stages and whether their rules run them for the ref.
     #[arg(long, conflicts_with_all = ["matrix", "dry_run"])]
     list: bool,
@@ -128,7 +128,7 @@ impl ExecArgs {
             tag: self.tag,
             branch: self.branch,
             vars: self.vars,
-            matrix: self.matrix.unwrap_or_default(),
+            matrix: self.matrix.map(|m| m.0).unwrap_or_default(),
             list: self.list,
             dry_run: self.dry_run,
             settings,
@@ -192,8 +192,16 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_matrix(s: &str) -> Result<Vec<(String, String)>, String> {
-    s.split(',').map(parse_var).collect()
+/// `--matrix` values: one argument holding several pairs (clap would read a bare list as
+/// several arguments).
+#[derive(Clone)]
+struct MatrixValues(Vec<(String, String)>);
+
+fn parse_matrix(s: &str) -> Result<MatrixValues, String> {
+    s.split(',')
+        .map(parse_var)
+        .collect::<Result<_, _>>()
+        .map(MatrixValues)
 }
 
 /// A runner stage that needs the job context.
