@@ -117,10 +117,12 @@ pub(super) fn run(
             done.archive = uploads_on_success(step.job.artifacts.as_ref());
             match dotenv_of(step.job, &job, &result, &settings, runner) {
                 Ok(vars) => done.dotenv = vars,
-                Err(e) => {
+                // GitLab refuses such a report, which fails the job.
+                Err(e @ ExecError::Dotenv { .. }) => {
                     println!("\x1b[31;1mERROR: {e}\x1b[0;m");
                     code = 1;
                 }
+                Err(e) => return Err(e),
             }
         }
         if interrupted() {
