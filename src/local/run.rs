@@ -85,13 +85,18 @@ pub(super) fn run(
     let mut ran: HashMap<String, Ran> = HashMap::new();
     let mut exit = 0;
     for step in &steps {
+        // Every planned job was decided: the targets before planning, the jobs they need
+        // while planning.
         let Some(Decision::Run {
             variables: rule_vars,
             allow_failure,
             ..
         }) = decisions.get(&step.job.name)
         else {
-            continue;
+            return Err(exec.pipeline_error(PipelineError::Needs {
+                job: step.job.name.clone(),
+                message: "was planned without its rules being evaluated".into(),
+            }));
         };
         let received: Vec<&Ran> = step.receives.iter().filter_map(|n| ran.get(n)).collect();
         let dotenv: Vec<VarDef> = received.iter().flat_map(|r| r.dotenv.clone()).collect();

@@ -12,7 +12,7 @@ pub mod expand;
 mod extends;
 mod include;
 mod job;
-pub mod matrix;
+mod matrix;
 mod needs;
 mod reference;
 mod values;
