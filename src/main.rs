@@ -105,12 +105,14 @@ enum Command {
 /// `exec`'s arguments.
 #[derive(Args)]
 struct ExecArgs {
-    /// The job's name.
-    job: String,
-    /// The pipeline file.
+    /// The job's name (a `parallel:` job's name runs every instance); the jobs it needs run
+    /// first.
+    #[arg(required_unless_present = "list")]
+    job: Option<String>,
+    /// The pipeline file (read from the working tree; the jobs check out the commit).
     #[arg(long, default_value = ".gitlab-ci.yml")]
     file: PathBuf,
-    /// Run as a tag pipeline for this tag (e.g. v1.2.3).
+    /// Run as a tag pipeline for this tag (e.g. v1.2.3), at the tag's commit.
     #[arg(long, conflicts_with = "branch")]
     tag: Option<String>,
     /// Run as a branch pipeline for this branch (default: the checkout's branch).
@@ -119,6 +121,12 @@ struct ExecArgs {
     /// A job variable, KEY=VALUE (repeatable; wins over the file's variables).
     #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
     vars: Vec<(String, String)>,
+    /// Only the `parallel: matrix:` instances with these values: KEY=VALUE,KEY=VALUE.
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = parse_matrix)]
+    matrix: Option<MatrixValues>,
+    /// List the jobs, their stages and whether their rules run them for the ref.
+    #[arg(long, conflicts_with_all = ["matrix", "dry_run"])]
+    list: bool,
     /// Release jobs stop before their first change (no push, no register, no update).
     #[arg(long)]
     dry_run: bool,
@@ -132,6 +140,8 @@ impl ExecArgs {
             tag: self.tag,
             branch: self.branch,
             vars: self.vars,
+            matrix: self.matrix.map(|m| m.0).unwrap_or_default(),
+            list: self.list,
             dry_run: self.dry_run,
             settings,
         }
@@ -194,6 +204,18 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
+}
+
+/// `--matrix` values: one argument holding several pairs (clap would read a bare list as
+/// several arguments).
+#[derive(Clone)]
+struct MatrixValues(Vec<(String, String)>);
+
+fn parse_matrix(s: &str) -> Result<MatrixValues, String> {
+    s.split(',')
+        .map(parse_var)
+        .collect::<Result<_, _>>()
+        .map(MatrixValues)
 }
 
 /// A runner stage that needs the job context.

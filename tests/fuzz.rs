@@ -8,7 +8,8 @@ use std::path::Path;
 use aws_sdk_ecs::types::{ContainerDefinition, TaskDefinition};
 use gitlab_ecs_executor::docker::effective_policies;
 use gitlab_ecs_executor::image_ref::ImageRef;
-use gitlab_ecs_executor::local::pipeline::Pipeline;
+use gitlab_ecs_executor::local::pipeline::expand::expand_all;
+use gitlab_ecs_executor::local::pipeline::{Pipeline, Repository, RuleContext, VarDef};
 use gitlab_ecs_executor::local::rules;
 use gitlab_ecs_executor::protocol::{JobContext, JobPayload, Stage};
 use gitlab_ecs_executor::release::image::context::DockerIgnore;
@@ -20,6 +21,19 @@ use gitlab_ecs_executor::settings::{
     parse_volume, AwsSettings, MemorySize, Pattern, PullPolicy, ReleaseSettings, Settings,
 };
 use proptest::prelude::*;
+
+/// A repository in which every file changed and exists.
+struct Changed;
+
+impl Repository for Changed {
+    fn changed_files(&self, _: Option<&str>) -> Result<Option<Vec<String>>, String> {
+        Ok(Some(vec!["a".into(), "b/c".into()]))
+    }
+
+    fn files(&self) -> Result<Vec<String>, String> {
+        Ok(vec!["a".into(), "b/c".into()])
+    }
+}
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("FUZZ_CASES")
@@ -124,11 +138,25 @@ proptest! {
     }
 
     #[test]
-    fn pipelines(text in text_with("abc:-[]{}&*<>|\n .#$'\"extendsruleswhenifscriptimagevariables"), job in ".{0,8}") {
+    fn pipelines(text in text_with("abc:-[]{}&*<>|\n .#$'\"!extendsrulesreferencewhenifscriptimagevariablesneedsparallelmatrixchangesexists"), job in ".{0,8}") {
         if let Ok(p) = Pipeline::parse(&text) {
             if let Ok(def) = p.job(&job) {
-                let _ = def.decide(&|_: &str| None);
+                let _ = def.decide(&RuleContext { var: &|_: &str| None, repository: &Changed });
+                let _ = expand_all(&def.variables);
             }
+            let _ = p.select(&job, &[]);
+        }
+    }
+
+    #[test]
+    fn variable_expansion(values in proptest::collection::vec(text_with("AB$${}%_ "), 0..6)) {
+        let vars: Vec<VarDef> = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| VarDef { key: ["A", "B", "AB"][i % 3].into(), value, raw: i % 4 == 3 })
+            .collect();
+        if let Ok(out) = expand_all(&vars) {
+            prop_assert_eq!(out.len(), vars.len());
         }
     }
 

@@ -63,6 +63,39 @@ pub fn download(
     docker.download_from_container(container, Some(options))
 }
 
+/// The contents of the file `path` in `container`, `None` if it does not exist.
+pub async fn read(
+    docker: &Docker,
+    container: &str,
+    path: &str,
+) -> Result<Option<Vec<u8>>, DockerError> {
+    if stat(docker, container, path).await?.is_none() {
+        return Ok(None);
+    }
+    let failed = |e: std::io::Error| DockerError::Api {
+        action: format!("read {path} in {container}"),
+        source: bollard::errors::Error::IOError { err: e },
+    };
+    let mut tar_bytes = Vec::new();
+    let mut stream = download(docker, container, path);
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        tar_bytes.extend_from_slice(
+            &chunk.map_err(DockerError::api(format!("read {path} in {container}")))?,
+        );
+    }
+    let mut archive = tar::Archive::new(tar_bytes.as_slice());
+    let mut entries = archive.entries().map_err(failed)?;
+    match entries.next() {
+        Some(entry) => {
+            let mut contents = Vec::new();
+            std::io::Read::read_to_end(&mut entry.map_err(failed)?, &mut contents)
+                .map_err(failed)?;
+            Ok(Some(contents))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Writes `contents` as `dir/name` (mode 0644) in `container`.
 pub async fn write_file(
     docker: &Docker,

@@ -333,10 +333,55 @@ async fn last_used(
     if !existing.contains(builds) {
         return Ok(None);
     }
+    let path = format!("/volume/{LAST_USED}");
+    let stat = with_reader(docker, builds, image, "prune", |reader| async move {
+        archive::stat(docker, &reader, &path).await
+    })
+    .await?;
+    Ok(stat.and_then(|s| s.modified))
+}
+
+/// The contents of `path` (relative to the volume's root) in the volume `volume`, read
+/// through a container of `image` (any image on the host); `None` when the volume or the
+/// file does not exist.
+pub async fn read_file(
+    docker: &Docker,
+    volume: &str,
+    path: &str,
+    image: &str,
+) -> Result<Option<Vec<u8>>, DockerError> {
+    // Mounting a volume that does not exist would create it.
+    match docker.inspect_volume(volume).await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(DockerError::api(format!("inspect volume {volume}"))(e)),
+    }
+    let path = format!("/volume/{}", path.trim_start_matches('/'));
+    with_reader(docker, volume, image, "read", |reader| async move {
+        archive::read(docker, &reader, &path).await
+    })
+    .await
+}
+
+/// Runs `read` on a container of `image` that mounts `volume` read-only at `/volume`: created,
+/// never started (the engine's archive API reads created containers), without a network,
+/// removed afterwards whatever `read` returned.
+async fn with_reader<T, F, Fut>(
+    docker: &Docker,
+    volume: &str,
+    image: &str,
+    purpose: &str,
+    read: F,
+) -> Result<T, DockerError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DockerError>>,
+{
     let reader = format!(
-        "gitlab-ecs-executor-prune-{}-{}",
+        "gitlab-ecs-executor-{purpose}-{}-{}-{}",
         std::process::id(),
-        clock::epoch_secs()
+        clock::epoch_secs(),
+        READERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
@@ -346,7 +391,7 @@ async fn last_used(
         )])),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
-            binds: Some(vec![format!("{builds}:/volume:ro")]),
+            binds: Some(vec![format!("{volume}:/volume:ro")]),
             ..Default::default()
         }),
         ..Default::default()
@@ -362,17 +407,20 @@ async fn last_used(
         )
         .await
         .map_err(DockerError::api(format!(
-            "create a container to read volume {builds}"
+            "create a container to read volume {volume}"
         )))?;
-    let stat = archive::stat(docker, &reader, &format!("/volume/{LAST_USED}")).await;
+    let result = read(reader.clone()).await;
     let _ = docker
         .remove_container(
             &reader,
             Some(RemoveContainerOptionsBuilder::default().force(true).build()),
         )
         .await;
-    Ok(stat?.and_then(|s| s.modified))
+    result
 }
+
+/// Tells apart the reader containers one process creates within one second.
+static READERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[cfg(test)]
 mod tests {

@@ -1,20 +1,32 @@
 //! Running GitLab CI jobs on this machine through the executor, the way gitlab-runner would:
 //! `gitlab-ecs-executor exec <job>` (gitlab-runner's own `exec` was removed).
+//!
+//! The pipeline file and its includes are read from the working tree (`pipeline/`); the jobs
+//! check out the commit of the ref they run for (`checkout.rs`), as GitLab's would. GitLab's
+//! part is played here: which jobs run for the ref and in what order (`pipeline/`), each
+//! job's payload and variables (`assemble.rs`), dotenv reports passed on (`dotenv.rs`);
+//! the runner's part by the stand-in in `runner/`, which drives this same binary through
+//! config / prepare / run / cleanup (`run.rs`). `--list` shows the jobs (`list.rs`).
 
+mod assemble;
+mod checkout;
+mod dotenv;
+mod list;
+mod overlay;
 pub mod pipeline;
 pub mod rules;
+mod run;
 pub mod runner;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::settings::{parse_volume, Settings, VolumeSpec};
-use pipeline::{Decision, Pipeline, PipelineError};
-use runner::{unique_id, Cancel, GitSource, Job, Runner, Service, Var};
-
-/// GitLab's default job timeout.
-const DEFAULT_JOB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+use crate::docker::DockerError;
+use crate::settings::SettingsError;
+use assemble::Assembler;
+use checkout::{short, AtCommit, Checkout, Commit};
+use pipeline::{Pipeline, PipelineError};
+use runner::Runner;
 
 /// Set by the SIGINT handler: Ctrl-C cancels the job like GitLab's cancel button.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -22,7 +34,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// `exec` cannot run the job.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// The pipeline file cannot be read.
+    /// A file cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
@@ -30,10 +42,10 @@ pub enum ExecError {
         /// Why.
         source: std::io::Error,
     },
-    /// The pipeline file is not usable.
+    /// The pipeline file, or the job, is not usable.
     #[error("{path}: {source}")]
     Pipeline {
-        /// The file.
+        /// The pipeline file.
         path: PathBuf,
         /// Why.
         source: PipelineError,
@@ -41,179 +53,125 @@ pub enum ExecError {
     /// The project is not a usable git checkout.
     #[error("{0}")]
     Git(String),
+    /// `--tag` names no tag of the checkout.
+    #[error("there is no tag `{tag}` in {root} (git tag --list shows the tags)")]
+    UnknownTag {
+        /// The tag.
+        tag: String,
+        /// The checkout.
+        root: PathBuf,
+    },
     /// Bad command-line input.
     #[error("{0}")]
     Usage(String),
+    /// The executor settings `exec` runs the jobs with are not usable.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The project's volume could not be read (a dotenv report).
+    #[error(transparent)]
+    Docker(Box<DockerError>),
+    /// A needed job's dotenv report is not `KEY=VALUE` lines.
+    #[error("job `{job}`: artifacts: reports: dotenv {file}: {message}")]
+    Dotenv {
+        /// The job.
+        job: String,
+        /// The report file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The local runner could not work.
     #[error("the local runner failed: {0}")]
     Runner(std::io::Error),
 }
 
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ExecRequest {
-    /// Job name.
-    pub job: String,
+    /// Job name (a parallel job's name runs all its instances); `None` with `list`.
+    pub job: Option<String>,
     /// The pipeline file.
     pub file: PathBuf,
-    /// Run as a tag pipeline for this tag.
+    /// Run as a tag pipeline for this tag, at its commit.
     pub tag: Option<String>,
     /// Run as a branch pipeline for this branch (default: the checkout's branch).
     pub branch: Option<String>,
     /// Extra variables, highest precedence.
     pub vars: Vec<(String, String)>,
+    /// Only the matrix instances with these values.
+    pub matrix: Vec<(String, String)>,
+    /// List the jobs instead of running one.
+    pub list: bool,
     /// Release jobs stop before their first change.
     pub dry_run: bool,
     /// Executor settings passed to every stage.
     pub settings: Option<PathBuf>,
 }
 
-/// Facts about the local checkout that GitLab would provide.
-struct Checkout {
-    root: PathBuf,
-    sha: String,
-    timestamp: String,
-    branch: String,
-    project_path: String,
+/// The inputs of one `exec`, resolved once.
+struct Exec<'a> {
+    req: &'a ExecRequest,
+    /// The pipeline file, absolute.
+    file: PathBuf,
+    checkout: &'a Checkout,
+    commit: &'a Commit,
+    pipeline: &'a Pipeline,
+    repository: &'a AtCommit<'a>,
 }
 
-/// Runs one job of a pipeline file through config / prepare / run / cleanup; returns the
-/// exit code: 0 on success (or when the job's rules exclude it), the job's own code on a
-/// job failure, 2 on a system failure.
+/// Runs a job of a pipeline file (and the jobs it needs, first) through config / prepare /
+/// run / cleanup, or lists the jobs; returns the exit code: 0 on success (or when the
+/// job's rules exclude it), the job's own code on a job failure, 2 on a system failure.
 pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     if req.tag.is_some() && req.branch.is_some() {
         return Err(ExecError::Usage(
             "--tag and --branch exclude each other".into(),
         ));
     }
-    let text = std::fs::read_to_string(&req.file).map_err(|source| ExecError::Read {
-        path: req.file.clone(),
+    // Stages run in the runner's temp directory: every path must be absolute.
+    let absolute = |path: &Path| {
+        std::path::absolute(path).map_err(|source| ExecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let file = absolute(&req.file)?;
+    let settings = req.settings.as_deref().map(absolute).transpose()?;
+    let checkout = Checkout::open(&file)?;
+    let commit = checkout.resolve(req.tag.as_deref(), req.branch.as_deref())?;
+    let name = file
+        .strip_prefix(&checkout.root)
+        .unwrap_or(&file)
+        .to_string_lossy()
+        .into_owned();
+    let text = std::fs::read_to_string(&file).map_err(|source| ExecError::Read {
+        path: file.clone(),
         source,
     })?;
-    let pipeline_error = |source| ExecError::Pipeline {
-        path: req.file.clone(),
-        source,
-    };
-    let pipeline = Pipeline::parse(&text).map_err(pipeline_error)?;
-    let def = pipeline.job(&req.job).map_err(pipeline_error)?;
-    let checkout = checkout(&req.file)?;
-    let (ref_name, is_tag) = match (&req.tag, &req.branch) {
-        (Some(tag), _) => (tag.clone(), true),
-        (None, Some(branch)) => (branch.clone(), false),
-        (None, None) => (checkout.branch.clone(), false),
-    };
-
-    if !pipeline.ignored.is_empty() {
-        println!(
-            "WARNING: exec does not act on the top-level keys: {}",
-            pipeline.ignored.join(", ")
-        );
-    }
-    if !def.ignored.is_empty() {
-        println!(
-            "WARNING: exec does not act on these keys of `{}`: {}",
-            def.name,
-            def.ignored.join(", ")
-        );
-    }
-
-    // What rules see: the predefined ref variables, then pipeline, job and --var values.
-    let mut rule_vars: Vec<(String, String)> = vec![
-        ("CI_COMMIT_REF_NAME".into(), ref_name.clone()),
-        ("CI_PIPELINE_SOURCE".into(), "push".into()),
-        ("CI_DEFAULT_BRANCH".into(), "main".into()),
-        (
-            if is_tag {
-                "CI_COMMIT_TAG"
-            } else {
-                "CI_COMMIT_BRANCH"
-            }
-            .into(),
-            ref_name.clone(),
-        ),
-    ];
-    rule_vars.extend(def.variables.iter().cloned());
-    rule_vars.extend(req.vars.iter().cloned());
-    let lookup = |name: &str| {
-        rule_vars
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let rule_variables = match def.decide(&lookup).map_err(pipeline_error)? {
-        Decision::Excluded(why) => {
-            println!(
-                "Job `{}` is not run for {} `{ref_name}`: its rules exclude it ({why})",
-                def.name,
-                if is_tag { "tag" } else { "branch" }
-            );
-            return Ok(0);
+    let pipeline = Pipeline::load(&text, &name, &checkout.working_tree()).map_err(|source| {
+        ExecError::Pipeline {
+            path: file.clone(),
+            source,
         }
-        Decision::Run { variables, .. } => variables,
+    })?;
+    let repository = checkout.at(&commit);
+    let exec = Exec {
+        req,
+        file,
+        checkout: &checkout,
+        commit: &commit,
+        pipeline: &pipeline,
+        repository: &repository,
     };
-
-    let mut variables: Vec<(String, String)> = def.variables.clone();
-    variables.extend(rule_variables);
-    variables.extend(req.vars.iter().cloned());
-    let expand = |s: &str| expand_vars(s, &variables);
-    let id = unique_id();
-    let job = Job {
-        id,
-        project_id: project_id(&checkout.project_path),
-        project_path: checkout.project_path.clone(),
-        concurrent_id: 0,
-        name: def.name.clone(),
-        stage: def.stage.clone(),
-        commit_sha: checkout.sha.clone(),
-        commit_timestamp: checkout.timestamp.clone(),
-        image: def.image.as_ref().map(|i| expand(&i.name)),
-        image_entrypoint: def.image.as_ref().and_then(|i| i.entrypoint.clone()),
-        pull_policy: def
-            .image
-            .as_ref()
-            .map(|i| i.pull_policy.clone())
-            .unwrap_or_default(),
-        services: def
-            .services
-            .iter()
-            .map(|s| Service {
-                name: expand(&s.name),
-                alias: s.alias.clone(),
-                entrypoint: s.entrypoint.clone(),
-                command: s.command.clone(),
-                variables: s.variables.clone(),
-            })
-            .collect(),
-        variables: variables
-            .iter()
-            .map(|(key, value)| Var {
-                key: key.clone(),
-                value: value.clone(),
-                masked: false,
-                file: false,
-            })
-            .collect(),
-        image_user: None,
-        script: def.script.clone(),
-        steps: Vec::new(),
-        after_script: def.after_script.clone(),
-        pre_get_sources: Vec::new(),
-        post_get_sources: Vec::new(),
-        cache: Vec::new(),
-        artifacts: Vec::new(),
-        dependencies: Vec::new(),
-        git: Some(GitSource {
-            repo: checkout.root.clone(),
-            sha: checkout.sha.clone(),
-            ref_name: ref_name.clone(),
-            is_tag,
-        }),
-        timeout: DEFAULT_JOB_TIMEOUT.as_secs(),
-    };
-
+    exec.report_sources(&name)?;
+    if req.list {
+        return exec.list();
+    }
+    let job = req.job.as_deref().ok_or_else(|| {
+        ExecError::Usage("name the job to run (exec --list shows the jobs)".into())
+    })?;
+    let overlay = overlay::settings_with_checkout(settings.as_deref(), &checkout.git_dir)?;
     let binary = std::env::current_exe().map_err(ExecError::Runner)?;
-    let overlay = settings_with_checkout(req.settings.as_deref(), &checkout.root)?;
     let mut runner = Runner::new(&binary, Some(overlay.path()));
     if req.dry_run {
         runner.run_args.push("--dry-run".into());
@@ -223,80 +181,104 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     runner.echo = true;
     runner.cancel_flag = Some(&INTERRUPTED);
     install_interrupt_handler();
-    println!(
-        "Running job `{}` (stage {}) of {} for {} {} at {} through gitlab-ecs-executor",
-        def.name,
-        def.stage,
-        req.file.display(),
-        if is_tag { "tag" } else { "branch" },
-        ref_name,
-        &checkout.sha[..checkout.sha.len().min(8)]
-    );
-    let result = runner.drive(&job, Cancel::No).map_err(ExecError::Runner)?;
-    Ok(result.status.exit_code())
+    run::run(&exec, job, &runner, overlay.path())
 }
 
-/// The operator's settings plus a read-only bind of the checkout at its own path: the job's
-/// helper container clones it from there as it would clone from GitLab (nothing else of
-/// the host is mounted).
-fn settings_with_checkout(
-    explicit: Option<&Path>,
-    root: &Path,
-) -> Result<tempfile::NamedTempFile, ExecError> {
-    let mut table = match Settings::locate(explicit) {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|source| ExecError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            text.parse::<toml::Table>().map_err(|e| {
-                ExecError::Usage(format!("{}: {}", path.display(), e.to_string().trim_end()))
-            })?
+impl Exec<'_> {
+    /// Says once where the pipeline and the sources come from, and what the jobs will not
+    /// see or `exec` will not act on.
+    fn report_sources(&self, name: &str) -> Result<(), ExecError> {
+        let (pipeline, commit) = (self.pipeline, self.commit);
+        let mut files = vec![name.to_string()];
+        files.extend(pipeline.included.iter().cloned());
+        println!(
+            "Pipeline {} read from the working tree; the jobs check out commit {} ({} `{}`), as on a runner",
+            match pipeline.included.is_empty() {
+                true => name.to_string(),
+                false => format!("{name} (with {})", pipeline.included.join(", ")),
+            },
+            short(&commit.sha),
+            self.ref_kind(),
+            commit.ref_name
+        );
+        if let Some(note) = &commit.note {
+            println!("Note: {note}");
         }
-        None => toml::Table::new(),
-    };
-    let docker = table
-        .entry("docker")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    let bind = format!("{0}:{0}:ro", root.display());
-    let mounts_root = |entry: &toml::Value| {
-        entry
-            .as_str()
-            .and_then(|e| parse_volume(e).ok())
-            .is_some_and(|v| match v {
-                VolumeSpec::Cache { destination } | VolumeSpec::Bind { destination, .. } => {
-                    Path::new(&destination) == root
-                }
+        let differing = self.checkout.differing(&commit.sha, &files)?;
+        if !differing.is_empty() {
+            println!(
+                "WARNING: {} in the working tree differs from commit {}: GitLab would run the committed version",
+                differing.join(", "),
+                short(&commit.sha)
+            );
+        }
+        let uncommitted = self.checkout.uncommitted()?;
+        if !uncommitted.is_empty() {
+            let shown: Vec<&str> = uncommitted.iter().take(5).map(String::as_str).collect();
+            println!(
+                "WARNING: the working tree has uncommitted changes to tracked files ({}{}): the jobs check out commit {} and do not see them",
+                shown.join(", "),
+                if uncommitted.len() > 5 { ", …" } else { "" },
+                short(&commit.sha)
+            );
+        }
+        if !pipeline.not_acted_on.is_empty() {
+            println!(
+                "WARNING: exec does not act on: {}",
+                pipeline.not_acted_on.join(", ")
+            );
+        }
+        let compares = pipeline.jobs.iter().any(|j| {
+            j.def.as_ref().is_ok_and(|d| {
+                d.rules
+                    .iter()
+                    .flatten()
+                    .any(|r| r.changes.as_ref().is_some_and(|c| c.compare_to.is_none()))
             })
-    };
-    match docker {
-        toml::Value::Table(docker) => match docker
-            .entry("volumes")
-            .or_insert_with(|| toml::Value::Array(Vec::new()))
-        {
-            // The operator's settings may already mount it.
-            toml::Value::Array(volumes) if volumes.iter().any(mounts_root) => {}
-            toml::Value::Array(volumes) => volumes.push(toml::Value::String(bind)),
-            _ => {
-                return Err(ExecError::Usage(
-                    "settings: docker.volumes must be a list".into(),
-                ))
-            }
-        },
-        _ => {
-            return Err(ExecError::Usage(
-                "settings: [docker] must be a table".into(),
-            ))
+        });
+        if compares {
+            println!("{}", self.repository.base());
+        }
+        Ok(())
+    }
+
+    /// `--list`.
+    fn list(&self) -> Result<i32, ExecError> {
+        let binary = std::env::current_exe().map_err(ExecError::Runner)?;
+        let mut runner = Runner::new(&binary, None);
+        runner.runner_id = 0;
+        runner.short_token = "local".into();
+        let mut assembler = self.assembler(&runner);
+        println!("Jobs for {} `{}`:", self.ref_kind(), self.commit.ref_name);
+        for line in list::listing(self.pipeline, &mut assembler, self.repository)? {
+            println!("  {line}");
+        }
+        Ok(0)
+    }
+
+    fn assembler<'r>(&'r self, runner: &'r Runner) -> Assembler<'r> {
+        Assembler::new(
+            &self.file,
+            self.checkout,
+            self.commit,
+            runner,
+            &self.req.vars,
+        )
+    }
+
+    fn ref_kind(&self) -> &'static str {
+        match self.commit.is_tag {
+            true => "tag",
+            false => "branch",
         }
     }
-    let mut file = tempfile::Builder::new()
-        .prefix("gitlab-ecs-executor-exec-")
-        .suffix(".toml")
-        .tempfile()
-        .map_err(ExecError::Runner)?;
-    std::io::Write::write_all(&mut file, table.to_string().as_bytes())
-        .map_err(ExecError::Runner)?;
-    Ok(file)
+
+    fn pipeline_error(&self, source: PipelineError) -> ExecError {
+        ExecError::Pipeline {
+            path: self.file.clone(),
+            source,
+        }
+    }
 }
 
 extern "C" fn on_interrupt(_: libc::c_int) {
@@ -313,149 +295,7 @@ fn install_interrupt_handler() {
     }
 }
 
-/// `$NAME` and `${NAME}` from `vars` (later entries win); unknown names expand to nothing,
-/// as in GitLab.
-fn expand_vars(s: &str, vars: &[(String, String)]) -> String {
-    let lookup = |name: &str| {
-        vars.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let mut out = String::new();
-    let chars: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i] == '$' {
-            let braced = chars.get(i + 1) == Some(&'{');
-            let start = i + 1 + usize::from(braced);
-            let mut end = start;
-            while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_') {
-                end += 1;
-            }
-            if end > start && (!braced || chars.get(end) == Some(&'}')) {
-                out.push_str(&lookup(&chars[start..end].iter().collect::<String>()));
-                i = end + usize::from(braced);
-                continue;
-            }
-        }
-        out.push(chars[i]);
-        i += 1;
-    }
-    out
-}
-
-fn git(dir: &Path, args: &[&str]) -> Result<String, ExecError> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .map_err(|e| ExecError::Git(format!("cannot run git: {e}")))?;
-    if !out.status.success() {
-        return Err(ExecError::Git(format!(
-            "git {} in {}: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// The git checkout holding `file`: the job runs its committed HEAD, as gitlab-runner's old
-/// `exec` did (uncommitted changes are not part of a pipeline).
-fn checkout(file: &Path) -> Result<Checkout, ExecError> {
-    let dir = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let root = git(dir, &["rev-parse", "--show-toplevel"])
-        .map_err(|e| ExecError::Git(format!("exec runs jobs of a git checkout: {e}")))?;
-    let root = PathBuf::from(root);
-    let sha = git(&root, &["rev-parse", "HEAD"])
-        .map_err(|e| ExecError::Git(format!("the checkout has no commit to run: {e}")))?;
-    let timestamp = git(&root, &["log", "-1", "--format=%cI"])?;
-    let branch =
-        git(&root, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(|_| "main".into());
-    let branch = if branch == "HEAD" {
-        "main".into()
-    } else {
-        branch
-    };
-    let project_path = git(&root, &["config", "--get", "remote.origin.url"])
-        .ok()
-        .and_then(|url| project_path_of(&url))
-        .unwrap_or_else(|| {
-            format!(
-                "local/{}",
-                root.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "project".into())
-            )
-        });
-    Ok(Checkout {
-        root,
-        sha,
-        timestamp,
-        branch,
-        project_path,
-    })
-}
-
-/// A project id that stays the same for a project path: GitLab's ids are not known locally.
-fn project_id(project_path: &str) -> u64 {
-    // FNV-1a, small enough to read as an id.
-    let hash = project_path
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    hash % 1_000_000
-}
-
-/// `group/project` from a clone URL (`https://host/group/project.git`, `git@host:group/project.git`).
-fn project_path_of(url: &str) -> Option<String> {
-    let path = url.trim_end_matches('/').trim_end_matches(".git");
-    let path = path
-        .rsplit_once(':')
-        .map(|(_, p)| p)
-        .filter(|p| !p.starts_with("//"))
-        .unwrap_or(path);
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    match parts.as_slice() {
-        [.., group, project] => Some(format!("{group}/{project}")),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn variable_expansion() {
-        let vars = vec![
-            ("A".to_string(), "x".to_string()),
-            ("A".to_string(), "y".to_string()),
-        ];
-        assert_eq!(expand_vars("img:$A-${A}-$B-$", &vars), "img:y-y--$");
-    }
-
-    #[test]
-    fn project_paths_from_remotes() {
-        assert_eq!(
-            project_path_of("https://gitlab.example.com/group/app.git").as_deref(),
-            Some("group/app")
-        );
-        assert_eq!(
-            project_path_of("git@gitlab.example.com:group/sub/app.git").as_deref(),
-            Some("sub/app")
-        );
-        assert_eq!(
-            project_path_of("/srv/repos/app").as_deref(),
-            Some("repos/app")
-        );
-    }
+/// Whether Ctrl-C cancelled the run.
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }

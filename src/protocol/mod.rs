@@ -4,6 +4,7 @@
 mod config_output;
 mod context;
 mod exit;
+pub mod expand;
 mod payload;
 mod stage;
 

@@ -16,7 +16,7 @@ use crate::docker::{
 };
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
-use crate::protocol::{ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
+use crate::protocol::{expand, ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
 use crate::release::ecs::HookAction;
 use crate::settings::Settings;
 
@@ -311,8 +311,14 @@ async fn job_services(
             }
             .into());
         }
-        // The payload carries what CI_JOB_SERVICES leaves out: pull policies, every alias.
-        let full = ctx.payload.services.iter().find(|s| s.name == service.name);
+        // The payload carries what CI_JOB_SERVICES leaves out: pull policies, every alias;
+        // but as GitLab sent it, before the runner expanded names and aliases.
+        let expand = |text: &str| expand::expand(text, &|k| ctx.var(k).map(str::to_string));
+        let full = ctx
+            .payload
+            .services
+            .iter()
+            .find(|s| expand(&s.name) == service.name);
         let image = ImageRef::parse(&service.name);
         let job_policies = full.map(|s| s.pull_policy.as_slice()).unwrap_or_default();
         let policies = effective_policies(&image, job_policies, d)?;
@@ -328,7 +334,7 @@ async fn job_services(
         specs.push(ServiceSpec {
             image: service.name.clone(),
             alias: full
-                .map(|s| s.alias.clone())
+                .map(|s| expand(&s.alias))
                 .filter(|a| !a.is_empty())
                 .unwrap_or_else(|| service.alias.clone()),
             entrypoint: service.entrypoint.clone(),

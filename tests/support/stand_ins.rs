@@ -363,34 +363,41 @@ fn dechunk(mut rest: &str) -> String {
 pub fn git_project(dir: &Path, files: &[(&str, &str)], tags: &[&str]) -> PathBuf {
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).expect("repo dir");
+    git(&repo, &["init", "-q"]);
+    commit(&repo, files, "release");
+    for tag in tags {
+        git(&repo, &["tag", tag]);
+    }
+    repo
+}
+
+/// Writes `files` into `repo` and commits them (and any other change) with `message`.
+pub fn commit(repo: &Path, files: &[(&str, &str)], message: &str) {
     for (name, content) in files {
         let path = repo.join(name);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, content).expect("write");
     }
-    let git = |args: &[&str]| {
-        let status = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(&repo)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("git");
-        assert!(status.success(), "git {args:?}");
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "release"]);
-    for tag in tags {
-        git(&["tag", tag]);
-    }
-    repo
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", message]);
+}
+
+/// Runs git in `repo` as a test user on `main`; fails the test if git fails.
+pub fn git(repo: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(repo)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("git");
+    assert!(status.success(), "git {args:?}");
 }

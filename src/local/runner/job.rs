@@ -7,6 +7,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+use crate::protocol::expand::expand;
+
 /// The runner version this stand-in plays.
 pub const RUNNER_VERSION: &str = "19.4.0";
 /// The GitLab instance jobs come from.
@@ -23,6 +25,8 @@ pub struct Var {
     pub masked: bool,
     /// File-type variable.
     pub file: bool,
+    /// Raw (`expand: false`): the runner does not expand it.
+    pub raw: bool,
 }
 
 /// A variable that is neither masked nor a file.
@@ -32,6 +36,7 @@ fn plain(key: &str, value: impl Into<String>) -> Var {
         value: value.into(),
         masked: false,
         file: false,
+        raw: false,
     }
 }
 
@@ -185,10 +190,8 @@ impl Job {
     /// Adds a masked variable.
     pub fn masked(mut self, key: &str, value: &str) -> Self {
         self.variables.push(Var {
-            key: key.into(),
-            value: value.into(),
             masked: true,
-            file: false,
+            ..plain(key, value)
         });
         self
     }
@@ -196,10 +199,8 @@ impl Job {
     /// Adds a file-type variable.
     pub fn file_var(mut self, key: &str, content: &str) -> Self {
         self.variables.push(Var {
-            key: key.into(),
-            value: content.into(),
-            masked: false,
             file: true,
+            ..plain(key, content)
         });
         self
     }
@@ -233,35 +234,16 @@ impl Job {
         format!("glcbt-64_{}secrettoken", self.id)
     }
 
-    /// Every variable, in the order GitLab and the runner list them, for `status`
-    /// (`CI_JOB_STATUS`) and the directories the runner computed.
-    pub(super) fn all_variables(
-        &self,
-        runner: &super::Runner,
-        dirs: &Dirs,
-        status: &str,
-    ) -> Vec<Var> {
+    /// The predefined variables GitLab itself sends with the job (the runner adds its
+    /// own around them): what GitLab's side of a pipeline can refer to.
+    pub fn gitlab_variables(&self, runner: &super::Runner) -> Vec<Var> {
         let (git_ref, is_tag) = self.git_ref();
         let secret = |k: &str, v: String| Var {
-            key: k.into(),
-            value: v,
             masked: true,
-            file: false,
+            ..plain(k, v)
         };
-        let mut vars = Vec::new();
-        if let Some(image) = &self.image {
-            vars.push(plain("CI_JOB_IMAGE", image.clone()));
-        }
         let sha = self.sha().to_string();
-        vars.extend([
-            plain("CI_RUNNER_SHORT_TOKEN", runner.short_token.clone()),
-            plain("CI_BUILDS_DIR", dirs.builds.clone()),
-            plain("CI_PROJECT_DIR", dirs.project.clone()),
-            plain("CI_CONCURRENT_ID", self.concurrent_id.to_string()),
-            plain("CI_CONCURRENT_PROJECT_ID", self.concurrent_id.to_string()),
-            plain("CI_SERVER", "yes"),
-            plain("CI_JOB_STATUS", status),
-            plain("CI_JOB_TIMEOUT", self.timeout.to_string()),
+        vec![
             plain("CI", "true"),
             plain("GITLAB_CI", "true"),
             plain("CI_SERVER_URL", SERVER_URL),
@@ -273,6 +255,8 @@ impl Job {
                 format!("{SERVER_URL}/{}/-/jobs/{}", self.project_path, self.id),
             ),
             plain("CI_PIPELINE_ID", (self.id / 10).to_string()),
+            plain("CI_PIPELINE_SOURCE", "push"),
+            plain("CI_DEFAULT_BRANCH", "main"),
             plain("CI_PROJECT_ID", self.project_id.to_string()),
             plain("CI_PROJECT_PATH", self.project_path.clone()),
             plain("CI_PROJECT_PATH_SLUG", self.project_path.replace('/', "-")),
@@ -305,7 +289,33 @@ impl Job {
                 },
                 git_ref,
             ),
+        ]
+    }
+
+    /// Every variable, in the order GitLab and the runner list them, for `status`
+    /// (`CI_JOB_STATUS`) and the directories the runner computed; expanded as the runner's
+    /// `GetAllVariables` expands them.
+    pub(super) fn all_variables(
+        &self,
+        runner: &super::Runner,
+        dirs: &Dirs,
+        status: &str,
+    ) -> Vec<Var> {
+        let mut vars = Vec::new();
+        if let Some(image) = &self.image {
+            vars.push(plain("CI_JOB_IMAGE", image.clone()));
+        }
+        vars.extend([
+            plain("CI_RUNNER_SHORT_TOKEN", runner.short_token.clone()),
+            plain("CI_BUILDS_DIR", dirs.builds.clone()),
+            plain("CI_PROJECT_DIR", dirs.project.clone()),
+            plain("CI_CONCURRENT_ID", self.concurrent_id.to_string()),
+            plain("CI_CONCURRENT_PROJECT_ID", self.concurrent_id.to_string()),
+            plain("CI_SERVER", "yes"),
+            plain("CI_JOB_STATUS", status),
+            plain("CI_JOB_TIMEOUT", self.timeout.to_string()),
         ]);
+        vars.extend(self.gitlab_variables(runner));
         vars.extend(self.variables.iter().cloned());
         vars.extend([
             plain("CI_SHARED_ENVIRONMENT", "true"),
@@ -314,7 +324,7 @@ impl Job {
             plain("CI_RUNNER_EXECUTABLE_ARCH", "linux/amd64"),
             plain("RUNNER_TEMP_PROJECT_DIR", format!("{}.tmp", dirs.project)),
         ]);
-        vars
+        expand_variables(&vars)
     }
 
     /// `response.json`: the job payload.
@@ -323,7 +333,7 @@ impl Job {
         let vars: Vec<Value> = self
             .all_variables(runner, &Dirs::default(), "running")
             .iter()
-            .map(|v| json!({"key": v.key, "value": v.value, "public": !v.masked, "masked": v.masked, "file": v.file}))
+            .map(|v| json!({"key": v.key, "value": v.value, "public": !v.masked, "masked": v.masked, "file": v.file, "raw": v.raw}))
             .collect();
         let step = |name: &str, script: &[String], when: &str| json!({"name": name, "script": script, "timeout": self.timeout, "when": when, "allow_failure": false});
         let mut steps = vec![step("script", &self.script, "on_success")];
@@ -388,9 +398,10 @@ impl Job {
         }
     }
 
-    /// `CUSTOM_ENV_CI_JOB_SERVICES`, as `custom.go` builds it: the first alias only, and
-    /// `variables` left out when a service has none.
-    pub(super) fn services_env(&self) -> String {
+    /// `CUSTOM_ENV_CI_JOB_SERVICES`, as `custom.go` builds it: names and aliases expanded
+    /// with the job's (expanded) variables `vars`, the first alias only, and `variables` left
+    /// out when a service has none.
+    pub(super) fn services_env(&self, vars: &[Var]) -> String {
         if self.services.is_empty() {
             return String::new();
         }
@@ -398,12 +409,9 @@ impl Job {
             .services
             .iter()
             .map(|s| {
-                let first_alias = s
-                    .alias
-                    .split([',', ' '])
-                    .find(|a| !a.is_empty())
-                    .unwrap_or("");
-                let mut v = json!({"name": s.name, "alias": first_alias, "entrypoint": s.entrypoint, "command": s.command});
+                let alias = expand_with(&s.alias, vars);
+                let first_alias = alias.split([',', ' ']).find(|a| !a.is_empty()).unwrap_or("");
+                let mut v = json!({"name": expand_with(&s.name, vars), "alias": first_alias, "entrypoint": s.entrypoint, "command": s.command});
                 if !s.variables.is_empty() {
                     v["variables"] = s
                         .variables
@@ -417,6 +425,40 @@ impl Job {
             .collect();
         Value::Array(list).to_string()
     }
+}
+
+/// The runner's `Variables.Expand`: every variable that is not raw expanded once against
+/// all of them (the last definition of a name wins; a file variable stands for its path).
+fn expand_variables(vars: &[Var]) -> Vec<Var> {
+    vars.iter()
+        .map(|v| match v.raw {
+            true => v.clone(),
+            false => Var {
+                value: expand_with(&v.value, vars),
+                ..v.clone()
+            },
+        })
+        .collect()
+}
+
+/// `value` expanded as the runner expands it with `vars` (`Variables.ExpandValue`).
+pub(super) fn expand_with(value: &str, vars: &[Var]) -> String {
+    let lookup = |name: &str| {
+        let v = vars.iter().rev().find(|v| v.key == name)?;
+        Some(match v.file {
+            true => {
+                let temp = vars
+                    .iter()
+                    .rev()
+                    .find(|t| t.key == "RUNNER_TEMP_PROJECT_DIR")
+                    .map(|t| t.value.as_str())
+                    .unwrap_or_default();
+                format!("{temp}/{}", v.key)
+            }
+            false => v.value.clone(),
+        })
+    };
+    expand(value, &lookup)
 }
 
 /// The directories the runner computed from the `config` output.
@@ -446,6 +488,41 @@ fn slug(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_expand_once_as_the_runner_expands_them() {
+        let vars = vec![
+            plain("RUNNER_TEMP_PROJECT_DIR", "/builds/g/p.tmp"),
+            plain("BASE", "v1"),
+            plain("BASE", "v2"),
+            plain("TAG", "app:$BASE-${CI_MISSING}"),
+            plain("NESTED", "[$TAG]"),
+            Var {
+                raw: true,
+                ..plain("RAW", "$BASE $$")
+            },
+            plain("PRICE", "$$5"),
+            Var {
+                file: true,
+                ..plain("KEY", "secret")
+            },
+            plain("KEY_PATH", "$KEY"),
+        ];
+        let expanded = expand_variables(&vars);
+        let value = |k: &str| {
+            expanded
+                .iter()
+                .rev()
+                .find(|v| v.key == k)
+                .map(|v| v.value.as_str())
+        };
+        assert_eq!(value("TAG"), Some("app:v2-"));
+        assert_eq!(value("NESTED"), Some("[app:$BASE-${CI_MISSING}]"));
+        assert_eq!(value("RAW"), Some("$BASE $$"));
+        assert_eq!(value("PRICE"), Some("$5"));
+        assert_eq!(value("KEY"), Some("secret"));
+        assert_eq!(value("KEY_PATH"), Some("/builds/g/p.tmp/KEY"));
+    }
 
     #[test]
     fn slugs() {

@@ -115,16 +115,20 @@ pub enum Status {
     SystemFailure(String),
     /// Cancelled by the user.
     Canceled,
+    /// Its user steps ran past the job's timeout and were stopped.
+    TimedOut(Duration),
 }
 
 impl Status {
-    /// The exit code `exec` leaves with: the job's own code, 2 for a system failure.
+    /// The exit code `exec` leaves with: the job's own code, 2 for a system failure, 130
+    /// when cancelled, 124 (as `timeout(1)`) when it ran out of time.
     pub fn exit_code(&self) -> i32 {
         match self {
             Status::Success => 0,
             Status::Failed(code) => *code,
             Status::SystemFailure(_) => 2,
             Status::Canceled => 130,
+            Status::TimedOut(_) => 124,
         }
     }
 }
@@ -181,6 +185,17 @@ impl Log {
     }
 }
 
+/// How the job's user steps ended, besides their own result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// They ran to their end (successfully or not).
+    Ran,
+    /// Cancelled by the user.
+    Canceled,
+    /// Stopped at the job's timeout.
+    TimedOut,
+}
+
 /// State shared by the calls of one preparation attempt.
 struct Attempt {
     tmp: tempfile::TempDir,
@@ -196,6 +211,8 @@ struct Drive<'a> {
     log: Log,
     runner_log: String,
     calls: Vec<Call>,
+    /// When the job's timeout ends (it counts from the job's start, as in the runner).
+    deadline: Instant,
 }
 
 impl Runner {
@@ -229,6 +246,7 @@ impl Runner {
             },
             runner_log: String::new(),
             calls: Vec::new(),
+            deadline: Instant::now() + Duration::from_secs(job.timeout),
         };
         d.run(cancel)
     }
@@ -270,25 +288,26 @@ impl Drive<'_> {
             };
             return Ok(self.finish(status, PathBuf::from(prev_dirs.project), Value::Null));
         };
-        let (job_error, canceled) = self.stages(&mut a, cancel)?;
+        let (job_error, ending) = self.stages(&mut a, cancel)?;
         self.cleanup(&a)?;
-        let status = match (canceled, job_error) {
-            (true, _) => Status::Canceled,
-            (false, None | Some(CallResult::Ok)) => Status::Success,
-            (false, Some(CallResult::BuildFailure(code))) => Status::Failed(code),
-            (false, Some(CallResult::SystemFailure(m))) => Status::SystemFailure(m),
+        let status = match (ending, job_error) {
+            (Ending::Canceled, _) => Status::Canceled,
+            (Ending::TimedOut, _) => Status::TimedOut(Duration::from_secs(self.job.timeout)),
+            (Ending::Ran, None | Some(CallResult::Ok)) => Status::Success,
+            (Ending::Ran, Some(CallResult::BuildFailure(code))) => Status::Failed(code),
+            (Ending::Ran, Some(CallResult::SystemFailure(m))) => Status::SystemFailure(m),
         };
         let config = a.config.clone();
         Ok(self.finish(status, PathBuf::from(&a.dirs.project), config))
     }
 
     /// Every run stage in the runner's order (reference §4.1): the job's error, if any, and
-    /// whether it was cancelled.
+    /// how its user steps ended.
     fn stages(
         &mut self,
         a: &mut Attempt,
         cancel: Cancel,
-    ) -> io::Result<(Option<CallResult>, bool)> {
+    ) -> io::Result<(Option<CallResult>, Ending)> {
         let job = self.job;
         let running = job.all_variables(self.runner, &a.dirs, "running");
         let hostname = a
@@ -301,7 +320,7 @@ impl Drive<'_> {
         let result = self.run_stage(a, "prepare_script", "running", &prepare, None)?;
         if result != CallResult::Ok {
             // A failure here ends the job: no later run stage, only cleanup.
-            return Ok((Some(result), false));
+            return Ok((Some(result), Ending::Ran));
         }
         let mut job_error = self.get_sources(a, &running)?;
         for (stage, body, attempts_var) in [
@@ -333,7 +352,7 @@ impl Drive<'_> {
                 }
             }
         }
-        let mut canceled = false;
+        let mut ending = Ending::Ran;
         let prepared = job_error.is_none();
         if prepared {
             let cancel_after = match cancel {
@@ -349,25 +368,32 @@ impl Drive<'_> {
             );
             for (stage, lines) in steps {
                 let body = script::user_step(&lines, &running, &a.dirs);
-                let cut = cancel_after.map(|after| after.saturating_sub(started.elapsed()));
-                let result = self.run_stage(a, &stage, "running", &body, cut)?;
+                let left = self.deadline.saturating_duration_since(Instant::now());
+                let cut = cancel_after
+                    .map(|after| after.saturating_sub(started.elapsed()))
+                    .map_or(left, |cut| cut.min(left));
+                let result = self.run_stage(a, &stage, "running", &body, Some(cut))?;
                 if cancel_after.is_some_and(|after| started.elapsed() >= after)
                     || self.runner.cancelled_externally()
                 {
-                    canceled = true;
+                    ending = Ending::Canceled;
                     self.log
                         .push("WARNING: script canceled externally (UI, API)\n");
+                } else if Instant::now() >= self.deadline {
+                    ending = Ending::TimedOut;
                 }
                 if result != CallResult::Ok {
                     job_error = Some(result);
+                }
+                if job_error.is_some() || ending != Ending::Ran {
                     break;
                 }
             }
         }
-        let status = match (canceled, &job_error) {
-            (true, _) => "canceled",
-            (false, Some(_)) => "failed",
-            (false, None) => "success",
+        let status = match (ending, &job_error) {
+            (Ending::Canceled, _) => "canceled",
+            (Ending::TimedOut, _) | (Ending::Ran, Some(_)) => "failed",
+            (Ending::Ran, None) => "success",
         };
         let finished = job.all_variables(self.runner, &a.dirs, status);
         if prepared && !job.after_script.is_empty() {
@@ -376,7 +402,7 @@ impl Drive<'_> {
             // after_script failures are ignored by default.
             self.run_stage(a, "after_script", status, &body, None)?;
         }
-        let on_success = job_error.is_none() && !canceled;
+        let on_success = job_error.is_none() && ending == Ending::Ran;
         let (cache_stage, artifacts_stage) = if on_success {
             ("archive_cache", "upload_artifacts_on_success")
         } else {
@@ -394,7 +420,7 @@ impl Drive<'_> {
         }
         let cleanup_vars = script::cleanup_file_variables(&finished, &a.dirs);
         self.run_stage(a, "cleanup_file_variables", status, &cleanup_vars, None)?;
-        Ok((job_error, canceled))
+        Ok((job_error, ending))
     }
 
     /// `get_sources`, repeated `GET_SOURCES_ATTEMPTS` times, `clear_worktree` before the
@@ -570,10 +596,12 @@ impl Drive<'_> {
                 env.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
             }
         }
-        for v in self.job.all_variables(self.runner, &a.dirs, status) {
+        let vars = self.job.all_variables(self.runner, &a.dirs, status);
+        let services = self.job.services_env(&vars);
+        for v in vars {
             env.push((format!("CUSTOM_ENV_{}", v.key), v.value));
         }
-        env.push(("CUSTOM_ENV_CI_JOB_SERVICES".into(), self.job.services_env()));
+        env.push(("CUSTOM_ENV_CI_JOB_SERVICES".into(), services));
         env
     }
 
@@ -674,6 +702,10 @@ impl Drive<'_> {
                 format!("\x1b[31;1mERROR: Job failed (system failure): {m}\x1b[0;m\n")
             }
             Status::Canceled => "\x1b[31;1mERROR: Job failed: canceled\x1b[0;m\n".to_string(),
+            Status::TimedOut(limit) => format!(
+                "\x1b[31;1mERROR: Job failed: execution took longer than {} seconds\x1b[0;m\n",
+                go_duration(*limit)
+            ),
         };
         self.log.push(&last);
         JobResult {
@@ -756,10 +788,33 @@ fn classify(out: &Invocation, a: &Attempt) -> CallResult {
     }
 }
 
+/// A duration as Go prints it (`1h0m0s`, `2m30s`, `45s`), as the runner's messages show it.
+fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
 /// Job ids unique across the processes running on this host.
 pub fn unique_id() -> u64 {
     use std::sync::atomic::AtomicU64;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     (std::process::id() as u64 % 100_000) * 1000 + n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_go_prints_them() {
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_secs(150)), "2m30s");
+        assert_eq!(go_duration(Duration::from_secs(4)), "4s");
+    }
 }

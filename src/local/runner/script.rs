@@ -3,7 +3,7 @@
 //! variable exports, git fetch with hooks, cache extractor and archiver, artifact
 //! downloader and uploader, file-variable cleanup, wrapped in `BashWriter.Finish`.
 
-use super::job::{Dirs, Job, Var, RUNNER_VERSION, SERVER_URL};
+use super::job::{expand_with, Dirs, Job, Var, RUNNER_VERSION, SERVER_URL};
 
 const RUNNER_COMMAND: &str = "gitlab-runner";
 
@@ -223,11 +223,12 @@ fn guard(action: &str, inner: &str) -> String {
     )
 }
 
-fn cache_key(job: &Job, key: &str) -> String {
-    if key.is_empty() {
-        format!("{}/{}", job.name, job.git_ref().0)
-    } else {
-        key.to_string()
+/// The cache key as the runner uses it: expanded with the job's variables, `<job>/<ref>`
+/// when empty.
+fn cache_key(job: &Job, key: &str, vars: &[Var]) -> String {
+    match expand_with(key, vars) {
+        key if key.is_empty() => format!("{}/{}", job.name, job.git_ref().0),
+        key => key,
     }
 }
 
@@ -245,7 +246,7 @@ pub fn restore_cache(job: &Job, vars: &[Var], dirs: &Dirs) -> Option<String> {
         if (cache.paths.is_empty() && !cache.untracked) || cache.policy == "push" {
             continue;
         }
-        let key = cache_key(job, &cache.key);
+        let key = cache_key(job, &cache.key, vars);
         inner.push_str(&format!(
             "echo {}\nif {RUNNER_COMMAND} cache-extractor --file {} --timeout 10; then\necho \"Successfully extracted cache\"\nelse\necho \"Failed to extract cache\"\nfi\n",
             shell_quote(&format!("Checking cache for {key}...")),
@@ -303,7 +304,7 @@ pub fn archive_cache(job: &Job, vars: &[Var], dirs: &Dirs, on_success: bool) -> 
         {
             continue;
         }
-        let key = cache_key(job, &cache.key);
+        let key = cache_key(job, &cache.key, vars);
         let mut args: String = cache
             .paths
             .iter()

@@ -50,7 +50,10 @@ pub async fn plan(
         None => OUTSIDE_DOCKERFILE.to_string(),
     };
     let ignore_path = format!("{context_path}/.dockerignore");
-    let ignore = match read_file(docker, container, &ignore_path).await? {
+    let ignore = match archive::read(docker, container, &ignore_path)
+        .await
+        .map_err(|e| engine(&ignore_path, e))?
+    {
         Some(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes))?,
         None => DockerIgnore::default(),
     };
@@ -110,38 +113,6 @@ fn engine(path: &str, e: impl std::fmt::Display) -> ContextError {
     ContextError::Io {
         path: PathBuf::from(path),
         source: io::Error::other(e.to_string()),
-    }
-}
-
-/// A regular file's contents in the container, `None` if it does not exist.
-async fn read_file(
-    docker: &Docker,
-    container: &str,
-    path: &str,
-) -> Result<Option<Vec<u8>>, ContextError> {
-    if archive::stat(docker, container, path)
-        .await
-        .map_err(|e| engine(path, e))?
-        .is_none()
-    {
-        return Ok(None);
-    }
-    let mut tar_bytes = Vec::new();
-    let mut stream = archive::download(docker, container, path);
-    while let Some(chunk) = stream.next().await {
-        tar_bytes.extend_from_slice(&chunk.map_err(|e| engine(path, e))?);
-    }
-    let mut archive = tar::Archive::new(tar_bytes.as_slice());
-    let mut entries = archive.entries().map_err(|e| engine(path, e))?;
-    match entries.next() {
-        Some(Ok(mut entry)) => {
-            let mut contents = Vec::new();
-            entry
-                .read_to_end(&mut contents)
-                .map_err(|e| engine(path, e))?;
-            Ok(Some(contents))
-        }
-        _ => Ok(None),
     }
 }
 

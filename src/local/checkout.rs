@@ -1,0 +1,375 @@
+//! The git checkout `exec` runs jobs of, through the `git` command: which commit a tag or
+//! branch names, what the working tree holds that the commit does not, the files and
+//! changes `rules:` look at, and where the helper container clones from.
+
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::pipeline::{Repository, Source};
+use super::ExecError;
+
+/// A git checkout.
+#[derive(Debug)]
+pub struct Checkout {
+    /// The working tree's top directory.
+    pub root: PathBuf,
+    /// The repository the job clones from: the common git directory, which a linked
+    /// worktree shares with its main checkout (its objects and refs are there).
+    pub git_dir: PathBuf,
+    /// The checked-out branch (`main` when detached).
+    pub branch: String,
+    /// `group/project`, from the `origin` remote (else `local/<directory>`).
+    pub project_path: String,
+}
+
+/// The commit a pipeline runs for, and its ref.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// Its id.
+    pub sha: String,
+    /// Its committer date (ISO 8601).
+    pub timestamp: String,
+    /// The branch or tag name.
+    pub ref_name: String,
+    /// Whether `ref_name` is a tag.
+    pub is_tag: bool,
+    /// Said once before the jobs run, when the ref is not what it seems (a branch name
+    /// without a local branch).
+    pub note: Option<String>,
+}
+
+impl Checkout {
+    /// The checkout holding `file`.
+    pub fn open(file: &Path) -> Result<Self, ExecError> {
+        let dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let root = git(dir, &["rev-parse", "--show-toplevel"])
+            .map(PathBuf::from)
+            .map_err(|e| ExecError::Git(format!("exec runs jobs of a git checkout: {e}")))?;
+        let git_dir = git(
+            &root,
+            &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+        )
+        .map(PathBuf::from)?;
+        let branch = match git(&root, &["rev-parse", "--abbrev-ref", "HEAD"]) {
+            Ok(b) if b != "HEAD" => b,
+            _ => "main".into(),
+        };
+        let project_path = git(&root, &["config", "--get", "remote.origin.url"])
+            .ok()
+            .and_then(|url| project_path_of(&url))
+            .unwrap_or_else(|| {
+                format!(
+                    "local/{}",
+                    root.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "project".into())
+                )
+            });
+        Ok(Checkout {
+            root,
+            git_dir,
+            branch,
+            project_path,
+        })
+    }
+
+    /// The commit of `--tag` (which must exist), of `--branch` (the local branch, else
+    /// `HEAD` run under that name), or of `HEAD` on the checked-out branch.
+    pub fn resolve(&self, tag: Option<&str>, branch: Option<&str>) -> Result<Commit, ExecError> {
+        let commit_of = |r: &str| {
+            git(
+                &self.root,
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    &format!("{r}^{{commit}}"),
+                ],
+            )
+        };
+        let head = || {
+            commit_of("HEAD")
+                .map_err(|e| ExecError::Git(format!("the checkout has no commit to run: {e}")))
+        };
+        let (sha, ref_name, is_tag, note) = match (tag, branch) {
+            (Some(tag), _) => {
+                let sha =
+                    commit_of(&format!("refs/tags/{tag}")).map_err(|_| ExecError::UnknownTag {
+                        tag: tag.to_string(),
+                        root: self.root.clone(),
+                    })?;
+                (sha, tag.to_string(), true, None)
+            }
+            (None, Some(branch)) => match commit_of(&format!("refs/heads/{branch}")) {
+                Ok(sha) => (sha, branch.to_string(), false, None),
+                Err(_) => {
+                    let sha = head()?;
+                    let note = format!(
+                        "there is no local branch `{branch}`: running HEAD ({}) as branch `{branch}`",
+                        short(&sha)
+                    );
+                    (sha, branch.to_string(), false, Some(note))
+                }
+            },
+            (None, None) => (head()?, self.branch.clone(), false, None),
+        };
+        let timestamp = git(&self.root, &["log", "-1", "--format=%cI", &sha])?;
+        Ok(Commit {
+            sha,
+            timestamp,
+            ref_name,
+            is_tag,
+            note,
+        })
+    }
+
+    /// Tracked files whose working-tree or staged content differs from `HEAD`.
+    pub fn uncommitted(&self) -> Result<Vec<String>, ExecError> {
+        let status = git(
+            &self.root,
+            &["status", "--porcelain", "--untracked-files=no"],
+        )?;
+        Ok(status
+            .lines()
+            .filter_map(|l| l.get(3..))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Which of `files` (relative to the root) differ between the working tree and `sha`.
+    pub fn differing(&self, sha: &str, files: &[String]) -> Result<Vec<String>, ExecError> {
+        let mut args = vec!["diff", "--name-only", sha, "--"];
+        args.extend(files.iter().map(String::as_str));
+        Ok(git(&self.root, &args)?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// A `cache: key: files:` key: derived from the commits that last changed `files` up to
+    /// `sha` (`default` when none did), after `prefix-` if given, as GitLab derives it.
+    pub fn files_cache_key(
+        &self,
+        sha: &str,
+        files: &[String],
+        prefix: Option<&str>,
+    ) -> Result<String, ExecError> {
+        let mut commits = Vec::new();
+        for file in files {
+            let last = git(&self.root, &["log", "-1", "--format=%H", sha, "--", file])?;
+            if !last.is_empty() {
+                commits.push(last);
+            }
+        }
+        let digest = match commits.is_empty() {
+            true => "default".to_string(),
+            false => git_with_input(&self.root, &["hash-object", "--stdin"], &commits.join("\n"))?,
+        };
+        Ok(match prefix {
+            Some(prefix) => format!("{prefix}-{digest}"),
+            None => digest,
+        })
+    }
+
+    /// The working tree, where the pipeline file and its includes are read.
+    pub fn working_tree(&self) -> WorkingTree<'_> {
+        WorkingTree(self)
+    }
+
+    /// The history and tree of `commit`, for `rules: changes:` and `exists:`.
+    pub fn at<'c>(&'c self, commit: &'c Commit) -> AtCommit<'c> {
+        AtCommit {
+            checkout: self,
+            commit,
+            files: OnceCell::new(),
+        }
+    }
+}
+
+/// The files of the working tree (tracked and untracked, not ignored).
+pub struct WorkingTree<'c>(&'c Checkout);
+
+impl Source for WorkingTree<'_> {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        match std::fs::read_to_string(self.0.root.join(path)) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn files(&self) -> Result<Vec<String>, String> {
+        git(
+            &self.0.root,
+            &["ls-files", "--cached", "--others", "--exclude-standard"],
+        )
+        .map(|out| out.lines().map(str::to_string).collect())
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// A commit of the checkout, as `rules:` see it.
+pub struct AtCommit<'c> {
+    checkout: &'c Checkout,
+    commit: &'c Commit,
+    files: OnceCell<Vec<String>>,
+}
+
+impl AtCommit<'_> {
+    /// What `changes:` compares the commit with, for the job log.
+    pub fn base(&self) -> String {
+        match self.parent() {
+            _ if self.commit.is_tag => {
+                "a tag pipeline has nothing to compare with: `rules: changes` match, as on GitLab".into()
+            }
+            Some(parent) => format!(
+                "`rules: changes` compare commit {} with its parent {} (a push of one commit to branch `{}`)",
+                short(&self.commit.sha),
+                short(&parent),
+                self.commit.ref_name
+            ),
+            None => "the commit has no parent: `rules: changes` match, as for a new branch on GitLab"
+                .into(),
+        }
+    }
+
+    fn parent(&self) -> Option<String> {
+        git(
+            &self.checkout.root,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{}^", self.commit.sha),
+            ],
+        )
+        .ok()
+    }
+}
+
+impl Repository for AtCommit<'_> {
+    fn changed_files(&self, compare_to: Option<&str>) -> Result<Option<Vec<String>>, String> {
+        let sha = &self.commit.sha;
+        let range = match compare_to {
+            // GitLab compares with the merge base of `compare_to` and the commit.
+            Some(other) => format!("{other}...{sha}"),
+            None if self.commit.is_tag => return Ok(None),
+            None => match self.parent() {
+                Some(parent) => format!("{parent}..{sha}"),
+                None => return Ok(None),
+            },
+        };
+        git(
+            &self.checkout.root,
+            &["diff", "--name-only", "--no-renames", &range],
+        )
+        .map(|out| Some(out.lines().map(str::to_string).collect()))
+        .map_err(|e| e.to_string())
+    }
+
+    fn files(&self) -> Result<Vec<String>, String> {
+        if let Some(files) = self.files.get() {
+            return Ok(files.clone());
+        }
+        let files: Vec<String> = git(
+            &self.checkout.root,
+            &["ls-tree", "-r", "--name-only", &self.commit.sha],
+        )
+        .map_err(|e| e.to_string())?
+        .lines()
+        .map(str::to_string)
+        .collect();
+        Ok(self.files.get_or_init(|| files).clone())
+    }
+}
+
+/// The first 8 characters of a commit id.
+pub fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(8)]
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String, ExecError> {
+    run_git(dir, args, None)
+}
+
+fn git_with_input(dir: &Path, args: &[&str], input: &str) -> Result<String, ExecError> {
+    run_git(dir, args, Some(input))
+}
+
+fn run_git(dir: &Path, args: &[&str], input: Option<&str>) -> Result<String, ExecError> {
+    let failed = |message: String| {
+        ExecError::Git(format!(
+            "git {} in {}: {message}",
+            args.join(" "),
+            dir.display()
+        ))
+    };
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        // Paths as they are, not quoted (`git status`, `ls-files`).
+        .args(["-c", "core.quotepath=false"])
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| ExecError::Git(format!("cannot run git: {e}")))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        std::io::Write::write_all(&mut stdin, text.as_bytes())
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| failed(e.to_string()))?;
+    if !out.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+}
+
+/// `group/project` from a clone URL (`https://host/group/project.git`, `git@host:group/project.git`).
+fn project_path_of(url: &str) -> Option<String> {
+    let path = url.trim_end_matches('/').trim_end_matches(".git");
+    let path = path
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.starts_with("//"))
+        .unwrap_or(path);
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    match parts.as_slice() {
+        [.., group, project] => Some(format!("{group}/{project}")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_paths_from_remotes() {
+        assert_eq!(
+            project_path_of("https://gitlab.example.com/group/app.git").as_deref(),
+            Some("group/app")
+        );
+        assert_eq!(
+            project_path_of("git@gitlab.example.com:group/sub/app.git").as_deref(),
+            Some("sub/app")
+        );
+        assert_eq!(
+            project_path_of("/srv/repos/app").as_deref(),
+            Some("repos/app")
+        );
+    }
+}
