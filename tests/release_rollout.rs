@@ -55,7 +55,7 @@ fn a_tag_release_registers_only_the_image_change_rolls_out_and_reports() {
     );
     assert_eq!(containers[1]["image"], format!("{}:v1.2.3", f.repository()));
     assert_eq!(containers[1]["secrets"][0]["name"], "DB_PASSWORD");
-    assert_eq!(td["runtimePlatform"]["cpuArchitecture"], "ARM64");
+    assert_eq!(td["runtimePlatform"]["cpuArchitecture"], "X86_64");
     assert_eq!(td["ephemeralStorage"]["sizeInGiB"], 30);
     let tag = |k: &str| {
         tags.iter()
@@ -407,6 +407,11 @@ fn moto_accepts_the_happy_path_requests() {
         tags.iter().any(|t| t["key"] == "team") && tags.iter().any(|t| t["key"] == "gitlab:tag"),
         "{tags:?}"
     );
+}
+
+#[test]
+fn a_task_definition_using_every_field_is_copied_with_only_the_image_changed() {
+    release_again_and_again(task_definitions::everything, 2);
 }
 
 /// Releases `releases` versions in a row of a service running `task_definition`; each new

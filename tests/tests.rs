@@ -11,6 +11,7 @@ mod fuzz;
 mod isolation;
 mod operator;
 mod protocol;
+mod release_build;
 mod release_image;
 mod release_rollout;
 mod release_services;

@@ -139,6 +139,9 @@ fn release(e: &ReleaseError) -> u8 {
         | ReleaseError::RolledBack { .. }
         | ReleaseError::ServicesFailed { .. }
         | ReleaseError::TaskNotStarted { .. }
+        | ReleaseError::UnsupportedPlatform(_)
+        | ReleaseError::MixedPlatforms { .. }
+        | ReleaseError::WrongPlatform { .. }
         | ReleaseError::PreDeployFailed { .. }
         | ReleaseError::Cancelled
         | ReleaseError::Report { .. } => EXIT_FAILED,

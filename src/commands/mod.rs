@@ -78,6 +78,9 @@ impl InputSource for Target {
             Input::ServiceDeployment => flag(&self.deployment),
             Input::Dockerfile => environment("DOCKERFILE"),
             Input::BuildContext => environment("DOCKER_BUILD_CONTEXT"),
+            Input::BuildArgs => environment("DOCKER_BUILD_ARGS"),
+            Input::BuildTarget => environment("DOCKER_BUILD_TARGET"),
+            Input::BuildSecrets => environment("DOCKER_BUILD_SECRETS"),
             Input::RoleArn => environment("AWS_ROLE_ARN"),
             Input::IdToken => environment("AWS_ID_TOKEN"),
             Input::AccessKeyId | Input::SecretAccessKey | Input::SessionToken => None,
@@ -102,6 +105,9 @@ impl InputSource for Target {
             Input::ServiceDeployment => "--deployment",
             Input::Dockerfile => "DOCKERFILE",
             Input::BuildContext => "DOCKER_BUILD_CONTEXT",
+            Input::BuildArgs => "DOCKER_BUILD_ARGS",
+            Input::BuildTarget => "DOCKER_BUILD_TARGET",
+            Input::BuildSecrets => "DOCKER_BUILD_SECRETS",
             Input::RoleArn => "AWS_ROLE_ARN",
             Input::IdToken => "AWS_ID_TOKEN",
             Input::AccessKeyId => "AWS_ACCESS_KEY_ID",
@@ -109,6 +115,10 @@ impl InputSource for Target {
             Input::SessionToken => "AWS_SESSION_TOKEN",
         }
         .to_string()
+    }
+
+    fn variable(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
     }
 
     fn advice(&self) -> &'static str {

@@ -1,6 +1,6 @@
 //! `prune`: removes the project volumes (checkouts, caches, `docker.volumes` paths) that no
 //! job used for a while and no container uses, since `cleanup` keeps them for the next job
-//! of the same project and slot.
+//! of the same project and slot; and the releases' build cache unused as long.
 
 use std::time::Duration;
 
@@ -41,11 +41,21 @@ pub async fn prune(settings: &Settings, options: PruneOptions) -> Result<(), Com
             pruned.volume.name, pruned.volume.project
         );
     }
+    let age =
+        clock::human_duration(i64::try_from(options.older_than.as_secs()).unwrap_or(i64::MAX));
     println!(
-        "{} volume(s) {verb}, {} kept (used within {} or by a running job)",
+        "{} volume(s) {verb}, {} kept (used within {age} or by a running job)",
         report.removed.len(),
         report.kept,
-        clock::human_duration(i64::try_from(options.older_than.as_secs()).unwrap_or(i64::MAX))
     );
+    if options.dry_run {
+        println!("build cache unused for {age} would be removed");
+    } else {
+        let freed = volumes::prune_build_cache(&docker, options.older_than).await?;
+        println!(
+            "build cache unused for {age}: {:.1} MB freed",
+            freed as f64 / 1e6
+        );
+    }
     Ok(())
 }

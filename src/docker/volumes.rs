@@ -157,7 +157,7 @@ pub async fn list(docker: &Docker) -> Result<Vec<ProjectVolume>, DockerError> {
         .filter(|v| !v.labels.contains_key(LABEL_TEMPORARY))
         .map(|v| ProjectVolume {
             project: v.labels.get(LABEL_PROJECT).cloned().unwrap_or_default(),
-            created: v.created_at.as_deref().and_then(clock::parse_rfc3339),
+            created: v.created_at.map(|t| t.timestamp()),
             name: v.name,
             size: None,
         })
@@ -244,6 +244,21 @@ pub async fn measure(
         }
     }
     Ok(())
+}
+
+/// Removes the engine's build cache (the releases' BuildKit cache) unused for `older_than`;
+/// returns the bytes freed.
+pub async fn prune_build_cache(docker: &Docker, older_than: Duration) -> Result<i64, DockerError> {
+    let until = format!("{}s", older_than.as_secs());
+    let filters = HashMap::from([("until", vec![until.as_str()])]);
+    let options = bollard::query_parameters::PruneBuildOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let pruned = docker
+        .prune_build(Some(options))
+        .await
+        .map_err(DockerError::api("prune the build cache"))?;
+    Ok(pruned.space_reclaimed.unwrap_or(0))
 }
 
 /// A stale project volume `prune` removed (or, in a dry run, would remove).

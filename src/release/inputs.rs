@@ -46,6 +46,12 @@ pub enum Input {
     Dockerfile,
     /// The build context, relative to the project.
     BuildContext,
+    /// Build arguments: variable names (or `NAME=value`), comma-separated.
+    BuildArgs,
+    /// The Dockerfile stage to build.
+    BuildTarget,
+    /// Build secrets: variable names, comma-separated, for `RUN --mount=type=secret,id=NAME`.
+    BuildSecrets,
     /// The IAM role to assume with an ID token.
     RoleArn,
     /// The GitLab ID token.
@@ -67,6 +73,8 @@ pub trait InputSource {
     fn name(&self, input: Input) -> String;
     /// Where the requester sets inputs, for the end of an error.
     fn advice(&self) -> &'static str;
+    /// Any variable by name (the values of build arguments and secrets).
+    fn variable(&self, name: &str) -> Option<String>;
 }
 
 /// A job's variables, under the names of the seed article's pipeline.
@@ -83,6 +91,10 @@ impl<'a, F: Fn(&str) -> Option<String>> JobVariables<'a, F> {
 }
 
 impl<F: Fn(&str) -> Option<String>> InputSource for JobVariables<'_, F> {
+    fn variable(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+    }
+
     fn value(&self, input: Input) -> Option<String> {
         let get = |name: &str| (self.lookup)(name).filter(|v| !v.trim().is_empty());
         match input {
@@ -109,6 +121,9 @@ impl<F: Fn(&str) -> Option<String>> InputSource for JobVariables<'_, F> {
             Input::ServiceDeployment => "ECS_RELEASE_DEPLOYMENT_ARN",
             Input::Dockerfile => "DOCKERFILE",
             Input::BuildContext => "DOCKER_BUILD_CONTEXT",
+            Input::BuildArgs => "DOCKER_BUILD_ARGS",
+            Input::BuildTarget => "DOCKER_BUILD_TARGET",
+            Input::BuildSecrets => "DOCKER_BUILD_SECRETS",
             Input::RoleArn => "AWS_ROLE_ARN",
             Input::IdToken => return self.aws.id_token_variable.clone(),
             Input::AccessKeyId => "AWS_ACCESS_KEY_ID",
@@ -166,6 +181,27 @@ pub enum ImageAction {
     Push,
 }
 
+/// A value that must never be printed (`Debug` shows it masked).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(pub String);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[MASKED]")
+    }
+}
+
+/// How to build the image, beyond the Dockerfile and context.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildInputs {
+    /// `--build-arg NAME=value`, values from the variables named (masked in the log).
+    pub args: Vec<(String, SecretValue)>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `RUN --mount=type=secret,id=NAME`, values from the variables named.
+    pub secrets: Vec<(String, SecretValue)>,
+}
+
 /// Everything a release needs, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseInputs {
@@ -183,6 +219,8 @@ pub struct ReleaseInputs {
     pub dockerfile: String,
     /// The build context, relative to the project directory.
     pub build_context: String,
+    /// Build arguments, target and secrets.
+    pub build: BuildInputs,
     /// Where AWS credentials come from.
     pub credentials: CredentialRequest,
 }
@@ -491,6 +529,7 @@ pub fn collect(
     let build_context = r
         .optional(Input::BuildContext, check_relative)
         .unwrap_or_else(|| ".".into());
+    let build = r.build_inputs();
     let region = r.region(aws);
     let credentials = r.credentials(aws, requester);
     let image = ImageRef::parse(&format!("{registry}/{repository}:{tag}"));
@@ -502,6 +541,7 @@ pub fn collect(
         pre_deploy,
         dockerfile,
         build_context,
+        build,
         credentials,
     })
 }
@@ -536,6 +576,28 @@ pub fn collect_continue(
     })
 }
 
+fn check_variable_name(v: &str) -> Option<String> {
+    let ok = v
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (!ok).then(|| format!("entry `{v}` must be a variable name"))
+}
+
+fn check_build_arg(v: &str) -> Option<String> {
+    check_variable_name(v.split_once('=').map_or(v, |(name, _)| name)).map(|_| {
+        format!(
+            "entry `{}` must be NAME or NAME=value",
+            v.split('=').next().unwrap_or(v)
+        )
+    })
+}
+
+fn check_build_target(v: &str) -> Option<String> {
+    check_ecs_name(v).map(|_| "must be a stage name of the Dockerfile".into())
+}
+
 fn check_pre_deploy_command(v: &str) -> Option<String> {
     PreDeploy::command_of(v)
         .is_none()
@@ -552,6 +614,43 @@ fn check_service_deployment(v: &str) -> Option<String> {
 }
 
 impl Reader<'_> {
+    /// `DOCKER_BUILD_ARGS`, `DOCKER_BUILD_TARGET` and `DOCKER_BUILD_SECRETS`, with the
+    /// values of the variables they name.
+    fn build_inputs(&mut self) -> BuildInputs {
+        let args = self
+            .list(Input::BuildArgs, check_build_arg)
+            .into_iter()
+            .filter_map(|entry| match entry.split_once('=') {
+                Some((name, value)) => Some((name.to_string(), SecretValue(value.to_string()))),
+                None => self.named_variable(Input::BuildArgs, &entry),
+            })
+            .collect();
+        let secrets = self
+            .list(Input::BuildSecrets, check_variable_name)
+            .into_iter()
+            .filter_map(|name| self.named_variable(Input::BuildSecrets, &name))
+            .collect();
+        BuildInputs {
+            args,
+            target: self.optional(Input::BuildTarget, check_build_target),
+            secrets,
+        }
+    }
+
+    /// The value of the variable `name` that `input` lists; a problem if it is not set.
+    fn named_variable(&mut self, input: Input, name: &str) -> Option<(String, SecretValue)> {
+        match self.source.variable(name) {
+            Some(value) => Some((name.to_string(), SecretValue(value))),
+            None => {
+                self.problems.push(format!(
+                    "{} names `{name}`, which is not set",
+                    self.source.name(input)
+                ));
+                None
+            }
+        }
+    }
+
     fn service_access(&mut self, aws: &AwsSettings, requester: Requester<'_>) -> ServiceAccess {
         let target = self.ecs_target();
         let region = self.region(aws);

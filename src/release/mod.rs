@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod image;
 pub mod inputs;
 pub mod plan;
+pub mod platform;
 pub mod pre_deploy;
 pub mod progress;
 pub mod report;
@@ -27,10 +28,11 @@ use std::time::{Duration, Instant};
 
 use crate::aws::{self, AwsError, CallError};
 use crate::docker::{Cancel, DockerError};
+use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::settings::Settings;
 use deploy::{DeployReport, DeployRequest, FamilyCheck};
-use ecs::SdkEcs;
+use ecs::{Ecs, SdkEcs};
 use image::ImageOutcome;
 use inputs::{EcsTarget, ImageAction, ReleaseInputs};
 use report::Timings;
@@ -185,6 +187,33 @@ pub enum ReleaseError {
         /// What ECS reported.
         reason: String,
     },
+    /// The task definition runs on a platform no image can be built for here.
+    #[error(transparent)]
+    UnsupportedPlatform(#[from] platform::UnsupportedPlatform),
+    /// The services of one release run on different platforms.
+    #[error(
+        "the services of this release run on different platforms ({}): one image cannot serve \
+         them; release them in separate jobs",
+        .platforms.join(", ")
+    )]
+    MixedPlatforms {
+        /// `service: platform` for each.
+        platforms: Vec<String>,
+    },
+    /// The image in the registry is for another platform than the task definition's.
+    #[error(
+        "{image} is built for {has} but the service's task definition runs on {wants}: tasks \
+         would fail with `exec format error`. Nothing was registered. Release a new tag built \
+         for {wants}"
+    )]
+    WrongPlatform {
+        /// The image.
+        image: String,
+        /// Its platforms in the registry.
+        has: String,
+        /// The task definition's.
+        wants: String,
+    },
     /// `RunTask` started no task.
     #[error("the pre-deploy task did not start: {reason}. No service was updated")]
     TaskNotStarted {
@@ -246,6 +275,8 @@ pub enum ReleaseError {
 pub struct ReleaseReport {
     /// The image.
     pub image: ImageOutcome,
+    /// The image as the new revisions name it (by digest with `release.pin_digest`).
+    pub released: ImageRef,
     /// The ECS half, for the `release` action: one report per service, in `ECS_SERVICE`'s
     /// order.
     pub deploy: Vec<DeployReport>,
@@ -281,16 +312,8 @@ pub async fn execute(
         aws::session(&inputs.region, &inputs.credentials, &req.temp_dir).await?
     };
 
-    // Before anything changes, a cancel simply stops: there is nothing to undo.
-    let image_started = Instant::now();
-    let docker = crate::docker::connect(&settings.docker).await?;
-    let image = tokio::select! {
-        result = image::release_image(&docker, req, &session.config, log) => result?,
-        _ = &mut *cancel => return Err(ReleaseError::Cancelled),
-    };
-    let image_time = image_started.elapsed();
     let ecs = aws_sdk_ecs::Client::new(&session.config);
-    let members: Vec<fleet::Member<SdkEcs>> = match inputs.action {
+    let mut members: Vec<fleet::Member<SdkEcs>> = match inputs.action {
         ImageAction::Push => Vec::new(),
         ImageAction::Release => inputs
             .ecs
@@ -308,6 +331,24 @@ pub async fn execute(
             })
             .collect(),
     };
+    let platform = target_platform(&members).await?;
+
+    // Before anything changes, a cancel simply stops: there is nothing to undo.
+    let image_started = Instant::now();
+    let docker = crate::docker::connect(&settings.docker).await?;
+    let image = tokio::select! {
+        result = image::release_image(&docker, req, &session.config, platform.as_ref(), log) => result?,
+        _ = &mut *cancel => return Err(ReleaseError::Cancelled),
+    };
+    let image_time = image_started.elapsed();
+    if let (true, Some(digest)) = (settings.release.pin_digest, image.registry_digest()) {
+        // The revision names the exact image that was built or found.
+        let pinned = inputs.image.with_digest(digest);
+        log.info(&format!("Pinning the release image by digest: {pinned}"));
+        for member in &mut members {
+            member.req.image = pinned.clone();
+        }
+    }
     if req.dry_run {
         for member in &members {
             let log = if members.len() > 1 {
@@ -320,6 +361,7 @@ pub async fn execute(
         log.step("Dry run: nothing was pushed, registered or updated");
         return Ok(ReleaseReport {
             image,
+            released: inputs.image.clone(),
             deploy: Vec::new(),
         });
     }
@@ -334,13 +376,45 @@ pub async fn execute(
         }
         (None, false) => fleet::deploy_all(&members, &fleet::NoGate, log, cancel).await?,
     };
-    let report = ReleaseReport { image, deploy };
+    let released = members
+        .first()
+        .map(|m| m.req.image.clone())
+        .unwrap_or_else(|| inputs.image.clone());
+    let report = ReleaseReport {
+        image,
+        released,
+        deploy,
+    };
     let timings = Timings {
         image: image_time,
         total: started.elapsed(),
     };
     report::summarize(req, &report, timings, &docker, log).await?;
     Ok(report)
+}
+
+/// The one platform the services' task definitions run on (`None` when none names one).
+async fn target_platform(
+    members: &[fleet::Member<SdkEcs>],
+) -> Result<Option<platform::Platform>, ReleaseError> {
+    let mut found: Vec<(String, platform::Platform)> = Vec::new();
+    for member in members {
+        let service = member.ecs.describe_service().await?;
+        let Some(arn) = service.task_definition() else {
+            continue;
+        };
+        let td = member.ecs.task_definition(arn).await?.definition;
+        if let Some(p) = platform::Platform::of_task_definition(&td)? {
+            found.push((member.ecs.service().to_string(), p));
+        }
+    }
+    let first = found.first().map(|(_, p)| p.clone());
+    if found.iter().any(|(_, p)| Some(p) != first.as_ref()) {
+        return Err(ReleaseError::MixedPlatforms {
+            platforms: found.iter().map(|(s, p)| format!("{s}: {p}")).collect(),
+        });
+    }
+    Ok(first)
 }
 
 /// Margin kept before the job's own timeout so a failed rollout can still start its

@@ -13,6 +13,8 @@ use crate::joblog::JobLog;
 
 /// The file a release leaves in the project directory.
 pub const ENV_FILE: &str = "ecs-release.env";
+/// GitLab's annotations report (`artifacts:reports:annotations`): links on the job's page.
+pub const ANNOTATIONS_FILE: &str = "ecs-release-annotations.json";
 
 /// How long the parts of a release took.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +37,37 @@ fn env_suffix(service: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The annotations report: the image and each service's deployments in the console.
+fn annotations(
+    req: &ReleaseRequest,
+    report: &ReleaseReport,
+    links: &[(String, String)],
+) -> serde_json::Value {
+    let image = &report.released;
+    let mut entries = vec![serde_json::json!({"external_link": {
+        "label": format!("Image {image} ({})", report.image.digest()),
+        "url": ecr_console(image, &req.inputs.region),
+    }})];
+    entries.extend(
+        links
+            .iter()
+            .map(|(label, url)| serde_json::json!({"external_link": {"label": label, "url": url}})),
+    );
+    serde_json::json!({ "ECS release": entries })
+}
+
+/// The console page of an ECR repository; other registries' hosts are linked as they are.
+fn ecr_console(image: &crate::image_ref::ImageRef, region: &str) -> String {
+    let host = image.registry_host();
+    match host.split('.').next() {
+        Some(account) if host.contains(".dkr.ecr.") => format!(
+            "https://{region}.console.aws.amazon.com/ecr/repositories/private/{account}/{}?region={region}",
+            image.path()
+        ),
+        _ => format!("https://{host}/{}", image.path()),
+    }
 }
 
 /// Writes a report file into the project directory; returns its path.
@@ -77,9 +110,10 @@ pub(crate) async fn summarize(
     log: &JobLog,
 ) -> Result<(), ReleaseError> {
     let _s = log.section("release_summary", "Release: summary");
-    let image = &req.inputs.image;
+    let image = &report.released;
     let digest = report.image.digest();
     let mut named: Vec<(String, String)> = Vec::new();
+    let mut links: Vec<(String, String)> = Vec::new();
     let mut env = vec![
         ("ECS_RELEASE_TAG", req.inputs.tag().to_string()),
         ("ECS_RELEASE_IMAGE_URI", image.to_string()),
@@ -126,12 +160,14 @@ pub(crate) async fn summarize(
             (None, true) => "already_deployed",
             (None, false) => "deployed",
         };
-        log.info(&format!(
-            "console:   https://{r}.console.aws.amazon.com/ecs/v2/clusters/{}/services/{}/deployments?region={r}",
+        let console = format!(
+            "https://{r}.console.aws.amazon.com/ecs/v2/clusters/{}/services/{}/deployments?region={r}",
             target.cluster,
             target.service,
             r = req.inputs.region
-        ));
+        );
+        log.info(&format!("console:   {console}"));
+        links.push((format!("ECS deployments of {}", target.service), console));
         let mut values = vec![
             ("ECS_RELEASE_TASK_DEFINITION_ARN", d.new_arn.clone()),
             (
@@ -175,6 +211,18 @@ pub(crate) async fn summarize(
     let path = write_report(&req.source, ENV_FILE, text.as_bytes(), docker).await?;
     log.info(&format!(
         "wrote {} (publish it with artifacts:reports:dotenv)",
+        path.display()
+    ));
+    let annotations = annotations(req, report, &links);
+    let path = write_report(
+        &req.source,
+        ANNOTATIONS_FILE,
+        annotations.to_string().as_bytes(),
+        docker,
+    )
+    .await?;
+    log.info(&format!(
+        "wrote {} (publish it with artifacts:reports:annotations)",
         path.display()
     ));
     Ok(())

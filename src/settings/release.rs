@@ -43,6 +43,9 @@ pub struct ReleaseSettings {
     pub stages: BTreeMap<String, ReleaseAction>,
     /// Tags refused for release even if `tag_pattern` matches them.
     pub mutable_tags: Vec<String>,
+    /// Register the image as `registry/repo:tag@sha256:…` (the digest pushed or found), so
+    /// the revision names exactly one image.
+    pub pin_digest: bool,
 }
 
 impl Default for ReleaseSettings {
@@ -55,6 +58,7 @@ impl Default for ReleaseSettings {
             ]
             .map(String::from)
             .to_vec(),
+            pin_digest: false,
         }
     }
 }

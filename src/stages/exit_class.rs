@@ -89,6 +89,9 @@ fn release(e: &ReleaseError) -> Outcome {
         | ReleaseError::NothingAwaiting { .. }
         | ReleaseError::ServicesFailed { .. }
         | ReleaseError::TaskNotStarted { .. }
+        | ReleaseError::UnsupportedPlatform(_)
+        | ReleaseError::MixedPlatforms { .. }
+        | ReleaseError::WrongPlatform { .. }
         | ReleaseError::PreDeployFailed { .. }
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::FieldsNotCarried { .. }

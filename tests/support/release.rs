@@ -158,7 +158,8 @@ impl Fixture {
     }
 }
 
-/// A realistic Fargate task definition (as a RegisterTaskDefinition request): ARM64,
+/// A realistic Fargate task definition (as a RegisterTaskDefinition request): X86_64 (the
+/// test host's platform: releases build for the task definition's),
 /// ephemeral storage, a log-router sidecar listed first, the app with secrets second.
 pub fn task_definition(app_image: &str) -> Value {
     json!({
@@ -168,7 +169,7 @@ pub fn task_definition(app_image: &str) -> Value {
         "cpu": "512",
         "memory": "1024",
         "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
-        "runtimePlatform": {"cpuArchitecture": "ARM64", "operatingSystemFamily": "LINUX"},
+        "runtimePlatform": {"cpuArchitecture": "X86_64", "operatingSystemFamily": "LINUX"},
         "ephemeralStorage": {"sizeInGiB": 30},
         "containerDefinitions": [
             {"name": "log-router", "image": "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.0",

@@ -279,6 +279,26 @@ impl Registry {
         (status == 200).then(|| serde_json::from_str(&body).expect("manifest JSON"))
     }
 
+    /// The digest the registry serves `repo:tag`'s manifest under: the SHA-256 of its bytes.
+    pub fn manifest_digest(&self, repo: &str, tag: &str) -> Option<String> {
+        let (status, body) = self.get(
+            &format!("/v2/{repo}/manifests/{tag}"),
+            "application/vnd.docker.distribution.manifest.v2+json",
+        );
+        if status != 200 {
+            return None;
+        }
+        let mut sha = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        sha.stdin.take()?.write_all(body.as_bytes()).ok()?;
+        let out = sha.wait_with_output().ok()?;
+        let hex = String::from_utf8_lossy(&out.stdout);
+        Some(format!("sha256:{}", hex.split_whitespace().next()?))
+    }
+
     /// The image config (labels etc.) of `repo:tag`.
     pub fn image_config(&self, repo: &str, tag: &str) -> Option<serde_json::Value> {
         let manifest = self.manifest(repo, tag)?;

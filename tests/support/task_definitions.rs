@@ -289,3 +289,105 @@ pub fn web_and_worker(family: &str, image: &str) -> Value {
         ]
     })
 }
+
+/// A task definition using essentially every `RegisterTaskDefinition` field: an App Mesh
+/// proxy configuration, an Envoy sidecar with a health check, ulimits, system controls and
+/// Linux parameters, a FireLens router, EFS with an access point, a Docker volume, a host
+/// volume, secrets, environment files, dependencies, a restart policy, fault injection,
+/// ephemeral storage, the runtime platform, placement constraints and tags.
+pub fn everything(family: &str, app_image: &str) -> Value {
+    let envoy = json!({
+        "name": "envoy",
+        "image": "840364872350.dkr.ecr.ap-northeast-1.amazonaws.com/aws-appmesh-envoy:v1.29.6.0-prod",
+        "essential": true,
+        "user": "1337",
+        "memoryReservation": 256,
+        "environment": [{"name": "APPMESH_RESOURCE_ARN", "value": "arn:aws:appmesh:ap-northeast-1:123456789012:mesh/shop/virtualNode/api"}],
+        "healthCheck": {"command": ["CMD-SHELL", "curl -s http://localhost:9901/server_info | grep state | grep -q LIVE"],
+                        "interval": 5, "timeout": 2, "retries": 3, "startPeriod": 10},
+        "ulimits": [{"name": "nofile", "softLimit": 15000, "hardLimit": 15000}],
+        "systemControls": [{"namespace": "net.ipv4.tcp_keepalive_time", "value": "300"}]
+    });
+    let router = json!({
+        "name": "log-router",
+        "image": "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.0",
+        "essential": false,
+        "firelensConfiguration": {"type": "fluentbit", "options": {"enable-ecs-log-metadata": "true", "config-file-type": "file", "config-file-value": "/fluent-bit/configs/parse-json.conf"}},
+        "memoryReservation": 64
+    });
+    let app = json!({
+        "name": "app",
+        "image": app_image,
+        "essential": true,
+        "cpu": 1536,
+        "memory": 3072,
+        "portMappings": [{"name": "http", "containerPort": 8080, "protocol": "tcp", "appProtocol": "http2"}],
+        "environment": [{"name": "PORT", "value": "8080"}, {"name": "LOG_FORMAT", "value": "json"}],
+        "environmentFiles": [{"value": "arn:aws:s3:::shop-config/production.env", "type": "s3"}],
+        "secrets": [
+            {"name": "DB_PASSWORD", "valueFrom": "arn:aws:secretsmanager:ap-northeast-1:123456789012:secret:shop/db-AbCdEf"},
+            {"name": "STRIPE_KEY", "valueFrom": "arn:aws:ssm:ap-northeast-1:123456789012:parameter/shop/stripe"}
+        ],
+        "mountPoints": [
+            {"sourceVolume": "uploads", "containerPath": "/srv/uploads", "readOnly": false},
+            {"sourceVolume": "scratch", "containerPath": "/tmp/scratch"},
+            {"sourceVolume": "certs", "containerPath": "/etc/ssl/extra", "readOnly": true}
+        ],
+        "dependsOn": [{"containerName": "envoy", "condition": "HEALTHY"}, {"containerName": "log-router", "condition": "START"}],
+        "restartPolicy": {"enabled": true, "ignoredExitCodes": [0, 143], "restartAttemptPeriod": 60},
+        "startTimeout": 120,
+        "stopTimeout": 60,
+        "readonlyRootFilesystem": true,
+        "dockerLabels": {"com.example.owner": "payments", "com.example.service": "api", "com.example.tier": "backend"},
+        "linuxParameters": {
+            "initProcessEnabled": true,
+            "capabilities": {"add": ["SYS_PTRACE"], "drop": ["NET_RAW", "MKNOD"]},
+            "sharedMemorySize": 128,
+            "tmpfs": [{"containerPath": "/run", "size": 64, "mountOptions": ["noexec", "nosuid"]}],
+            "maxSwap": 512,
+            "swappiness": 10
+        },
+        "ulimits": [{"name": "nofile", "softLimit": 65536, "hardLimit": 65536}, {"name": "nproc", "softLimit": 4096, "hardLimit": 8192}],
+        "logConfiguration": {"logDriver": "awsfirelens", "options": {"Name": "cloudwatch_logs", "region": "ap-northeast-1", "log_group_name": "/ecs/shop-api", "log_stream_prefix": "app/"},
+                             "secretOptions": [{"name": "apikey", "valueFrom": "arn:aws:ssm:ap-northeast-1:123456789012:parameter/shop/log-key"}]},
+        "versionConsistency": "disabled"
+    });
+    json!({
+        "family": family,
+        "taskRoleArn": "arn:aws:iam::123456789012:role/shop-api",
+        "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["EC2"],
+        "cpu": "2048",
+        "memory": "4096",
+        "pidMode": "task",
+        "ipcMode": "task",
+        "enableFaultInjection": true,
+        "ephemeralStorage": {"sizeInGiB": 40},
+        "runtimePlatform": {"cpuArchitecture": "X86_64", "operatingSystemFamily": "LINUX"},
+        "placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.instance-type =~ m6i.*"}],
+        "proxyConfiguration": {
+            "type": "APPMESH",
+            "containerName": "envoy",
+            "properties": [
+                {"name": "IgnoredUID", "value": "1337"},
+                {"name": "ProxyIngressPort", "value": "15000"},
+                {"name": "ProxyEgressPort", "value": "15001"},
+                {"name": "AppPorts", "value": "8080"},
+                {"name": "EgressIgnoredIPs", "value": "169.254.170.2,169.254.169.254"}
+            ]
+        },
+        "volumes": [
+            {"name": "uploads", "efsVolumeConfiguration": {
+                "fileSystemId": "fs-0123456789abcdef0", "rootDirectory": "/",
+                "transitEncryption": "ENABLED", "transitEncryptionPort": 2999,
+                "authorizationConfig": {"accessPointId": "fsap-0123456789abcdef0", "iam": "ENABLED"}}},
+            {"name": "scratch", "dockerVolumeConfiguration": {
+                "scope": "shared", "autoprovision": true, "driver": "local",
+                "driverOpts": {"type": "tmpfs", "device": "tmpfs", "o": "size=64m"},
+                "labels": {"team": "payments", "purpose": "scratch"}}},
+            {"name": "certs", "host": {"sourcePath": "/etc/pki/ca-trust"}}
+        ],
+        "containerDefinitions": [envoy, router, app]
+    })
+}

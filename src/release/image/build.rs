@@ -1,18 +1,21 @@
-//! Building the release image with the host engine: its layer cache survives between
-//! releases, unlike docker-in-docker.
+//! Building the release image with the host engine — BuildKit where the engine has it —
+//! so its build cache survives between releases, unlike docker-in-docker.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 
-use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::models::BuildInfoAux;
+use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion};
 use bollard::Docker;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::buildkit_progress::BuildKitProgress;
 use super::context::{write_tar, ContextError, ContextPlan, ContextStats, OUTSIDE_DOCKERFILE};
 use super::stream_message;
 use super::volume_context::{self, StreamReader, VolumePlan};
+use crate::clock;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::release::ReleaseError;
@@ -26,7 +29,8 @@ pub enum ContextSource {
 }
 
 impl ContextSource {
-    fn dockerfile_in_tar(&self) -> &str {
+    /// The Dockerfile's path inside the context tar.
+    pub(super) fn dockerfile_in_tar(&self) -> &str {
         match self {
             ContextSource::Host(plan) => &plan.dockerfile_in_tar,
             ContextSource::Volume(plan) => &plan.dockerfile_in_tar,
@@ -53,21 +57,88 @@ impl ContextSource {
     }
 }
 
-/// Builds `source` as `image` with `labels`; returns the image id and context stats.
+/// Which of the engine's builders a build uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    /// BuildKit (the engine's default since Docker 23): `RUN --mount`, labels without steps,
+    /// a build cache of its own.
+    BuildKit,
+    /// The legacy builder, for engines without BuildKit.
+    Legacy,
+}
+
+/// The engine's BuildKit came with API 1.39 (Docker 18.09).
+const BUILDKIT_API: (u32, u32) = (1, 39);
+
+/// BuildKit when the engine has it, else the legacy builder (saying so once).
+pub async fn builder(docker: &Docker, log: &JobLog) -> Builder {
+    let version = docker.version().await.ok();
+    let api = version
+        .as_ref()
+        .and_then(|v| v.api_version.as_deref())
+        .and_then(|v| {
+            let (major, minor) = v.split_once('.')?;
+            Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?))
+        });
+    let linux = version
+        .as_ref()
+        .and_then(|v| v.os.as_deref())
+        .is_none_or(|os| os == "linux");
+    if api.is_some_and(|api| api >= BUILDKIT_API) && linux {
+        Builder::BuildKit
+    } else {
+        log.warn("the Docker engine has no BuildKit (API 1.39, Linux): building with the legacy builder, which refuses BuildKit-only Dockerfile syntax such as RUN --mount");
+        Builder::Legacy
+    }
+}
+
+/// What to build and how.
+pub struct BuildSpec<'a> {
+    /// The tag.
+    pub image: &'a ImageRef,
+    /// OCI labels.
+    pub labels: &'a HashMap<String, String>,
+    /// `--build-arg`s.
+    pub build_args: &'a HashMap<String, String>,
+    /// The stage to build (`--target`).
+    pub target: Option<&'a str>,
+    /// The platform (`linux/arm64`), else the engine's own.
+    pub platform: Option<&'a str>,
+    /// The builder.
+    pub builder: Builder,
+}
+
+/// Builds `source` as `spec` says; returns the image id and context stats.
 pub async fn build(
     docker: &Docker,
     source: ContextSource,
-    image: &ImageRef,
-    labels: &HashMap<String, String>,
+    spec: &BuildSpec<'_>,
     log: &JobLog,
 ) -> Result<(String, ContextStats), ReleaseError> {
-    let options = BuildImageOptionsBuilder::default()
+    let tag = spec.image.to_string();
+    let mut options = BuildImageOptionsBuilder::default()
         .dockerfile(source.dockerfile_in_tar())
-        .t(&image.to_string())
-        .labels(labels)
+        .t(&tag)
+        .labels(spec.labels)
+        .buildargs(spec.build_args)
         .rm(true)
-        .forcerm(true)
-        .build();
+        .forcerm(true);
+    if let Some(target) = spec.target {
+        options = options.target(target);
+    }
+    if let Some(platform) = spec.platform {
+        options = options.platform(platform);
+    }
+    let session = format!(
+        "gitlab-ecs-executor-{}-{}",
+        std::process::id(),
+        clock::epoch_secs()
+    );
+    if spec.builder == Builder::BuildKit {
+        options = options
+            .version(BuilderVersion::BuilderBuildKit)
+            .session(&session);
+    }
     // The context is produced on a blocking thread and streamed, so a large context costs
     // neither memory nor a delay before the build starts.
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
@@ -77,9 +148,11 @@ pub async fn build(
     };
     let producer = source.produce(docker, writer);
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
+    let mut stream =
+        docker.build_image(options.build(), None, Some(bollard::body_try_stream(body)));
 
     let mut last_step = String::new();
+    let mut progress = BuildKitProgress::default();
     let mut image_id = None;
     while let Some(item) = stream.next().await {
         match item {
@@ -90,8 +163,14 @@ pub async fn build(
                     }
                     log.raw(text.as_bytes());
                 }
-                if let Some(id) = info.aux.and_then(|aux| aux.id) {
-                    image_id = Some(id);
+                match info.aux {
+                    Some(BuildInfoAux::Default(image)) => image_id = image.id.or(image_id),
+                    Some(BuildInfoAux::BuildKit(status)) => {
+                        for line in progress.lines(&status) {
+                            log.info(&line);
+                        }
+                    }
+                    None => {}
                 }
             }
             Err(e) => {
@@ -100,9 +179,13 @@ pub async fn build(
                 if let Some(context_error) = stats {
                     return Err(ReleaseError::Context(context_error));
                 }
+                let step = progress
+                    .failed_step()
+                    .map(str::to_string)
+                    .unwrap_or(last_step);
                 return Err(ReleaseError::BuildFailed {
-                    step: last_step,
-                    message: stream_message(&e),
+                    step,
+                    message: build_message(&e, spec.platform),
                 });
             }
         }
@@ -115,11 +198,71 @@ pub async fn build(
             message: format!("the build context producer stopped: {e}"),
         })?
         .map_err(ReleaseError::Context)?;
-    let id = image_id.ok_or_else(|| ReleaseError::BuildFailed {
-        step: last_step,
-        message: "the engine finished without reporting an image id".into(),
-    })?;
+    let id = match image_id {
+        Some(id) => id,
+        // BuildKit's moby exporter names the image; its id is the tag's.
+        None => docker
+            .inspect_image(&tag)
+            .await
+            .ok()
+            .and_then(|i| i.id)
+            .ok_or_else(|| ReleaseError::BuildFailed {
+                step: last_step,
+                message: "the engine finished without reporting an image".into(),
+            })?,
+    };
     Ok((id, stats))
+}
+
+/// The engine's message, with what to do when a foreign platform cannot run here.
+fn build_message(e: &bollard::errors::Error, platform: Option<&str>) -> String {
+    let message = stream_message(e);
+    match platform {
+        Some(platform) if message.contains("load metadata") => format!(
+            "{message}. The base image has no {platform} variant on this host and its registry \
+             cannot be reached for one: pull the {platform} variant onto the runner host, or \
+             check the task definition's runtimePlatform"
+        ),
+        Some(platform) if message.contains("exec format error") => format!(
+            "{message}. The engine cannot run {platform} programs: enable emulation on the \
+             runner host (binfmt_misc with QEMU, e.g. the qemu-user-static package) or build on a \
+             {platform} runner"
+        ),
+        _ => message,
+    }
+}
+
+/// The whole context tar in memory, for builders that take it in one piece.
+pub(super) async fn context_bytes(
+    docker: &Docker,
+    source: ContextSource,
+) -> Result<(Vec<u8>, ContextStats), ReleaseError> {
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
+    let writer = ChannelWriter {
+        tx,
+        buf: Vec::with_capacity(CHUNK),
+    };
+    let producer = source.produce(docker, writer);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        match chunk {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(e) => {
+                return Err(ReleaseError::BuildFailed {
+                    step: String::new(),
+                    message: format!("reading the build context: {e}"),
+                })
+            }
+        }
+    }
+    let stats = producer
+        .await
+        .map_err(|e| ReleaseError::BuildFailed {
+            step: String::new(),
+            message: format!("the build context producer stopped: {e}"),
+        })?
+        .map_err(ReleaseError::Context)?;
+    Ok((bytes, stats))
 }
 
 const CHUNK: usize = 256 * 1024;

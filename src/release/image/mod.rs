@@ -3,9 +3,11 @@
 //! the ECR token.
 
 mod build;
+mod buildkit_progress;
 pub mod context;
 mod push;
 pub mod registry;
+mod secrets;
 pub mod volume_context;
 
 use std::collections::HashMap;
@@ -13,9 +15,11 @@ use std::time::Instant;
 
 use bollard::Docker;
 
+use super::platform::Platform;
 use super::request::{ProjectSource, Provenance, ReleaseRequest};
 use super::ReleaseError;
 use crate::clock;
+use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use build::ContextSource;
 
@@ -40,6 +44,14 @@ pub enum ImageOutcome {
 }
 
 impl ImageOutcome {
+    /// The digest in the registry; `None` in a dry run.
+    pub fn registry_digest(&self) -> Option<&str> {
+        match self {
+            ImageOutcome::Existing { digest } | ImageOutcome::Pushed { digest } => Some(digest),
+            ImageOutcome::BuiltOnly { .. } => None,
+        }
+    }
+
     /// The registry digest, or what stands in for it in a dry run.
     pub fn digest(&self) -> String {
         match self {
@@ -49,11 +61,13 @@ impl ImageOutcome {
     }
 }
 
-/// Makes sure the release image is in the registry (unless `req.dry_run`).
+/// Makes sure the release image is in the registry (unless `req.dry_run`), for
+/// `platform` when the task definition names one.
 pub(crate) async fn release_image(
     docker: &Docker,
     req: &ReleaseRequest,
     config: &aws_config::SdkConfig,
+    platform: Option<&Platform>,
     log: &JobLog,
 ) -> Result<ImageOutcome, ReleaseError> {
     let image = &req.inputs.image;
@@ -61,11 +75,19 @@ pub(crate) async fn release_image(
     let ecr = aws_sdk_ecr::Client::new(config);
     let login = registry::ecr_login(&ecr, image.registry()).await?;
     log.add_secret(login.secret());
-    if let Some(digest) = registry::existing_digest(docker, image, &login).await? {
+    if let Some(found) = registry::existing(docker, image, &login).await? {
+        check_platform(image, &found, platform)?;
         log.info(&format!(
-            "{image} is already in the registry as {digest}: not rebuilt, not pushed (release tags are immutable)"
+            "{image} is already in the registry as {}: not rebuilt, not pushed (release tags are immutable)",
+            found.digest
         ));
-        return Ok(ImageOutcome::Existing { digest });
+        return Ok(ImageOutcome::Existing {
+            digest: found.digest,
+        });
+    }
+    let build_inputs = &req.inputs.build;
+    for (_, value) in build_inputs.args.iter().chain(&build_inputs.secrets) {
+        log.add_secret(&value.0);
     }
     let (inputs, source) = (&req.inputs, &req.source);
     let source = match source {
@@ -99,7 +121,38 @@ pub(crate) async fn release_image(
     };
     let build_started = Instant::now();
     let labels = oci_labels(&req.provenance, req.inputs.tag());
-    let (id, stats) = build::build(docker, source, image, &labels, log).await?;
+    let build_args = build_inputs
+        .args
+        .iter()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    let platform_name = platform.map(Platform::to_string);
+    let spec = build::BuildSpec {
+        image,
+        labels: &labels,
+        build_args: &build_args,
+        target: build_inputs.target.as_deref(),
+        platform: platform_name.as_deref(),
+        builder: build::builder(docker, log).await,
+    };
+    if let Some(platform) = &platform_name {
+        log.info(&format!(
+            "Building for {platform}, the task definition's platform"
+        ));
+    }
+    let (id, stats) = if build_inputs.secrets.is_empty() {
+        build::build(docker, source, &spec, log).await?
+    } else {
+        secrets::build(
+            docker,
+            source,
+            &spec,
+            &build_inputs.secrets,
+            &req.temp_dir,
+            log,
+        )
+        .await?
+    };
     log.info(&format!(
         "Built {id} in {:.1} s (context: {} files, {:.1} MB, {} ignored)",
         build_started.elapsed().as_secs_f64(),
@@ -117,7 +170,50 @@ pub(crate) async fn release_image(
         "Pushed {image} as {digest} in {:.1} s",
         push_started.elapsed().as_secs_f64()
     ));
+    untag(docker, image, log).await;
     Ok(ImageOutcome::Pushed { digest })
+}
+
+/// The registry holds the release now: the host keeps the build cache, not one more tagged
+/// image per release.
+async fn untag(docker: &Docker, image: &ImageRef, log: &JobLog) {
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .noprune(true)
+        .build();
+    if let Err(e) = docker
+        .remove_image(&image.to_string(), Some(options), None)
+        .await
+    {
+        log.warn(&format!("could not remove the local tag {image}: {e}"));
+    }
+}
+
+/// Refuses an image in the registry that does not run on the task definition's platform.
+fn check_platform(
+    image: &ImageRef,
+    found: &registry::Existing,
+    platform: Option<&Platform>,
+) -> Result<(), ReleaseError> {
+    let Some(platform) = platform else {
+        return Ok(());
+    };
+    let known: Vec<&(String, String)> = found
+        .platforms
+        .iter()
+        .filter(|(os, arch)| !os.is_empty() && !arch.is_empty())
+        .collect();
+    if known.is_empty() || known.iter().any(|(os, arch)| platform.fits(os, arch)) {
+        return Ok(());
+    }
+    Err(ReleaseError::WrongPlatform {
+        image: image.to_string(),
+        has: known
+            .iter()
+            .map(|(os, arch)| format!("{os}/{arch}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        wants: platform.to_string(),
+    })
 }
 
 /// OCI annotations tying the image to its source.

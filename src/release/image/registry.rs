@@ -85,22 +85,43 @@ pub async fn ecr_login(
     EcrLogin::from_token(token, registry)
 }
 
-/// The digest of `image` in its registry, `None` if the tag does not exist.
-pub async fn existing_digest(
+/// A tag already in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    /// Its digest.
+    pub digest: String,
+    /// The platforms it has, `(os, architecture)`, as the registry reports them.
+    pub platforms: Vec<(String, String)>,
+}
+
+/// `image` in its registry, `None` if the tag does not exist.
+pub async fn existing(
     docker: &Docker,
     image: &ImageRef,
     login: &EcrLogin,
-) -> Result<Option<String>, ReleaseError> {
+) -> Result<Option<Existing>, ReleaseError> {
     let image = image.to_string();
     match docker
         .inspect_registry_image(&image, Some(login.docker_credentials()))
         .await
     {
-        Ok(inspect) => Ok(inspect.descriptor.digest),
+        Ok(inspect) => Ok(inspect.descriptor.digest.map(|digest| Existing {
+            digest,
+            platforms: inspect
+                .platforms
+                .iter()
+                .map(|p| {
+                    (
+                        p.os.clone().unwrap_or_default(),
+                        p.architecture.clone().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+        })),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code,
             message,
-        }) => classify_lookup(status_code, &message, &image, &login.registry),
+        }) => classify_lookup(status_code, &message, &image, &login.registry).map(|_| None),
         Err(e) => Err(ReleaseError::RegistryUnreachable {
             registry: login.registry.clone(),
             message: e.to_string(),
@@ -109,13 +130,14 @@ pub async fn existing_digest(
 }
 
 /// The engine reports a missing tag, a refused login and an unreachable registry all as
-/// errors of its distribution endpoint; only the message tells them apart.
+/// errors of its distribution endpoint; only the message tells them apart. `Ok` is a
+/// missing tag.
 fn classify_lookup(
     status: u16,
     message: &str,
     image: &str,
     registry: &str,
-) -> Result<Option<String>, ReleaseError> {
+) -> Result<(), ReleaseError> {
     let lower = message.to_ascii_lowercase();
     if lower.contains("unauthorized")
         || lower.contains("authentication required")
@@ -127,7 +149,7 @@ fn classify_lookup(
         });
     }
     if status == 404 || lower.contains("manifest unknown") || lower.contains("not found") {
-        return Ok(None);
+        return Ok(());
     }
     if lower.contains("connection refused")
         || lower.contains("no such host")
@@ -160,10 +182,10 @@ mod tests {
     #[test]
     fn lookup_errors_are_told_apart() {
         let c = |s, m: &str| classify_lookup(s, m, "r/x:v1", "r");
-        assert!(matches!(c(404, "manifest unknown"), Ok(None)));
+        assert!(matches!(c(404, "manifest unknown"), Ok(())));
         assert!(matches!(
             c(500, "errors: manifest unknown: manifest unknown"),
-            Ok(None)
+            Ok(())
         ));
         assert!(matches!(
             c(401, "unauthorized: authentication required"),
