@@ -14,6 +14,7 @@ pub mod glob;
 pub mod image_ref;
 pub mod joblog;
 pub mod local;
+pub mod private_file;
 pub mod protocol;
 pub mod release;
 pub mod settings;

@@ -9,9 +9,8 @@ mod call;
 
 pub use call::{CallError, Fault};
 
+use crate::private_file;
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -178,21 +177,13 @@ pub async fn session(
 }
 
 fn write_token(dir: &Path, token: &str) -> Result<TokenFile, AwsError> {
-    let path = dir.join("web-identity-token");
-    let fail = |source| AwsError::TokenFile {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(fail)?;
-    file.write_all(token.as_bytes()).map_err(fail)?;
-    Ok(TokenFile { path })
+    let name = "web-identity-token";
+    private_file::write(dir, name, token.as_bytes())
+        .map(|path| TokenFile { path })
+        .map_err(|source| AwsError::TokenFile {
+            path: dir.join(name),
+            source,
+        })
 }
 
 /// A valid STS session name (`[\w+=,.@-]{2,64}`) for a GitLab job.

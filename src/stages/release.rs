@@ -81,13 +81,6 @@ pub(crate) fn request(
     let commit_sha = Some(ctx.payload.git_info.sha.clone())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| var("CI_COMMIT_SHA"));
-    let runner_temp = ctx
-        .runner_temp_dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir);
-    let job_deadline = ctx
-        .job_time_left()
-        .map(|left| tokio::time::Instant::now() + left);
     Ok(ReleaseRequest {
         inputs,
         provenance: Provenance {
@@ -102,8 +95,23 @@ pub(crate) fn request(
             container: names.helper_container(),
             project_dir: ctx.project_dir()?.display().to_string(),
         },
-        temp_dir: aws::token_dir(&runner_temp),
-        job_deadline,
+        temp_dir: private_dir(ctx),
+        job_deadline: job_deadline(ctx),
         dry_run,
     })
+}
+
+/// The job's private temp dir for token and secret files, under the runner's temp dir.
+pub(crate) fn private_dir(ctx: &JobContext) -> std::path::PathBuf {
+    let runner_temp = ctx
+        .runner_temp_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    aws::token_dir(&runner_temp)
+}
+
+/// When the job's own timeout ends, if the runner said.
+pub(crate) fn job_deadline(ctx: &JobContext) -> Option<tokio::time::Instant> {
+    ctx.job_time_left()
+        .map(|left| tokio::time::Instant::now() + left)
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::release::{classify, request, JobKind};
+use super::release::{classify, job_deadline, private_dir, request, JobKind};
 use super::StageError;
 use crate::docker::{
     self, archive, follow_service_logs, run_stage, Cancel, DockerError, JobNames, STAGE_MARKER,
@@ -45,14 +45,7 @@ pub async fn run(
                 return Ok(Outcome::Success);
             }
             JobKind::Continue(inputs) => {
-                let runner_temp = ctx
-                    .runner_temp_dir
-                    .clone()
-                    .unwrap_or_else(std::env::temp_dir);
-                let deadline = ctx
-                    .job_time_left()
-                    .map(|left| tokio::time::Instant::now() + left);
-                let temp = crate::aws::token_dir(&runner_temp);
+                let (temp, deadline) = (private_dir(ctx), job_deadline(ctx));
                 approve::execute(settings, &inputs, &temp, deadline, log, &mut cancel).await?;
                 return Ok(Outcome::Success);
             }

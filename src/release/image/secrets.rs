@@ -4,8 +4,6 @@
 //! secrets in files of the release's private temp dir (0600, removed after the build). They
 //! reach neither a layer nor the log; the build reports no step-by-step progress this way.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use bollard::grpc::build::{
@@ -19,6 +17,7 @@ use bytes::Bytes;
 use super::build::{context_bytes, BuildSpec, ContextSource};
 use super::context::ContextStats;
 use crate::joblog::JobLog;
+use crate::private_file;
 use crate::release::inputs::SecretValue;
 use crate::release::ReleaseError;
 
@@ -34,21 +33,12 @@ impl Drop for SecretFiles {
 }
 
 fn write_secret(dir: &Path, id: &str, value: &SecretValue) -> Result<PathBuf, ReleaseError> {
-    let path = dir.join(format!("build-secret-{id}"));
-    let failed = |e: std::io::Error| ReleaseError::BuildFailed {
-        step: String::new(),
-        message: format!("cannot write build secret {id} to the private temp dir: {e}"),
-    };
-    std::fs::create_dir_all(dir).map_err(failed)?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(failed)?;
-    file.write_all(value.0.as_bytes()).map_err(failed)?;
-    Ok(path)
+    private_file::write(dir, &format!("build-secret-{id}"), value.0.as_bytes()).map_err(|e| {
+        ReleaseError::BuildFailed {
+            step: String::new(),
+            message: format!("cannot write build secret {id} to the private temp dir: {e}"),
+        }
+    })
 }
 
 /// Builds `source` as `spec` says, with `secrets` mountable by id.
