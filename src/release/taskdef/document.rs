@@ -222,10 +222,15 @@ fn compare(
             new: new.cloned(),
         })
     };
+    let is_keyed = KEYED_LISTS.iter().any(|(list, _, _)| *list == member);
     match (old, new) {
         (None, None) => {}
         (Some(Value::Object(o)), Some(Value::Object(n))) => compare_maps(path, o, n, out),
         (Some(Value::Array(o)), Some(Value::Array(n))) => compare_lists(path, member, o, n, out),
+        // A keyed list that appears or goes is still compared element by element, so that
+        // the first tag added to an untagged revision reads `tags[gitlab:tag]`, not `tags`.
+        (None, Some(Value::Array(n))) if is_keyed => compare_lists(path, member, &[], n, out),
+        (Some(Value::Array(o)), None) if is_keyed => compare_lists(path, member, o, &[], out),
         (Some(o), Some(n)) if o == n => {}
         _ => change(out),
     }
@@ -394,6 +399,30 @@ mod tests {
                 "containerDefinitions[app].restartPolicy.restartAttemptPeriod",
                 "someFieldFrom2027"
             ]
+        );
+    }
+
+    #[test]
+    fn the_first_tags_of_an_untagged_revision_are_named_one_by_one() {
+        let untagged = Document::from_describe_response(&json!({
+            "taskDefinition": {"family": "f", "containerDefinitions": [{"name": "app"}]},
+            "tags": []
+        }))
+        .unwrap();
+        let tagged = doc(
+            json!({"family": "f", "containerDefinitions": [{"name": "app"}],
+            "tags": [{"key": "gitlab:tag", "value": "v1.2.3"}, {"key": "gitlab:pipeline", "value": "7"}]}),
+        );
+        let paths = |changes: Vec<FieldChange>| -> Vec<String> {
+            changes.into_iter().map(|c| c.path).collect()
+        };
+        assert_eq!(
+            paths(untagged.diff(&tagged)),
+            ["tags[gitlab:pipeline]", "tags[gitlab:tag]"]
+        );
+        assert_eq!(
+            paths(tagged.diff(&untagged)),
+            ["tags[gitlab:pipeline]", "tags[gitlab:tag]"]
         );
     }
 
