@@ -161,6 +161,7 @@ fn per_job_overhead() -> Vec<Row> {
     for i in 0..RUNS {
         api.push(rt.block_on(engine_floor(i, &stages)));
     }
+    rt.block_on(remove_floor_volumes());
     let (ours, cli, api) = (median(ours), median(cli), median(api));
     let helper = median(helper_stages);
     let mut config = Vec::new();
@@ -188,7 +189,7 @@ fn per_job_overhead() -> Vec<Row> {
         },
         Row {
             what: format!(
-                "1b. per-job overhead vs engine API floor (2 creates, {} attached starts, 2 removes)",
+                "1b. per-job overhead vs engine API floor (2 creates with the project volumes, {} attached starts, 2 removes)",
                 stages.len()
             ),
             ours: secs(ours),
@@ -222,11 +223,26 @@ fn is_build_stage(stage: &str) -> bool {
 }
 
 /// The engine's own cost of a job of the docker executor's shape: a helper and a build
-/// container created with stdin open, one attached start per stage (`true` on stdin) in the
-/// container `stages` names (true: build), both removed.
+/// container created with stdin open and the project's builds and cache volumes mounted
+/// (created beforehand, as a project's second job finds them), one attached start per stage
+/// (`true` on stdin) in the container `stages` names (true: build), both removed.
 async fn engine_floor(i: usize, stages: &[bool]) -> Duration {
     let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
     let name = |role: &str| format!("bench-floor-{}-{i}-{role}", std::process::id());
+    let volume = |role: &str| format!("bench-floor-{}-{role}", std::process::id());
+    for role in ["builds", "cache"] {
+        docker
+            .create_volume(bollard::models::VolumeCreateRequest {
+                name: Some(volume(role)),
+                ..Default::default()
+            })
+            .await
+            .expect("volume");
+    }
+    let binds = vec![
+        format!("{}:/builds", volume("builds")),
+        format!("{}:/cache", volume("cache")),
+    ];
     let started = Instant::now();
     for (role, image) in [("helper", images::HELPER), ("build", base_image())] {
         docker
@@ -244,6 +260,10 @@ async fn engine_floor(i: usize, stages: &[bool]) -> Duration {
                     attach_stdin: Some(true),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
+                    host_config: Some(bollard::models::HostConfig {
+                        binds: Some(binds.clone()),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 },
             )
@@ -285,6 +305,19 @@ async fn engine_floor(i: usize, stages: &[bool]) -> Duration {
             .expect("remove");
     }
     started.elapsed()
+}
+
+/// Removes the floor's volumes once every run is measured.
+async fn remove_floor_volumes() {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    for role in ["builds", "cache"] {
+        let _ = docker
+            .remove_volume(
+                &format!("bench-floor-{}-{role}", std::process::id()),
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
+            .await;
+    }
 }
 
 fn scripted(f: &mut Fixture, script: Script) -> ScriptedEcs {
