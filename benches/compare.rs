@@ -33,6 +33,7 @@ use gitlab_ecs_executor::joblog::JobLog;
 use gitlab_ecs_executor::release::deploy::{self, DeployRequest, FamilyCheck};
 use gitlab_ecs_executor::release::ecs::SdkEcs;
 use gitlab_ecs_executor::release::inputs::EcsTarget;
+use gitlab_ecs_executor::release::{LimitSource, RolloutDeadline};
 use gitlab_ecs_executor::settings::{PauseMode, RollbackMode};
 use support::release::{Fixture, CLUSTER, FAMILY, SERVICE};
 use support::scripted_ecs::{Deployments, Hook, Scenario, Script, ScriptedEcs, Strategy};
@@ -417,7 +418,7 @@ fn control_plane(f: &mut Fixture) -> Row {
                 family_check: FamilyCheck::Required,
                 image: ImageRef::parse(&format!("{}:{tag}", f.repository())),
                 trace_tags: Vec::new(),
-                deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+                deadline: RolloutDeadline::after(Duration::from_secs(30), LimitSource::Setting),
                 poll: Duration::from_millis(1),
                 rollback: RollbackMode::Never,
                 on_pause: PauseMode::Wait,

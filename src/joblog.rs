@@ -1,7 +1,7 @@
 //! The job log: what the user reads in GitLab. Collapsible sections, colours, warnings and
 //! errors in the runner's style, and redaction of every secret the job carries.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -98,10 +98,48 @@ impl Redactor {
     }
 }
 
+/// How the log is written: for GitLab's job log, or for a person at a terminal or reading
+/// a pipe or file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Section markers GitLab folds, ANSI colours.
+    GitLab,
+    /// Colours, headings instead of section markers.
+    Terminal,
+    /// Text only: headings as plain lines, no escape codes.
+    Plain,
+}
+
+impl Format {
+    /// For an operator command: colours on a terminal unless `NO_COLOR` is set (any
+    /// non-empty value, as no-color.org says), plain text otherwise.
+    pub fn for_operator() -> Format {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        match io::stdout().is_terminal() && !no_color {
+            true => Format::Terminal,
+            false => Format::Plain,
+        }
+    }
+
+    /// `text` in `style`, unless plain.
+    pub fn paint(self, style: &str, text: &str) -> String {
+        match self {
+            Format::Plain => text.to_string(),
+            Format::GitLab | Format::Terminal => format!("{style}{text}{RESET}"),
+        }
+    }
+
+    /// An `ERROR: …` line.
+    pub fn error_line(self, text: &str) -> String {
+        self.paint(BOLD_RED, &format!("ERROR: {text}"))
+    }
+}
+
 /// The job log of one driver invocation.
 #[derive(Clone)]
 pub struct JobLog {
     inner: Arc<Mutex<Inner>>,
+    format: Format,
     /// Put before every line (not section markers): which of several concurrent things a
     /// line is about.
     prefix: Arc<str>,
@@ -118,6 +156,14 @@ impl JobLog {
         Self::new(Box::new(io::stdout()), secrets)
     }
 
+    /// An operator command's output on stdout that masks `secrets`, in `format`.
+    pub fn operator(format: Format, secrets: impl IntoIterator<Item = String>) -> Self {
+        JobLog {
+            format,
+            ..Self::stdout(secrets)
+        }
+    }
+
     /// A job log on any writer that masks `secrets`.
     pub fn new(out: Box<dyn Write + Send>, secrets: impl IntoIterator<Item = String>) -> Self {
         JobLog {
@@ -126,6 +172,7 @@ impl JobLog {
                 redactor: Redactor::new(secrets),
             })),
             prefix: Arc::from(""),
+            format: Format::GitLab,
         }
     }
 
@@ -134,6 +181,7 @@ impl JobLog {
         JobLog {
             inner: self.inner.clone(),
             prefix: Arc::from(format!("{}{prefix}", self.prefix)),
+            format: self.format,
         }
     }
 
@@ -181,7 +229,7 @@ impl JobLog {
 
     /// A line in `style`, the prefix included.
     fn styled(&self, style: &str, text: &str) {
-        self.write_line(&format!("{style}{}{text}{RESET}", self.prefix));
+        self.write_line(&self.format.paint(style, &format!("{}{text}", self.prefix)));
     }
 
     /// Streamed output of a process, masked even when a secret spans two chunks.
@@ -222,11 +270,14 @@ impl JobLog {
             })
             .collect();
         let options = if collapsed { "[collapsed=true]" } else { "" };
-        // GitLab reads section markers only at the start of a line.
-        self.write_line(&format!(
-            "section_start:{}:{id}{options}\r{CLEAR_LINE}{BOLD_CYAN}{heading}{RESET}",
-            clock::epoch_secs()
-        ));
+        match self.format {
+            // GitLab reads section markers only at the start of a line.
+            Format::GitLab => self.write_line(&format!(
+                "section_start:{}:{id}{options}\r{CLEAR_LINE}{BOLD_CYAN}{heading}{RESET}",
+                clock::epoch_secs()
+            )),
+            Format::Terminal | Format::Plain => self.styled(BOLD_CYAN, heading),
+        }
         Section {
             log: self.clone(),
             id,
@@ -252,11 +303,13 @@ impl Section {
 impl Drop for Section {
     fn drop(&mut self) {
         self.log.end_raw();
-        self.log.write_line(&format!(
-            "section_end:{}:{}\r{CLEAR_LINE}",
-            clock::epoch_secs(),
-            self.id
-        ));
+        if self.log.format == Format::GitLab {
+            self.log.write_line(&format!(
+                "section_end:{}:{}\r{CLEAR_LINE}",
+                clock::epoch_secs(),
+                self.id
+            ));
+        }
     }
 }
 
@@ -305,5 +358,25 @@ mod tests {
         );
         assert!(text.contains("ERROR: token [MASKED] refused"), "{text}");
         assert!(text.contains("section_end:"), "{text}");
+    }
+
+    #[test]
+    fn plain_output_has_headings_but_no_markers_or_escape_codes() {
+        let buf = Buf::default();
+        let log = JobLog {
+            format: Format::Plain,
+            ..JobLog::new(Box::new(buf.clone()), Vec::new())
+        };
+        {
+            let _s = log.section("release_plan", "Release plan");
+            log.step("Registering shop:3");
+            log.warn("slow");
+            log.prefixed("[web] ").error("failed");
+        }
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "Release plan\nRegistering shop:3\nWARNING: slow\n[web] ERROR: failed\n"
+        );
     }
 }

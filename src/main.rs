@@ -48,7 +48,9 @@ enum Command {
     Release {
         #[command(flatten)]
         target: TargetArgs,
-        /// The project directory to build.
+        #[command(flatten)]
+        tag: TagArg,
+        /// The git checkout to build: its tag's commit is built, not the working tree.
         #[arg(long, default_value = ".")]
         project_dir: PathBuf,
         /// Only build and push the image.
@@ -62,6 +64,8 @@ enum Command {
     Plan {
         #[command(flatten)]
         target: TargetArgs,
+        #[command(flatten)]
+        tag: TagArg,
     },
     /// Return the service to the previous release's revision (or a named one).
     Rollback {
@@ -73,6 +77,9 @@ enum Command {
         /// The task definition revision to return to.
         #[arg(long, value_name = "N")]
         to_revision: Option<i32>,
+        /// Say which revision it would return to, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Decide the approval gate (PAUSE lifecycle hook) the service's deployment waits at:
     /// continue it (or roll it back) and follow it.
@@ -90,6 +97,9 @@ enum Command {
     Doctor {
         #[command(flatten)]
         target: TargetArgs,
+        /// A version tag to check against release.tag_pattern (e.g. v1.2.3).
+        #[arg(long, env = "CI_COMMIT_TAG")]
+        tag: Option<String>,
     },
     /// Remove project volumes (checkouts, caches) that no job used for a while.
     Prune {
@@ -172,9 +182,20 @@ struct TargetArgs {
     /// AWS region.
     #[arg(long, env = "AWS_DEFAULT_REGION")]
     region: Option<String>,
-    /// Version tag to release or plan (e.g. v1.2.3).
+}
+
+/// The version tag of `release` and `plan`.
+#[derive(Args)]
+struct TagArg {
+    /// Version tag to release (e.g. v1.2.3).
     #[arg(long, env = "CI_COMMIT_TAG")]
     tag: Option<String>,
+}
+
+impl TargetArgs {
+    fn with_tag(self, tag: Option<String>) -> Target {
+        Target { tag, ..self.into() }
+    }
 }
 
 impl From<TargetArgs> for Target {
@@ -187,7 +208,7 @@ impl From<TargetArgs> for Target {
             task_definition: a.task_definition,
             container: a.container,
             region: a.region,
-            tag: a.tag,
+            tag: None,
             deployment: None,
             hook_action: None,
         }
@@ -257,6 +278,7 @@ fn main() -> ExitCode {
         }
         Command::Release {
             target,
+            tag,
             project_dir,
             push_only,
             dry_run,
@@ -267,18 +289,21 @@ fn main() -> ExitCode {
                     push_only,
                     dry_run,
                 };
-                commands::release(&settings, &target.into(), &options).await
+                commands::release(&settings, &target.with_tag(tag.tag), &options).await
             })
         }
-        Command::Plan { target } => {
+        Command::Plan { target, tag } => {
             return operate(cli.config, |settings| async move {
-                commands::plan(&settings, &target.into()).await.map(|_| ())
+                commands::plan(&settings, &target.with_tag(tag.tag))
+                    .await
+                    .map(|_| ())
             })
         }
         Command::Rollback {
             target,
             to_tag,
             to_revision,
+            dry_run,
         } => {
             let to = match (to_tag, to_revision) {
                 (Some(tag), _) => RollbackTo::Tag(tag),
@@ -286,7 +311,7 @@ fn main() -> ExitCode {
                 (None, None) => RollbackTo::Previous,
             };
             return operate(cli.config, |settings| async move {
-                commands::rollback(&settings, &target.into(), to).await
+                commands::rollback(&settings, &target.into(), to, dry_run).await
             });
         }
         Command::Continue {
@@ -303,7 +328,7 @@ fn main() -> ExitCode {
                 commands::continue_deployment(&settings, &target).await
             });
         }
-        Command::Doctor { target } => return doctor(cli.config, target.into()),
+        Command::Doctor { target, tag } => return doctor(cli.config, target.with_tag(tag)),
         Command::Prune {
             older_than,
             dry_run,
@@ -426,7 +451,7 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            println!("\x1b[31;1mERROR: {e}\x1b[0;m");
+            commands::operator_log().error(&e.to_string());
             ExitCode::from(e.exit_code())
         }
     }

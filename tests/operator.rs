@@ -49,37 +49,81 @@ fn plan_shows_exactly_the_image_change_and_changes_nothing() {
 }
 
 #[test]
-fn rollback_returns_the_service_to_the_previous_release() {
+fn rollback_orders_revisions_itself_says_where_it_goes_and_is_done_when_already_there() {
     let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
-    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    let script = Script {
+        ignore_list_sort: true,
+        ..Script::default()
+    };
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), script);
     f.use_ecs(&ecs);
-    let result = f.env.runner.run(&f.job("deploy", "v1.2.3", true));
-    assert_eq!(result.status, Status::Success, "{}", result.log);
-    let released = ecs.service_task_definition();
-    assert!(released.ends_with(":2"));
+    f.tag("v1.3.0");
+    for tag in ["v1.2.3", "v1.3.0"] {
+        let result = f.env.runner.run(&f.job("deploy", tag, true));
+        assert_eq!(result.status, Status::Success, "{}", result.log);
+    }
+    assert!(ecs.service_task_definition().ends_with(":3"));
+    let image = |tag: &str| format!("{}:{tag}", f.repository());
+
+    // Revisions listed oldest first: the previous release is still revision 2 (v1.2.3).
+    let (out, log) = run(&f, &["rollback", "--dry-run"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_logged(
+        &log,
+        &format!(
+            "Would roll {SERVICE} from {FAMILY}:3 ({}) to {FAMILY}:2 ({})",
+            image("v1.3.0"),
+            image("v1.2.3")
+        ),
+    );
+    assert!(ecs.requests("UpdateService").len() == 2, "dry run: {log}");
 
     let (out, log) = run(&f, &["rollback"], &[]);
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert_logged(&log, &format!("Rolling {SERVICE} back from {FAMILY}:2"));
-    assert_logged(&log, &format!("to {FAMILY}:1 ({}:v1.2.2)", f.repository()));
-    assert_logged(&log, &format!("The service runs {FAMILY}:1 again"));
-    assert!(ecs.service_task_definition().ends_with(":1"));
+    assert_logged(&log, &format!("The service runs {FAMILY}:2 again"));
+    assert_logged(&log, &format!("rolled back: {SERVICE} from {FAMILY}:3"));
+    assert_logged(
+        &log,
+        "console:   https://ap-northeast-1.console.aws.amazon.com/ecs/v2/clusters/",
+    );
+    assert!(ecs.service_task_definition().ends_with(":2"));
 
     let (out, log) = run(&f, &["rollback", "--to", "v1.2.3"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(ecs.service_task_definition().ends_with(":2"), "{log}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "already there is success: {log}"
+    );
+    assert_logged(&log, "already runs");
+    assert_eq!(ecs.requests("UpdateService").len(), 3, "{log}");
+
+    let (out, log) = run(&f, &["rollback", "--to", "1.2.2"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert_logged(
+        &log,
+        &format!("no ACTIVE revision of {FAMILY} runs an image tagged 1.2.2; its revisions run v1.3.0, v1.2.3, v1.2.2. Did you mean v1.2.2?"),
+    );
     let (out, log) = run(&f, &["rollback", "--to-revision", "9"], &[]);
     assert_eq!(
         out.status.code(),
         Some(2),
         "a missing revision is a usage error"
     );
-    assert_logged(&log, "revision 9 is not an ACTIVE revision");
+    assert_logged(
+        &log,
+        &format!("revision 9 is not an ACTIVE revision of {FAMILY} (ACTIVE: 3, 2, 1)"),
+    );
+
+    let (_, help) = output_of(std::process::Command::new(binary()).args(["rollback", "--help"]));
+    assert!(!help.contains("--tag"), "rollback takes no --tag: {help}");
 }
 
 #[test]
 fn doctor_reports_each_check_and_fails_on_a_missing_service_or_stopped_daemon() {
-    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let mut f = Fixture::new(
+        &stand_ins::Moto::ecr_password(),
+        &format!("[docker]\ndefault_image = \"{}\"\n", base_image()),
+    );
     let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
     f.use_ecs(&ecs);
     moto().call(
@@ -91,9 +135,12 @@ fn doctor_reports_each_check_and_fails_on_a_missing_service_or_stopped_daemon() 
     for check in [
         "[ ok ] settings",
         "[ ok ] docker engine",
+        "[ ok ] default image",
+        "[ ok ] inputs",
         "[ ok ] aws identity",
         "[ ok ] ecr repository",
         "[ ok ] ecs service",
+        "[ ok ] task definition",
     ] {
         assert!(log.contains(check), "{check}: {log}");
     }
@@ -115,6 +162,232 @@ fn doctor_reports_each_check_and_fails_on_a_missing_service_or_stopped_daemon() 
     );
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert_logged(&log, "[FAIL] docker engine: cannot reach the Docker engine");
+}
+
+#[test]
+fn doctor_fails_what_a_release_would_fail_on() {
+    let mut f = Fixture::new(
+        &stand_ins::Moto::ecr_password(),
+        "[docker]\ndefault_image = \"debian:bookworm-slim\"\nallowed_images = [\"registry.example/**\"]\n",
+    );
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    let (out, log) = run(
+        &f,
+        &[
+            "doctor",
+            "--registry",
+            "https://not a host",
+            "--tag",
+            "latest",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_logged(&log, "[FAIL] inputs: --registry");
+    assert_logged(
+        &log,
+        "[FAIL] tag: tag `latest` does not match release.tag_pattern",
+    );
+    assert_logged(
+        &log,
+        "[FAIL] default image: docker.default_image `debian:bookworm-slim` is not in docker.allowed_images",
+    );
+
+    let (out, log) = run(&f, &["doctor", "--task-definition", "other-family"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_logged(
+        &log,
+        &format!("[FAIL] task definition: the service runs family `{FAMILY}` ({FAMILY}:1), not --task-definition `other-family`"),
+    );
+    let (out, log) = run(&f, &["doctor", "--container", "no-such-container"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_logged(&log, "[FAIL] task definition: ");
+    assert_logged(&log, "no-such-container");
+
+    let (_, log) = run(&f, &["doctor", "--tag", "v1.2.3"], &[]);
+    assert_logged(&log, "[ ok ] tag: v1.2.3 would be released");
+    assert_logged(&log, "[ ok ] inputs: every input given is well formed");
+    assert_logged(
+        &log,
+        &format!("[ ok ] task definition: {FAMILY}:1: a release replaces the image of app"),
+    );
+}
+
+/// Runs `cmd`, killing it after `limit`; a hang fails the test.
+fn output_within(
+    cmd: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{cmd:?} ran past {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    (status.code(), text)
+}
+
+#[test]
+fn no_command_panics_on_empty_or_malformed_aws_and_docker_variables() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    // Every service keeps a loopback endpoint when the global one is blanked.
+    let endpoint = moto().runner_env()[0].1.clone();
+    let repo = f.repo.to_string_lossy().into_owned();
+    let commands: [&[&str]; 6] = [
+        &["doctor"],
+        &["plan", "--tag", "v1.2.3"],
+        &["rollback", "--dry-run"],
+        &["continue"],
+        &["prune", "--dry-run"],
+        &[
+            "release",
+            "--dry-run",
+            "--tag",
+            "v1.2.3",
+            "--project-dir",
+            &repo,
+        ],
+    ];
+    let variables = [
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_ECS",
+        "AWS_ENDPOINT_URL_ECR",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "DOCKER_HOST",
+    ];
+    for args in commands {
+        for variable in variables {
+            for value in ["", "::not:a value::"] {
+                let mut cmd = f.command();
+                cmd.args(args)
+                    .env("AWS_ENDPOINT_URL_STS", &endpoint)
+                    .env("AWS_ENDPOINT_URL_ECR", &endpoint)
+                    .env(variable, value);
+                let (code, log) = output_within(&mut cmd, std::time::Duration::from_secs(90));
+                let what = format!("{args:?} with {variable}={value:?}");
+                assert!(!log.contains("panicked"), "{what}: {log}");
+                assert!(matches!(code, Some(0..=3)), "{what}: exit {code:?}: {log}");
+                if value.is_empty() || !variable.starts_with("AWS_ENDPOINT_URL") {
+                    continue;
+                }
+                if args[0] != "prune" {
+                    assert_logged(
+                        &log,
+                        &format!("{variable} is `{value}`, not an http:// or https:// URL"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn release_builds_the_tags_commit_not_the_working_tree() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    let tagged = stand_ins::git_output(&f.repo, &["rev-parse", "v1.2.3^{commit}"]);
+    // After the tag: a later commit, an uncommitted Dockerfile that cannot build and an
+    // untracked file. None of them is the release.
+    stand_ins::commit(&f.repo, &[("app.sh", "echo later")], "later");
+    std::fs::write(f.repo.join("Dockerfile"), "FROM no-such-image:anywhere\n").unwrap();
+    std::fs::write(f.repo.join("junk.txt"), "untracked").unwrap();
+    let repo = f.repo.to_string_lossy().into_owned();
+
+    let (out, log) = run(
+        &f,
+        &["release", "--tag", "v1.2.3", "--project-dir", &repo],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_logged(&log, &format!("Building v1.2.3 = commit {}", &tagged[..12]));
+    assert_logged(&log, "uncommitted change(s) are not part of it");
+    let config = f.registry.image_config("group/app", "v1.2.3").unwrap();
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.revision"], tagged,
+        "{config}"
+    );
+    assert!(
+        f.repo.join("ecs-release.env").exists(),
+        "the report goes to --project-dir"
+    );
+
+    let (out, log) = run(
+        &f,
+        &["release", "--tag", "v9.9.9", "--project-dir", &repo],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert_logged(&log, "there is no tag `v9.9.9`");
+
+    let plain = tempfile::tempdir().unwrap();
+    let (out, log) = run(
+        &f,
+        &[
+            "release",
+            "--tag",
+            "v1.2.3",
+            "--project-dir",
+            &plain.path().to_string_lossy(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert_logged(&log, "release builds a tag's commit of a git checkout");
+}
+
+#[test]
+fn piped_output_has_no_section_markers_or_escape_codes() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    for args in [
+        &["plan", "--tag", "v1.2.3"][..],
+        &["plan", "--tag", "nope"],
+        &["rollback", "--dry-run"],
+    ] {
+        let (_, log) = run(&f, args, &[]);
+        assert!(
+            !log.contains("section_start") && !log.contains("section_end"),
+            "{args:?}: {log}"
+        );
+        assert!(!log.contains('\x1b'), "{args:?}: {log:?}");
+    }
+    let (_, log) = run(&f, &["plan", "--tag", "v1.2.3"], &[]);
+    assert!(
+        log.lines().any(|l| l == "Release plan: task definition"),
+        "{log}"
+    );
 }
 
 #[test]

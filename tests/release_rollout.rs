@@ -211,7 +211,7 @@ fn a_rollout_past_its_deadline_is_rolled_back_to_the_captured_revision() {
     assert!(
         result
             .log
-            .contains("did not complete before the rollout deadline"),
+            .contains("did not complete within the rollout timeout of 4 s (ECS_ROLLOUT_TIMEOUT)"),
         "{}",
         result.log
     );

@@ -206,7 +206,10 @@ fn a_deployment_that_never_finishes_is_stopped_with_an_ecs_rollback_at_the_deadl
     let stops = ecs.requests("StopServiceDeployment");
     assert_eq!(stops.len(), 1, "{}", result.log);
     assert_eq!(stops[0]["stopType"], "ROLLBACK");
-    assert_logged(&result.log, "did not complete before the rollout deadline");
+    assert_logged(
+        &result.log,
+        "did not complete within the rollout timeout of 3 s (ECS_ROLLOUT_TIMEOUT)",
+    );
     assert_logged(&result.log, "the service is back on your-task-definition:1");
     assert!(on_revision(&ecs, 1));
     assert_eq!(

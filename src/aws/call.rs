@@ -66,16 +66,18 @@ impl CallError {
                     let text = err.message().unwrap_or("no message");
                     (service_fault(&code, text), format!("{code}: {text}"))
                 }
-                SdkError::DispatchFailure(d) if no_credentials(d.as_connector_error()) => {
-                    (
-                        Fault::NoCredentials,
-                        format!(
-                    "no AWS credentials ({}): give the job AWS_ROLE_ARN and an ID token, or \
-                     give the runner host credentials (instance profile, environment)",
-                    chain(d.as_connector_error().map(|c| c as &(dyn std::error::Error + 'static)))
+                SdkError::DispatchFailure(d) if no_credentials(d.as_connector_error()) => (
+                    Fault::NoCredentials,
+                    format!(
+                        "no AWS credentials ({}): give gitlab-ecs-executor's host credentials \
+                     (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance \
+                     role), or give the job AWS_ROLE_ARN and an ID token",
+                        chain(
+                            d.as_connector_error()
+                                .map(|c| c as &(dyn std::error::Error + 'static))
+                        )
+                    ),
                 ),
-                    )
-                }
                 SdkError::DispatchFailure(d) if d.is_timeout() => (
                     Fault::TimedOut,
                     "the endpoint did not answer in time".to_string(),

@@ -6,8 +6,10 @@
 //! with `CUSTOM_ENV_`.
 
 mod call;
+mod endpoints;
 
 pub use call::{CallError, Fault};
+pub use endpoints::Endpoints;
 
 use crate::private_file;
 use std::fmt;
@@ -84,6 +86,17 @@ pub enum AwsError {
         /// Why.
         source: std::io::Error,
     },
+    /// An endpoint override in the executor's environment is not a URL.
+    #[error(
+        "{variable} is `{value}`, not an http:// or https:// URL: fix or unset it in the \
+         environment of gitlab-ecs-executor"
+    )]
+    EndpointUrl {
+        /// The variable.
+        variable: String,
+        /// Its value (an address, not a secret).
+        value: String,
+    },
 }
 
 /// A web identity token on disk (0600), removed when dropped. `cleanup` removes the
@@ -117,6 +130,7 @@ pub async fn session(
     request: &CredentialRequest,
     token_dir: &Path,
 ) -> Result<AwsSession, AwsError> {
+    let endpoints = Endpoints::from_env()?;
     let region = Region::new(region.to_string());
     // Throttling ("Rate exceeded") and transient faults are retried with exponential backoff.
     // Not adaptive mode: its client-side rate limiter, once tripped, spaces polls far beyond
@@ -171,7 +185,7 @@ pub async fn session(
         }
     };
     Ok(AwsSession {
-        config: loader.load().await,
+        config: endpoints.apply(loader.load().await),
         token_file,
     })
 }

@@ -1,5 +1,6 @@
-//! `doctor`: one line per check of what a release needs — settings, the Docker engine, AWS
-//! identity, the ECR repository and the ECS service — and a non-zero exit if any fails.
+//! `doctor`: one line per check of what a release needs — settings, the default image, the
+//! Docker engine, the given inputs and tag, AWS identity, the ECR repository, the ECS service
+//! and its task definition — and a non-zero exit if any fails.
 
 use std::path::Path;
 
@@ -8,11 +9,14 @@ use crate::aws::{self, CallError};
 use crate::docker::{self, volumes};
 use crate::release::ecs::{short_td, Ecs, SdkEcs};
 use crate::release::inputs::{self, Requester};
-use crate::settings::Settings;
+use crate::release::taskdef;
+use crate::settings::{PullPolicy, Settings};
 
 /// The result of one check.
 enum Check {
     Ok(String),
+    /// Works, but something is worth knowing; not a failure.
+    Warn(String),
     Fail(String),
     Skip(String),
 }
@@ -20,6 +24,7 @@ enum Check {
 fn print(name: &str, check: &Check) {
     let (mark, text) = match check {
         Check::Ok(t) => ("[ ok ]", t),
+        Check::Warn(t) => ("[warn]", t),
         Check::Fail(t) => ("[FAIL]", t),
         Check::Skip(t) => ("[skip]", t),
     };
@@ -54,6 +59,78 @@ async fn project_volumes(docker: &bollard::Docker, settings: &Settings) -> Check
         listed.len(),
         bytes as f64 / (1024.0 * 1024.0)
     ))
+}
+
+/// Whether jobs without an image can run: `docker.default_image` allowed and present, or
+/// pullable.
+async fn default_image(docker: &bollard::Docker, settings: &Settings) -> Check {
+    let image = settings.docker.default_image.trim();
+    if !settings.docker.image_allowed(image) {
+        return Check::Fail(format!(
+            "docker.default_image `{image}` is not in docker.allowed_images: jobs without an \
+             image: would be refused"
+        ));
+    }
+    match docker::image_present(docker, image).await {
+        Ok(true) => Check::Ok(format!("{image} is on the host")),
+        Ok(false) if settings.docker.pull_policy.contains(&PullPolicy::Never) => {
+            Check::Fail(format!(
+                "{image} is not on the host and docker.pull_policy is never: load it (docker \
+                 load) or allow pulling"
+            ))
+        }
+        Ok(false) => Check::Warn(format!(
+            "{image} is not on the host: the first job without an image pulls it"
+        )),
+        Err(e) => Check::Fail(e.to_string()),
+    }
+}
+
+/// The task definition the service runs, against `--task-definition` and `--container`.
+async fn service_task_definition(
+    ecs: &SdkEcs,
+    running: &str,
+    target: &Target,
+    repository: &str,
+) -> Check {
+    let td = match ecs.task_definition(running).await {
+        Ok(td) => td.definition,
+        Err(e) => return Check::Fail(e.to_string()),
+    };
+    let family = td.family().unwrap_or_default();
+    if let Some(wanted) = target.task_definition.as_deref().filter(|f| !f.is_empty()) {
+        if wanted != family {
+            return Check::Fail(format!(
+                "the service runs family `{family}` ({}), not --task-definition `{wanted}`: a \
+                 release would stop before registering",
+                short_td(running)
+            ));
+        }
+    }
+    let named: Vec<String> = target
+        .container
+        .as_deref()
+        .map(|c| {
+            c.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    match taskdef::target_containers(&td, &named, repository) {
+        Ok(chosen) => Check::Ok(format!(
+            "{}: a release replaces the image of {}",
+            short_td(running),
+            chosen
+                .iter()
+                .filter_map(|i| td.container_definitions().get(*i))
+                .map(|c| c.name().unwrap_or("?"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Err(e) => Check::Fail(e.to_string()),
+    }
 }
 
 /// Runs every check; returns how many failed. `settings` is the loaded result, so a broken
@@ -103,6 +180,31 @@ pub async fn doctor(
         match &engine {
             Ok(d) => project_volumes(d, &settings).await,
             Err(_) => Check::Skip("no Docker engine".into()),
+        },
+    );
+    report(
+        "default image",
+        match &engine {
+            Ok(d) => default_image(d, &settings).await,
+            Err(_) => Check::Skip("no Docker engine".into()),
+        },
+    );
+    let problems = inputs::check_given(target);
+    report(
+        "inputs",
+        match problems.is_empty() {
+            true => Check::Ok("every input given is well formed".into()),
+            false => Check::Fail(problems.join("; ")),
+        },
+    );
+    report(
+        "tag",
+        match target.tag.as_deref().filter(|t| !t.trim().is_empty()) {
+            None => Check::Skip("no tag (--tag or CI_COMMIT_TAG)".into()),
+            Some(tag) => match target.release_tag(&settings.release) {
+                Ok(_) => Check::Ok(format!("{tag} would be released")),
+                Err(e) => Check::Fail(e.to_string()),
+            },
         },
     );
 
@@ -178,23 +280,41 @@ pub async fn doctor(
             }
         },
     );
+    let mut running = None;
     report(
         "ecs service",
         match (&target.cluster, &target.service) {
             (Some(cluster), Some(service)) => {
                 let ecs = SdkEcs::new(aws_sdk_ecs::Client::new(&session.config), cluster, service);
                 match ecs.describe_service().await {
-                    Ok(s) => Check::Ok(format!(
-                        "{service} in {cluster}: {} running {}/{}, status {}",
-                        s.task_definition().map(short_td).unwrap_or("?"),
-                        s.running_count(),
-                        s.desired_count(),
-                        s.status().unwrap_or("?")
-                    )),
+                    Ok(s) => {
+                        running = s.task_definition().map(str::to_string);
+                        Check::Ok(format!(
+                            "{service} in {cluster}: {} running {}/{}, status {}",
+                            s.task_definition().map(short_td).unwrap_or("?"),
+                            s.running_count(),
+                            s.desired_count(),
+                            s.status().unwrap_or("?")
+                        ))
+                    }
                     Err(e) => Check::Fail(e.to_string()),
                 }
             }
             _ => Check::Skip("no service (--cluster/--service or ECS_CLUSTER/ECS_SERVICE)".into()),
+        },
+    );
+    let repository = match (&target.registry, &target.repository) {
+        (Some(registry), Some(repository)) => format!("{registry}/{repository}"),
+        _ => String::new(),
+    };
+    report(
+        "task definition",
+        match (&running, &target.cluster, &target.service) {
+            (Some(arn), Some(cluster), Some(service)) => {
+                let ecs = SdkEcs::new(aws_sdk_ecs::Client::new(&session.config), cluster, service);
+                service_task_definition(&ecs, arn, target, &repository).await
+            }
+            _ => Check::Skip("no service to read it from".into()),
         },
     );
     failed

@@ -9,6 +9,7 @@
 
 use crate::aws::{AwsError, Fault};
 use crate::docker::DockerError;
+use crate::local::ExecError;
 use crate::release::inputs::InputError;
 use crate::release::ReleaseError;
 use crate::settings::{SettingsError, TagVerdict};
@@ -44,6 +45,21 @@ pub enum CommandError {
         /// Why.
         source: std::io::Error,
     },
+    /// `release --project-dir` is not in a git checkout.
+    #[error(
+        "--project-dir {}: release builds a tag's commit of a git checkout ({source}); run it \
+         in the project's clone",
+        .path.display()
+    )]
+    NotACheckout {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What git said.
+        source: Box<ExecError>,
+    },
+    /// The checkout has no such tag, or its commit could not be exported.
+    #[error(transparent)]
+    Checkout(Box<ExecError>),
     /// Inputs are missing or malformed.
     #[error(transparent)]
     Inputs(#[from] InputError),
@@ -96,6 +112,8 @@ impl CommandError {
             CommandError::MissingTag
             | CommandError::TagRefused { .. }
             | CommandError::ProjectDir { .. }
+            | CommandError::NotACheckout { .. }
+            | CommandError::Checkout(_)
             | CommandError::Inputs(_) => EXIT_USAGE,
             CommandError::Settings(_)
             | CommandError::Host { .. }
@@ -109,7 +127,7 @@ impl CommandError {
 fn release(e: &ReleaseError) -> u8 {
     match e {
         ReleaseError::Docker(d) => docker(d),
-        ReleaseError::Aws(AwsError::TokenFile { .. }) => EXIT_HOST,
+        ReleaseError::Aws(AwsError::TokenFile { .. } | AwsError::EndpointUrl { .. }) => EXIT_HOST,
         ReleaseError::Call(call) => match call.fault {
             Fault::NoCredentials | Fault::Unreachable | Fault::TimedOut | Fault::Denied => {
                 EXIT_HOST

@@ -22,7 +22,7 @@ pub use rollback::rollback;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::docker::Cancel;
-use crate::joblog::JobLog;
+use crate::joblog::{Format, JobLog};
 use crate::release::inputs::{Input, InputSource};
 use crate::settings::{ReleaseSettings, TagVerdict};
 
@@ -145,9 +145,10 @@ impl Target {
     }
 }
 
-/// A job-log-style output on stdout that masks the ID token given in the environment.
-fn operator_log() -> JobLog {
-    JobLog::stdout(environment("AWS_ID_TOKEN"))
+/// The commands' output on stdout: for the terminal it goes to (plain when piped or
+/// `NO_COLOR` is set), masking the ID token given in the environment.
+pub fn operator_log() -> JobLog {
+    JobLog::operator(Format::for_operator(), environment("AWS_ID_TOKEN"))
 }
 
 /// Completes on SIGINT or SIGTERM.

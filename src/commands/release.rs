@@ -1,8 +1,12 @@
-//! `release`: the native release outside GitLab, with the same inputs and report.
+//! `release`: the native release outside GitLab, with the same inputs and report. It builds
+//! the tag's commit exported from the git checkout, never the working tree, so what is
+//! pushed under an immutable tag is what the tag names.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{interrupt, operator_log, temp_dir, CommandError, Target};
+use crate::joblog::JobLog;
+use crate::local::Checkout;
 use crate::release::inputs::{self, ImageAction, Requester};
 use crate::release::{self, ProjectSource, Provenance, ReleaseRequest};
 use crate::settings::Settings;
@@ -10,7 +14,7 @@ use crate::settings::Settings;
 /// What `release` was asked to do.
 #[derive(Debug, Clone)]
 pub struct ReleaseOptions<'a> {
-    /// The project directory to build.
+    /// The git checkout whose tag is built; reports are written there.
     pub project_dir: &'a Path,
     /// Only build and push the image.
     pub push_only: bool,
@@ -18,7 +22,8 @@ pub struct ReleaseOptions<'a> {
     pub dry_run: bool,
 }
 
-/// Builds, pushes and (unless `push_only`) rolls out `target.tag` from `project_dir`.
+/// Builds, pushes and (unless `push_only`) rolls out `target.tag`'s commit of the checkout
+/// at `project_dir`.
 pub async fn release(
     settings: &Settings,
     target: &Target,
@@ -41,10 +46,15 @@ pub async fn release(
     let inputs = inputs::collect(action, &tag, target, &settings.aws, Requester::Operator)?;
     let temp = temp_dir()?;
     let log = operator_log();
+    let tree = temp.path().join("tree");
+    let (build, provenance) = export_tag(&project_dir, &tag, &tree, &log)?;
     let request = ReleaseRequest {
         inputs,
-        provenance: Provenance::default(),
-        source: ProjectSource::Directory(project_dir),
+        provenance,
+        source: ProjectSource::Directory {
+            build,
+            reports: project_dir,
+        },
         temp_dir: temp.path().to_path_buf(),
         job_deadline: None,
         dry_run: options.dry_run,
@@ -52,4 +62,46 @@ pub async fn release(
     let mut cancel = interrupt()?;
     release::execute(settings, &request, &log, &mut cancel).await?;
     Ok(())
+}
+
+/// Exports `tag`'s commit of the checkout holding `project_dir` into `tree` and returns the
+/// directory there that corresponds to `project_dir`, with the commit as provenance.
+fn export_tag(
+    project_dir: &Path,
+    tag: &str,
+    tree: &Path,
+    log: &JobLog,
+) -> Result<(PathBuf, Provenance), CommandError> {
+    let not_a_checkout = |e| CommandError::NotACheckout {
+        path: project_dir.to_path_buf(),
+        source: Box::new(e),
+    };
+    let git = |e| CommandError::Checkout(Box::new(e));
+    let checkout = Checkout::of_dir(project_dir).map_err(not_a_checkout)?;
+    let commit = checkout.resolve(Some(tag), None).map_err(git)?;
+    std::fs::create_dir(tree).map_err(|source| CommandError::Host {
+        action: format!("create {}", tree.display()),
+        source,
+    })?;
+    checkout.export(&commit.sha, tree).map_err(git)?;
+    let uncommitted = checkout.uncommitted().map_err(git)?;
+    log.info(&format!(
+        "Building {tag} = commit {} of {}, exported from git{}",
+        &commit.sha[..commit.sha.len().min(12)],
+        checkout.root.display(),
+        match uncommitted.len() {
+            0 => String::new(),
+            n => format!(" (the working tree's {n} uncommitted change(s) are not part of it)"),
+        }
+    ));
+    let relative = project_dir
+        .strip_prefix(&checkout.root)
+        .unwrap_or(Path::new(""));
+    let provenance = Provenance {
+        project_path: checkout.project_path.clone(),
+        commit_sha: commit.sha,
+        commit_time: commit.timestamp,
+        ..Provenance::default()
+    };
+    Ok((tree.join(relative), provenance))
 }

@@ -1,21 +1,27 @@
 //! `rollback`: return the service to the previous (or a named) release's revision, with the
 //! release's watcher.
 
+use std::time::Instant;
+
 use super::{interrupt, operator_log, temp_dir, CommandError, Target};
 use crate::aws;
+use crate::clock;
 use crate::release::ecs::{short_td, Ecs, SdkEcs};
 use crate::release::inputs;
-use crate::release::rollback::{pick_rollback, switch, Candidate, RollbackTo, Switch};
+use crate::release::report::ecs_console_url;
+use crate::release::rollback::{pick_rollback, switch, Candidate, Pick, RollbackTo, Switch};
 use crate::release::strategy::{self, Strategy};
-use crate::release::{taskdef, ReleaseError};
+use crate::release::{rollout_deadline, taskdef, ReleaseError};
 use crate::settings::Settings;
 
-/// Rolls the service back as `to` says.
+/// Rolls the service back as `to` says; with `dry_run`, only says where it would go.
 pub async fn rollback(
     settings: &Settings,
     target: &Target,
     to: RollbackTo,
+    dry_run: bool,
 ) -> Result<(), CommandError> {
+    let started = Instant::now();
     let access = inputs::collect_service(target, &settings.aws)?;
     let temp = temp_dir()?;
     let session = aws::session(&access.region, &access.credentials, temp.path())
@@ -63,20 +69,43 @@ pub async fn rollback(
         revision: current.revision(),
         image: image_of(&current),
     };
-    let chosen = pick_rollback(&here, &candidates, &to).map_err(ReleaseError::from)?;
-    log.step(&format!(
-        "Rolling {} back from {} ({}) to {} ({})",
+    let console = ecs_console_url(
+        &access.region,
+        &access.target.cluster,
+        &access.target.service,
+    );
+    let chosen =
+        match pick_rollback(&here, &family, &candidates, &to).map_err(ReleaseError::from)? {
+            Pick::AlreadyThere(c) => {
+                log.info(&format!(
+                    "{} already runs {} ({}): nothing to roll back",
+                    access.target.service,
+                    short_td(&c.arn),
+                    c.image
+                ));
+                return Ok(());
+            }
+            Pick::Switch(c) => c,
+        };
+    let move_line = format!(
+        "{} from {} ({}) to {} ({})",
         access.target.service,
         short_td(&here.arn),
         here.image,
         short_td(&chosen.arn),
         chosen.image
-    ));
+    );
+    if dry_run {
+        log.info(&format!("Would roll {move_line}"));
+        log.info("Dry run: the service was not changed");
+        return Ok(());
+    }
+    log.step(&format!("Rolling {move_line}"));
     let mut cancel = interrupt()?;
     let spec = Switch {
         from: &here.arn,
         to: &chosen.arn,
-        deadline: tokio::time::Instant::now() + settings.ecs.rollout_timeout,
+        deadline: rollout_deadline(settings, &access.target, None, &log),
         poll: settings.ecs.poll_interval,
         strategy: &strategy,
     };
@@ -86,5 +115,11 @@ pub async fn rollback(
         short_td(&report.new_arn),
         report.deployment_id.unwrap_or_default()
     ));
+    log.info(&format!("rolled back: {move_line}"));
+    log.info(&format!(
+        "took:      {}",
+        clock::human_duration(started.elapsed().as_secs() as i64)
+    ));
+    log.info(&format!("console:   {console}"));
     Ok(())
 }

@@ -77,10 +77,10 @@ pub async fn ensure_helper(
         .and_then(|i| i.architecture)
         .unwrap_or_default();
     let gitlab = default_helper_image(runner_version, &architecture);
-    if present(docker, &gitlab.to_string()).await? {
+    if image_present(docker, &gitlab.to_string()).await? {
         return Ok(gitlab);
     }
-    if present(docker, LOCAL_HELPER_IMAGE).await? {
+    if image_present(docker, LOCAL_HELPER_IMAGE).await? {
         log.info(&format!(
             "Using the helper image {LOCAL_HELPER_IMAGE} built on this host ({gitlab} is not here)"
         ));
@@ -110,14 +110,15 @@ pub async fn image_on_host(
         LOCAL_HELPER_IMAGE,
         settings.default_image.trim(),
     ] {
-        if !candidate.is_empty() && present(docker, candidate).await? {
+        if !candidate.is_empty() && image_present(docker, candidate).await? {
             return Ok(Some(candidate.to_string()));
         }
     }
     Ok(None)
 }
 
-async fn present(docker: &Docker, image: &str) -> Result<bool, DockerError> {
+/// Whether `image` is on the host (no pull).
+pub async fn image_present(docker: &Docker, image: &str) -> Result<bool, DockerError> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),

@@ -20,7 +20,9 @@ pub use cleanup::{remove_job_objects, sweep_orphans, CleanupReport};
 pub use container::{
     create_build_container, create_helper_container, BuildOptions, ContainerSpec, STAGE_MARKER,
 };
-pub use helper_image::{default_helper_image, ensure_helper, image_on_host, LOCAL_HELPER_IMAGE};
+pub use helper_image::{
+    default_helper_image, ensure_helper, image_on_host, image_present, LOCAL_HELPER_IMAGE,
+};
 pub use image::{effective_policies, ensure_image, Credentials, ImageOrigin, PullFault};
 pub use naming::{JobNames, ProjectVolumes, LABEL_JOB, LABEL_MANAGED, LABEL_RUNNER};
 pub use services::{follow_service_logs, start_services, LogFollowers, ServicePlan, ServiceSpec};
@@ -262,7 +264,11 @@ pub async fn connect_patiently(
 /// checks that it answers.
 pub async fn connect(settings: &DockerSettings) -> Result<Docker, DockerError> {
     let host = if settings.host.is_empty() {
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+        // An empty DOCKER_HOST means the default socket, as for the docker CLI.
+        std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
     } else {
         settings.host.clone()
     };

@@ -179,7 +179,12 @@ pub async fn measure(
         .enumerate()
         .map(|(i, v)| format!("{}:/v/{i}:ro", v.name))
         .collect();
-    let name = format!("gitlab-ecs-executor-du-{}", clock::epoch_secs());
+    // Two `doctor`s in the same second must not take each other's name.
+    let name = format!(
+        "gitlab-ecs-executor-du-{}-{}",
+        std::process::id(),
+        clock::epoch_secs()
+    );
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         entrypoint: Some(vec!["sh".into(), "-c".into()]),

@@ -46,6 +46,11 @@ impl Checkout {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        Self::of_dir(dir)
+    }
+
+    /// The checkout holding directory `dir`.
+    pub fn of_dir(dir: &Path) -> Result<Self, ExecError> {
         let root = git(dir, &["rev-parse", "--show-toplevel"])
             .map(PathBuf::from)
             .map_err(|e| ExecError::Git(format!("exec runs jobs of a git checkout: {e}")))?;
@@ -173,6 +178,42 @@ impl Checkout {
             Some(prefix) => format!("{prefix}-{digest}"),
             None => digest,
         })
+    }
+
+    /// Writes the tree of commit `sha` into the empty directory `dest`, as `git archive`
+    /// exports it: committed files only, nothing of the working tree.
+    pub fn export(&self, sha: &str, dest: &Path) -> Result<(), ExecError> {
+        let failed = |message: String| {
+            ExecError::Git(format!(
+                "cannot export commit {} of {}: {message}",
+                short(sha),
+                self.root.display()
+            ))
+        };
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(&self.root)
+            .args(["archive", "--format=tar", sha])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| failed(format!("cannot run git: {e}")))?;
+        let unpacked = match child.stdout.take() {
+            Some(out) => tar::Archive::new(out)
+                .unpack(dest)
+                .map_err(|e| failed(e.to_string())),
+            None => Err(failed("git gave no output".into())),
+        };
+        let status = child
+            .wait_with_output()
+            .map_err(|e| failed(e.to_string()))?;
+        if !status.status.success() {
+            return Err(failed(
+                String::from_utf8_lossy(&status.stderr).trim().to_string(),
+            ));
+        }
+        unpacked
     }
 
     /// The working tree, where the pipeline file and its includes are read.

@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::docker::DockerError;
 use crate::settings::SettingsError;
 use assemble::Assembler;
-use checkout::{short, AtCommit, Checkout, Commit};
+use checkout::{short, AtCommit};
+pub use checkout::{Checkout, Commit};
 use pipeline::{Pipeline, PipelineError};
 use runner::Runner;
 

@@ -65,7 +65,7 @@ pub async fn execute(
     let req = ContinueRequest {
         action: inputs.action,
         deployment: inputs.deployment.clone(),
-        deadline: super::rollout_deadline(settings, &access.target, job_deadline, log),
+        deadline: super::rollout_deadline(settings, &access.target, job_deadline, log).at,
         poll: settings.ecs.poll_interval,
         on_pause: access
             .target

@@ -670,6 +670,23 @@ impl Reader<'_> {
     }
 }
 
+/// Checks every release input that is given, as a release would, without requiring any:
+/// what `doctor` reports before a release finds it.
+pub fn check_given(source: &dyn InputSource) -> Vec<String> {
+    let mut r = Reader::new(source);
+    r.optional(Input::Registry, check_registry);
+    r.optional(Input::Repository, check_repository);
+    r.optional(Input::Region, check_region);
+    r.list(Input::Service, check_ecs_name);
+    r.optional(Input::Cluster, check_ecs_name);
+    r.optional(Input::TaskDefinition, check_task_definition);
+    r.list(Input::Container, check_container);
+    r.optional(Input::RolloutTimeout, check_duration);
+    r.optional(Input::Rollback, check_rollback);
+    r.optional(Input::OnPauseHook, check_pause_mode);
+    r.problems
+}
+
 /// Reads and checks the region alone.
 pub fn region(source: &dyn InputSource, aws: &AwsSettings) -> Result<String, InputError> {
     let mut r = Reader::new(source);

@@ -72,8 +72,8 @@ async fn run(
     let deadline = gate
         .task
         .timeout
-        .map(|t| (started + t).min(req.deadline))
-        .unwrap_or(req.deadline);
+        .map(|t| (started + t).min(req.deadline.at))
+        .unwrap_or(req.deadline.at);
     let td = ecs.task_definition(revision).await?.definition;
     let targets = taskdef::target_containers(&td, &req.target.containers, &req.image.repository())?;
     let container = targets

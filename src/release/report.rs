@@ -78,8 +78,8 @@ async fn write_report(
     docker: &bollard::Docker,
 ) -> Result<PathBuf, ReleaseError> {
     match source {
-        ProjectSource::Directory(dir) => {
-            let path = dir.join(name);
+        ProjectSource::Directory { reports, .. } => {
+            let path = reports.join(name);
             std::fs::write(&path, contents).map_err(|e| ReleaseError::Report {
                 path: path.clone(),
                 message: e.to_string(),
@@ -160,12 +160,7 @@ pub(crate) async fn summarize(
             (None, true) => "already_deployed",
             (None, false) => "deployed",
         };
-        let console = format!(
-            "https://{r}.console.aws.amazon.com/ecs/v2/clusters/{}/services/{}/deployments?region={r}",
-            target.cluster,
-            target.service,
-            r = req.inputs.region
-        );
+        let console = ecs_console_url(&req.inputs.region, &target.cluster, &target.service);
         log.info(&format!("console:   {console}"));
         links.push((format!("ECS deployments of {}", target.service), console));
         let mut values = vec![
@@ -226,4 +221,11 @@ pub(crate) async fn summarize(
         path.display()
     ));
     Ok(())
+}
+
+/// The ECS console page of a service's deployments.
+pub fn ecs_console_url(region: &str, cluster: &str, service: &str) -> String {
+    format!(
+        "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/services/{service}/deployments?region={region}"
+    )
 }

@@ -27,8 +27,13 @@ pub struct ReleaseRequest {
 /// Where the project checkout is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProjectSource {
-    /// A directory on this host (an operator's `release --project-dir`).
-    Directory(PathBuf),
+    /// Directories on this host (an operator's `release`).
+    Directory {
+        /// The tree to build: the tag's commit, exported.
+        build: PathBuf,
+        /// Where the report files go: the operator's project directory.
+        reports: PathBuf,
+    },
     /// The project directory in a job's volume, read and written through one of the job's
     /// containers: the checkout never touches the runner host.
     Volume {

@@ -52,43 +52,105 @@ pub enum NoTarget {
         revision: i32,
     },
     /// No revision runs the tag.
-    #[error("no ACTIVE revision of the family runs an image tagged {0}")]
-    NoSuchTag(String),
+    #[error("no ACTIVE revision of {family} runs an image tagged {tag}{}", tag_hint(.tag, .tags))]
+    NoSuchTag {
+        /// The tag asked for.
+        tag: String,
+        /// The task definition family searched.
+        family: String,
+        /// The tags its ACTIVE revisions run, newest first.
+        tags: Vec<String>,
+    },
     /// The revision is not an active one of the family.
-    #[error("revision {0} is not an ACTIVE revision of the family")]
-    NoSuchRevision(i32),
-    /// The service already runs the chosen revision.
-    #[error("the service already runs {0}")]
-    AlreadyThere(String),
+    #[error("revision {revision} is not an ACTIVE revision of {family} (ACTIVE: {})", revisions(.active))]
+    NoSuchRevision {
+        /// The revision asked for.
+        revision: i32,
+        /// The family searched.
+        family: String,
+        /// Its ACTIVE revisions, newest first.
+        active: Vec<i32>,
+    },
 }
 
-/// Picks the revision to roll back to among `candidates` (newest first).
+fn tag_hint(tag: &str, tags: &[String]) -> String {
+    let listed = match tags.is_empty() {
+        true => "; none of its revisions runs a tagged image".to_string(),
+        false => format!("; its revisions run {}", tags.join(", ")),
+    };
+    let with_v = format!("v{tag}");
+    match tags.contains(&with_v) {
+        true => format!("{listed}. Did you mean {with_v}?"),
+        false => listed,
+    }
+}
+
+fn revisions(active: &[i32]) -> String {
+    active
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where `rollback` takes the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// To this revision.
+    Switch(Candidate),
+    /// Nowhere: it already runs the revision asked for.
+    AlreadyThere(Candidate),
+}
+
+/// Picks the revision to roll back to among the family's ACTIVE `candidates`, in revision
+/// order whatever order the server listed them in.
 pub fn pick_rollback(
     current: &Candidate,
+    family: &str,
     candidates: &[Candidate],
     to: &RollbackTo,
-) -> Result<Candidate, NoTarget> {
+) -> Result<Pick, NoTarget> {
+    let mut newest_first: Vec<&Candidate> = candidates.iter().collect();
+    newest_first.sort_by_key(|c| std::cmp::Reverse(c.revision));
     let found = match to {
-        RollbackTo::Previous => candidates
+        RollbackTo::Previous => newest_first
             .iter()
             .find(|c| c.revision < current.revision && c.image != current.image),
-        RollbackTo::Tag(tag) => candidates
+        RollbackTo::Tag(tag) => newest_first
             .iter()
             .find(|c| ImageRef::parse(&c.image).tag() == Some(tag.as_str())),
-        RollbackTo::Revision(n) => candidates.iter().find(|c| c.revision == *n),
+        RollbackTo::Revision(n) => newest_first.iter().find(|c| c.revision == *n),
     };
-    let found = found.cloned().ok_or_else(|| match to {
+    let found = found.map(|c| (*c).clone()).ok_or_else(|| match to {
         RollbackTo::Previous => NoTarget::NoPrevious {
             image: current.image.clone(),
             revision: current.revision,
         },
-        RollbackTo::Tag(tag) => NoTarget::NoSuchTag(tag.clone()),
-        RollbackTo::Revision(n) => NoTarget::NoSuchRevision(*n),
+        RollbackTo::Tag(tag) => {
+            let mut tags: Vec<String> = Vec::new();
+            for c in &newest_first {
+                if let Some(t) = ImageRef::parse(&c.image).tag() {
+                    if !tags.iter().any(|seen| seen == t) {
+                        tags.push(t.to_string());
+                    }
+                }
+            }
+            NoTarget::NoSuchTag {
+                tag: tag.clone(),
+                family: family.to_string(),
+                tags,
+            }
+        }
+        RollbackTo::Revision(n) => NoTarget::NoSuchRevision {
+            revision: *n,
+            family: family.to_string(),
+            active: newest_first.iter().map(|c| c.revision).collect(),
+        },
     })?;
-    if found.arn == current.arn {
-        return Err(NoTarget::AlreadyThere(short_td(&found.arn).to_string()));
-    }
-    Ok(found)
+    Ok(match found.arn == current.arn {
+        true => Pick::AlreadyThere(found),
+        false => Pick::Switch(found),
+    })
 }
 
 /// Where a failed rollout left the service.
@@ -325,8 +387,8 @@ pub struct Switch<'a> {
     pub from: &'a str,
     /// The revision to return to.
     pub to: &'a str,
-    /// When to give up following it.
-    pub deadline: Instant,
+    /// When to give up following it, and why then.
+    pub deadline: super::RolloutDeadline,
     /// Time between polls.
     pub poll: Duration,
     /// How the service deploys.
@@ -360,7 +422,7 @@ pub async fn switch(
         service_deployment: started_deployment.service_deployment.as_deref(),
         arn: switch.to,
         strategy: switch.strategy,
-        deadline: switch.deadline,
+        deadline: switch.deadline.at,
         poll: switch.poll,
         stop_at_pause: false,
     };
@@ -373,7 +435,10 @@ pub async fn switch(
             Verdict::InProgress | Verdict::RollingBack(_) | Verdict::AwaitingApproval(_),
         )
         | WatchEnd::Deadline(_) => {
-            format!("deployment {deployment} did not complete before the deadline")
+            format!(
+                "deployment {deployment} did not complete within {}",
+                switch.deadline
+            )
         }
         WatchEnd::Cancelled => format!("cancelled while deployment {deployment} rolled out"),
     };
@@ -390,43 +455,78 @@ pub async fn switch(
 mod tests {
     use super::*;
 
-    #[test]
-    fn rollback_targets() {
-        let c = |rev: i32, tag: &str| Candidate {
+    fn c(rev: i32, tag: &str) -> Candidate {
+        Candidate {
             arn: format!("arn:aws:ecs:r:1:task-definition/app:{rev}"),
             revision: rev,
             image: format!("r/app:{tag}"),
-        };
+        }
+    }
+
+    fn picked(result: Result<Pick, NoTarget>) -> i32 {
+        match result {
+            Ok(Pick::Switch(c)) => c.revision,
+            other => panic!("expected a switch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rollback_targets_in_revision_order_whatever_the_listing_order() {
+        // As a server that ignores sort=DESC lists them.
         let all = [
-            c(5, "v1.3.0"),
-            c(4, "v1.3.0"),
-            c(3, "v1.2.0"),
             c(2, "v1.1.0"),
+            c(5, "v1.3.0"),
+            c(1, "v1.0.0"),
+            c(3, "v1.2.3"),
+            c(4, "v1.3.0"),
         ];
         let current = c(5, "v1.3.0");
         assert_eq!(
-            pick_rollback(&current, &all, &RollbackTo::Previous)
-                .unwrap()
-                .revision,
+            picked(pick_rollback(&current, "app", &all, &RollbackTo::Previous)),
             3
         );
         assert_eq!(
-            pick_rollback(&current, &all, &RollbackTo::Tag("v1.1.0".into()))
-                .unwrap()
-                .revision,
+            picked(pick_rollback(
+                &current,
+                "app",
+                &all,
+                &RollbackTo::Tag("v1.1.0".into())
+            )),
             2
         );
         assert_eq!(
-            pick_rollback(&current, &all, &RollbackTo::Revision(4))
-                .unwrap()
-                .revision,
+            picked(pick_rollback(
+                &current,
+                "app",
+                &all,
+                &RollbackTo::Revision(4)
+            )),
             4
         );
-        assert!(matches!(
-            pick_rollback(&current, &all, &RollbackTo::Revision(5)),
-            Err(NoTarget::AlreadyThere(_))
-        ));
-        assert!(pick_rollback(&current, &all, &RollbackTo::Tag("v9".into())).is_err());
-        assert!(pick_rollback(&c(2, "v1.1.0"), &all[3..], &RollbackTo::Previous).is_err());
+        assert_eq!(
+            pick_rollback(&current, "app", &all, &RollbackTo::Revision(5)),
+            Ok(Pick::AlreadyThere(c(5, "v1.3.0")))
+        );
+        assert!(pick_rollback(&c(1, "v1.0.0"), "app", &all[2..3], &RollbackTo::Previous).is_err());
+    }
+
+    #[test]
+    fn a_missing_tag_names_the_family_its_tags_and_a_missing_v() {
+        let all = [c(3, "v1.2.3"), c(2, "v1.2.3"), c(1, "v1.0.0")];
+        let err = pick_rollback(&all[0], "shop", &all, &RollbackTo::Tag("1.0.0".into()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "no ACTIVE revision of shop runs an image tagged 1.0.0; its revisions run v1.2.3, \
+             v1.0.0. Did you mean v1.0.0?"
+        );
+        let err = pick_rollback(&all[0], "shop", &all, &RollbackTo::Revision(9))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "revision 9 is not an ACTIVE revision of shop (ACTIVE: 3, 2, 1)"
+        );
     }
 }

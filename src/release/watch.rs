@@ -56,7 +56,8 @@ pub(crate) async fn watch(
     mut cancel: Option<&mut Cancel>,
     observer: &mut Observer,
 ) -> Result<WatchEnd, ReleaseError> {
-    let mut last_news = Instant::now();
+    let started = Instant::now();
+    let mut last_news = started;
     let mut stopped_tasks_unavailable = false;
     loop {
         let pause = clock::jittered(watch.poll)
@@ -116,8 +117,10 @@ pub(crate) async fn watch(
         if !news.is_empty() {
             last_news = Instant::now();
         }
+        // Time since the watch began, so a reader sees how long each phase took.
+        let elapsed = started.elapsed().as_secs();
         for line in news {
-            log.info(&line);
+            log.info(&format!("[{elapsed:>4}s] {line}"));
         }
         let at_gate = matches!(verdict, Verdict::AwaitingApproval(_)) && watch.stop_at_pause;
         if verdict.is_final() || at_gate {

@@ -65,7 +65,7 @@ fn release(e: &ReleaseError) -> Outcome {
     match e {
         // The engine being down is the runner host's problem.
         ReleaseError::Docker(d) => docker(d),
-        ReleaseError::Aws(AwsError::TokenFile { .. }) => SYSTEM,
+        ReleaseError::Aws(AwsError::TokenFile { .. } | AwsError::EndpointUrl { .. }) => SYSTEM,
         ReleaseError::Call(call) => match call.fault {
             Fault::Throttled
             | Fault::Denied

@@ -421,3 +421,14 @@ pub fn git(repo: &Path, args: &[&str]) {
         .expect("git");
     assert!(status.success(), "git {args:?}");
 }
+
+/// What git prints in `repo` for `args`, trimmed; fails the test if git fails.
+pub fn git_output(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -12,7 +12,6 @@ pub(crate) use derive::{checked_copy, derive_only, show_changes};
 use std::time::Duration;
 
 use aws_sdk_ecs::types::Tag;
-use tokio::time::Instant;
 
 use super::ecs::{short_td, Ecs, Started};
 use super::inputs::EcsTarget;
@@ -40,8 +39,8 @@ pub struct DeployRequest {
     pub image: ImageRef,
     /// Traceability tags to add to the revision.
     pub trace_tags: Vec<Tag>,
-    /// When the rollout counts as failed.
-    pub deadline: Instant,
+    /// When the rollout counts as failed, and why then.
+    pub deadline: super::RolloutDeadline,
     /// Poll interval.
     pub poll: Duration,
     /// Rollback mode.
@@ -287,7 +286,10 @@ mod tests {
             family_check: FamilyCheck::Required,
             image: ImageRef::parse(&format!("{REPO}:{tag}")),
             trace_tags: taskdef::traceability_tags(&[("gitlab:tag", tag)]),
-            deadline: Instant::now() + rollout,
+            deadline: super::super::RolloutDeadline::after(
+                rollout,
+                super::super::LimitSource::Setting,
+            ),
             poll: Duration::from_secs(5),
             rollback: RollbackMode::Auto,
             on_pause: PauseMode::Wait,

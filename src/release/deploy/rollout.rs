@@ -95,7 +95,7 @@ pub(super) async fn roll_out(
     let (base, new_arn, strategy) = (plan.base, plan.new_arn, &plan.strategy);
     // A deployment that cannot finish before the deadline is not started, unless the job
     // is to end at its approval gate anyway.
-    let left = req.deadline.saturating_duration_since(Instant::now());
+    let left = req.deadline.at.saturating_duration_since(Instant::now());
     let needs = strategy.min_duration();
     let ends_at_gate = plan.gated && req.on_pause == PauseMode::Succeed;
     if needs > left && !ends_at_gate {
@@ -138,7 +138,7 @@ pub(super) async fn follow(
         service_deployment: rollout.started.service_deployment.as_deref(),
         arn: rollout.arn,
         strategy: rollout.strategy,
-        deadline: req.deadline,
+        deadline: req.deadline.at,
         poll: req.poll,
         stop_at_pause: req.on_pause == PauseMode::Succeed,
     };
@@ -181,18 +181,14 @@ pub(super) async fn follow(
         }
         WatchEnd::Verdict(Verdict::Failed(reason) | Verdict::Vanished(reason)) => reason,
         WatchEnd::Deadline(Verdict::AwaitingApproval(pause)) => format!(
-            "deployment {name} still waited for approval at {} (hooks {}) at the rollout deadline",
+            "deployment {name} still waited for approval at {} (hooks {}) at the end of {}",
             pause.stage,
-            pause.hook_ids.join(", ")
+            pause.hook_ids.join(", "),
+            req.deadline
         ),
-        WatchEnd::Verdict(_) | WatchEnd::Deadline(_) => format!(
-            "deployment {name} did not complete before the rollout deadline ({} left when it started)",
-            clock::human_duration(
-                req.deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_secs() as i64
-            )
-        ),
+        WatchEnd::Verdict(_) | WatchEnd::Deadline(_) => {
+            format!("deployment {name} did not complete within {}", req.deadline)
+        }
         WatchEnd::Cancelled => format!("the job was cancelled while deployment {name} rolled out"),
     };
     let state = match (req.rollback, rollout.previous) {

@@ -91,8 +91,8 @@ pub(crate) async fn release_image(
     }
     let (inputs, source) = (&req.inputs, &req.source);
     let source = match source {
-        ProjectSource::Directory(dir) => {
-            let plan = context::plan(dir, &inputs.build_context, &inputs.dockerfile)?;
+        ProjectSource::Directory { build, .. } => {
+            let plan = context::plan(build, &inputs.build_context, &inputs.dockerfile)?;
             log.info(&format!(
                 "Building {image} from {} (Dockerfile {})",
                 plan.root.display(),

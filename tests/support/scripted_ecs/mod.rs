@@ -61,6 +61,9 @@ pub struct Script {
     pub resource_management: Option<&'static str>,
     /// How tasks started with `RunTask` go.
     pub task: Option<TaskScript>,
+    /// `ListTaskDefinitions` answers in registration order whatever `sort` asks, as some
+    /// servers do.
+    pub ignore_list_sort: bool,
 }
 
 impl Default for Script {
@@ -76,6 +79,7 @@ impl Default for Script {
             controller: "ECS",
             resource_management: None,
             task: None,
+            ignore_list_sort: false,
         }
     }
 }
@@ -970,7 +974,9 @@ impl State {
                         )
                     })
                     .collect();
-                arns.sort_by_key(|(rev, _)| -rev);
+                if !self.services.iter().any(|s| s.script.ignore_list_sort) {
+                    arns.sort_by_key(|(rev, _)| -rev);
+                }
                 Ok(
                     json!({"taskDefinitionArns": arns.into_iter().map(|(_, a)| a).collect::<Vec<_>>()}),
                 )
