@@ -318,3 +318,67 @@ fn sample(key: &str, default: Option<&toml::Value>) -> String {
         (_, None) => "1".into(),
     }
 }
+
+/// The command lines of the docs' `sh` blocks and inline code that run the binary, with
+/// continuation lines joined and comments removed.
+fn command_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = code_blocks(text, "sh")
+        .iter()
+        .flat_map(|block| {
+            block
+                .replace("\\\n", " ")
+                .lines()
+                .map(|l| l.split(" #").next().unwrap_or_default().trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.extend(
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|span| span.trim().to_string()),
+    );
+    lines.retain(|l| l.starts_with("gitlab-ecs-executor "));
+    lines
+}
+
+#[test]
+fn every_cli_example_uses_a_command_and_flags_that_exist() {
+    let mut checked = 0;
+    for (path, text) in docs() {
+        for line in command_lines(&text) {
+            let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+            let mut rest = words.iter().copied().peekable();
+            let mut command = None;
+            while let Some(word) = rest.next() {
+                if word == "--config" {
+                    rest.next();
+                } else if !word.starts_with('-') {
+                    command = Some(word);
+                    break;
+                }
+            }
+            let Some(command) = command else { continue };
+            let help = std::process::Command::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
+                .args([command, "--help"])
+                .output()
+                .unwrap();
+            assert!(
+                help.status.success(),
+                "{}: `{line}`: no command `{command}`",
+                path.display()
+            );
+            let help = String::from_utf8_lossy(&help.stdout);
+            for flag in rest.filter(|w| w.starts_with("--")) {
+                let flag = flag.split('=').next().unwrap_or(flag);
+                assert!(
+                    help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                    "{}: `{line}`: `{command}` has no flag {flag}",
+                    path.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} command lines found");
+}
