@@ -394,6 +394,7 @@ fn control_plane(f: &mut Fixture) -> Row {
         rollout_timeout: None,
         rollback: None,
         on_pause_hook: None,
+        names: Default::default(),
     };
     let log = JobLog::new(Box::new(std::io::sink()), Vec::<String>::new());
     let mut ours = Vec::new();

@@ -114,6 +114,17 @@ fn rollback_orders_revisions_itself_says_where_it_goes_and_is_done_when_already_
         &format!("revision 9 is not an ACTIVE revision of {FAMILY} (ACTIVE: 3, 2, 1)"),
     );
 
+    // A service with a sidecar, and nothing to tell the release's container: the flag is named.
+    let (out, log) = run(&f, &["rollback", "--dry-run"], &[("ECR_REPOSITORY", "")]);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert_logged(&log, "set --container to one or more of them");
+    let (out, log) = run(
+        &f,
+        &["rollback", "--dry-run", "--container", "app"],
+        &[("ECR_REPOSITORY", "")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{log}");
+
     let (_, help) = output_of(std::process::Command::new(binary()).args(["rollback", "--help"]));
     assert!(!help.contains("--tag"), "rollback takes no --tag: {help}");
 }
@@ -202,8 +213,10 @@ fn doctor_fails_what_a_release_would_fail_on() {
     );
     let (out, log) = run(&f, &["doctor", "--container", "no-such-container"], &[]);
     assert_eq!(out.status.code(), Some(1), "{log}");
-    assert_logged(&log, "[FAIL] task definition: ");
-    assert_logged(&log, "no-such-container");
+    assert_logged(
+        &log,
+        "[FAIL] task definition: --container `no-such-container` is not a container of",
+    );
 
     let (_, log) = run(&f, &["doctor", "--tag", "v1.2.3"], &[]);
     assert_logged(&log, "[ ok ] tag: v1.2.3 would be released");

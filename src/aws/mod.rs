@@ -70,7 +70,9 @@ impl CredentialRequest {
             CredentialRequest::JobKeys { access_key_id, .. } => {
                 format!("the job's access key {access_key_id}")
             }
-            CredentialRequest::Host => "the runner host's default credential chain".into(),
+            CredentialRequest::Host => {
+                "the host's default credential chain (environment, profile, instance role)".into()
+            }
         }
     }
 }

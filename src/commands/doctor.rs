@@ -8,7 +8,7 @@ use super::Target;
 use crate::aws::{self, CallError};
 use crate::docker::{self, volumes};
 use crate::release::ecs::{short_td, Ecs, SdkEcs};
-use crate::release::inputs::{self, Requester};
+use crate::release::inputs::{self, InputNames, Requester};
 use crate::release::taskdef;
 use crate::settings::{PullPolicy, Settings};
 
@@ -118,7 +118,7 @@ async fn service_task_definition(
                 .collect()
         })
         .unwrap_or_default();
-    match taskdef::target_containers(&td, &named, repository) {
+    match taskdef::target_containers(&td, &named, repository, &flag_names()) {
         Ok(chosen) => Check::Ok(format!(
             "{}: a release replaces the image of {}",
             short_td(running),
@@ -130,6 +130,14 @@ async fn service_task_definition(
                 .join(", ")
         )),
         Err(e) => Check::Fail(e.to_string()),
+    }
+}
+
+/// The task-definition inputs as `doctor` takes them.
+fn flag_names() -> InputNames {
+    InputNames {
+        container: "--container".into(),
+        task_definition: "--task-definition".into(),
     }
 }
 

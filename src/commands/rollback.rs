@@ -40,8 +40,13 @@ pub async fn rollback(
     let current_arn = service.task_definition().unwrap_or_default().to_string();
     let current = ecs.task_definition(&current_arn).await?.definition;
     let repository = access.repository.clone().unwrap_or_default();
-    let targets = taskdef::target_containers(&current, &access.target.containers, &repository)
-        .map_err(ReleaseError::from)?;
+    let targets = taskdef::target_containers(
+        &current,
+        &access.target.containers,
+        &repository,
+        &access.target.names,
+    )
+    .map_err(ReleaseError::from)?;
     // The release's containers share one image; the first one tells which release it is.
     let container_name = targets
         .first()

@@ -170,6 +170,27 @@ pub struct EcsTarget {
     pub rollback: Option<RollbackMode>,
     /// What to do at a PAUSE lifecycle hook.
     pub on_pause_hook: Option<PauseMode>,
+    /// What the requester calls the inputs an error about the task definition points at.
+    pub names: InputNames,
+}
+
+/// How the requester names the task-definition inputs: job variables in a job, flags on the
+/// command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputNames {
+    /// `ECS_CONTAINER` or `--container`.
+    pub container: String,
+    /// `TASK_DEFINITION` or `--task-definition`.
+    pub task_definition: String,
+}
+
+impl Default for InputNames {
+    fn default() -> Self {
+        InputNames {
+            container: "ECS_CONTAINER".into(),
+            task_definition: "TASK_DEFINITION".into(),
+        }
+    }
 }
 
 /// What a release does with the image it builds.
@@ -421,6 +442,10 @@ impl<'s> Reader<'s> {
             on_pause_hook: self
                 .optional(Input::OnPauseHook, check_pause_mode)
                 .and_then(|v| PauseMode::parse(&v)),
+            names: InputNames {
+                container: self.source.name(Input::Container),
+                task_definition: self.source.name(Input::TaskDefinition),
+            },
         }
     }
 

@@ -282,6 +282,7 @@ mod tests {
                 rollout_timeout: None,
                 rollback: None,
                 on_pause_hook: None,
+                names: Default::default(),
             },
             family_check: FamilyCheck::Required,
             image: ImageRef::parse(&format!("{REPO}:{tag}")),

@@ -10,6 +10,7 @@ pub use document::{Document, FieldChange};
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 
 use crate::image_ref::ImageRef;
+use crate::release::inputs::InputNames;
 use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition};
 
 /// Every field of `RegisterTaskDefinitionInput`, as the SDK names them, that [`copy`]
@@ -43,10 +44,10 @@ const MAX_TAGS: usize = 50;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TaskDefError {
     /// `ECS_CONTAINER` names no container.
-    #[error(
-        "ECS_CONTAINER `{name}` is not a container of {task_definition} (containers: {names})"
-    )]
+    #[error("{input} `{name}` is not a container of {task_definition} (containers: {names})")]
     UnknownContainer {
+        /// What the requester calls the input.
+        input: String,
         /// The requested name.
         name: String,
         /// `family:revision`.
@@ -57,9 +58,11 @@ pub enum TaskDefError {
     /// No container can be chosen.
     #[error(
         "cannot tell which container of {task_definition} runs the release image (containers: \
-         {names}); set ECS_CONTAINER to one or more of them, comma-separated"
+         {names}); set {input} to one or more of them, comma-separated"
     )]
     Ambiguous {
+        /// What the requester calls the input.
+        input: String,
         /// `family:revision`.
         task_definition: String,
         /// The names present.
@@ -67,10 +70,12 @@ pub enum TaskDefError {
     },
     /// The service's task definition belongs to another family than `TASK_DEFINITION`.
     #[error(
-        "TASK_DEFINITION is `{expected}` but the service runs {actual}: point TASK_DEFINITION \
-         at the service's family, or leave it unset"
+        "{input} is `{expected}` but the service runs {actual}: point {input} at the service's \
+         family, or leave it unset"
     )]
     WrongFamily {
+        /// What the requester calls the input.
+        input: String,
         /// From the job.
         expected: String,
         /// `family:revision` the service runs.
@@ -87,7 +92,11 @@ pub fn label(td: &TaskDefinition) -> String {
 }
 
 /// Checks that the service's task definition belongs to `TASK_DEFINITION`'s family.
-pub fn check_family(td: &TaskDefinition, expected: &str) -> Result<(), TaskDefError> {
+pub fn check_family(
+    td: &TaskDefinition,
+    expected: &str,
+    names: &InputNames,
+) -> Result<(), TaskDefError> {
     // `family`, `family:rev` and full ARNs all name a family.
     let family = expected
         .rsplit('/')
@@ -100,6 +109,7 @@ pub fn check_family(td: &TaskDefinition, expected: &str) -> Result<(), TaskDefEr
         Ok(())
     } else {
         Err(TaskDefError::WrongFamily {
+            input: names.task_definition.clone(),
             expected: expected.to_string(),
             actual: label(td),
         })
@@ -114,6 +124,7 @@ pub fn target_containers(
     td: &TaskDefinition,
     named: &[String],
     repository: &str,
+    input_names: &InputNames,
 ) -> Result<Vec<usize>, TaskDefError> {
     let containers = td.container_definitions();
     let names = || {
@@ -130,6 +141,7 @@ pub fn target_containers(
                 .iter()
                 .position(|c| c.name() == Some(name.as_str()))
                 .ok_or_else(|| TaskDefError::UnknownContainer {
+                    input: input_names.container.clone(),
                     name: name.clone(),
                     task_definition: label(td),
                     names: names(),
@@ -155,6 +167,7 @@ pub fn target_containers(
         (false, _) => Ok(matching),
         (true, 1) => Ok(vec![0]),
         _ => Err(TaskDefError::Ambiguous {
+            input: input_names.container.clone(),
             task_definition: label(td),
             names: names(),
         }),
@@ -468,6 +481,7 @@ mod tests {
             &base,
             &[],
             "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name",
+            &InputNames::default(),
         )
         .unwrap();
         assert_eq!(targets, [1], "the app, not the sidecar listed first");
@@ -507,33 +521,43 @@ mod tests {
         let base = sample();
         let named = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            target_containers(&base, &named(&["log-router"]), "x").unwrap(),
+            target_containers(&base, &named(&["log-router"]), "x", &InputNames::default()).unwrap(),
             [0]
         );
         assert_eq!(
-            target_containers(&base, &named(&["app", "log-router", "app"]), "x").unwrap(),
+            target_containers(
+                &base,
+                &named(&["app", "log-router", "app"]),
+                "x",
+                &InputNames::default()
+            )
+            .unwrap(),
             [1, 0]
         );
-        let err = target_containers(&base, &named(&["app", "web"]), "x").unwrap_err();
+        let err = target_containers(&base, &named(&["app", "web"]), "x", &InputNames::default())
+            .unwrap_err();
         assert!(
             err.to_string().contains("`web`") && err.to_string().contains("log-router, app"),
             "{err}"
         );
-        let err = target_containers(&base, &[], "other/repo").unwrap_err();
+        let err = target_containers(&base, &[], "other/repo", &InputNames::default()).unwrap_err();
         assert!(
             matches!(err, TaskDefError::Ambiguous { .. })
                 && err.to_string().contains("ECS_CONTAINER")
         );
         let mut single = base.clone();
         single.container_definitions.as_mut().unwrap().remove(0);
-        assert_eq!(target_containers(&single, &[], "other/repo").unwrap(), [0]);
+        assert_eq!(
+            target_containers(&single, &[], "other/repo", &InputNames::default()).unwrap(),
+            [0]
+        );
         // An app and a worker from the release repository, beside a log router.
         let mut two = base.clone();
         let mut worker = base.container_definitions()[1].clone();
         worker.name = Some("worker".into());
         two.container_definitions.as_mut().unwrap().push(worker);
         let repository = "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name";
-        let targets = target_containers(&two, &[], repository).unwrap();
+        let targets = target_containers(&two, &[], repository, &InputNames::default()).unwrap();
         assert_eq!(container_names(&two, &targets), ["app", "worker"]);
         let input = copy(&two, &targets, NEW_IMAGE, Vec::new()).unwrap();
         let images: Vec<_> = input
@@ -554,14 +578,23 @@ mod tests {
     #[test]
     fn families_images_tags_and_versions() {
         let base = sample();
-        assert!(check_family(&base, "your-task-definition").is_ok());
-        assert!(check_family(&base, "your-task-definition:3").is_ok());
+        assert!(check_family(&base, "your-task-definition", &InputNames::default()).is_ok());
+        assert!(check_family(&base, "your-task-definition:3", &InputNames::default()).is_ok());
         assert!(check_family(
             &base,
-            "arn:aws:ecs:r:1:task-definition/your-task-definition:7"
+            "arn:aws:ecs:r:1:task-definition/your-task-definition:7",
+            &InputNames::default()
         )
         .is_ok());
-        assert!(check_family(&base, "other")
+        let flags = InputNames {
+            container: "--container".into(),
+            task_definition: "--task-definition".into(),
+        };
+        assert!(check_family(&base, "other", &flags)
+            .unwrap_err()
+            .to_string()
+            .starts_with("--task-definition is `other`"));
+        assert!(check_family(&base, "other", &InputNames::default())
             .unwrap_err()
             .to_string()
             .contains("your-task-definition:7"));
