@@ -375,7 +375,10 @@ mod tests {
                     Expect::FailedThenUndone(rev),
                     Err(ReleaseError::RolloutFailed { reason, state }),
                 ) => {
-                    assert!(reason.contains("deadline"), "{name}: {reason}");
+                    assert!(
+                        reason.contains("rollout timeout of 1 min"),
+                        "{name}: {reason}"
+                    );
                     assert!(state.contains("back on"), "{name}: {state}");
                     assert_eq!(ecs.service_revision(), *rev, "{name}");
                 }
