@@ -81,6 +81,14 @@ fn rollback_orders_revisions_itself_says_where_it_goes_and_is_done_when_already_
     let (out, log) = run(&f, &["rollback"], &[]);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_logged(&log, &format!("The service runs {FAMILY}:2 again"));
+    assert!(
+        log.lines().any(|l| {
+            let l = l.trim_start_matches('[').trim_start();
+            l.split_once("s] ")
+                .is_some_and(|(secs, _)| secs.parse::<u64>().is_ok())
+        }),
+        "rollout lines carry the seconds since it began: {log}"
+    );
     assert_logged(&log, &format!("rolled back: {SERVICE} from {FAMILY}:3"));
     assert_logged(
         &log,
@@ -453,4 +461,29 @@ fn exec_dry_run_and_release_dry_run_change_nothing() {
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert!(ecs.service_task_definition().ends_with(":2"), "{log}");
     assert!(f.registry.manifest("group/app", "v1.2.3").is_some());
+}
+
+#[test]
+fn without_credentials_doctor_and_plan_say_so_not_that_the_endpoint_is_unreachable() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    let home = tempfile::tempdir().unwrap();
+    for args in [&["doctor"][..], &["plan", "--tag", "v1.2.3"]] {
+        let (out, log) = output_of(
+            f.command()
+                .args(args)
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env("HOME", home.path()),
+        );
+        assert_logged(&log, "no AWS credentials");
+        assert_logged(
+            &log,
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE",
+        );
+        assert!(!log.contains("cannot be reached"), "{args:?}: {log}");
+        let expected = if args[0] == "doctor" { 1 } else { 3 };
+        assert_eq!(out.status.code(), Some(expected), "{args:?}: {log}");
+    }
 }
