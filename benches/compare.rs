@@ -515,14 +515,14 @@ fn rerelease(f: &mut Fixture) -> Row {
     let mut cold = Vec::new();
     for i in 0..3 {
         f.commit_file("deps.lock", &format!("{:?}", SystemTime::now()));
-        let r = f.env.runner.run(&job_at_head(f, &format!("v7.0.{i}")));
+        let r = f.env.runner.run(&job_at_head(f, &format!("v8.0.{i}")));
         assert_eq!(r.status, Status::Success, "{}", r.log);
         cold.push(image_secs(&r.log));
     }
     // The same tree again under new tags: everything is in the build cache and the registry.
     let mut warm = Vec::new();
     for i in 0..3 {
-        let r = f.env.runner.run(&job_at_head(f, &format!("v7.1.{i}")));
+        let r = f.env.runner.run(&job_at_head(f, &format!("v8.1.{i}")));
         assert_eq!(r.status, Status::Success, "{}", r.log);
         warm.push(image_secs(&r.log));
     }
