@@ -226,6 +226,17 @@ fn doctor_fails_what_a_release_would_fail_on() {
         "[FAIL] task definition: --container `no-such-container` is not a container of",
     );
 
+    // Pull policies are tried in order: `never` first still lets the next one pull.
+    let pulls = Fixture::new(
+        &stand_ins::Moto::ecr_password(),
+        "[docker]\ndefault_image = \"debian:not-on-this-host\"\npull_policy = [\"never\", \"if-not-present\"]\n",
+    );
+    let (_, log) = run(&pulls, &["doctor"], &[]);
+    assert_logged(
+        &log,
+        "[warn] default image: debian:not-on-this-host is not on the host: the first job without an image pulls it",
+    );
+
     let (_, log) = run(&f, &["doctor", "--tag", "v1.2.3"], &[]);
     assert_logged(&log, "[ ok ] tag: v1.2.3 would be released");
     assert_logged(&log, "[ ok ] inputs: every input given is well formed");

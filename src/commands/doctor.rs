@@ -73,7 +73,14 @@ async fn default_image(docker: &bollard::Docker, settings: &Settings) -> Check {
     }
     match docker::image_present(docker, image).await {
         Ok(true) => Check::Ok(format!("{image} is on the host")),
-        Ok(false) if settings.docker.pull_policy.contains(&PullPolicy::Never) => {
+        // Policies are tried in order: only a list of nothing but `never` cannot pull.
+        Ok(false)
+            if settings
+                .docker
+                .pull_policy
+                .iter()
+                .all(|p| *p == PullPolicy::Never) =>
+        {
             Check::Fail(format!(
                 "{image} is not on the host and docker.pull_policy is never: load it (docker \
                  load) or allow pulling"
