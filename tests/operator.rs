@@ -292,7 +292,13 @@ fn no_command_panics_on_empty_or_malformed_aws_and_docker_variables() {
     // Every service keeps a loopback endpoint when the global one is blanked.
     let endpoint = moto().runner_env()[0].1.clone();
     let repo = f.repo.to_string_lossy().into_owned();
-    let commands: [&[&str]; 6] = [
+    f.commit_file(
+        ".gitlab-ci.yml",
+        "deploy-job:\n  stage: deploy\n  script: [echo never]\n",
+    );
+    let pipeline = format!("{repo}/.gitlab-ci.yml");
+    let registry = format!("ECR_REGISTRY={}", f.registry.host);
+    let commands: [&[&str]; 7] = [
         &["doctor"],
         &["plan", "--tag", "v1.2.3"],
         &["rollback", "--dry-run"],
@@ -305,6 +311,26 @@ fn no_command_panics_on_empty_or_malformed_aws_and_docker_variables() {
             "v1.2.3",
             "--project-dir",
             &repo,
+        ],
+        // A release job's stages, run by exec, inherit the same environment.
+        &[
+            "exec",
+            "deploy-job",
+            "--file",
+            &pipeline,
+            "--tag",
+            "v1.2.3",
+            "--dry-run",
+            "--var",
+            &registry,
+            "--var",
+            "ECR_REPOSITORY=group/app",
+            "--var",
+            "ECS_CLUSTER=your-cluster-name",
+            "--var",
+            "ECS_SERVICE=your-service-name",
+            "--var",
+            "AWS_DEFAULT_REGION=ap-northeast-1",
         ],
     ];
     let variables = [
