@@ -524,3 +524,44 @@ fn without_credentials_doctor_and_plan_say_so_not_that_the_endpoint_is_unreachab
         assert_eq!(out.status.code(), Some(expected), "{args:?}: {log}");
     }
 }
+
+/// An endpoint that answers every request with a 500 and counts them.
+fn failing_endpoint() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 8192];
+            // The request (headers and a small form body) arrives in one read here.
+            if stream.read(&mut buf).unwrap_or(0) > 0 {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        }
+    });
+    (address, count)
+}
+
+#[test]
+fn doctor_retries_a_failing_endpoint_once_and_reports_it() {
+    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+    let ecs = f.scripted_ecs(&format!("{}:v1.2.2", f.repository()), Script::default());
+    f.use_ecs(&ecs);
+    let (sts, requests) = failing_endpoint();
+    let (out, log) = output_of(f.command().arg("doctor").env("AWS_ENDPOINT_URL_STS", &sts));
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_logged(
+        &log,
+        "[FAIL] aws identity: AWS call sts:GetCallerIdentity failed",
+    );
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one attempt and one retry: {log}"
+    );
+}

@@ -126,24 +126,53 @@ pub struct AwsSession {
     pub token_file: Option<TokenFile>,
 }
 
-/// Builds the SDK configuration for `region` with the requested credentials.
+/// How hard AWS calls try before they give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// A release rides out throttling and transient faults: 8 attempts, backoff up to 20 s.
+    Release,
+    /// `doctor` reports what it finds now: one retry, so an unreachable endpoint is reported
+    /// in seconds, not after a minute of backoff.
+    Probe,
+}
+
+impl Persistence {
+    fn retry_config(self) -> RetryConfig {
+        // Throttling ("Rate exceeded") and transient faults are retried with exponential
+        // backoff. Not adaptive mode: its client-side rate limiter, once tripped, spaces
+        // polls far beyond the poll interval and hides a failing rollout for minutes.
+        match self {
+            Persistence::Release => RetryConfig::standard()
+                .with_max_attempts(8)
+                .with_max_backoff(Duration::from_secs(20)),
+            Persistence::Probe => RetryConfig::standard()
+                .with_max_attempts(2)
+                .with_max_backoff(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// Builds the SDK configuration of a release for `region` with the requested credentials.
 pub async fn session(
     region: &str,
     request: &CredentialRequest,
     token_dir: &Path,
 ) -> Result<AwsSession, AwsError> {
+    session_with(region, request, token_dir, Persistence::Release).await
+}
+
+/// [`session`] with calls as persistent as `persistence` says.
+pub async fn session_with(
+    region: &str,
+    request: &CredentialRequest,
+    token_dir: &Path,
+    persistence: Persistence,
+) -> Result<AwsSession, AwsError> {
     let endpoints = Endpoints::from_env()?;
     let region = Region::new(region.to_string());
-    // Throttling ("Rate exceeded") and transient faults are retried with exponential backoff.
-    // Not adaptive mode: its client-side rate limiter, once tripped, spaces polls far beyond
-    // the poll interval and hides a failing rollout for minutes.
     let loader = aws_config::defaults(BehaviorVersion::latest())
         .region(region.clone())
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(8)
-                .with_max_backoff(Duration::from_secs(20)),
-        )
+        .retry_config(persistence.retry_config())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))

@@ -249,7 +249,14 @@ pub async fn doctor(
             return failed;
         }
     };
-    let session = match aws::session(&region, &credentials, temp.path()).await {
+    let session = match aws::session_with(
+        &region,
+        &credentials,
+        temp.path(),
+        aws::Persistence::Probe,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             report("aws identity", Check::Fail(e.to_string()));
