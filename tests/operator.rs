@@ -217,8 +217,20 @@ fn doctor_fails_what_a_release_would_fail_on() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert_logged(
         &log,
-        &format!("[FAIL] task definition: the service runs family `{FAMILY}` ({FAMILY}:1), not --task-definition `other-family`"),
+        &format!("[FAIL] task definition: --task-definition is `other-family` but the service runs {FAMILY}:1: point --task-definition at the service's family"),
     );
+    // `family:revision` names the family, as it does for a release.
+    let (out, log) = run(
+        &f,
+        &["doctor", "--task-definition", &format!("{FAMILY}:1")],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the other checks of this fixture fail: {log}"
+    );
+    assert_logged(&log, &format!("[ ok ] task definition: {FAMILY}:1"));
     let (out, log) = run(&f, &["doctor", "--container", "no-such-container"], &[]);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert_logged(

@@ -8,7 +8,7 @@ use super::Target;
 use crate::aws::{self, CallError};
 use crate::docker::{self, volumes};
 use crate::release::ecs::{short_td, Ecs, SdkEcs};
-use crate::release::inputs::{self, InputNames, Requester};
+use crate::release::inputs::{self, Requester, ServiceAccess};
 use crate::release::taskdef;
 use crate::settings::{PullPolicy, Settings};
 
@@ -93,39 +93,21 @@ async fn default_image(docker: &bollard::Docker, settings: &Settings) -> Check {
     }
 }
 
-/// The task definition the service runs, against `--task-definition` and `--container`.
-async fn service_task_definition(
-    ecs: &SdkEcs,
-    running: &str,
-    target: &Target,
-    repository: &str,
-) -> Check {
+/// The task definition the service runs, against `--task-definition` and `--container`,
+/// judged as a release would judge it.
+async fn service_task_definition(ecs: &SdkEcs, running: &str, access: &ServiceAccess) -> Check {
     let td = match ecs.task_definition(running).await {
         Ok(td) => td.definition,
         Err(e) => return Check::Fail(e.to_string()),
     };
-    let family = td.family().unwrap_or_default();
-    if let Some(wanted) = target.task_definition.as_deref().filter(|f| !f.is_empty()) {
-        if wanted != family {
-            return Check::Fail(format!(
-                "the service runs family `{family}` ({}), not --task-definition `{wanted}`: a \
-                 release would stop before registering",
-                short_td(running)
-            ));
+    let target = &access.target;
+    if let Some(family) = &target.task_definition {
+        if let Err(e) = taskdef::check_family(&td, family, &target.names) {
+            return Check::Fail(e.to_string());
         }
     }
-    let named: Vec<String> = target
-        .container
-        .as_deref()
-        .map(|c| {
-            c.split(',')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    match taskdef::target_containers(&td, &named, repository, &flag_names()) {
+    let repository = access.repository.as_deref().unwrap_or_default();
+    match taskdef::target_containers(&td, &target.containers, repository, &target.names) {
         Ok(chosen) => Check::Ok(format!(
             "{}: a release replaces the image of {}",
             short_td(running),
@@ -137,14 +119,6 @@ async fn service_task_definition(
                 .join(", ")
         )),
         Err(e) => Check::Fail(e.to_string()),
-    }
-}
-
-/// The task-definition inputs as `doctor` takes them.
-fn flag_names() -> InputNames {
-    InputNames {
-        container: "--container".into(),
-        task_definition: "--task-definition".into(),
     }
 }
 
@@ -302,40 +276,46 @@ pub async fn doctor(
             }
         },
     );
+    let ecs = match (&target.cluster, &target.service) {
+        (Some(cluster), Some(service)) => Some(SdkEcs::new(
+            aws_sdk_ecs::Client::new(&session.config),
+            cluster,
+            service,
+        )),
+        _ => None,
+    };
     let mut running = None;
     report(
         "ecs service",
-        match (&target.cluster, &target.service) {
-            (Some(cluster), Some(service)) => {
-                let ecs = SdkEcs::new(aws_sdk_ecs::Client::new(&session.config), cluster, service);
-                match ecs.describe_service().await {
-                    Ok(s) => {
-                        running = s.task_definition().map(str::to_string);
-                        Check::Ok(format!(
-                            "{service} in {cluster}: {} running {}/{}, status {}",
-                            s.task_definition().map(short_td).unwrap_or("?"),
-                            s.running_count(),
-                            s.desired_count(),
-                            s.status().unwrap_or("?")
-                        ))
-                    }
-                    Err(e) => Check::Fail(e.to_string()),
+        match (&ecs, &target.cluster, &target.service) {
+            (Some(ecs), Some(cluster), Some(service)) => match ecs.describe_service().await {
+                Ok(s) => {
+                    running = s.task_definition().map(str::to_string);
+                    Check::Ok(format!(
+                        "{service} in {cluster}: {} running {}/{}, status {}",
+                        s.task_definition().map(short_td).unwrap_or("?"),
+                        s.running_count(),
+                        s.desired_count(),
+                        s.status().unwrap_or("?")
+                    ))
                 }
-            }
+                Err(e) => Check::Fail(e.to_string()),
+            },
             _ => Check::Skip("no service (--cluster/--service or ECS_CLUSTER/ECS_SERVICE)".into()),
         },
     );
-    let repository = match (&target.registry, &target.repository) {
-        (Some(registry), Some(repository)) => format!("{registry}/{repository}"),
-        _ => String::new(),
-    };
     report(
         "task definition",
-        match (&running, &target.cluster, &target.service) {
-            (Some(arn), Some(cluster), Some(service)) => {
-                let ecs = SdkEcs::new(aws_sdk_ecs::Client::new(&session.config), cluster, service);
-                service_task_definition(&ecs, arn, target, &repository).await
-            }
+        match (
+            &ecs,
+            &running,
+            inputs::collect_service(target, &settings.aws),
+        ) {
+            (Some(ecs), Some(arn), Ok(access)) => service_task_definition(ecs, arn, &access).await,
+            (Some(_), Some(_), Err(e)) => Check::Skip(format!(
+                "not judged while an input is unusable ({})",
+                e.problems.join("; ")
+            )),
             _ => Check::Skip("no service to read it from".into()),
         },
     );
