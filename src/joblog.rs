@@ -122,16 +122,11 @@ impl Format {
     }
 
     /// `text` in `style`, unless plain.
-    pub fn paint(self, style: &str, text: &str) -> String {
+    fn paint(self, style: &str, text: &str) -> String {
         match self {
             Format::Plain => text.to_string(),
             Format::GitLab | Format::Terminal => format!("{style}{text}{RESET}"),
         }
-    }
-
-    /// An `ERROR: …` line.
-    pub fn error_line(self, text: &str) -> String {
-        self.paint(BOLD_RED, &format!("ERROR: {text}"))
     }
 }
 

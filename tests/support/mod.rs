@@ -166,18 +166,11 @@ impl TestEnv {
 
     /// This runner's volumes.
     pub fn volumes(&self) -> Vec<String> {
-        let out = Command::new("docker")
-            .args(["volume", "ls", "-q", "--filter"])
-            .arg(format!(
-                "label=com.gitlab-ecs-executor.runner={}",
-                self.runner.runner_id
-            ))
-            .output()
-            .expect("docker cli");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        let label = format!(
+            "label=com.gitlab-ecs-executor.runner={}",
+            self.runner.runner_id
+        );
+        docker_lines(&["volume", "ls", "-q", "--filter", &label])
     }
 }
 
@@ -201,16 +194,9 @@ pub fn docker_objects_of(job: &Job) -> Vec<String> {
         (&["ps", "-a"][..], "{{.Names}}"),
         (&["network", "ls"][..], "{{.Name}}"),
     ] {
-        let out = Command::new("docker")
-            .args(kind)
-            .args(["--filter", &filter, "--format", format])
-            .output()
-            .expect("docker cli");
-        found.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string),
-        );
+        let mut args = kind.to_vec();
+        args.extend(["--filter", &filter, "--format", format]);
+        found.extend(docker_lines(&args));
     }
     found
 }
@@ -222,8 +208,13 @@ pub fn read(path: &Path) -> String {
 
 /// Names of all Docker volumes on the host.
 pub fn volumes() -> Vec<String> {
+    docker_lines(&["volume", "ls", "-q"])
+}
+
+/// The lines the docker CLI prints for `args`.
+fn docker_lines(args: &[&str]) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["volume", "ls", "-q"])
+        .args(args)
         .output()
         .expect("docker cli");
     String::from_utf8_lossy(&out.stdout)
