@@ -314,25 +314,18 @@ pub async fn execute(
     };
 
     let ecs = aws_sdk_ecs::Client::new(&session.config);
-    let mut members: Vec<fleet::Member<SdkEcs>> = match inputs.action {
+    let services: Vec<(SdkEcs, &EcsTarget)> = match inputs.action {
         ImageAction::Push => Vec::new(),
         ImageAction::Release => inputs
             .ecs
             .iter()
-            .map(|target| fleet::Member {
-                ecs: SdkEcs::new(ecs.clone(), &target.cluster, &target.service),
-                req: deploy_request(
-                    settings,
-                    inputs,
-                    target,
-                    &req.provenance,
-                    req.job_deadline,
-                    log,
-                ),
+            .map(|target| {
+                let service = SdkEcs::new(ecs.clone(), &target.cluster, &target.service);
+                (service, target)
             })
             .collect(),
     };
-    let platform = target_platform(&members).await?;
+    let platform = target_platform(services.iter().map(|(service, _)| service)).await?;
 
     // Before anything changes, a cancel simply stops: there is nothing to undo.
     let image_started = Instant::now();
@@ -342,14 +335,33 @@ pub async fn execute(
         _ = &mut *cancel => return Err(ReleaseError::Cancelled),
     };
     let image_time = image_started.elapsed();
-    if let (true, Some(digest)) = (settings.release.pin_digest, image.registry_digest()) {
-        // The revision names the exact image that was built or found.
-        let pinned = inputs.image.with_digest(digest);
-        log.info(&format!("Pinning the release image by digest: {pinned}"));
-        for member in &mut members {
-            member.req.image = pinned.clone();
+    let released_image = match (settings.release.pin_digest, image.registry_digest()) {
+        (true, Some(digest)) => {
+            // The revision names the exact image that was built or found.
+            let pinned = inputs.image.with_digest(digest);
+            log.info(&format!("Pinning the release image by digest: {pinned}"));
+            pinned
         }
-    }
+        _ => inputs.image.clone(),
+    };
+    // The rollout's time starts now, after the build and push it does not include.
+    let members: Vec<fleet::Member<SdkEcs>> = services
+        .into_iter()
+        .map(|(ecs, target)| fleet::Member {
+            ecs,
+            req: DeployRequest {
+                image: released_image.clone(),
+                ..deploy_request(
+                    settings,
+                    inputs,
+                    target,
+                    &req.provenance,
+                    req.job_deadline,
+                    log,
+                )
+            },
+        })
+        .collect();
     if req.dry_run {
         for member in &members {
             let log = if members.len() > 1 {
@@ -396,17 +408,17 @@ pub async fn execute(
 
 /// The one platform the services' task definitions run on (`None` when none names one).
 async fn target_platform(
-    members: &[fleet::Member<SdkEcs>],
+    services: impl Iterator<Item = &SdkEcs>,
 ) -> Result<Option<platform::Platform>, ReleaseError> {
     let mut found: Vec<(String, platform::Platform)> = Vec::new();
-    for member in members {
-        let service = member.ecs.describe_service().await?;
+    for ecs in services {
+        let service = ecs.describe_service().await?;
         let Some(arn) = service.task_definition() else {
             continue;
         };
-        let td = member.ecs.task_definition(arn).await?.definition;
+        let td = ecs.task_definition(arn).await?.definition;
         if let Some(p) = platform::Platform::of_task_definition(&td)? {
-            found.push((member.ecs.service().to_string(), p));
+            found.push((ecs.service().to_string(), p));
         }
     }
     let first = found.first().map(|(_, p)| p.clone());
