@@ -7,6 +7,7 @@ use std::path::Path;
 use super::Target;
 use crate::aws::{self, CallError};
 use crate::docker::{self, volumes};
+use crate::image_ref::ImageRef;
 use crate::release::ecs::{short_td, Ecs, SdkEcs};
 use crate::release::inputs::{self, Requester, ServiceAccess};
 use crate::release::taskdef;
@@ -61,31 +62,23 @@ async fn project_volumes(docker: &bollard::Docker, settings: &Settings) -> Check
     ))
 }
 
-/// Whether jobs without an image can run: `docker.default_image` allowed and present, or
-/// pullable.
+/// Whether jobs without an image can run: `docker.default_image` on the host, or pullable
+/// under the pull policies prepare would use. (Like the docker executor, prepare always
+/// allows the operator's own default image, whatever `docker.allowed_images` says.)
 async fn default_image(docker: &bollard::Docker, settings: &Settings) -> Check {
-    let image = settings.docker.default_image.trim();
-    if !settings.docker.image_allowed(image) {
-        return Check::Fail(format!(
-            "docker.default_image `{image}` is not in docker.allowed_images: jobs without an \
-             image: would be refused"
-        ));
-    }
-    match docker::image_present(docker, image).await {
+    let name = settings.docker.default_image.trim();
+    let image = ImageRef::parse(name);
+    let policies = match docker::effective_policies(&image, &[], &settings.docker) {
+        Ok(p) => p,
+        Err(e) => return Check::Fail(e.to_string()),
+    };
+    match docker::image_present(docker, name).await {
         Ok(true) => Check::Ok(format!("{image} is on the host")),
         // Policies are tried in order: only a list of nothing but `never` cannot pull.
-        Ok(false)
-            if settings
-                .docker
-                .pull_policy
-                .iter()
-                .all(|p| *p == PullPolicy::Never) =>
-        {
-            Check::Fail(format!(
-                "{image} is not on the host and docker.pull_policy is never: load it (docker \
-                 load) or allow pulling"
-            ))
-        }
+        Ok(false) if policies.iter().all(|p| *p == PullPolicy::Never) => Check::Fail(format!(
+            "{image} is not on the host and its pull policy is never: load it (docker load) \
+             or allow pulling in docker.pull_policy"
+        )),
         Ok(false) => Check::Warn(format!(
             "{image} is not on the host: the first job without an image pulls it"
         )),
