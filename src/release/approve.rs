@@ -163,12 +163,17 @@ pub async fn continue_deployment(
         (_, WatchEnd::Verdict(Verdict::RolledBack(reason))) => {
             Err(ReleaseError::RolledBack { reason })
         }
-        (_, WatchEnd::Verdict(Verdict::Failed(reason) | Verdict::Vanished(reason))) => {
-            Err(ReleaseError::RolloutFailed {
-                reason,
-                state: "check the service in the ECS console".into(),
-            })
-        }
+        (
+            _,
+            WatchEnd::Verdict(
+                Verdict::Failed(reason)
+                | Verdict::Vanished(reason)
+                | Verdict::RollbackFailed(reason),
+            ),
+        ) => Err(ReleaseError::RolloutFailed {
+            reason,
+            state: "check the service in the ECS console".into(),
+        }),
         (_, other) => Err(ReleaseError::RolloutFailed {
             reason: format!(
                 "service deployment {arn} did not finish while followed ({})",

@@ -360,14 +360,18 @@ async fn follow_rollback(
                 deployment,
             }
         }
-        Ok(WatchEnd::Verdict(Verdict::RolledBack(reason)))
-            if ecs_rolled_back && !reason.contains("FAILED") =>
-        {
+        Ok(WatchEnd::Verdict(Verdict::RolledBack(_))) if ecs_rolled_back => {
             return Aftermath::BackOn {
                 revision,
                 deployment,
             }
         }
+        Ok(WatchEnd::Verdict(
+            Verdict::RolledBack(why)
+            | Verdict::RollbackFailed(why)
+            | Verdict::Failed(why)
+            | Verdict::Vanished(why),
+        )) => why,
         Ok(WatchEnd::Verdict(v)) => format!("{v:?}"),
         Ok(WatchEnd::Deadline(_) | WatchEnd::Cancelled) => {
             format!("still in progress after {} s", failed.timeout.as_secs())
@@ -430,7 +434,12 @@ pub async fn switch(
         WatchEnd::Verdict(Verdict::Completed) => {
             return Ok(DeployReport::deployed(switch.from, switch.to, deployment))
         }
-        WatchEnd::Verdict(Verdict::RolledBack(r) | Verdict::Failed(r) | Verdict::Vanished(r)) => r,
+        WatchEnd::Verdict(
+            Verdict::RolledBack(r)
+            | Verdict::RollbackFailed(r)
+            | Verdict::Failed(r)
+            | Verdict::Vanished(r),
+        ) => r,
         WatchEnd::Verdict(
             Verdict::InProgress | Verdict::RollingBack(_) | Verdict::AwaitingApproval(_),
         )

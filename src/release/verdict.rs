@@ -23,6 +23,8 @@ pub enum Verdict {
     Failed(String),
     /// ECS's circuit breaker rolled the service back to another task definition.
     RolledBack(String),
+    /// ECS tried to roll our deployment back and its rollback failed.
+    RollbackFailed(String),
     /// Our deployment is gone and something else is primary.
     Vanished(String),
     /// ECS is rolling our deployment back (a failed hook, an alarm, the circuit breaker, a
@@ -134,8 +136,8 @@ pub fn assess_service_deployment(
             failure_cause(sd, hook_stages),
             short_td(running)
         )),
-        "ROLLBACK_FAILED" => Verdict::RolledBack(format!(
-            "{}; ECS's rollback FAILED and the service runs {} (check it in the ECS console)",
+        "ROLLBACK_FAILED" => Verdict::RollbackFailed(format!(
+            "{}; ECS's rollback failed and the service runs {} (check it in the ECS console)",
             failure_cause(sd, hook_stages),
             short_td(running)
         )),
@@ -404,5 +406,47 @@ mod tests {
             2,
         )]);
         assert_eq!(other_deployment_in_progress(&s), None);
+    }
+
+    #[test]
+    fn a_failed_hook_rolled_back_by_ecs_is_a_rollback_and_a_failed_rollback_is_not() {
+        use aws_sdk_ecs::types::{
+            DeploymentLifecycleHookDetail, DeploymentLifecycleHookStatus, ServiceDeploymentStatus,
+        };
+        let deployment = |status| {
+            ServiceDeployment::builder()
+                .service_deployment_arn("arn:aws:ecs:r:1:service-deployment/c/s/1")
+                .status(status)
+                .lifecycle_hook_details(
+                    DeploymentLifecycleHookDetail::builder()
+                        .hook_id("migrate")
+                        .status(DeploymentLifecycleHookStatus::Failed)
+                        .build(),
+                )
+                .build()
+        };
+        let on_old = Service::builder().task_definition(OLD).build();
+        let stages = HashMap::new();
+        // The cause names a hook that FAILED; the rollback itself succeeded.
+        let v = assess_service_deployment(
+            &deployment(ServiceDeploymentStatus::RollbackSuccessful),
+            &on_old,
+            OURS,
+            &stages,
+        );
+        assert!(
+            matches!(&v, Verdict::RolledBack(why) if why.contains("migrate") && why.contains("FAILED")),
+            "{v:?}"
+        );
+        let v = assess_service_deployment(
+            &deployment(ServiceDeploymentStatus::RollbackFailed),
+            &on_old,
+            OURS,
+            &stages,
+        );
+        assert!(
+            matches!(&v, Verdict::RollbackFailed(why) if why.contains("ECS's rollback failed")),
+            "{v:?}"
+        );
     }
 }

@@ -179,7 +179,10 @@ pub(super) async fn follow(
             // ECS is rolling back on its own: follow it rather than start another.
             return Err(finish_ecs_rollback(ecs, req, log, &rollout, &mut observer, reason).await);
         }
-        WatchEnd::Verdict(Verdict::Failed(reason) | Verdict::Vanished(reason)) => reason,
+        // ECS could not roll back: our own undo points the service at the base revision.
+        WatchEnd::Verdict(
+            Verdict::Failed(reason) | Verdict::Vanished(reason) | Verdict::RollbackFailed(reason),
+        ) => reason,
         WatchEnd::Deadline(Verdict::AwaitingApproval(pause)) => format!(
             "deployment {name} still waited for approval at {} (hooks {}) at the end of {}",
             pause.stage,
@@ -234,6 +237,9 @@ pub(super) async fn finish_ecs_rollback(
     };
     match watch(ecs, &spec, log, None, observer).await {
         Ok(WatchEnd::Verdict(Verdict::RolledBack(reason))) => ReleaseError::RolledBack { reason },
+        Ok(WatchEnd::Verdict(Verdict::RollbackFailed(state))) => {
+            ReleaseError::RolloutFailed { reason, state }
+        }
         Ok(end) => ReleaseError::RolloutFailed {
             reason,
             state: format!(
