@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::release::{Fixture, CLUSTER, FAMILY};
-use crate::support::scripted_ecs::{Scenario, Script, ScriptedEcs, ServiceSpec, TaskScript};
+use crate::support::scripted_ecs::{
+    Deployments, Hook, Scenario, Script, ScriptedEcs, ServiceSpec, Strategy, TaskScript,
+};
 use crate::support::task_definitions::{base_tags, web_and_worker};
 use crate::support::*;
 
@@ -81,7 +83,7 @@ fn every_container_of_the_release_repository_gets_the_image_and_sidecars_stay_as
 
 /// Two services of one cluster, each with its own family, both running v1.2.2; one of
 /// the revisions has tags, the other none.
-fn two_services(f: &Fixture, jobs_script: Script) -> ScriptedEcs {
+fn two_services(f: &Fixture, web_script: Script, jobs_script: Script) -> ScriptedEcs {
     let old = format!("{}:v1.2.2", f.repository());
     ScriptedEcs::start_services(
         CLUSTER,
@@ -97,7 +99,7 @@ fn two_services(f: &Fixture, jobs_script: Script) -> ScriptedEcs {
                     })
                     .unwrap(),
                 tags: base_tags(),
-                script: Script::default(),
+                script: web_script,
             },
             ServiceSpec {
                 name: "jobs".into(),
@@ -113,7 +115,7 @@ fn two_services(f: &Fixture, jobs_script: Script) -> ScriptedEcs {
 #[test]
 fn one_release_rolls_out_to_several_services_together() {
     let mut f = fixture();
-    let ecs = two_services(&f, Script::default());
+    let ecs = two_services(&f, Script::default(), Script::default());
     f.use_ecs(&ecs);
     let job =
         without(f.job("deploy", "v1.2.3", true), "TASK_DEFINITION").var("ECS_SERVICE", "web,jobs");
@@ -148,13 +150,7 @@ fn one_release_rolls_out_to_several_services_together() {
 #[test]
 fn when_one_service_fails_the_others_return_to_their_previous_revisions() {
     let mut f = fixture();
-    let ecs = two_services(
-        &f,
-        Script {
-            scenario: Scenario::CircuitBreaker(Duration::from_secs(4)),
-            ..Script::default()
-        },
-    );
+    let ecs = two_services(&f, Script::default(), circuit_breaker());
     f.use_ecs(&ecs);
     let job =
         without(f.job("deploy", "v1.2.3", true), "TASK_DEFINITION").var("ECS_SERVICE", "web,jobs");
@@ -174,6 +170,45 @@ fn when_one_service_fails_the_others_return_to_their_previous_revisions() {
     assert!(ecs
         .service_task_definition_of("jobs")
         .ends_with("shop-jobs:1"));
+}
+
+fn circuit_breaker() -> Script {
+    Script {
+        scenario: Scenario::CircuitBreaker(Duration::from_secs(4)),
+        ..Script::default()
+    }
+}
+
+#[test]
+fn a_service_left_at_its_approval_gate_is_rolled_back_by_ecs_when_another_fails() {
+    let mut f = fixture();
+    let gated = Script {
+        deployments: Some(Deployments {
+            strategy: Strategy::BlueGreen,
+            hooks: vec![Hook::Pause {
+                stage: "POST_TEST_TRAFFIC_SHIFT",
+            }],
+            ..Deployments::default()
+        }),
+        ..Script::default()
+    };
+    let ecs = two_services(&f, gated, circuit_breaker());
+    f.use_ecs(&ecs);
+    let job = without(f.job("deploy", "v1.2.3", true), "TASK_DEFINITION")
+        .var("ECS_SERVICE", "web,jobs")
+        .var("ECS_ON_PAUSE_HOOK", "succeed");
+    let result = f.env.runner.run(&job);
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    // Web's deployment is still in progress at its gate: ECS rolls it back.
+    let stops = ecs.requests("StopServiceDeployment");
+    assert_eq!(stops.len(), 1, "{}", result.log);
+    assert_eq!(stops[0]["stopType"], "ROLLBACK");
+    assert!(
+        ecs.service_task_definition_of("web")
+            .ends_with("shop-web:1"),
+        "{}",
+        result.log
+    );
 }
 
 /// A Fargate web service whose migrations run before the rollout.

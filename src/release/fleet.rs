@@ -172,8 +172,9 @@ async fn undo_the_rest<E: Ecs>(
                 let back = Failed {
                     base: &report.previous_arn,
                     new_arn: &report.new_arn,
-                    // A completed deployment cannot be stopped: point the service back.
-                    service_deployment: None,
+                    // One waiting at its approval gate is still in progress: ECS rolls it
+                    // back. A completed one cannot be stopped: point the service back.
+                    service_deployment: report.awaiting.as_ref().map(|p| p.deployment.as_str()),
                     strategy: &strategy,
                     cancelled: false,
                     poll: member.req.poll,
