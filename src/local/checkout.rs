@@ -46,14 +46,19 @@ impl Checkout {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        Self::of_dir(dir)
+        Self::of_dir(dir).map_err(|e| match e {
+            ExecError::Git(why) => {
+                ExecError::Git(format!("exec runs jobs of a git checkout; {why}"))
+            }
+            other => other,
+        })
     }
 
     /// The checkout holding directory `dir`.
     pub fn of_dir(dir: &Path) -> Result<Self, ExecError> {
         let root = git(dir, &["rev-parse", "--show-toplevel"])
             .map(PathBuf::from)
-            .map_err(|e| ExecError::Git(format!("exec runs jobs of a git checkout: {e}")))?;
+            .map_err(|e| ExecError::Git(format!("not a git checkout: {e}")))?;
         let git_dir = git(
             &root,
             &["rev-parse", "--path-format=absolute", "--git-common-dir"],

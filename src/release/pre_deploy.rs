@@ -154,10 +154,17 @@ async fn run(
             return Err(ReleaseError::PreDeployFailed {
                 task: task_id,
                 exit_code: None,
-                reason: format!(
-                    "it did not finish within {} (ECS_PRE_DEPLOY_TIMEOUT, capped by the job's time) and was stopped",
-                    clock::human_duration(limit.as_secs() as i64)
-                ),
+                reason: match gate.task.timeout {
+                    Some(t) if started + t <= req.deadline.at => format!(
+                        "it did not finish within {} (ECS_PRE_DEPLOY_TIMEOUT) and was stopped",
+                        clock::human_duration(limit.as_secs() as i64)
+                    ),
+                    _ => format!(
+                        "it did not finish within {} and was stopped: it shares {}",
+                        clock::human_duration(limit.as_secs() as i64),
+                        req.deadline
+                    ),
+                },
             });
         }
     };

@@ -155,7 +155,9 @@ pub(super) async fn follow(
         }
         WatchEnd::Verdict(Verdict::AwaitingApproval(pause)) => {
             log.step(&format!(
-                "The deployment waits for approval at {} (hooks {}); the job ends here with the                  release awaiting approval. Continue it with `gitlab-ecs-executor continue` or a                  job in a `continue` stage ({})",
+                "The deployment waits for approval at {} (hooks {}); the job ends here with the \
+                 release awaiting approval. Continue it with `gitlab-ecs-executor continue` or a \
+                 job in a `continue` stage ({})",
                 pause.stage,
                 pause.hook_ids.join(", "),
                 pause
@@ -164,7 +166,9 @@ pub(super) async fn follow(
                         "the gate times out in {}",
                         clock::human_duration(t - clock::epoch_secs())
                     ))
-                    .unwrap_or_else(|| "ECS applies the hook's timeout action when it expires".into())
+                    .unwrap_or_else(
+                        || "ECS applies the hook's timeout action when it expires".into()
+                    )
             ));
             return Ok(DeployReport {
                 awaiting: Some(pause),
