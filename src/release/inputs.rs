@@ -709,6 +709,11 @@ pub fn check_given(source: &dyn InputSource) -> Vec<String> {
     r.optional(Input::RolloutTimeout, check_duration);
     r.optional(Input::Rollback, check_rollback);
     r.optional(Input::OnPauseHook, check_pause_mode);
+    r.optional(Input::PreDeployCommand, check_pre_deploy_command);
+    r.optional(Input::PreDeployTimeout, check_duration);
+    r.optional(Input::Dockerfile, check_relative);
+    r.optional(Input::BuildContext, check_relative);
+    r.build_inputs();
     r.problems
 }
 
@@ -994,5 +999,27 @@ mod tests {
                 .credentials,
             CredentialRequest::JobKeys { .. }
         ));
+    }
+
+    #[test]
+    fn check_given_finds_what_a_release_would_refuse_and_requires_nothing() {
+        let aws = AwsSettings::default();
+        let empty = JobVariables::new(|_: &str| None, &aws);
+        assert!(check_given(&empty).is_empty());
+        let map: HashMap<&str, &str> = [
+            ("DOCKERFILE", "../Dockerfile"),
+            ("DOCKER_BUILD_ARGS", "NPM_TOKEN"),
+            ("ECS_PRE_DEPLOY_TIMEOUT", "soon"),
+        ]
+        .into_iter()
+        .collect();
+        let given = JobVariables::new(|k: &str| map.get(k).map(|v| v.to_string()), &aws);
+        let problems = check_given(&given);
+        for input in ["DOCKERFILE", "DOCKER_BUILD_ARGS", "ECS_PRE_DEPLOY_TIMEOUT"] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(input)),
+                "{input}: {problems:?}"
+            );
+        }
     }
 }
