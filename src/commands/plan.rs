@@ -4,7 +4,7 @@ use super::{operator_log, temp_dir, CommandError, Target};
 use crate::aws;
 use crate::release::ecs::SdkEcs;
 use crate::release::inputs::{self, ImageAction, Requester};
-use crate::release::{self, plan, Provenance};
+use crate::release::{self, fleet, plan, Provenance};
 use crate::settings::Settings;
 
 /// Prints the fields the release of `target.tag` would change in each service; returns
@@ -26,11 +26,7 @@ pub async fn plan(settings: &Settings, target: &Target) -> Result<usize, Command
     let client = aws_sdk_ecs::Client::new(&session.config);
     let mut changes = 0;
     for ecs_target in &inputs.ecs {
-        let log = if inputs.ecs.len() > 1 {
-            log.prefixed(&format!("[{}] ", ecs_target.service))
-        } else {
-            log.clone()
-        };
+        let log = fleet::service_log(&log, &ecs_target.service, inputs.ecs.len());
         let ecs = SdkEcs::new(client.clone(), &ecs_target.cluster, &ecs_target.service);
         let request = release::deploy_request(
             settings,

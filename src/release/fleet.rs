@@ -60,13 +60,7 @@ pub async fn deploy_all<E: Ecs>(
     let several = members.len() > 1;
     let logs: Vec<JobLog> = members
         .iter()
-        .map(|m| {
-            if several {
-                log.prefixed(&format!("[{}] ", m.ecs.service()))
-            } else {
-                log.clone()
-            }
-        })
+        .map(|m| service_log(log, m.ecs.service(), members.len()))
         .collect();
     let mut prepared = Vec::new();
     {
@@ -137,6 +131,15 @@ async fn roll_all<E: Ecs>(
                 let _ = tx.send(true);
             }
         }
+    }
+}
+
+/// The log of one of `services` services: its lines prefixed with its name when there are
+/// several.
+pub fn service_log(log: &JobLog, service: &str, services: usize) -> JobLog {
+    match services > 1 {
+        true => log.prefixed(&format!("[{service}] ")),
+        false => log.clone(),
     }
 }
 

@@ -364,11 +364,7 @@ pub async fn execute(
         .collect();
     if req.dry_run {
         for member in &members {
-            let log = if members.len() > 1 {
-                log.prefixed(&format!("[{}] ", member.req.target.service))
-            } else {
-                log.clone()
-            };
+            let log = fleet::service_log(log, &member.req.target.service, members.len());
             plan::plan(&member.ecs, &member.req, &log).await?;
         }
         log.step("Dry run: nothing was pushed, registered or updated");
