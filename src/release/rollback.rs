@@ -305,10 +305,7 @@ pub(crate) async fn undo(
             }
         }
     };
-    let id = started
-        .service_deployment
-        .as_deref()
-        .unwrap_or(&started.deployment_id);
+    let id = started.name();
     follow_rollback(
         ecs,
         failed,
@@ -410,10 +407,7 @@ pub async fn switch(
     let _s = log.section("release_rollout", "Rollback: rollout");
     let started = clock::epoch_secs();
     let started_deployment = ecs.update_service(switch.to).await?;
-    let deployment = started_deployment
-        .service_deployment
-        .clone()
-        .unwrap_or_else(|| started_deployment.deployment_id.clone());
+    let deployment = started_deployment.name().to_string();
     log.step(&format!(
         "UpdateService: {} -> {}, deployment {deployment} ({})",
         short_td(switch.from),

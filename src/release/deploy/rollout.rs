@@ -36,10 +36,7 @@ pub(super) struct Rollout<'a> {
 impl Rollout<'_> {
     /// The deployment as ECS's console names it.
     pub(super) fn name(&self) -> &str {
-        self.started
-            .service_deployment
-            .as_deref()
-            .unwrap_or(&self.started.deployment_id)
+        self.started.name()
     }
 }
 

@@ -36,6 +36,15 @@ pub struct Started {
     pub service_deployment: Option<String>,
 }
 
+impl Started {
+    /// The deployment as ECS's console names it: the service deployment, else the id.
+    pub fn name(&self) -> &str {
+        self.service_deployment
+            .as_deref()
+            .unwrap_or(&self.deployment_id)
+    }
+}
+
 /// A one-off task to run like the service's own tasks (same launch type or capacity
 /// providers, network and platform version), with one container's command replaced.
 #[derive(Debug, Clone)]
