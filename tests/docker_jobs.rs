@@ -131,6 +131,7 @@ fn ten_concurrent_jobs_complete_and_leave_nothing_behind() {
                 &["echo $CI_JOB_ID > id.txt", "sleep 1", "cat id.txt"],
             );
             job.concurrent_id = slot;
+            job.project_slot = slot;
             job.project_path = "group/shared-project".into();
             job
         })

@@ -92,7 +92,7 @@ proptest! {
         std::fs::write(&file, payload.to_string()).unwrap();
         let mut env: Vec<(String, String)> = pairs;
         env.push(("JOB_RESPONSE_FILE".into(), file.display().to_string()));
-        for id in ["CI_RUNNER_ID", "CI_PROJECT_ID", "CI_JOB_ID", "CI_CONCURRENT_ID"] {
+        for id in ["CI_RUNNER_ID", "CI_PROJECT_ID", "CI_JOB_ID", "CI_CONCURRENT_PROJECT_ID"] {
             env.insert(0, (format!("CUSTOM_ENV_{id}"), "1".into()));
         }
         if let Ok(ctx) = JobContext::from_vars(env) {

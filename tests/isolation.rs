@@ -243,10 +243,8 @@ fn a_project_volume_the_engine_cannot_mount_is_a_system_failure_naming_its_reaso
     env.runner.prepare_retry_pause = Duration::from_millis(100);
     let job = Job::test(base_image(), &["true"]);
     // The slot's builds volume exists already, with options the engine cannot mount.
-    let volume = format!(
-        "runner-{}-project-{}-concurrent-0-builds",
-        env.runner.short_token, job.project_id
-    );
+    let volume =
+        gitlab_ecs_executor::docker::ProjectVolumes::new(&job.identity(&env.runner)).builds();
     let created = Command::new("docker")
         .args(["volume", "create", "--label"])
         .arg(format!(

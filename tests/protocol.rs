@@ -11,7 +11,12 @@ use crate::support::*;
 fn call(settings: &Path, tmp: &Path, args: &[&str], extra: &[(&str, &str)]) -> Output {
     let response = tmp.join("response.json");
     if !response.exists() {
-        std::fs::write(&response, r#"{"id": 1, "variables": []}"#).unwrap();
+        std::fs::write(
+            &response,
+            r#"{"id": 7, "job_info": {"project_id": 8, "project_full_path": "group/app"},
+                "variables": [{"key": "CI_RUNNER_ID", "value": "9"}]}"#,
+        )
+        .unwrap();
     }
     let mut cmd = Command::new(binary());
     cmd.arg("--config")
@@ -27,6 +32,7 @@ fn call(settings: &Path, tmp: &Path, args: &[&str], extra: &[(&str, &str)]) -> O
         .env("CUSTOM_ENV_CI_PROJECT_ID", "8")
         .env("CUSTOM_ENV_CI_JOB_ID", "7")
         .env("CUSTOM_ENV_CI_CONCURRENT_ID", "0")
+        .env("CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID", "0")
         .env("CUSTOM_ENV_CI_PROJECT_DIR", tmp.join("project"))
         // No engine here: container stages must fail to find one, not run on the host.
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
@@ -152,6 +158,13 @@ impl<'a> Prepared<'a> {
                 "/builds/group/direct".to_string(),
             ),
         ];
+        std::fs::write(
+            env.dir.path().join("response.json"),
+            serde_json::json!({"id": 7, "job_info": {"project_id": 8, "project_full_path": "group/direct"},
+                "variables": [{"key": "CI_RUNNER_ID", "value": env.runner.runner_id.to_string()}]})
+            .to_string(),
+        )
+        .unwrap();
         let prepared = Prepared { env, engine };
         let out = prepared.call(&["prepare"]);
         assert!(out.status.success(), "prepare: {out:?}");
@@ -223,13 +236,13 @@ fn exit_codes_follow_the_variables_and_fall_back_to_1_and_2() {
     .env("JOB_RESPONSE_FILE", tmp.join("response.json"))
     .env("CUSTOM_ENV_CI_PROJECT_ID", "8")
     .env("CUSTOM_ENV_CI_JOB_ID", "7")
-    .env("CUSTOM_ENV_CI_CONCURRENT_ID", "0")
+    .env("CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID", "0")
     .envs(job.engine.iter().map(|(k, v)| (*k, v.as_str())));
     assert_eq!(cmd.output().unwrap().status.code(), Some(1));
-    cmd.env_remove("CUSTOM_ENV_CI_JOB_ID");
+    cmd.env_remove("CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID");
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("CUSTOM_ENV_CI_JOB_ID"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID"));
 }
 
 #[test]

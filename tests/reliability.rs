@@ -305,7 +305,8 @@ fn twenty_concurrent_jobs_of_four_projects_with_cancels_leave_only_their_volumes
                 // Four projects with five jobs each running at once: slots 0-4 of each.
                 job.project_id = base_id + n % 4;
                 job.project_path = format!("group/project-{}", n % 4);
-                job.concurrent_id = n / 4;
+                job.concurrent_id = n;
+                job.project_slot = n / 4;
                 // A fixed pseudo-random pick: a third of the jobs are cancelled mid-script.
                 let cancel = if (n * 7 + round * 3) % 3 == 0 {
                     Cancel::DuringBuildScript(Duration::from_millis(1500 + (n * 97 % 1000)))

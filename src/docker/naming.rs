@@ -15,8 +15,10 @@ pub const LABEL_RUNNER: &str = "com.gitlab-ecs-executor.runner";
 pub const LABEL_JOB: &str = "com.gitlab-ecs-executor.job";
 /// Label holding the project id.
 pub const LABEL_PROJECT: &str = "com.gitlab-ecs-executor.project";
-const LABEL_JOB_ID: &str = "com.gitlab-ecs-executor.job-id";
-const LABEL_CONCURRENT: &str = "com.gitlab-ecs-executor.concurrent";
+/// Label holding the job id.
+pub const LABEL_JOB_ID: &str = "com.gitlab-ecs-executor.job-id";
+const LABEL_SLOT: &str = "com.gitlab-ecs-executor.concurrent";
+const LABEL_PROTECTED: &str = "com.gitlab-ecs-executor.protected";
 /// Label holding an object's role: `helper`, `build`, `service`, `probe`, `network`,
 /// `volume`.
 pub const LABEL_ROLE: &str = "com.gitlab-ecs-executor.role";
@@ -31,18 +33,19 @@ pub struct JobNames {
 }
 
 impl JobNames {
-    /// Names for the job `identity`.
+    /// Names for the job `identity`: runner, project and job as the payload vouches for
+    /// them, so no job can name another's objects.
     pub fn new(identity: &JobIdentity) -> Self {
         JobNames {
             key: format!(
-                "gitlab-ecs-r{}-p{}-j{}-c{}",
-                identity.runner_id, identity.project_id, identity.job_id, identity.concurrent_id
+                "gitlab-ecs-r{}-p{}-j{}",
+                identity.runner_id, identity.project_id, identity.job_id
             ),
             identity: identity.clone(),
         }
     }
 
-    /// The job key: unique per runner, project, job and concurrency slot.
+    /// The job key: unique per runner, project and job.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -81,7 +84,7 @@ impl JobNames {
             (LABEL_JOB.to_string(), self.key.clone()),
             (LABEL_PROJECT.to_string(), id.project_id.to_string()),
             (LABEL_JOB_ID.to_string(), id.job_id.to_string()),
-            (LABEL_CONCURRENT.to_string(), id.concurrent_id.to_string()),
+            (LABEL_SLOT.to_string(), id.slot.to_string()),
             (LABEL_ROLE.to_string(), role.to_string()),
         ])
     }
@@ -95,37 +98,25 @@ impl JobNames {
     }
 }
 
-/// The names of one project's volumes in one concurrency slot of one runner: kept between
-/// jobs so incremental fetches and caches stay warm, and seen only by that project's jobs.
+/// The names of one project's volumes in one slot of one runner, apart for its protected
+/// refs: kept between jobs so incremental fetches and caches stay warm, and seen only by
+/// that project's jobs (of the same protection, as the docker executor keeps them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectVolumes {
     prefix: String,
-    runner_id: u64,
-    project_id: u64,
-    concurrent_id: u64,
+    identity: JobIdentity,
 }
 
 impl ProjectVolumes {
-    /// The volumes of `identity`'s project and slot on the runner `short_token`.
-    pub fn new(identity: &JobIdentity, short_token: &str) -> Self {
-        let token: String = short_token
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_ascii_lowercase();
-        let token = if token.is_empty() {
-            identity.runner_id.to_string()
-        } else {
-            token
-        };
+    /// The volumes of `identity`'s project, slot and protection.
+    pub fn new(identity: &JobIdentity) -> Self {
+        let protected = if identity.protected { "-protected" } else { "" };
         ProjectVolumes {
             prefix: format!(
-                "runner-{token}-project-{}-concurrent-{}",
-                identity.project_id, identity.concurrent_id
+                "runner-{}-project-{}-concurrent-{}{protected}",
+                identity.runner_id, identity.project_id, identity.slot
             ),
-            runner_id: identity.runner_id,
-            project_id: identity.project_id,
-            concurrent_id: identity.concurrent_id,
+            identity: identity.clone(),
         }
     }
 
@@ -151,11 +142,13 @@ impl ProjectVolumes {
 
     /// Labels of a project volume; `temporary` ones belong to `job` and go with it.
     pub fn labels(&self, purpose: &str, temporary: Option<&JobNames>) -> HashMap<String, String> {
+        let id = &self.identity;
         let mut labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_RUNNER.to_string(), self.runner_id.to_string()),
-            (LABEL_PROJECT.to_string(), self.project_id.to_string()),
-            (LABEL_CONCURRENT.to_string(), self.concurrent_id.to_string()),
+            (LABEL_RUNNER.to_string(), id.runner_id.to_string()),
+            (LABEL_PROJECT.to_string(), id.project_id.to_string()),
+            (LABEL_SLOT.to_string(), id.slot.to_string()),
+            (LABEL_PROTECTED.to_string(), id.protected.to_string()),
             (LABEL_ROLE.to_string(), "volume".to_string()),
             (
                 "com.gitlab-ecs-executor.purpose".to_string(),
@@ -218,31 +211,36 @@ mod tests {
         JobIdentity {
             runner_id: 7,
             project_id: 12,
+            project_path: "group/app".into(),
             job_id: 345,
-            concurrent_id: 2,
+            protected: false,
+            slot: 2,
         }
     }
 
     #[test]
-    fn names_are_unique_per_job_and_slot() {
+    fn names_are_unique_per_job() {
         let n = JobNames::new(&identity());
-        assert_eq!(n.build_container(), "gitlab-ecs-r7-p12-j345-c2-build");
-        assert_eq!(n.helper_container(), "gitlab-ecs-r7-p12-j345-c2-helper");
-        assert_eq!(n.network(), "gitlab-ecs-r7-p12-j345-c2-net");
-        assert_eq!(n.labels("build")[LABEL_JOB], "gitlab-ecs-r7-p12-j345-c2");
+        assert_eq!(n.build_container(), "gitlab-ecs-r7-p12-j345-build");
+        assert_eq!(n.helper_container(), "gitlab-ecs-r7-p12-j345-helper");
+        assert_eq!(n.network(), "gitlab-ecs-r7-p12-j345-net");
+        assert_eq!(n.labels("build")[LABEL_JOB], "gitlab-ecs-r7-p12-j345");
     }
 
     #[test]
-    fn volumes_are_named_per_runner_project_and_slot() {
-        let v = ProjectVolumes::new(&identity(), "glrt-t3st_Runr");
+    fn volumes_are_named_per_runner_project_slot_and_protection() {
+        let v = ProjectVolumes::new(&identity());
+        assert_eq!(v.builds(), "runner-7-project-12-concurrent-2-builds");
+        assert_eq!(v.cache(), "runner-7-project-12-concurrent-2-cache");
+        let protected = ProjectVolumes::new(&JobIdentity {
+            protected: true,
+            ..identity()
+        });
         assert_eq!(
-            v.builds(),
-            "runner-glrtt3strunr-project-12-concurrent-2-builds"
+            protected.builds(),
+            "runner-7-project-12-concurrent-2-protected-builds"
         );
-        assert_eq!(
-            v.cache(),
-            "runner-glrtt3strunr-project-12-concurrent-2-cache"
-        );
+        assert_eq!(protected.labels("builds", None)[LABEL_PROTECTED], "true");
         assert_ne!(v.for_path("/data"), v.for_path("/other"));
         let job = JobNames::new(&identity());
         assert!(v.labels("path", Some(&job)).contains_key(LABEL_TEMPORARY));

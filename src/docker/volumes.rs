@@ -108,7 +108,7 @@ pub async fn mark_used(
     archive::write_file(docker, container, builds_dir, LAST_USED, stamp.as_bytes()).await
 }
 
-/// `runner-<token>-project-<id>-concurrent-<n>` of any of a project's volume names.
+/// `runner-<id>-project-<id>-concurrent-<n>[-protected]` of any of a project's volume names.
 fn project_prefix(volume: &str) -> &str {
     let Some(at) = volume.find("-concurrent-") else {
         return volume;
@@ -117,7 +117,11 @@ fn project_prefix(volume: &str) -> &str {
         .bytes()
         .take_while(u8::is_ascii_digit)
         .count();
-    &volume[..at + "-concurrent-".len() + digits]
+    let end = at + "-concurrent-".len() + digits;
+    match volume[end..].starts_with("-protected") {
+        true => &volume[..end + "-protected".len()],
+        false => &volume[..end],
+    }
 }
 
 /// A project volume of this executor.
@@ -447,14 +451,18 @@ mod tests {
     #[test]
     fn every_volume_of_a_project_judges_by_its_builds_volume() {
         for name in [
-            "runner-abc-project-12-concurrent-3-builds",
-            "runner-abc-project-12-concurrent-3-cache",
-            "runner-abc-project-12-concurrent-3-path-00ff00ff00ff00ff",
+            "runner-4-project-12-concurrent-3-builds",
+            "runner-4-project-12-concurrent-3-cache",
+            "runner-4-project-12-concurrent-3-path-00ff00ff00ff00ff",
         ] {
             assert_eq!(
                 super::project_prefix(name),
-                "runner-abc-project-12-concurrent-3"
+                "runner-4-project-12-concurrent-3"
             );
         }
+        assert_eq!(
+            super::project_prefix("runner-4-project-12-concurrent-3-protected-cache"),
+            "runner-4-project-12-concurrent-3-protected"
+        );
     }
 }

@@ -187,6 +187,8 @@ impl<'a> Assembler<'a> {
                 project_id: project_id(&checkout.project_path),
                 project_path: checkout.project_path.clone(),
                 concurrent_id: 0,
+                project_slot: 0,
+                protected: false,
                 name: def.name.clone(),
                 stage: def.stage.clone(),
                 commit_sha: commit.sha.clone(),

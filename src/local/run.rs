@@ -10,7 +10,6 @@ use super::pipeline::{plan, ArtifactsDef, Decision, JobDef, PipelineError, Step,
 use super::runner::{Cancel, Dependency, Job, JobResult, Runner, Status};
 use super::{dotenv, interrupted, Exec, ExecError};
 use crate::docker::ProjectVolumes;
-use crate::protocol::JobIdentity;
 use crate::release::trigger::{self, Trigger};
 use crate::settings::Settings;
 
@@ -241,16 +240,7 @@ fn dotenv_of(
     let Some(artifacts) = &def.artifacts else {
         return Ok(Vec::new());
     };
-    let volume = ProjectVolumes::new(
-        &JobIdentity {
-            runner_id: runner.runner_id,
-            project_id: job.project_id,
-            job_id: job.id,
-            concurrent_id: job.concurrent_id,
-        },
-        &runner.short_token,
-    )
-    .builds();
+    let volume = ProjectVolumes::new(&job.identity(runner)).builds();
     let project = result
         .project_dir
         .strip_prefix(&settings.builds_dir)

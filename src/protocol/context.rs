@@ -22,20 +22,126 @@ pub const ALWAYS_SECRET: &[&str] = &[
     "AWS_ID_TOKEN",
 ];
 
-/// Which runner, project, job and concurrency slot a driver call belongs to.
+/// Which runner, project, job and slot a driver call belongs to, as the runner vouches
+/// for them.
 ///
-/// Every Docker object of a job carries these as labels so that `cleanup` finds exactly the
-/// job's objects, even when `prepare` died half-way.
+/// Every id that names, labels or keys an object comes from the job payload
+/// (`JOB_RESPONSE_FILE`), which the runner writes from what GitLab sent: a job can set any
+/// `CUSTOM_ENV_*` variable, predefined names included, but not its payload. Every Docker
+/// object of a job carries these as labels, so `cleanup` finds exactly the job's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobIdentity {
-    /// `CI_RUNNER_ID`.
+    /// GitLab's id of the runner (the payload's own `CI_RUNNER_ID`).
     pub runner_id: u64,
-    /// `CI_PROJECT_ID`.
+    /// `job_info.project_id`.
     pub project_id: u64,
-    /// `CI_JOB_ID`.
+    /// `job_info.project_full_path` (`group/project`).
+    pub project_path: String,
+    /// The payload's `id`.
     pub job_id: u64,
-    /// `CI_CONCURRENT_ID`.
-    pub concurrent_id: u64,
+    /// Whether GitLab protects the job's ref (`git_info.protected`).
+    pub protected: bool,
+    /// The runner's slot for this project (`CI_CONCURRENT_PROJECT_ID`). The one id only the
+    /// runner's variables carry; it only chooses among the project's own volumes, so a job
+    /// that sets it reaches nothing of another project.
+    pub slot: u64,
+}
+
+/// The highest slot a job may name: a runner's `concurrent` is far below it, and a forged
+/// one must not create volumes without bound.
+pub const MAX_SLOT: u64 = 999;
+
+/// The job variables that name what the payload vouches for, and which payload field each
+/// must agree with.
+const VOUCHED: [(&str, &str); 4] = [
+    ("CI_JOB_ID", "id"),
+    ("CI_PROJECT_ID", "job_info.project_id"),
+    ("CI_PROJECT_PATH", "job_info.project_full_path"),
+    ("CI_RUNNER_ID", "CI_RUNNER_ID as GitLab sent it"),
+];
+
+impl JobIdentity {
+    /// The identity the payload vouches for, refusing a job whose variables claim another.
+    pub fn vouched(
+        payload: &JobPayload,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Self, ProtocolError> {
+        let positive = |value: i64, field: &'static str| {
+            u64::try_from(value)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or(ProtocolError::Unvouched { field })
+        };
+        let runner_id = payload
+            .vouched_variable("CI_RUNNER_ID")
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or(ProtocolError::Unvouched {
+                field: "variables: CI_RUNNER_ID",
+            })?;
+        let project_path = payload.job_info.project_full_path.clone();
+        if project_path.is_empty() {
+            return Err(ProtocolError::Unvouched {
+                field: "job_info.project_full_path",
+            });
+        }
+        let protected = match payload.git_info.protected {
+            Some(p) => p,
+            None => payload.vouched_variable("CI_COMMIT_REF_PROTECTED") == Some("true"),
+        };
+        let identity = JobIdentity {
+            runner_id,
+            project_id: positive(payload.job_info.project_id, "job_info.project_id")?,
+            project_path,
+            job_id: positive(payload.id, "id")?,
+            protected,
+            slot: slot(vars)?,
+        };
+        for (variable, field) in VOUCHED {
+            let vouched = identity.vouched_value(variable);
+            if let Some(claimed) = vars.get(variable).filter(|c| **c != vouched) {
+                return Err(ProtocolError::Forged {
+                    variable: variable.to_string(),
+                    claimed: claimed.clone(),
+                    field,
+                    vouched,
+                });
+            }
+        }
+        if let Some(claimed) = vars
+            .get("CI_COMMIT_REF_PROTECTED")
+            .filter(|c| (c.as_str() == "true") != protected)
+        {
+            return Err(ProtocolError::Forged {
+                variable: "CI_COMMIT_REF_PROTECTED".into(),
+                claimed: claimed.clone(),
+                field: "git_info.protected",
+                vouched: protected.to_string(),
+            });
+        }
+        Ok(identity)
+    }
+
+    /// What the payload says for one of [`VOUCHED`]'s variables.
+    fn vouched_value(&self, variable: &str) -> String {
+        match variable {
+            "CI_JOB_ID" => self.job_id.to_string(),
+            "CI_PROJECT_ID" => self.project_id.to_string(),
+            "CI_PROJECT_PATH" => self.project_path.clone(),
+            _ => self.runner_id.to_string(),
+        }
+    }
+}
+
+fn slot(vars: &BTreeMap<String, String>) -> Result<u64, ProtocolError> {
+    let name = "CI_CONCURRENT_PROJECT_ID";
+    let value = vars
+        .get(name)
+        .ok_or_else(|| ProtocolError::MissingVariable(format!("{PREFIX}{name}")))?;
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|slot| *slot <= MAX_SLOT)
+        .ok_or_else(|| ProtocolError::BadSlot(value.clone()))
 }
 
 /// Everything the runner told this driver invocation about the job.
@@ -82,12 +188,7 @@ impl JobContext {
         let started = std::fs::metadata(&response_file)
             .and_then(|m| m.modified())
             .ok();
-        let identity = JobIdentity {
-            runner_id: id_var(&vars, "CI_RUNNER_ID")?,
-            project_id: id_var(&vars, "CI_PROJECT_ID")?,
-            job_id: id_var(&vars, "CI_JOB_ID")?,
-            concurrent_id: id_var(&vars, "CI_CONCURRENT_ID")?,
-        };
+        let identity = JobIdentity::vouched(&payload, &vars)?;
         Ok(JobContext {
             vars,
             payload,
@@ -106,8 +207,10 @@ impl JobContext {
             identity: JobIdentity {
                 runner_id: 0,
                 project_id: 0,
+                project_path: String::new(),
                 job_id: 0,
-                concurrent_id: 0,
+                protected: false,
+                slot: 0,
             },
             runner_temp_dir: Some(temp_dir.to_path_buf()),
             started: None,
@@ -178,16 +281,6 @@ impl JobContext {
     }
 }
 
-fn id_var(vars: &BTreeMap<String, String>, name: &str) -> Result<u64, ProtocolError> {
-    let value = vars
-        .get(name)
-        .ok_or_else(|| ProtocolError::MissingVariable(format!("{PREFIX}{name}")))?;
-    value.parse().map_err(|_| ProtocolError::InvalidVariable {
-        name: format!("{PREFIX}{name}"),
-        reason: format!("must be a non-negative integer, got {value:?}"),
-    })
-}
-
 fn read_payload(path: &Path) -> Result<JobPayload, ProtocolError> {
     let text = std::fs::read_to_string(path).map_err(|source| ProtocolError::ResponseFile {
         path: path.to_path_buf(),
@@ -203,19 +296,21 @@ fn read_payload(path: &Path) -> Result<JobPayload, ProtocolError> {
 mod tests {
     use super::*;
 
-    fn env(dir: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    const PAYLOAD: &str = r#"{"id": 3, "job_info": {"project_id": 2, "project_full_path": "group/app"},
+        "git_info": {"protected": true},
+        "variables": [{"key": "CI_RUNNER_ID", "value": "1"}, {"key": "CI_PROJECT_ID", "value": "2"},
+                      {"key": "M", "value": "hunter22", "masked": true},
+                      {"key": "CI_RUNNER_ID", "value": "77"}]}"#;
+
+    fn env(dir: &Path, payload: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let file = dir.join("response.json");
-        std::fs::write(
-            &file,
-            r#"{"id": 3, "variables": [{"key": "M", "value": "hunter22", "masked": true}]}"#,
-        )
-        .unwrap();
+        std::fs::write(&file, payload).unwrap();
         let mut v: Vec<(String, String)> = [
             ("JOB_RESPONSE_FILE", file.to_str().unwrap()),
             ("CUSTOM_ENV_CI_RUNNER_ID", "1"),
             ("CUSTOM_ENV_CI_PROJECT_ID", "2"),
             ("CUSTOM_ENV_CI_JOB_ID", "3"),
-            ("CUSTOM_ENV_CI_CONCURRENT_ID", "0"),
+            ("CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID", "0"),
             ("CUSTOM_ENV_CI_JOB_TOKEN", "glcbt-token"),
             ("PATH", "/bin"),
         ]
@@ -227,37 +322,90 @@ mod tests {
     }
 
     #[test]
-    fn reads_identity_variables_and_secrets() {
+    fn identity_comes_from_the_payload_and_secrets_are_known() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = JobContext::from_vars(env(dir.path(), &[("CUSTOM_ENV_X", "late")])).unwrap();
-        assert_eq!(ctx.identity.job_id, 3);
+        let ctx =
+            JobContext::from_vars(env(dir.path(), PAYLOAD, &[("CUSTOM_ENV_X", "late")])).unwrap();
+        // GitLab's CI_RUNNER_ID is the payload's first: a later one is the job's.
+        assert_eq!(
+            ctx.identity,
+            JobIdentity {
+                runner_id: 1,
+                project_id: 2,
+                project_path: "group/app".into(),
+                job_id: 3,
+                protected: true,
+                slot: 0,
+            }
+        );
         assert_eq!(ctx.var("X"), Some("late"));
         assert_eq!(ctx.var("PATH"), None);
         assert_eq!(ctx.secret_values(), ["glcbt-token", "hunter22"]);
     }
 
     #[test]
-    fn errors_name_the_variable() {
+    fn a_job_claiming_another_identity_is_refused_naming_the_variable() {
         let dir = tempfile::tempdir().unwrap();
-        let mut vars = env(dir.path(), &[]);
-        vars.retain(|(k, _)| k != "CUSTOM_ENV_CI_JOB_ID");
-        let err = JobContext::from_vars(vars).unwrap_err().to_string();
-        assert!(err.contains("CUSTOM_ENV_CI_JOB_ID"), "{err}");
+        for (variable, value) in [
+            ("CUSTOM_ENV_CI_PROJECT_ID", "99"),
+            ("CUSTOM_ENV_CI_JOB_ID", "4"),
+            ("CUSTOM_ENV_CI_RUNNER_ID", "77"),
+            ("CUSTOM_ENV_CI_PROJECT_PATH", "group/other"),
+            ("CUSTOM_ENV_CI_COMMIT_REF_PROTECTED", "false"),
+        ] {
+            let err =
+                JobContext::from_vars(env(dir.path(), PAYLOAD, &[(variable, value)])).unwrap_err();
+            let name = variable.trim_start_matches("CUSTOM_ENV_");
+            assert!(
+                matches!(&err, ProtocolError::Forged { variable, .. } if variable == name),
+                "{variable}: {err}"
+            );
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        // The ref's protection falls back on GitLab's own CI_COMMIT_REF_PROTECTED.
+        let old = r#"{"id": 3, "job_info": {"project_id": 2, "project_full_path": "g/a"},
+            "variables": [{"key": "CI_RUNNER_ID", "value": "1"},
+                          {"key": "CI_COMMIT_REF_PROTECTED", "value": "false"},
+                          {"key": "CI_COMMIT_REF_PROTECTED", "value": "true"}]}"#;
+        let ctx = JobContext::from_vars(env(
+            dir.path(),
+            old,
+            &[
+                ("CUSTOM_ENV_CI_PROJECT_PATH", "g/a"),
+                ("CUSTOM_ENV_CI_COMMIT_REF_PROTECTED", "true"),
+            ],
+        ));
+        assert!(matches!(ctx, Err(ProtocolError::Forged { .. })), "{ctx:?}");
+    }
 
-        let vars = env(dir.path(), &[("CUSTOM_ENV_CI_PROJECT_ID", "abc")]);
+    #[test]
+    fn errors_name_the_variable_or_the_payload_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vars = env(dir.path(), PAYLOAD, &[]);
+        vars.retain(|(k, _)| k != "CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID");
         let err = JobContext::from_vars(vars).unwrap_err().to_string();
-        assert!(
-            err.contains("CUSTOM_ENV_CI_PROJECT_ID") && err.contains("integer"),
-            "{err}"
+        assert!(err.contains("CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID"), "{err}");
+
+        let vars = env(
+            dir.path(),
+            PAYLOAD,
+            &[("CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID", "100000")],
         );
+        let err = JobContext::from_vars(vars).unwrap_err().to_string();
+        assert!(err.contains("from 0 to 999"), "{err}");
 
-        let mut vars = env(dir.path(), &[]);
+        let err = JobContext::from_vars(env(dir.path(), r#"{"id": 3}"#, &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CI_RUNNER_ID"), "{err}");
+
+        let mut vars = env(dir.path(), PAYLOAD, &[]);
         vars.retain(|(k, _)| k != "JOB_RESPONSE_FILE");
         let err = JobContext::from_vars(vars).unwrap_err().to_string();
         assert!(err.contains("JOB_RESPONSE_FILE"), "{err}");
 
         std::fs::write(dir.path().join("bad.json"), "not json").unwrap();
-        let mut vars = env(dir.path(), &[]);
+        let mut vars = env(dir.path(), PAYLOAD, &[]);
         vars.push((
             "JOB_RESPONSE_FILE".into(),
             dir.path().join("bad.json").to_str().unwrap().into(),

@@ -35,6 +35,38 @@ pub fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
+/// GitLab's expansion of the variables it sends a runner (`keep_undefined: true`): the
+/// names `lookup` knows are replaced, everything else (`$$`, special parameters, names
+/// only the runner defines, such as `$CI_PROJECT_DIR`) stays as written for the runner.
+pub fn expand_known(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let bytes = value.as_bytes();
+    let mut out = String::with_capacity(value.len());
+    let mut literal_from = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' || i + 1 == bytes.len() {
+            i += 1;
+            continue;
+        }
+        let (name, width) = shell_name(&value[i + 1..]);
+        let known = name
+            .filter(|n| !(n.len() == 1 && is_special(n.as_bytes()[0])))
+            .and_then(lookup);
+        match known {
+            Some(text) => {
+                out.push_str(&value[literal_from..i]);
+                out.push_str(&text);
+                i += 1 + width;
+                literal_from = i;
+            }
+            // `$$` stays whole, so the `$` after it starts no name.
+            None => i += 1 + usize::from(name == Some("$")),
+        }
+    }
+    out.push_str(&value[literal_from..]);
+    out
+}
+
 /// The runner's `Variables.value`: `$$` is a literal `$`, other special parameters are
 /// empty, a variable its (last) value.
 fn value_of(name: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
@@ -78,7 +110,17 @@ fn is_special(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::expand;
+    use super::{expand, expand_known};
+
+    #[test]
+    fn gitlab_keeps_what_it_does_not_know_for_the_runner() {
+        let known =
+            |value: &str| expand_known(value, &|name| (name == "A").then(|| "a".to_string()));
+        assert_eq!(known("$A/${A}"), "a/a");
+        assert_eq!(known("$CI_PROJECT_DIR/$A"), "$CI_PROJECT_DIR/a");
+        assert_eq!(known("$$A costs $$5 $1"), "$$A costs $$5 $1");
+        assert_eq!(known("${ and $"), "${ and $");
+    }
 
     fn run(value: &str) -> String {
         expand(value, &|name| match name {

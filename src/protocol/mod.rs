@@ -9,7 +9,7 @@ mod payload;
 mod stage;
 
 pub use config_output::{ConfigOutput, DriverInfo};
-pub use context::{JobContext, JobIdentity, ALWAYS_SECRET};
+pub use context::{JobContext, JobIdentity, ALWAYS_SECRET, MAX_SLOT};
 pub use exit::{ExitContract, Outcome};
 pub use payload::{
     Credential, DockerOptions, ExecutorOptions, GitInfo, ImageSpec, JobInfo, JobPayload,
@@ -52,6 +52,38 @@ pub enum ProtocolError {
         /// Why.
         source: serde_json::Error,
     },
+    /// The job payload lacks an identity field the runner always writes.
+    #[error(
+        "the job payload (JOB_RESPONSE_FILE) has no {field}: this gitlab-runner or GitLab is \
+         too old to vouch for the job's identity (gitlab-runner 14.1 and later write it)"
+    )]
+    Unvouched {
+        /// The missing field.
+        field: &'static str,
+    },
+    /// A job variable claims an identity the payload does not vouch for.
+    #[error(
+        "the job sets {variable}={claimed:?}, but the runner's job payload says {vouched:?} \
+         ({field}): on this runner a job cannot change its own identity. Remove {variable} \
+         from the job's `variables:` and the project's CI/CD variables"
+    )]
+    Forged {
+        /// The variable the job set.
+        variable: String,
+        /// The value it set (ids and paths, never secrets).
+        claimed: String,
+        /// The payload field that decides.
+        field: &'static str,
+        /// What the payload says.
+        vouched: String,
+    },
+    /// `CI_CONCURRENT_PROJECT_ID` is no slot the runner gives (a job set it).
+    #[error(
+        "CI_CONCURRENT_PROJECT_ID is {0:?}, not a runner slot from 0 to {max}: remove it from the \
+         job's `variables:` and the project's CI/CD variables",
+        max = context::MAX_SLOT
+    )]
+    BadSlot(String),
     /// The runner asked for a stage this executor does not know.
     #[error(
         "unknown stage `{0}`: this gitlab-ecs-executor knows prepare_script, get_sources, \

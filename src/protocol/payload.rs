@@ -111,6 +111,24 @@ pub struct GitInfo {
     pub sha: String,
     /// `branch` or `tag`.
     pub ref_type: String,
+    /// Whether GitLab protects the ref (GitLab 18.3+; older ones say it only in
+    /// `CI_COMMIT_REF_PROTECTED`).
+    pub protected: Option<bool>,
+}
+
+impl JobPayload {
+    /// The value GitLab itself sent for a variable: its first definition in the payload.
+    ///
+    /// GitLab lists its predefined variables before the project's, the pipeline's and the
+    /// job's own, which may redefine them; the runner exports them in that order, so the
+    /// last one wins in a job's environment while the first is GitLab's (gitlab-runner's
+    /// `Build.IsProtected` reads `CI_COMMIT_REF_PROTECTED` the same way, `Dedup(true)`).
+    pub fn vouched_variable(&self, key: &str) -> Option<&str> {
+        self.variables
+            .iter()
+            .find(|v| v.key == key)
+            .map(|v| v.value.as_str())
+    }
 }
 
 /// `runner_info`.

@@ -6,7 +6,7 @@
 use super::StageError;
 use crate::aws::{AwsError, Fault};
 use crate::docker::{DockerError, ImageOrigin, PullFault};
-use crate::protocol::Outcome;
+use crate::protocol::{Outcome, ProtocolError};
 use crate::release::ReleaseError;
 
 const JOB: Outcome = Outcome::JobFailure { exit_code: 1 };
@@ -16,11 +16,25 @@ impl StageError {
     /// How the runner must classify this error.
     pub fn outcome(&self) -> Outcome {
         match self {
-            StageError::Settings(_) | StageError::Protocol(_) | StageError::Host { .. } => SYSTEM,
+            StageError::Settings(_) | StageError::Host { .. } => SYSTEM,
+            StageError::Protocol(e) => protocol(e),
             StageError::Refused(_) | StageError::Inputs(_) => JOB,
             StageError::Docker(e) => docker(e),
             StageError::Release(e) => release(e),
         }
+    }
+}
+
+fn protocol(e: &ProtocolError) -> Outcome {
+    match e {
+        // A job that claims another project's or job's identity: the pipeline's doing.
+        ProtocolError::Forged { .. } | ProtocolError::BadSlot(_) => JOB,
+        ProtocolError::MissingVariable(_)
+        | ProtocolError::InvalidVariable { .. }
+        | ProtocolError::ResponseFile { .. }
+        | ProtocolError::ResponsePayload { .. }
+        | ProtocolError::Unvouched { .. }
+        | ProtocolError::UnknownStage(_) => SYSTEM,
     }
 }
 

@@ -129,10 +129,7 @@ async fn prepare_all(
         Vec::new()
     };
 
-    let volumes = ProjectVolumes::new(
-        &ctx.identity,
-        ctx.var("CI_RUNNER_SHORT_TOKEN").unwrap_or_default(),
-    );
+    let volumes = ProjectVolumes::new(&ctx.identity);
     let binds = volumes::project_binds(docker, &volumes, names, settings).await?;
     let network = network(docker, settings, names, !services.is_empty()).await?;
     if !services.is_empty() {

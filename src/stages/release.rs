@@ -50,9 +50,7 @@ pub(crate) fn classify(settings: &Settings, ctx: &JobContext) -> Result<JobKind,
         Trigger::Release { action, tag } => {
             let source = JobVariables::new(|k: &str| ctx.var(k).map(str::to_string), &settings.aws);
             let requester = Requester::Job {
-                project_path: ctx
-                    .var("CI_PROJECT_PATH")
-                    .unwrap_or(&payload.job_info.project_full_path),
+                project_path: &ctx.identity.project_path,
                 job_id: ctx.identity.job_id,
             };
             let image_action = match action {
@@ -84,7 +82,7 @@ pub(crate) fn request(
     Ok(ReleaseRequest {
         inputs,
         provenance: Provenance {
-            project_path: var("CI_PROJECT_PATH"),
+            project_path: ctx.identity.project_path.clone(),
             project_url: var("CI_PROJECT_URL"),
             commit_sha,
             commit_time: var("CI_COMMIT_TIMESTAMP"),

@@ -35,6 +35,8 @@ impl TestJob for Job {
             project_id: 1000 + id % 1000,
             project_path: format!("group/project-{id}"),
             concurrent_id: 0,
+            project_slot: 0,
+            protected: false,
             name: "test".into(),
             stage: "test".into(),
             commit_sha: "0123456789abcdef0123456789abcdef01234567".into(),
@@ -146,12 +148,8 @@ impl TestEnv {
     /// The text of `path` (relative to the job's project directory) in `job`'s builds
     /// volume, `None` if it does not exist.
     pub fn project_file(&self, job: &Job, path: &str) -> Option<String> {
-        let volume = format!(
-            "runner-{}-project-{}-concurrent-{}-builds",
-            self.runner.short_token.to_ascii_lowercase(),
-            job.project_id,
-            job.concurrent_id
-        );
+        let volume =
+            gitlab_ecs_executor::docker::ProjectVolumes::new(&job.identity(&self.runner)).builds();
         let out = Command::new("docker")
             .args(["run", "--rm", "--network", "none", "-v"])
             .arg(format!("{volume}:/builds:ro"))

@@ -136,8 +136,12 @@ pub struct Job {
     pub project_id: u64,
     /// `CI_PROJECT_PATH`.
     pub project_path: String,
-    /// `CI_CONCURRENT_ID` (and `CI_CONCURRENT_PROJECT_ID`).
+    /// `CI_CONCURRENT_ID`: the runner-wide slot of the job.
     pub concurrent_id: u64,
+    /// `CI_CONCURRENT_PROJECT_ID`: the job's slot among the project's jobs on the runner.
+    pub project_slot: u64,
+    /// Whether GitLab protects the job's ref (`git_info.protected`).
+    pub protected: bool,
     /// Job name.
     pub name: String,
     /// Job stage.
@@ -230,6 +234,18 @@ impl Job {
             .unwrap_or(&self.commit_sha)
     }
 
+    /// The identity the runner's payload vouches for (what the executor names objects by).
+    pub fn identity(&self, runner: &super::Runner) -> crate::protocol::JobIdentity {
+        crate::protocol::JobIdentity {
+            runner_id: runner.runner_id,
+            project_id: self.project_id,
+            project_path: self.project_path.clone(),
+            job_id: self.id,
+            protected: self.protected,
+            slot: self.project_slot,
+        }
+    }
+
     pub(super) fn token(&self) -> String {
         format!("glcbt-64_{}secrettoken", self.id)
     }
@@ -269,6 +285,7 @@ impl Job {
                 format!("{SERVER_URL}/{}", self.project_path),
             ),
             plain("CI_RUNNER_ID", runner.runner_id.to_string()),
+            plain("CI_COMMIT_REF_PROTECTED", self.protected.to_string()),
             plain("CI_COMMIT_SHA", sha.clone()),
             plain(
                 "CI_COMMIT_SHORT_SHA",
@@ -305,18 +322,18 @@ impl Job {
         if let Some(image) = &self.image {
             vars.push(plain("CI_JOB_IMAGE", image.clone()));
         }
+        vars.push(plain("CI_RUNNER_SHORT_TOKEN", runner.short_token.clone()));
+        vars.extend(runner.environment.iter().map(|(k, v)| plain(k, v.clone())));
         vars.extend([
-            plain("CI_RUNNER_SHORT_TOKEN", runner.short_token.clone()),
             plain("CI_BUILDS_DIR", dirs.builds.clone()),
             plain("CI_PROJECT_DIR", dirs.project.clone()),
             plain("CI_CONCURRENT_ID", self.concurrent_id.to_string()),
-            plain("CI_CONCURRENT_PROJECT_ID", self.concurrent_id.to_string()),
+            plain("CI_CONCURRENT_PROJECT_ID", self.project_slot.to_string()),
             plain("CI_SERVER", "yes"),
             plain("CI_JOB_STATUS", status),
             plain("CI_JOB_TIMEOUT", self.timeout.to_string()),
         ]);
-        vars.extend(self.gitlab_variables(runner));
-        vars.extend(self.variables.iter().cloned());
+        vars.extend(self.payload_variables(runner));
         vars.extend([
             plain("CI_SHARED_ENVIRONMENT", "true"),
             plain("CI_RUNNER_VERSION", RUNNER_VERSION),
@@ -327,13 +344,37 @@ impl Job {
         expand_variables(&vars)
     }
 
+    /// The variables GitLab sends in the payload: its predefined ones first, then the job's
+    /// own (which may redefine them), each expanded against these alone with references it
+    /// does not know kept for the runner (`sort_and_expand_all(keep_undefined: true)`).
+    pub(super) fn payload_variables(&self, runner: &super::Runner) -> Vec<Var> {
+        let mut vars = self.gitlab_variables(runner);
+        vars.extend(self.variables.iter().cloned());
+        let known = vars.clone();
+        vars.into_iter()
+            .map(|v| match v.raw {
+                true => v,
+                false => Var {
+                    value: crate::protocol::expand::expand_known(&v.value, &|name| {
+                        known
+                            .iter()
+                            .rev()
+                            .find(|k| k.key == name && !k.file)
+                            .map(|k| k.value.clone())
+                    }),
+                    ..v
+                },
+            })
+            .collect()
+    }
+
     /// `response.json`: the job payload.
     pub(super) fn payload(&self, runner: &super::Runner) -> Value {
         let (git_ref, is_tag) = self.git_ref();
         let vars: Vec<Value> = self
-            .all_variables(runner, &Dirs::default(), "running")
+            .payload_variables(runner)
             .iter()
-            .map(|v| json!({"key": v.key, "value": v.value, "public": !v.masked, "masked": v.masked, "file": v.file, "raw": v.raw}))
+            .map(|v| json!({"key": v.key, "value": v.value, "public": !v.masked && !v.file, "masked": v.masked, "file": v.file, "raw": v.raw}))
             .collect();
         let step = |name: &str, script: &[String], when: &str| json!({"name": name, "script": script, "timeout": self.timeout, "when": when, "allow_failure": false});
         let mut steps = vec![step("script", &self.script, "on_success")];
@@ -363,6 +404,7 @@ impl Job {
                          "project_full_path": self.project_path, "pipeline_id": self.id / 10},
             "git_info": {"repo_url": self.repo_url(), "ref": git_ref, "sha": self.sha(),
                          "ref_type": if is_tag { "tag" } else { "branch" }, "depth": 20,
+                         "protected": self.protected,
                          "refspecs": ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]},
             "runner_info": {"timeout": self.timeout},
             "variables": vars,

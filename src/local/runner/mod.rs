@@ -49,6 +49,9 @@ pub struct Runner {
     pub force_kill: Duration,
     /// `PreparationRetryInterval` (3 s in the runner).
     pub prepare_retry_pause: Duration,
+    /// `[[runners]] environment`: variables the runner adds to every job (after its short
+    /// token, before the job's own).
+    pub environment: Vec<(String, String)>,
     /// Extra variables of the runner process's own environment.
     pub process_env: Vec<(String, String)>,
     /// Arguments after `run` in `run_args` (before the script and the stage).
@@ -223,6 +226,7 @@ impl Runner {
             settings: settings.map(Path::to_path_buf),
             runner_id: 42,
             short_token: "t3stRunr".into(),
+            environment: Vec::new(),
             graceful_kill: Duration::from_secs(10),
             force_kill: Duration::from_secs(10),
             prepare_retry_pause: Duration::from_secs(3),
@@ -503,7 +507,7 @@ impl Drive<'_> {
         let project = if shared {
             format!(
                 "{builds_dir}/{}/{}/{}",
-                self.runner.short_token, self.job.concurrent_id, self.job.project_path
+                self.runner.short_token, self.job.project_slot, self.job.project_path
             )
         } else {
             format!("{builds_dir}/{}", self.job.project_path)
