@@ -393,8 +393,9 @@ async fn run_job_stage(path: Option<PathBuf>, stage: JobStage) -> Outcome {
     let ctx = match JobContext::from_env() {
         Ok(ctx) => ctx,
         Err(e) => {
+            // No job log yet: its secrets are what the context would have told.
             eprintln!("ERROR: {e}");
-            return Outcome::SystemFailure;
+            return StageError::from(e).outcome();
         }
     };
     let log = JobLog::stdout(ctx.secret_values());

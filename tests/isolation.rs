@@ -275,13 +275,13 @@ fn the_helper_container_gets_no_socket_no_privileges_and_only_its_project() {
     // The hooks run in the helper container: look around from there.
     job.pre_get_sources = vec![
         "test ! -e /var/run/docker.sock && echo no socket".into(),
-        "grep -q '^CapEff:[[:space:]]*00000000a80425fb' /proc/self/status && echo default capabilities".into(),
+        "grep -q '^CapEff:[[:space:]]*00000000a80405fb' /proc/self/status && echo default capabilities without NET_RAW".into(),
         // Only this job's project (its `.tmp` so far: the checkout comes next).
         "echo \"others: $(ls /builds/group | grep -vc \"^$(basename \"$CI_PROJECT_DIR\")\")\"".into(),
     ];
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
     assert_logged(&result.log, "\nno socket\n");
-    assert_logged(&result.log, "\ndefault capabilities\n");
+    assert_logged(&result.log, "\ndefault capabilities without NET_RAW\n");
     assert_logged(&result.log, "\nothers: 0\n");
 }

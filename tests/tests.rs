@@ -17,3 +17,4 @@ mod release_rollout;
 mod release_services;
 mod release_strategies;
 mod reliability;
+mod shared_runner;

@@ -172,6 +172,7 @@ fn docker(e: &DockerError) -> u8 {
         | DockerError::ConnectionLost { .. }
         | DockerError::Volume { .. }
         | DockerError::SecurityOpt { .. }
+        | DockerError::HostRules { .. }
         | DockerError::Api { .. } => EXIT_HOST,
         DockerError::ImageUnavailable { .. }
         | DockerError::PullPolicyNotAllowed { .. }

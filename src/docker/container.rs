@@ -90,13 +90,17 @@ pub async fn create_helper_container(
          if command -v gitlab-runner-build >/dev/null 2>&1; then exec gitlab-runner-build; fi; \
          umask 0000; {DETECT_SHELL}"
     );
+    // The helper runs the project's `hooks:` and git: the operator's hardening and limits
+    // apply to it as to the job's own container, but none of the job's extra capabilities.
     let host_config = HostConfig {
         binds: Some(spec.binds.clone()),
         network_mode: spec.network.clone(),
+        cap_drop: dropped_capabilities(settings),
+        security_opt: security_options(&settings.security_opt)?,
         dns: non_empty(&settings.dns),
         dns_search: non_empty(&settings.dns_search),
         extra_hosts: non_empty(&settings.extra_hosts),
-        ..Default::default()
+        ..resources(settings)
     };
     let run = Run {
         entrypoint: None,
@@ -142,14 +146,8 @@ pub async fn create_build_container(
         binds: Some(spec.binds.clone()),
         network_mode: spec.network.clone(),
         privileged: Some(options.privileged),
-        nano_cpus: (settings.cpus > 0.0).then_some((settings.cpus * 1e9) as i64),
-        cpuset_cpus: Some(settings.cpuset_cpus.clone()).filter(|c| !c.is_empty()),
-        memory: settings.memory.bytes(),
-        memory_swap: settings.memory_swap.bytes(),
-        memory_reservation: settings.memory_reservation.bytes(),
-        oom_kill_disable: Some(settings.oom_kill_disable),
         cap_add: non_empty(&settings.cap_add),
-        cap_drop: non_empty(&settings.cap_drop),
+        cap_drop: dropped_capabilities(settings),
         security_opt: security_options(&settings.security_opt)?,
         devices: devices(&settings.devices),
         dns: non_empty(&settings.dns),
@@ -161,7 +159,7 @@ pub async fn create_build_container(
         ulimits: ulimits(&settings.ulimit),
         sysctls: Some(settings.sysctls.clone().into_iter().collect())
             .filter(|s: &HashMap<_, _>| !s.is_empty()),
-        ..Default::default()
+        ..resources(settings)
     };
     let run = Run {
         entrypoint,
@@ -214,6 +212,41 @@ async fn create(
         .await
         .map(|_| ())
         .map_err(DockerError::api(format!("create container {}", spec.name)))
+}
+
+/// The CPU and memory limits of a job's helper and build containers.
+fn resources(settings: &DockerSettings) -> HostConfig {
+    HostConfig {
+        nano_cpus: (settings.cpus > 0.0).then_some((settings.cpus * 1e9) as i64),
+        cpuset_cpus: Some(settings.cpuset_cpus.clone()).filter(|c| !c.is_empty()),
+        memory: settings.memory.bytes(),
+        memory_swap: settings.memory_swap.bytes(),
+        memory_reservation: settings.memory_reservation.bytes(),
+        oom_kill_disable: Some(settings.oom_kill_disable),
+        ..Default::default()
+    }
+}
+
+/// `docker.cap_drop` and `NET_RAW` for the job's own containers.
+fn dropped_capabilities(settings: &DockerSettings) -> Option<Vec<String>> {
+    drop_net_raw(&settings.cap_drop, settings)
+}
+
+/// `dropped` and `NET_RAW`, which Docker grants by default and which lets a job forge
+/// packets on its network (ARP, raw sockets), unless `docker.cap_add` asks for it back, as
+/// Docker's hardening guides advise.
+pub(super) fn drop_net_raw(dropped: &[String], settings: &DockerSettings) -> Option<Vec<String>> {
+    let named = |list: &[String], cap: &str| {
+        list.iter().any(|c| {
+            let c = c.to_ascii_uppercase();
+            c == cap || c.strip_prefix("CAP_") == Some(cap) || c == "ALL"
+        })
+    };
+    let mut dropped = dropped.to_vec();
+    if !named(&settings.cap_add, "NET_RAW") && !named(&dropped, "NET_RAW") {
+        dropped.push("NET_RAW".into());
+    }
+    non_empty(&dropped)
 }
 
 fn non_empty(list: &[String]) -> Option<Vec<String>> {

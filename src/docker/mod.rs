@@ -11,6 +11,7 @@ mod container;
 mod helper_image;
 mod image;
 mod naming;
+mod network;
 mod services;
 mod stage;
 pub mod volumes;
@@ -25,6 +26,7 @@ pub use helper_image::{
 };
 pub use image::{effective_policies, ensure_image, Credentials, ImageOrigin, PullFault};
 pub use naming::{JobNames, ProjectVolumes, LABEL_JOB, LABEL_MANAGED, LABEL_RUNNER};
+pub use network::{create_job_network, guard_host};
 pub use services::{follow_service_logs, start_services, LogFollowers, ServicePlan, ServiceSpec};
 pub use stage::{run_stage, Cancel, StageExit};
 
@@ -123,6 +125,20 @@ pub enum DockerError {
         /// The entry.
         option: String,
         /// Why.
+        message: String,
+    },
+    /// The host rules that keep job networks from the host and the metadata addresses
+    /// could not be installed.
+    #[error(
+        "cannot install the host firewall rule that keeps jobs from the runner host and the \
+         instance metadata address (`iptables {rule}`): {message}. Run gitlab-ecs-executor as \
+         root, as gitlab-runner runs it, with iptables installed; or, on a runner that serves a \
+         single project, set docker.jobs_may_reach_host = true"
+    )]
+    HostRules {
+        /// The rule.
+        rule: String,
+        /// Why it failed.
         message: String,
     },
     /// A project volume could not be created or used.

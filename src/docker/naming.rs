@@ -164,7 +164,7 @@ impl ProjectVolumes {
 }
 
 /// A stable, dependency-free hash for names (FNV-1a, 64 bits).
-fn fnv1a(text: &str) -> u64 {
+pub(crate) fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

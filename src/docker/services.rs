@@ -140,6 +140,9 @@ async fn create_service(
             binds: Some(plan.binds.to_vec()),
             network_mode: Some(plan.network.to_string()),
             privileged: Some(service.privileged),
+            // The operator's cap_add/cap_drop are the job container's, as with the docker
+            // executor; NET_RAW goes from services too.
+            cap_drop: super::container::drop_net_raw(&[], settings),
             nano_cpus: (settings.service_cpus > 0.0)
                 .then_some((settings.service_cpus * 1e9) as i64),
             memory: settings.service_memory.bytes(),

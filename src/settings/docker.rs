@@ -170,6 +170,9 @@ pub struct DockerSettings {
     pub sysctls: BTreeMap<String, String>,
     /// A network for job and service containers instead of a per-job one.
     pub network_mode: String,
+    /// Let job networks reach the runner host's own addresses and the instance metadata
+    /// addresses (unsafe on a runner that serves more than one project).
+    pub jobs_may_reach_host: bool,
     /// Volumes of every job, service and helper container: `/path` (a volume per project,
     /// kept between jobs), `name:/path` or `/host:/path[:ro|rw]`.
     pub volumes: Vec<String>,
@@ -225,6 +228,7 @@ impl Default for DockerSettings {
             ulimit: BTreeMap::new(),
             sysctls: BTreeMap::new(),
             network_mode: String::new(),
+            jobs_may_reach_host: false,
             volumes: Vec::new(),
             disable_cache: false,
             wait_for_services_timeout: 30,

@@ -67,6 +67,7 @@ fn docker(e: &DockerError) -> Outcome {
             ) => SYSTEM,
         },
         DockerError::Unreachable { .. }
+        | DockerError::HostRules { .. }
         | DockerError::SecurityOpt { .. }
         | DockerError::Volume { .. }
         | DockerError::ContainerMissing { .. }

@@ -3,16 +3,15 @@
 
 use std::time::Instant;
 
-use bollard::models::NetworkCreateRequest;
 use bollard::Docker;
 
 use super::release::{classify, JobKind};
 use super::StageError;
 use crate::docker::{
-    self, create_build_container, create_helper_container, effective_policies, ensure_helper,
-    ensure_image, remove_job_objects, start_services, volumes, AuthSource, BuildOptions,
-    ContainerSpec, Credentials, DockerError, ImageOrigin, JobNames, ProjectVolumes, ServicePlan,
-    ServiceSpec,
+    self, create_build_container, create_helper_container, create_job_network, effective_policies,
+    ensure_helper, ensure_image, guard_host, remove_job_objects, start_services, volumes,
+    AuthSource, BuildOptions, ContainerSpec, Credentials, DockerError, ImageOrigin, JobNames,
+    ProjectVolumes, ServicePlan, ServiceSpec,
 };
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
@@ -131,12 +130,11 @@ async fn prepare_all(
 
     let volumes = ProjectVolumes::new(&ctx.identity);
     let binds = volumes::project_binds(docker, &volumes, names, settings).await?;
-    let network = network(docker, settings, names, !services.is_empty()).await?;
+    let network = network(docker, settings, names).await?;
     if !services.is_empty() {
         let plan = ServicePlan {
             names,
-            // Services exist only with a network: `network` made one or settings name one.
-            network: network.as_deref().unwrap_or_default(),
+            network: &network,
             binds: &binds,
             helper_image: &helper.to_string(),
         };
@@ -154,7 +152,7 @@ async fn prepare_all(
         env: env.clone(),
         binds: binds.clone(),
         hostname: hostname.clone(),
-        network: network.clone(),
+        network: Some(network.clone()),
     };
     let builds_dir = settings.builds_dir.display().to_string();
     let cache_dir = settings.cache_dir.display().to_string();
@@ -167,7 +165,7 @@ async fn prepare_all(
             env,
             binds,
             hostname,
-            network,
+            network: Some(network),
         };
         create_build_container(docker, &spec, d, &options).await?;
     }
@@ -343,36 +341,28 @@ async fn job_services(
     Ok(specs)
 }
 
-/// The job's network: the one settings name, else a per-job one when there are services.
+/// The job's network: the one settings name, else one of its own (services or not), kept
+/// from the runner host and the metadata addresses unless settings let jobs reach them.
 async fn network(
     docker: &Docker,
     settings: &Settings,
     names: &JobNames,
-    services: bool,
-) -> Result<Option<String>, StageError> {
-    if !settings.docker.network_mode.is_empty() {
-        return Ok(Some(settings.docker.network_mode.clone()));
+) -> Result<String, StageError> {
+    let d = &settings.docker;
+    if !d.network_mode.is_empty() {
+        return Ok(d.network_mode.clone());
     }
-    // A job without services needs no network of its own: the default bridge is enough, and
-    // creating and removing a network costs more than the rest of a small job.
-    if !services {
-        return Ok(None);
+    let guarded = !d.jobs_may_reach_host;
+    if guarded {
+        guard_host().await?;
     }
-    let name = names.network();
-    docker
-        .create_network(NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(names.labels("network")),
-            ..Default::default()
-        })
-        .await
-        .map_err(DockerError::api(format!("create network {name}")))?;
-    Ok(Some(name))
+    Ok(create_job_network(docker, names, guarded).await?)
 }
 
 /// The job's variables as the containers' environment, as the docker executor passes them:
-/// file-type variables as the path the runner's scripts write them to.
+/// file-type variables as the path the runner's scripts write them to. Masked variables and
+/// credentials are left out: the runner's stage scripts export every variable anyway, and
+/// the containers' configuration is readable by whoever may inspect them.
 fn job_env(ctx: &JobContext, settings: &Settings) -> Vec<String> {
     let project_dir = ctx
         .non_empty_var("CI_PROJECT_DIR")
@@ -385,9 +375,17 @@ fn job_env(ctx: &JobContext, settings: &Settings) -> Vec<String> {
         .filter(|v| v.file)
         .map(|v| v.key.as_str())
         .collect();
+    let masked: Vec<&str> = ctx
+        .payload
+        .variables
+        .iter()
+        .filter(|v| v.masked)
+        .map(|v| v.key.as_str())
+        .collect();
     ctx.vars()
         .iter()
         .filter(|(k, _)| k.as_str() != "CI_JOB_SERVICES")
+        .filter(|(k, _)| !masked.contains(&k.as_str()) && !ALWAYS_SECRET.contains(&k.as_str()))
         .map(|(k, v)| {
             if files.contains(&k.as_str()) {
                 format!("{k}={project_dir}.tmp/{k}")

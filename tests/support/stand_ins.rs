@@ -80,6 +80,13 @@ pub struct Moto {
 /// A server process, stopped when dropped (or when the test process dies).
 pub struct Server(Child);
 
+impl Server {
+    /// Owns `child`: it is killed when this is dropped.
+    pub fn new(child: Child) -> Server {
+        Server(child)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
