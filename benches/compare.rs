@@ -391,10 +391,7 @@ fn control_plane(f: &mut Fixture) -> Row {
         service: SERVICE.into(),
         task_definition: Some(FAMILY.into()),
         containers: vec!["app".into()],
-        rollout_timeout: None,
-        rollback: None,
-        on_pause_hook: None,
-        names: Default::default(),
+        ..EcsTarget::default()
     };
     let log = JobLog::new(Box::new(std::io::sink()), Vec::<String>::new());
     let mut ours = Vec::new();
@@ -470,7 +467,7 @@ fn whole_release(f: &mut Fixture) -> Row {
     let context = tempfile::tempdir().expect("temp");
     std::fs::write(
         context.path().join("Dockerfile"),
-        format!("FROM {}\nCOPY . /ctx\n", base_image()),
+        format!("FROM {}\nCOPY . /ctx\n", f.base()),
     )
     .expect("Dockerfile");
     let mut seed = Vec::new();
@@ -508,7 +505,7 @@ fn rerelease(f: &mut Fixture) -> Row {
              RUN mkdir /deps && head -c 20000000 /dev/urandom > /deps/vendor.bin\n\
              COPY . /app\n\
              RUN find /app -type f | sort | xargs cat | sha256sum > /build-id\n",
-            base_image()
+            f.base()
         ),
     );
     // Cold: the lock file changes, so every step runs and every layer is new to the registry.

@@ -123,9 +123,9 @@ proptest! {
         let mut settings = ReleaseSettings::default();
         if let Ok(compiled) = Pattern::new(&pattern) {
             settings.tag_pattern = compiled;
-            let _ = trigger::decide(&stage, Some(&tag), native.as_deref(), &settings);
+            let _ = trigger::decide(&stage, Some(&tag), true, native.as_deref(), &settings);
         }
-        let decided = trigger::decide("deploy", Some(&tag), native.as_deref(), &settings);
+        let decided = trigger::decide("deploy", Some(&tag), true, native.as_deref(), &settings);
         if let trigger::Trigger::Release { tag, .. } = decided {
             prop_assert!(!settings.mutable_tags.iter().any(|m| m.eq_ignore_ascii_case(&tag)));
         }

@@ -43,7 +43,7 @@ fn a_buildkit_dockerfile_with_a_cache_mount_build_arguments_and_a_target_release
              COPY app.sh /app.sh\n\
              FROM {base} AS broken\n\
              RUN false\n",
-            base = base_image()
+            base = f.base()
         ),
     );
     f.tag("v2.0.0");
@@ -103,7 +103,7 @@ fn a_secret_mount_gets_the_named_variable_and_it_reaches_no_layer_and_no_log() {
             "FROM {}\n\
              RUN --mount=type=secret,id=NPM_TOKEN case \"$(cat /run/secrets/NPM_TOKEN)\" in npm-token-*) echo seen > /secret-was-there ;; *) exit 1 ;; esac\n\
              COPY app.sh /app.sh\n",
-            base_image()
+            f.base()
         ),
     );
     f.tag("v2.1.0");

@@ -213,7 +213,8 @@ fn jobs_get_no_docker_socket_no_privileges_and_only_allowed_images() {
         base_image(),
         &[
             "test ! -e /var/run/docker.sock",
-            "grep -q 'CapEff:\\s*00000000a80425fb' /proc/self/status",
+            // Docker's defaults without NET_RAW.
+            "grep -q 'CapEff:\\s*00000000a80405fb' /proc/self/status",
             "test ! -e /etc/hostname-of-host",
         ],
     );
@@ -342,7 +343,7 @@ fn twenty_concurrent_jobs_of_four_projects_with_cancels_leave_only_their_volumes
     let volume = |project: u64, slot: u64, purpose: &str| {
         format!(
             "runner-{}-project-{}-concurrent-{slot}-{purpose}",
-            env.runner.short_token,
+            env.runner.runner_id,
             base_id + project
         )
     };

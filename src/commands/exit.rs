@@ -151,6 +151,9 @@ fn release(e: &ReleaseError) -> u8 {
         | ReleaseError::ServiceMissing { .. }
         | ReleaseError::FieldsNotCarried { .. }
         | ReleaseError::UnexpectedChanges { .. }
+        | ReleaseError::NotGranted { .. }
+        | ReleaseError::Frontend(_)
+        | ReleaseError::NotEcrRegistry { .. }
         | ReleaseError::Superseded { .. }
         | ReleaseError::OtherDeployment { .. }
         | ReleaseError::RolloutFailed { .. }

@@ -5,10 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use super::{interrupt, operator_log, temp_dir, CommandError, Target};
+use crate::docker::AuthSource;
 use crate::joblog::JobLog;
 use crate::local::Checkout;
 use crate::release::inputs::{self, ImageAction, Requester};
-use crate::release::{self, ProjectSource, Provenance, ReleaseRequest};
+use crate::release::{
+    self, BuildScope, ProjectSource, Provenance, ReleaseRequest, LOCAL_REPOSITORY,
+};
 use crate::settings::Settings;
 
 /// What `release` was asked to do.
@@ -58,6 +61,11 @@ pub async fn release(
         temp_dir: temp.path().to_path_buf(),
         job_deadline: None,
         dry_run: options.dry_run,
+        build: BuildScope {
+            owner: "operator".into(),
+            local_name: format!("{LOCAL_REPOSITORY}/operator-{}", std::process::id()),
+            registry_auth: AuthSource::home_config().into_iter().collect(),
+        },
     };
     let mut cancel = interrupt()?;
     release::execute(settings, &request, &log, &mut cancel).await?;

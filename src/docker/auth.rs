@@ -21,7 +21,7 @@ use crate::joblog::JobLog;
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One place credentials come from, in the order they are tried.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum AuthSource {
     /// A Docker `config.json` text: the job's `DOCKER_AUTH_CONFIG`, or the runner user's file.
     ConfigJson {
@@ -32,6 +32,19 @@ pub enum AuthSource {
     },
     /// Credentials the job payload carries (`credentials` of type `registry`).
     Payload(Vec<(String, String, String)>),
+}
+
+// Each source holds secrets: only its name shows.
+impl std::fmt::Debug for AuthSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthSource::ConfigJson { name, .. } => write!(f, "ConfigJson({name})"),
+            AuthSource::Payload(entries) => {
+                let registries: Vec<&str> = entries.iter().map(|(r, _, _)| r.as_str()).collect();
+                write!(f, "Payload({registries:?})")
+            }
+        }
+    }
 }
 
 impl AuthSource {
@@ -57,6 +70,27 @@ struct Login {
     password: String,
     identity_token: bool,
     source: String,
+}
+
+impl Login {
+    /// The login as the engine takes it, for `registry`.
+    fn credentials(&self, registry: &str) -> DockerCredentials {
+        let registry = Some(registry.to_string());
+        if self.identity_token {
+            DockerCredentials {
+                identitytoken: Some(self.password.clone()),
+                serveraddress: registry,
+                ..Default::default()
+            }
+        } else {
+            DockerCredentials {
+                username: Some(self.username.clone()),
+                password: Some(self.password.clone()),
+                serveraddress: registry,
+                ..Default::default()
+            }
+        }
+    }
 }
 
 /// Registry credentials by registry path (`host[/path]`).
@@ -140,21 +174,7 @@ impl RegistryAuth {
         let mut path = format!("{}/{}", image.registry(), image.path());
         loop {
             if let Some(login) = self.by_path.get(&path) {
-                let registry = image.registry().to_string();
-                return Some(if login.identity_token {
-                    DockerCredentials {
-                        identitytoken: Some(login.password.clone()),
-                        serveraddress: Some(registry),
-                        ..Default::default()
-                    }
-                } else {
-                    DockerCredentials {
-                        username: Some(login.username.clone()),
-                        password: Some(login.password.clone()),
-                        serveraddress: Some(registry),
-                        ..Default::default()
-                    }
-                });
+                return Some(login.credentials(image.registry()));
             }
             match path.rsplit_once('/') {
                 Some((parent, _)) => path = parent.to_string(),
@@ -172,6 +192,20 @@ impl RegistryAuth {
             }
             path = path.rsplit_once('/')?.0.to_string();
         }
+    }
+
+    /// Credentials by registry host, for a builder that asks per host (BuildKit's session):
+    /// a host's own entry, else its first path's.
+    pub fn by_host(&self) -> std::collections::HashMap<String, DockerCredentials> {
+        let mut hosts = std::collections::HashMap::new();
+        // Sorted: a host's own entry comes before those of its paths.
+        for (path, login) in &self.by_path {
+            let host = path.split('/').next().unwrap_or(path);
+            hosts
+                .entry(host.to_string())
+                .or_insert_with(|| login.credentials(host));
+        }
+        hosts
     }
 
     /// Every secret the credentials hold, to mask in the job log.

@@ -147,7 +147,11 @@ pub async fn create_build_container(
         network_mode: spec.network.clone(),
         privileged: Some(options.privileged),
         cap_add: non_empty(&settings.cap_add),
-        cap_drop: dropped_capabilities(settings),
+        // A privileged container is given everything on purpose (docker:dind).
+        cap_drop: match options.privileged {
+            true => non_empty(&settings.cap_drop),
+            false => dropped_capabilities(settings),
+        },
         security_opt: security_options(&settings.security_opt)?,
         devices: devices(&settings.devices),
         dns: non_empty(&settings.dns),

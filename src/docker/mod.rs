@@ -25,6 +25,7 @@ pub use helper_image::{
     default_helper_image, ensure_helper, image_on_host, image_present, LOCAL_HELPER_IMAGE,
 };
 pub use image::{effective_policies, ensure_image, Credentials, ImageOrigin, PullFault};
+pub(crate) use naming::fnv1a;
 pub use naming::{JobNames, ProjectVolumes, LABEL_JOB, LABEL_MANAGED, LABEL_RUNNER};
 pub use network::{create_job_network, guard_host};
 pub use services::{follow_service_logs, start_services, LogFollowers, ServicePlan, ServiceSpec};

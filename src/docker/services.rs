@@ -142,7 +142,10 @@ async fn create_service(
             privileged: Some(service.privileged),
             // The operator's cap_add/cap_drop are the job container's, as with the docker
             // executor; NET_RAW goes from services too.
-            cap_drop: super::container::drop_net_raw(&[], settings),
+            cap_drop: match service.privileged {
+                true => None,
+                false => super::container::drop_net_raw(&[], settings),
+            },
             nano_cpus: (settings.service_cpus > 0.0)
                 .then_some((settings.service_cpus * 1e9) as i64),
             memory: settings.service_memory.bytes(),

@@ -171,7 +171,11 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     let job = req.job.as_deref().ok_or_else(|| {
         ExecError::Usage("name the job to run (exec --list shows the jobs)".into())
     })?;
-    let overlay = overlay::settings_with_checkout(settings.as_deref(), &checkout.git_dir)?;
+    let overlay = overlay::settings_with_checkout(
+        settings.as_deref(),
+        &checkout.git_dir,
+        &checkout.project_path,
+    )?;
     let binary = std::env::current_exe().map_err(ExecError::Runner)?;
     let mut runner = Runner::new(&binary, Some(overlay.path()));
     if req.dry_run {

@@ -1,6 +1,12 @@
 //! The settings `exec` hands every stage: the operator's own, plus a read-only bind of the
 //! checkout's git directory at its own path, so the job's helper container clones it with
 //! a `file://` URL as it would clone from GitLab (nothing else of the host is mounted).
+//!
+//! `exec` is the operator running their own pipeline on their own machine, with their own
+//! credentials: what guards a shared runner against its projects guards nothing here. So
+//! the project may release what the operator's credentials reach (a grant for it), from a
+//! local tag GitLab knows nothing of (no protected-ref rule), and images on the machine are
+//! used as they are unless the settings name a pull policy (a laptop or an offline host).
 
 use std::path::Path;
 
@@ -13,6 +19,7 @@ use super::ExecError;
 pub fn settings_with_checkout(
     explicit: Option<&Path>,
     git_dir: &Path,
+    project_path: &str,
 ) -> Result<tempfile::NamedTempFile, ExecError> {
     let mut table = match Settings::locate(explicit) {
         Some(path) => {
@@ -26,6 +33,7 @@ pub fn settings_with_checkout(
         }
         None => toml::Table::new(),
     };
+    as_operator(&mut table, project_path)?;
     let docker = table
         .entry("docker")
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -60,6 +68,11 @@ pub fn settings_with_checkout(
             ))
         }
     }
+    if let toml::Value::Table(docker) = docker {
+        docker
+            .entry("pull_policy")
+            .or_insert_with(|| "if-not-present".into());
+    }
     let mut file = tempfile::Builder::new()
         .prefix("gitlab-ecs-executor-exec-")
         .suffix(".toml")
@@ -68,4 +81,41 @@ pub fn settings_with_checkout(
     std::io::Write::write_all(&mut file, table.to_string().as_bytes())
         .map_err(ExecError::Runner)?;
     Ok(file)
+}
+
+/// The release settings of an operator's own run: a grant for the project, no
+/// protected-ref rule.
+fn as_operator(table: &mut toml::Table, project_path: &str) -> Result<(), ExecError> {
+    let not_table = || ExecError::Usage("settings: [release] must be a table".into());
+    let release = table
+        .entry("release")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(not_table)?;
+    release.insert("require_protected_ref".into(), false.into());
+    let anything = |pattern: &str| toml::Value::Array(vec![pattern.into()]);
+    let grant = toml::Table::from_iter([
+        (
+            "projects".to_string(),
+            toml::Value::Array(vec![project_path.into()]),
+        ),
+        ("registries".to_string(), anything("**")),
+        ("repositories".to_string(), anything("**")),
+        ("clusters".to_string(), anything("**")),
+        ("services".to_string(), anything("**")),
+        ("task_families".to_string(), anything("**")),
+        ("roles".to_string(), anything("**")),
+    ]);
+    match release
+        .entry("grants")
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+    {
+        toml::Value::Array(grants) => grants.push(toml::Value::Table(grant)),
+        _ => {
+            return Err(ExecError::Usage(
+                "settings: release.grants must be a list".into(),
+            ))
+        }
+    }
+    Ok(())
 }

@@ -205,6 +205,7 @@ fn not_a_release(job: &Job, exec: &Exec, settings: &Settings) -> Option<String> 
     match trigger::decide(
         &job.stage,
         tag,
+        job.protected,
         job.variable("ECS_EXECUTOR_NATIVE"),
         &settings.release,
     ) {

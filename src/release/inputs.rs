@@ -154,7 +154,7 @@ pub enum Requester<'a> {
 }
 
 /// The ECS side of a release.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EcsTarget {
     /// The cluster.
     pub cluster: String,
@@ -172,6 +172,9 @@ pub struct EcsTarget {
     pub on_pause_hook: Option<PauseMode>,
     /// What the requester calls the inputs an error about the task definition points at.
     pub names: InputNames,
+    /// What the service's task definitions may be, when the release uses credentials that
+    /// the operator grants per project (`None`: whatever the credentials allow).
+    pub grant: Option<super::authorize::TaskDefinitionGrant>,
 }
 
 /// How the requester names the task-definition inputs: job variables in a job, flags on the
@@ -446,6 +449,7 @@ impl<'s> Reader<'s> {
                 container: self.source.name(Input::Container),
                 task_definition: self.source.name(Input::TaskDefinition),
             },
+            grant: None,
         }
     }
 
@@ -611,12 +615,15 @@ fn check_variable_name(v: &str) -> Option<String> {
 }
 
 fn check_build_arg(v: &str) -> Option<String> {
-    check_variable_name(v.split_once('=').map_or(v, |(name, _)| name)).map(|_| {
-        format!(
-            "entry `{}` must be NAME or NAME=value",
-            v.split('=').next().unwrap_or(v)
-        )
-    })
+    let name = v.split_once('=').map_or(v, |(name, _)| name);
+    if name.to_ascii_uppercase().starts_with("BUILDKIT_") {
+        // BuildKit reads these as its own settings (the frontend, the cache namespace, the
+        // sandbox): on a shared runner they are the executor's alone.
+        return Some(format!(
+            "entry `{name}` is a BuildKit control argument, which only the executor sets"
+        ));
+    }
+    check_variable_name(name).map(|_| format!("entry `{name}` must be NAME or NAME=value"))
 }
 
 fn check_build_target(v: &str) -> Option<String> {

@@ -3,6 +3,7 @@
 //! the runner stage, the operator commands and `exec` each build the request.
 
 pub mod approve;
+pub mod authorize;
 pub mod deploy;
 pub mod ecs;
 pub mod fleet;
@@ -21,7 +22,7 @@ pub mod trigger;
 pub mod verdict;
 pub mod watch;
 
-pub use request::{ProjectSource, Provenance, ReleaseRequest};
+pub use request::{BuildScope, ProjectSource, Provenance, ReleaseRequest, LOCAL_REPOSITORY};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -55,6 +56,18 @@ pub enum ReleaseError {
         /// Why.
         message: String,
     },
+    /// The release's registry is not the one the ECR token is for.
+    #[error(
+        "ECR_REGISTRY {registry} is not the registry the ECR token of these credentials is for \
+         ({ecr}): the token was not sent there. Set ECR_REGISTRY to the account's ECR registry, \
+         or ask the runner's operator to list a registry mirror in aws.ecr_token_registries"
+    )]
+    NotEcrRegistry {
+        /// The registry the job named.
+        registry: String,
+        /// What ECR's token is for.
+        ecr: String,
+    },
     /// The registry refused the credentials.
     #[error(
         "the registry {registry} refused the ECR credentials: {message}. Check that ECR_REGISTRY \
@@ -75,6 +88,9 @@ pub enum ReleaseError {
         /// Why.
         message: String,
     },
+    /// The Dockerfile asks for a frontend this runner does not run.
+    #[error(transparent)]
+    Frontend(#[from] image::frontend::FrontendRefused),
     /// The build context could not be assembled.
     #[error(transparent)]
     Context(#[from] image::context::ContextError),
@@ -134,6 +150,19 @@ pub enum ReleaseError {
         revision: String,
         /// The stray field changes.
         changes: String,
+    },
+    /// The service's task definition carries what the project's grants do not cover.
+    #[error(
+        "the service {service} runs {what}, which release.grants in the executor settings does \
+         not grant this project for the runner host's AWS credentials: nothing was registered \
+         and the service was not changed. Ask the runner's operator for a grant, or release \
+         with the project's own credentials (AWS_ROLE_ARN and an `id_tokens:` variable)"
+    )]
+    NotGranted {
+        /// The service.
+        service: String,
+        /// What is not granted (a family, a role).
+        what: String,
     },
     /// A newer release changed the service while this one prepared.
     #[error(
@@ -331,9 +360,17 @@ pub async fn execute(
     let image_started = Instant::now();
     let docker = crate::docker::connect(&settings.docker).await?;
     let image = tokio::select! {
-        result = image::release_image(&docker, req, &session.config, platform.as_ref(), log) => result?,
-        _ = &mut *cancel => return Err(ReleaseError::Cancelled),
+        result = image::release_image(&docker, req, &session.config, platform.as_ref(), settings, log) => result,
+        _ = &mut *cancel => Err(ReleaseError::Cancelled),
     };
+    // Built, pushed, failed or cancelled: the engine keeps the build cache, not the image
+    // under any name a later job could take for the registry's.
+    for problem in image::forget(&docker, &req.build.local_name, Some(&inputs.image)).await {
+        log.warn(&format!(
+            "could not remove the release's local image: {problem}"
+        ));
+    }
+    let image = image?;
     let image_time = image_started.elapsed();
     let released_image = match (settings.release.pin_digest, image.registry_digest()) {
         (true, Some(digest)) => {

@@ -22,7 +22,38 @@ pub struct ReleaseRequest {
     pub job_deadline: Option<Instant>,
     /// Stop before the first change and show what would change.
     pub dry_run: bool,
+    /// Whose build this is, on an engine that builds for many projects.
+    pub build: BuildScope,
 }
+
+/// Whose build a release's is: the engine's build cache and `RUN --mount=type=cache` mounts
+/// of one owner are never another's, base images come from the registry with the owner's
+/// own credentials, and the image is held under a name of the owner's own until it is
+/// pushed (then removed).
+#[derive(Clone)]
+pub struct BuildScope {
+    /// The owner: a project and whether its ref is protected (`project-42-protected`), or
+    /// the operator.
+    pub owner: String,
+    /// The engine's name for the image while the release runs
+    /// (`gitlab-ecs-executor-release/<job>`), no registry's.
+    pub local_name: String,
+    /// Where the owner's registry credentials come from, for the base images.
+    pub registry_auth: Vec<crate::docker::AuthSource>,
+}
+
+// The credential sources hold secrets.
+impl std::fmt::Debug for BuildScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildScope")
+            .field("owner", &self.owner)
+            .field("local_name", &self.local_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The repository every release's build is held under while it runs.
+pub const LOCAL_REPOSITORY: &str = "gitlab-ecs-executor-release";
 
 /// Where the project checkout is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,6 +30,16 @@ pub enum Refusal {
          such as v1.2.3 (settings: release.mutable_tags)"
     )]
     MutableTag(String),
+    /// The ref is not protected and settings release protected refs only.
+    #[error(
+        "tag `{0}` is not protected in GitLab, and this runner releases protected refs only \
+         (release.require_protected_ref in the executor settings): protect the tag \
+         (Settings > Repository > Protected tags, e.g. `v*`) and run the pipeline again"
+    )]
+    UnprotectedRef(String),
+    /// The grants do not let the project release to what it names.
+    #[error(transparent)]
+    NotGranted(#[from] super::authorize::NotGranted),
     /// `ECS_EXECUTOR_NATIVE` is neither true nor false.
     #[error(
         "ECS_EXECUTOR_NATIVE must be `true` or `false` (it turns the native release of this \
@@ -38,10 +48,12 @@ pub enum Refusal {
     BadSwitch,
 }
 
-/// Decides what a job in `stage` on `tag` (`None` for branch pipelines) is.
+/// Decides what a job in `stage` on `tag` (`None` for branch pipelines) is; `protected`
+/// says whether GitLab protects the ref.
 pub fn decide(
     stage: &str,
     tag: Option<&str>,
+    protected: bool,
     native: Option<&str>,
     settings: &ReleaseSettings,
 ) -> Trigger {
@@ -59,6 +71,9 @@ pub fn decide(
     match settings.judge_tag(tag) {
         TagVerdict::Mutable => Trigger::Refused(Refusal::MutableTag(tag.to_string())),
         TagVerdict::NotAVersion => Trigger::NotRelease,
+        TagVerdict::Releasable if settings.require_protected_ref && !protected => {
+            Trigger::Refused(Refusal::UnprotectedRef(tag.to_string()))
+        }
         TagVerdict::Releasable => Trigger::Release {
             action,
             tag: tag.to_string(),
@@ -71,7 +86,26 @@ mod tests {
     use super::*;
 
     fn check(stage: &str, tag: Option<&str>, native: Option<&str>) -> Trigger {
-        decide(stage, tag, native, &ReleaseSettings::default())
+        decide(stage, tag, true, native, &ReleaseSettings::default())
+    }
+
+    #[test]
+    fn an_unprotected_tag_is_refused_unless_settings_allow_it() {
+        let mut s = ReleaseSettings::default();
+        assert_eq!(
+            decide("deploy", Some("v1.2.3"), false, None, &s),
+            Trigger::Refused(Refusal::UnprotectedRef("v1.2.3".into()))
+        );
+        // A branch or a tag that is no version is no release, protected or not.
+        assert_eq!(
+            decide("deploy", Some("v1.2"), false, None, &s),
+            Trigger::NotRelease
+        );
+        s.require_protected_ref = false;
+        assert!(matches!(
+            decide("deploy", Some("v1.2.3"), false, None, &s),
+            Trigger::Release { .. }
+        ));
     }
 
     #[test]
@@ -123,7 +157,7 @@ mod tests {
             ..ReleaseSettings::default()
         };
         for tag in ["latest", "stable", "test", "LATEST"] {
-            let t = decide("deploy", Some(tag), None, &s);
+            let t = decide("deploy", Some(tag), true, None, &s);
             assert!(
                 matches!(&t, Trigger::Refused(Refusal::MutableTag(_))),
                 "{tag}: {t:?}"
@@ -138,7 +172,7 @@ mod tests {
         let mut s = ReleaseSettings::default();
         s.stages.insert("build".into(), ReleaseAction::Push);
         assert_eq!(
-            decide("build", Some("v2.0.0"), None, &s),
+            decide("build", Some("v2.0.0"), true, None, &s),
             Trigger::Release {
                 action: ReleaseAction::Push,
                 tag: "v2.0.0".into()

@@ -193,7 +193,7 @@ impl Default for DockerSettings {
         DockerSettings {
             host: String::new(),
             default_image: "debian:bookworm-slim".into(),
-            pull_policy: vec![PullPolicy::IfNotPresent],
+            pull_policy: vec![PullPolicy::Always],
             allowed_pull_policies: Vec::new(),
             allowed_images: Vec::new(),
             allowed_services: Vec::new(),

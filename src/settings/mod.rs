@@ -13,7 +13,8 @@ pub use docker::{
     parse_device, parse_ulimit, parse_volume, DockerSettings, PullPolicy, VolumeSpec,
 };
 pub use release::{
-    AwsSettings, EcsSettings, PauseMode, ReleaseAction, ReleaseSettings, RollbackMode, TagVerdict,
+    AwsSettings, EcsSettings, Grant, PauseMode, ReleaseAction, ReleaseSettings, RollbackMode,
+    TagVerdict,
 };
 pub use units::{MemorySize, Pattern};
 
@@ -202,7 +203,7 @@ impl Settings {
             mounted.push(destination);
         }
         problems.extend(self.docker.problems());
-        problems.extend(release::problems(&self.aws, &self.ecs));
+        problems.extend(release::problems(&self.release, &self.aws, &self.ecs));
         problems
     }
 }

@@ -46,6 +46,36 @@ pub struct ReleaseSettings {
     /// Register the image as `registry/repo:tag@sha256:…` (the digest pushed or found), so
     /// the revision names exactly one image.
     pub pin_digest: bool,
+    /// Release jobs run only for refs GitLab protects (as the job payload says).
+    pub require_protected_ref: bool,
+    /// What each project may release with the runner host's own AWS credentials; a project
+    /// no grant names releases nothing with them.
+    pub grants: Vec<Grant>,
+    /// BuildKit frontends a Dockerfile may ask for with `# syntax=` (doublestar patterns of
+    /// image names without tag).
+    pub dockerfile_frontends: Vec<String>,
+}
+
+/// What projects matching `projects` may release with the runner host's AWS credentials.
+/// Every list holds doublestar patterns (`group/**`, `app-*`); an empty list grants
+/// nothing of its kind, `["*"]` (`["**"]` for paths) anything.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grant {
+    /// Project paths (`group/project`) this grant is for.
+    pub projects: Vec<String>,
+    /// Registry hosts (`123456789012.dkr.ecr.eu-west-1.amazonaws.com`) they may push to.
+    pub registries: Vec<String>,
+    /// Repositories in those registries (`group/app`).
+    pub repositories: Vec<String>,
+    /// ECS clusters they may deploy to.
+    pub clusters: Vec<String>,
+    /// ECS services in those clusters.
+    pub services: Vec<String>,
+    /// Task definition families the services may run.
+    pub task_families: Vec<String>,
+    /// IAM roles (task and execution role ARNs) the task definitions may carry.
+    pub roles: Vec<String>,
 }
 
 impl Default for ReleaseSettings {
@@ -59,6 +89,12 @@ impl Default for ReleaseSettings {
             .map(String::from)
             .to_vec(),
             pin_digest: false,
+            require_protected_ref: true,
+            grants: Vec::new(),
+            dockerfile_frontends: vec![
+                "docker/dockerfile".into(),
+                "docker.io/docker/dockerfile".into(),
+            ],
         }
     }
 }
@@ -136,6 +172,9 @@ pub struct AwsSettings {
     pub allow_host_credentials: bool,
     /// The job variable holding the GitLab ID token (`id_tokens:`) for OIDC.
     pub id_token_variable: String,
+    /// Registries besides the one `GetAuthorizationToken` names for the credentials that
+    /// may receive the ECR token (a registry mirror in front of ECR).
+    pub ecr_token_registries: Vec<String>,
 }
 
 impl Default for AwsSettings {
@@ -144,6 +183,7 @@ impl Default for AwsSettings {
             region: String::new(),
             allow_host_credentials: true,
             id_token_variable: "AWS_ID_TOKEN".into(),
+            ecr_token_registries: Vec::new(),
         }
     }
 }
@@ -191,8 +231,23 @@ impl Default for EcsSettings {
 }
 
 /// Every problem of the release-side settings, each naming its key.
-pub(super) fn problems(aws: &AwsSettings, ecs: &EcsSettings) -> Vec<(&'static str, String)> {
+pub(super) fn problems(
+    release: &ReleaseSettings,
+    aws: &AwsSettings,
+    ecs: &EcsSettings,
+) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
+    for (index, grant) in release.grants.iter().enumerate() {
+        if grant.projects.is_empty() {
+            problems.push((
+                "release.grants",
+                format!(
+                    "entry {} names no `projects`: it would grant nothing",
+                    index + 1
+                ),
+            ));
+        }
+    }
     if ecs.poll_interval.is_zero() {
         problems.push((
             "ecs.poll_interval_seconds",

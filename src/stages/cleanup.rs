@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::aws;
 use crate::docker::{self, remove_job_objects, sweep_orphans, CleanupReport, JobNames};
 use crate::protocol::{JobContext, Outcome};
+use crate::release::{self, LOCAL_REPOSITORY};
 use crate::settings::Settings;
 
 use super::StageError;
@@ -38,6 +39,12 @@ pub async fn cleanup(settings: &Settings, ctx: &JobContext) -> Result<Outcome, S
                 failures: retry.failures,
             };
         }
+    }
+    // A release killed mid-build or mid-push leaves its image under its own name and
+    // perhaps the registry's.
+    let local = format!("{LOCAL_REPOSITORY}/{}", names.key());
+    for problem in release::image::forget(&docker, &local, None).await {
+        tracing::warn!("{problem}");
     }
     tracing::info!(
         job = names.key(),

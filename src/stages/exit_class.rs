@@ -111,6 +111,9 @@ fn release(e: &ReleaseError) -> Outcome {
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::FieldsNotCarried { .. }
         | ReleaseError::UnexpectedChanges { .. }
+        | ReleaseError::NotGranted { .. }
+        | ReleaseError::Frontend(_)
+        | ReleaseError::NotEcrRegistry { .. }
         | ReleaseError::Superseded { .. }
         | ReleaseError::OtherDeployment { .. }
         | ReleaseError::RolloutFailed { .. }

@@ -14,8 +14,8 @@ pub use config::config;
 pub use prepare::prepare;
 pub use run::{run, RunOptions};
 
-use crate::docker::DockerError;
-use crate::protocol::ProtocolError;
+use crate::docker::{AuthSource, DockerError};
+use crate::protocol::{JobContext, ProtocolError};
 use crate::release::inputs::InputError;
 use crate::release::trigger::Refusal;
 use crate::release::ReleaseError;
@@ -57,4 +57,34 @@ impl StageError {
         let action = action.into();
         move |source| StageError::Host { action, source }
     }
+}
+
+/// Registry credentials in the docker executor's order: the job's `DOCKER_AUTH_CONFIG`, the
+/// runner user's `~/.docker/config.json`, the payload's credentials.
+pub(crate) fn auth_sources(ctx: &JobContext) -> Vec<AuthSource> {
+    let mut sources = Vec::new();
+    if let Some(text) = ctx.non_empty_var("DOCKER_AUTH_CONFIG") {
+        sources.push(AuthSource::ConfigJson {
+            name: "$DOCKER_AUTH_CONFIG".into(),
+            text: text.to_string(),
+        });
+    }
+    sources.extend(AuthSource::home_config());
+    let mut payload: Vec<(String, String, String)> = ctx
+        .payload
+        .credentials
+        .iter()
+        .filter(|c| c.kind == "registry")
+        .map(|c| (c.url.clone(), c.username.clone(), c.password.clone()))
+        .collect();
+    // Runners older than the payload's credentials pass the CI registry as variables.
+    if let (Some(r), Some(u), Some(p)) = (
+        ctx.non_empty_var("CI_REGISTRY"),
+        ctx.non_empty_var("CI_REGISTRY_USER"),
+        ctx.non_empty_var("CI_REGISTRY_PASSWORD"),
+    ) {
+        payload.push((r.to_string(), u.to_string(), p.to_string()));
+    }
+    sources.push(AuthSource::Payload(payload));
+    sources
 }

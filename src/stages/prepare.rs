@@ -10,8 +10,8 @@ use super::StageError;
 use crate::docker::{
     self, create_build_container, create_helper_container, create_job_network, effective_policies,
     ensure_helper, ensure_image, guard_host, remove_job_objects, start_services, volumes,
-    AuthSource, BuildOptions, ContainerSpec, Credentials, DockerError, ImageOrigin, JobNames,
-    ProjectVolumes, ServicePlan, ServiceSpec,
+    BuildOptions, ContainerSpec, Credentials, DockerError, ImageOrigin, JobNames, ProjectVolumes,
+    ServicePlan, ServiceSpec,
 };
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
@@ -113,7 +113,7 @@ async fn prepare_all(
     log: &JobLog,
 ) -> Result<(), StageError> {
     let d = &settings.docker;
-    let credentials = Credentials::new(auth_sources(ctx));
+    let credentials = Credentials::new(super::auth_sources(ctx));
     let helper = ensure_helper(docker, d, ctx.var("CI_RUNNER_VERSION"), &credentials, log).await?;
     log.info(&format!("Using helper image {helper}"));
 
@@ -171,36 +171,6 @@ async fn prepare_all(
     }
     volumes::mark_used(docker, &names.helper_container(), &builds_dir).await?;
     Ok(())
-}
-
-/// Registry credentials in the docker executor's order: the job's `DOCKER_AUTH_CONFIG`, the
-/// runner user's `~/.docker/config.json`, the payload's credentials.
-fn auth_sources(ctx: &JobContext) -> Vec<AuthSource> {
-    let mut sources = Vec::new();
-    if let Some(text) = ctx.non_empty_var("DOCKER_AUTH_CONFIG") {
-        sources.push(AuthSource::ConfigJson {
-            name: "$DOCKER_AUTH_CONFIG".into(),
-            text: text.to_string(),
-        });
-    }
-    sources.extend(AuthSource::home_config());
-    let mut payload: Vec<(String, String, String)> = ctx
-        .payload
-        .credentials
-        .iter()
-        .filter(|c| c.kind == "registry")
-        .map(|c| (c.url.clone(), c.username.clone(), c.password.clone()))
-        .collect();
-    // Runners older than the payload's credentials pass the CI registry as variables.
-    if let (Some(r), Some(u), Some(p)) = (
-        ctx.non_empty_var("CI_REGISTRY"),
-        ctx.non_empty_var("CI_REGISTRY_USER"),
-        ctx.non_empty_var("CI_REGISTRY_PASSWORD"),
-    ) {
-        payload.push((r.to_string(), u.to_string(), p.to_string()));
-    }
-    sources.push(AuthSource::Payload(payload));
-    sources
 }
 
 /// The job's image, allowed, present, and how its container runs.

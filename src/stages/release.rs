@@ -3,13 +3,16 @@
 
 use super::StageError;
 use crate::aws;
+use crate::aws::CredentialRequest;
 use crate::docker::JobNames;
 use crate::protocol::JobContext;
+use crate::protocol::JobIdentity;
+use crate::release::authorize;
 use crate::release::inputs::{
     self, ContinueInputs, ImageAction, JobVariables, ReleaseInputs, Requester,
 };
-use crate::release::trigger::{self, Trigger};
-use crate::release::{ProjectSource, Provenance, ReleaseRequest};
+use crate::release::trigger::{self, Refusal, Trigger};
+use crate::release::{BuildScope, ProjectSource, Provenance, ReleaseRequest, LOCAL_REPOSITORY};
 use crate::settings::{ReleaseAction, Settings};
 
 /// What a job is, release-wise.
@@ -41,6 +44,7 @@ pub(crate) fn classify(settings: &Settings, ctx: &JobContext) -> Result<JobKind,
     match trigger::decide(
         stage,
         tag,
+        ctx.identity.protected,
         ctx.var("ECS_EXECUTOR_NATIVE"),
         &settings.release,
     ) {
@@ -57,11 +61,30 @@ pub(crate) fn classify(settings: &Settings, ctx: &JobContext) -> Result<JobKind,
                 ReleaseAction::Release => ImageAction::Release,
                 ReleaseAction::Push => ImageAction::Push,
                 ReleaseAction::Continue => {
-                    let inputs = inputs::collect_continue(&source, &settings.aws, requester)?;
+                    let mut inputs = inputs::collect_continue(&source, &settings.aws, requester)?;
+                    if inputs.access.credentials == CredentialRequest::Host {
+                        authorize::authorize_service(
+                            &settings.release.grants,
+                            &ctx.identity.project_path,
+                            &mut inputs.access.target,
+                        )
+                        .map_err(Refusal::from)?;
+                    }
                     return Ok(JobKind::Continue(Box::new(inputs)));
                 }
             };
-            let inputs = inputs::collect(image_action, &tag, &source, &settings.aws, requester)?;
+            let mut inputs =
+                inputs::collect(image_action, &tag, &source, &settings.aws, requester)?;
+            // The host's credentials serve every project: each may use them only for what
+            // the operator granted it, decided before any AWS call.
+            if inputs.credentials == CredentialRequest::Host {
+                authorize::authorize(
+                    &settings.release.grants,
+                    &ctx.identity.project_path,
+                    &mut inputs,
+                )
+                .map_err(Refusal::from)?;
+            }
             Ok(JobKind::Release(Box::new(inputs)))
         }
     }
@@ -96,7 +119,19 @@ pub(crate) fn request(
         temp_dir: private_dir(ctx),
         job_deadline: job_deadline(ctx),
         dry_run,
+        build: BuildScope {
+            owner: build_owner(&ctx.identity),
+            local_name: format!("{LOCAL_REPOSITORY}/{}", names.key()),
+            registry_auth: super::auth_sources(ctx),
+        },
     })
+}
+
+/// The build cache a project's releases share: the project's own, apart for its protected
+/// refs as its volumes are.
+fn build_owner(identity: &JobIdentity) -> String {
+    let protected = if identity.protected { "-protected" } else { "" };
+    format!("project-{}{protected}", identity.project_id)
 }
 
 /// The job's private temp dir for token and secret files, under the runner's temp dir.

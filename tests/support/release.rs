@@ -40,36 +40,51 @@ pub struct Fixture {
     _repo_dir: tempfile::TempDir,
 }
 
-/// A project whose Dockerfile proves `.dockerignore` was honoured.
-fn dockerfile() -> String {
+/// A project whose Dockerfile proves `.dockerignore` was honoured, built on `base`.
+fn dockerfile(base: &str) -> String {
     format!(
-        "FROM {}\nCOPY . /ctx\nRUN test ! -e /ctx/secret.env && test -e /ctx/app.sh\nCMD [\"/bin/sh\", \"/ctx/app.sh\"]\n",
-        base_image()
+        "FROM {base}\nCOPY . /ctx\nRUN test ! -e /ctx/secret.env && test -e /ctx/app.sh\nCMD [\"/bin/sh\", \"/ctx/app.sh\"]\n"
     )
 }
+
+/// The repository of the registry that holds the base image release Dockerfiles build on.
+pub const BASE_REPOSITORY: &str = "base/example";
 
 impl Fixture {
     /// A fixture whose registry accepts `registry_password`; `extra_settings` is appended
     /// to the settings file.
     pub fn new(registry_password: &str, extra_settings: &str) -> Fixture {
         let registry = Registry::start(registry_password);
+        // Releases pull their base images from a registry, as on a runner serving many
+        // projects; this one holds the suite's.
+        let base = registry.push(base_image(), BASE_REPOSITORY, "1");
         let repo_dir = tempfile::tempdir().expect("temp dir");
         let repo = git_project(
             repo_dir.path(),
             &[
-                ("Dockerfile", &dockerfile()),
+                ("Dockerfile", &dockerfile(&base)),
                 ("app.sh", "echo app"),
                 ("secret.env", "DO_NOT_SHIP=1"),
                 (".dockerignore", "*.env\n"),
             ],
             &["v1.2.3", "v1.2", "1.2.3", "latest"],
         );
-        let mut env = TestEnv::with_binds(
-            &format!(
-                "[release.stages]\ndeploy = \"release\"\nbuild = \"push\"\napprove = \"continue\"\n[ecs]\npoll_interval_seconds = 1\nrollback_timeout_minutes = 1\nwait_for_other_deployments_minutes = 1\n{extra_settings}"
-            ),
-            &[&repo],
+        // The registry stands in for ECR, so the ECR token may go there; every project of
+        // the suite may release anything with the host's (moto's) credentials.
+        let mut settings: toml::Table = toml::from_str(&format!(
+            "[release.stages]\ndeploy = \"release\"\nbuild = \"push\"\napprove = \"continue\"\n\
+             [ecs]\npoll_interval_seconds = 1\nrollback_timeout_minutes = 1\nwait_for_other_deployments_minutes = 1\n\
+             [aws]\necr_token_registries = [\"{host}\"]\n\
+             [[release.grants]]\nprojects = [\"**\"]\nregistries = [\"{host}\"]\nrepositories = [\"**\"]\n\
+             clusters = [\"*\"]\nservices = [\"*\"]\ntask_families = [\"*\"]\nroles = [\"**\"]\n",
+            host = registry.host
+        ))
+        .expect("fixture settings");
+        merge(
+            &mut settings,
+            toml::from_str(extra_settings).expect("extra settings are TOML"),
         );
+        let mut env = TestEnv::with_binds(&settings.to_string(), &[&repo]);
         env.runner.process_env = moto().runner_env();
         Fixture {
             env,
@@ -77,6 +92,11 @@ impl Fixture {
             repo,
             _repo_dir: repo_dir,
         }
+    }
+
+    /// The base image release Dockerfiles build on, in the fixture's registry.
+    pub fn base(&self) -> String {
+        format!("{}/{BASE_REPOSITORY}:1", self.registry.host)
     }
 
     /// Adds `name` to the project and commits it.
@@ -142,9 +162,11 @@ impl Fixture {
         )
     }
 
-    /// A job in `stage` on `git_ref` with the seed article's variables.
+    /// A job in `stage` on `git_ref` (protected, as release tags are) with the seed
+    /// article's variables.
     pub fn job(&self, stage: &str, git_ref: &str, is_tag: bool) -> Job {
         let mut job = Job::test(base_image(), &["echo THE JOB SCRIPT RAN"]);
+        job.protected = true;
         job.stage = stage.into();
         job.name = format!("{stage}-job");
         job.git = Some(GitSource::new(&self.repo, git_ref, is_tag));
@@ -155,6 +177,18 @@ impl Fixture {
             .var("TASK_DEFINITION", FAMILY)
             .var("AWS_DEFAULT_REGION", "ap-northeast-1")
             .masked("DEPLOY_SECRET", MASKED)
+    }
+}
+
+/// `extra`'s keys over `base`'s, tables merged key by key.
+pub fn merge(base: &mut toml::Table, extra: toml::Table) {
+    for (key, value) in extra {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(more)) => merge(inner, more),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 

@@ -262,6 +262,42 @@ impl Registry {
         }
     }
 
+    /// Pushes the local `image` as `repository:tag` here (with a docker CLI configuration of
+    /// its own, so no test's login reaches the runner user's); returns its name here. The
+    /// engine keeps no tag of it.
+    pub fn push(&self, image: &str, repository: &str, tag: &str) -> String {
+        let name = format!("{}/{repository}:{tag}", self.host);
+        let config = tempfile::tempdir().expect("temp dir");
+        let docker = |args: &[&str], stdin: Option<&str>| {
+            let mut child = Command::new("docker")
+                .arg("--config")
+                .arg(config.path())
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("docker cli");
+            if let Some(text) = stdin {
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(text.as_bytes())
+                    .expect("stdin");
+            }
+            assert!(child.wait().expect("docker").success(), "docker {args:?}");
+        };
+        docker(
+            &["login", "-u", "AWS", "--password-stdin", &self.host],
+            Some(&self.password),
+        );
+        docker(&["tag", image, &name], None);
+        docker(&["push", &name], None);
+        docker(&["rmi", &name], None);
+        name
+    }
+
     fn get(&self, path: &str, accept: &str) -> (u16, String) {
         let auth =
             base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", self.password));

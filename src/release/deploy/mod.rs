@@ -278,11 +278,7 @@ mod tests {
                 cluster: "prod".into(),
                 service: "web".into(),
                 task_definition: Some("shop".into()),
-                containers: Vec::new(),
-                rollout_timeout: None,
-                rollback: None,
-                on_pause_hook: None,
-                names: Default::default(),
+                ..EcsTarget::default()
             },
             family_check: FamilyCheck::Required,
             image: ImageRef::parse(&format!("{REPO}:{tag}")),

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 
+use bollard::auth::DockerCredentials;
 use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion};
 use bollard::Docker;
@@ -16,6 +17,7 @@ use super::context::{write_tar, ContextError, ContextPlan, ContextStats, OUTSIDE
 use super::stream_message;
 use super::volume_context::{self, StreamReader, VolumePlan};
 use crate::clock;
+use crate::docker::fnv1a;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::release::ReleaseError;
@@ -94,8 +96,12 @@ pub async fn builder(docker: &Docker, log: &JobLog) -> Builder {
 
 /// What to build and how.
 pub struct BuildSpec<'a> {
-    /// The tag.
-    pub image: &'a ImageRef,
+    /// The engine's name for the build: the owner's own, no registry's.
+    pub local: &'a ImageRef,
+    /// Whose build cache the build uses (`project-42`).
+    pub owner: &'a str,
+    /// Credentials for the base images, by registry host.
+    pub registries: &'a HashMap<String, DockerCredentials>,
     /// OCI labels.
     pub labels: &'a HashMap<String, String>,
     /// `--build-arg`s.
@@ -108,6 +114,29 @@ pub struct BuildSpec<'a> {
     pub builder: Builder,
 }
 
+impl BuildSpec<'_> {
+    /// The build arguments with the owner's namespace for `RUN --mount=type=cache` (the
+    /// Dockerfile frontend prefixes every cache id with it, `ONBUILD` steps' too).
+    pub(super) fn scoped_args(&self) -> HashMap<String, String> {
+        let mut args = self.build_args.clone();
+        args.insert(
+            "BUILDKIT_CACHE_MOUNT_NS".into(),
+            format!("gitlab-ecs-executor/{}", self.owner),
+        );
+        args
+    }
+
+    /// An `/etc/hosts` entry of every `RUN` step, named for the owner: BuildKit keys a step's
+    /// cache by the names of its extra hosts, so no owner's step ever reuses another's
+    /// result (one made with that owner's secrets, say).
+    pub(super) fn owner_host(&self) -> (String, std::net::IpAddr) {
+        (
+            format!("gitlab-ecs-executor-cache-{:016x}", fnv1a(self.owner)),
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        )
+    }
+}
+
 /// Builds `source` as `spec` says; returns the image id and context stats.
 pub async fn build(
     docker: &Docker,
@@ -115,12 +144,17 @@ pub async fn build(
     spec: &BuildSpec<'_>,
     log: &JobLog,
 ) -> Result<(String, ContextStats), ReleaseError> {
-    let tag = spec.image.to_string();
+    let tag = spec.local.to_string();
+    let (host, address) = spec.owner_host();
     let mut options = BuildImageOptionsBuilder::default()
         .dockerfile(source.dockerfile_in_tar())
         .t(&tag)
         .labels(spec.labels)
-        .buildargs(spec.build_args)
+        .buildargs(&spec.scoped_args())
+        .extrahosts(&format!("{host}:{address}"))
+        // Base images are resolved with the registry, with the owner's credentials, never
+        // taken from what another project pulled onto the host.
+        .pull("1")
         .rm(true)
         .forcerm(true);
     if let Some(target) = spec.target {
@@ -134,10 +168,14 @@ pub async fn build(
         std::process::id(),
         clock::epoch_secs()
     );
-    if spec.builder == Builder::BuildKit {
-        options = options
-            .version(BuilderVersion::BuilderBuildKit)
-            .session(&session);
+    match spec.builder {
+        Builder::BuildKit => {
+            options = options
+                .version(BuilderVersion::BuilderBuildKit)
+                .session(&session);
+        }
+        // The legacy builder's cache knows no owners: it builds every step afresh.
+        Builder::Legacy => options = options.nocache(true),
     }
     // The context is produced on a blocking thread and streamed, so a large context costs
     // neither memory nor a delay before the build starts.
@@ -148,8 +186,11 @@ pub async fn build(
     };
     let producer = source.produce(docker, writer);
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let mut stream =
-        docker.build_image(options.build(), None, Some(bollard::body_try_stream(body)));
+    let mut stream = docker.build_image(
+        options.build(),
+        Some(spec.registries.clone()),
+        Some(bollard::body_try_stream(body)),
+    );
 
     let mut last_step = String::new();
     let mut progress = BuildKitProgress::default();

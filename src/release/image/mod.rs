@@ -5,6 +5,7 @@
 mod build;
 mod buildkit_progress;
 pub mod context;
+pub mod frontend;
 mod push;
 pub mod registry;
 mod secrets;
@@ -13,14 +14,17 @@ pub mod volume_context;
 use std::collections::HashMap;
 use std::time::Instant;
 
+use bollard::auth::DockerCredentials;
 use bollard::Docker;
 
 use super::platform::Platform;
 use super::request::{ProjectSource, Provenance, ReleaseRequest};
 use super::ReleaseError;
 use crate::clock;
+use crate::docker::auth::RegistryAuth;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
+use crate::settings::Settings;
 use build::ContextSource;
 
 /// What became of the release image.
@@ -68,12 +72,17 @@ pub(crate) async fn release_image(
     req: &ReleaseRequest,
     config: &aws_config::SdkConfig,
     platform: Option<&Platform>,
+    settings: &Settings,
     log: &JobLog,
 ) -> Result<ImageOutcome, ReleaseError> {
     let image = &req.inputs.image;
     let _section = log.section("release_image", &format!("Release: image {image}"));
     let ecr = aws_sdk_ecr::Client::new(config);
-    let login = registry::ecr_login(&ecr, image.registry()).await?;
+    let policy = registry::TokenPolicy {
+        region: &req.inputs.region,
+        configured: &settings.aws.ecr_token_registries,
+    };
+    let login = registry::ecr_login(&ecr, image.registry(), policy).await?;
     log.add_secret(login.secret());
     if let Some(found) = registry::existing(docker, image, &login).await? {
         check_platform(image, &found, platform)?;
@@ -90,7 +99,7 @@ pub(crate) async fn release_image(
         log.add_secret(&value.0);
     }
     let (inputs, source) = (&req.inputs, &req.source);
-    let source = match source {
+    let (source, dockerfile) = match source {
         ProjectSource::Directory { build, .. } => {
             let plan = context::plan(build, &inputs.build_context, &inputs.dockerfile)?;
             log.info(&format!(
@@ -98,7 +107,8 @@ pub(crate) async fn release_image(
                 plan.root.display(),
                 plan.dockerfile.display()
             ));
-            ContextSource::Host(plan)
+            let text = std::fs::read(&plan.dockerfile).unwrap_or_default();
+            (ContextSource::Host(plan), text)
         }
         ProjectSource::Volume {
             container,
@@ -116,9 +126,21 @@ pub(crate) async fn release_image(
                 "Building {image} from {} in the project's volume (Dockerfile {})",
                 plan.context, plan.dockerfile
             ));
-            ContextSource::Volume(plan)
+            let text = crate::docker::archive::read(docker, container, &plan.dockerfile)
+                .await?
+                .unwrap_or_default();
+            (ContextSource::Volume(plan), text)
         }
     };
+    frontend::check(
+        &String::from_utf8_lossy(&dockerfile),
+        &settings.release.dockerfile_frontends,
+    )?;
+    // The build's `RUN` steps run on the engine's default bridge: the host rules keep them
+    // from the metadata addresses, whichever adapter asked for the release.
+    if !settings.docker.jobs_may_reach_host {
+        crate::docker::guard_host().await?;
+    }
     let build_started = Instant::now();
     let labels = oci_labels(&req.provenance, req.inputs.tag());
     let build_args = build_inputs
@@ -127,8 +149,11 @@ pub(crate) async fn release_image(
         .map(|(k, v)| (k.clone(), v.0.clone()))
         .collect();
     let platform_name = platform.map(Platform::to_string);
+    let registries = build_registries(req, &login, log).await;
     let spec = build::BuildSpec {
-        image,
+        local: &ImageRef::parse(&format!("{}:{}", req.build.local_name, req.inputs.tag())),
+        owner: &req.build.owner,
+        registries: &registries,
         labels: &labels,
         build_args: &build_args,
         target: build_inputs.target.as_deref(),
@@ -165,27 +190,86 @@ pub(crate) async fn release_image(
         return Ok(ImageOutcome::BuiltOnly { id });
     }
     let push_started = Instant::now();
+    tag(docker, spec.local, image).await?;
     let digest = push::push(docker, image, &login, log).await?;
     log.info(&format!(
         "Pushed {image} as {digest} in {:.1} s",
         push_started.elapsed().as_secs_f64()
     ));
-    untag(docker, image, log).await;
     Ok(ImageOutcome::Pushed { digest })
 }
 
-/// The registry holds the release now: the host keeps the build cache, not one more tagged
-/// image per release.
-async fn untag(docker: &Docker, image: &ImageRef, log: &JobLog) {
-    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-        .noprune(true)
-        .build();
-    if let Err(e) = docker
-        .remove_image(&image.to_string(), Some(options), None)
-        .await
-    {
-        log.warn(&format!("could not remove the local tag {image}: {e}"));
+/// The credentials a build's base images are pulled with: the owner's own registry
+/// credentials, and the ECR token for the release's registry.
+async fn build_registries(
+    req: &ReleaseRequest,
+    login: &registry::EcrLogin,
+    log: &JobLog,
+) -> HashMap<String, DockerCredentials> {
+    let auth = RegistryAuth::resolve(&req.build.registry_auth, log).await;
+    for secret in auth.secrets() {
+        log.add_secret(&secret);
     }
+    let mut registries = auth.by_host();
+    registries.insert(login.registry.clone(), login.docker_credentials());
+    registries
+}
+
+/// Gives the build the registry's name, for the push alone.
+async fn tag(docker: &Docker, local: &ImageRef, image: &ImageRef) -> Result<(), ReleaseError> {
+    let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+        .repo(&image.repository())
+        .tag(image.tag().unwrap_or("latest"))
+        .build();
+    docker
+        .tag_image(&local.to_string(), Some(options))
+        .await
+        .map_err(|e| ReleaseError::PushFailed {
+            registry: image.registry().to_string(),
+            message: format!("cannot name the built image {image}: {e}"),
+        })
+}
+
+/// Removes the names the engine holds a release's build under — its own and the registry's
+/// it was given for the push (`pushed`; unknown when a cleanup finds a killed release's
+/// build: then every name of the image) — so no later job on the host finds the image
+/// without asking the registry. The build cache stays. Returns what went wrong.
+pub async fn forget(docker: &Docker, local_name: &str, pushed: Option<&ImageRef>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let filters = HashMap::from([("reference".to_string(), vec![format!("{local_name}:*")])]);
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let images = match docker.list_images(Some(options)).await {
+        Ok(images) => images,
+        Err(e) => return vec![format!("list the images of {local_name}: {e}")],
+    };
+    let pushed = pushed.map(ImageRef::to_string);
+    for image in images {
+        // The listing shows only the names that match the filter; the image has them all.
+        let names = match docker.inspect_image(&image.id).await {
+            Ok(inspected) => inspected.repo_tags.unwrap_or_default(),
+            Err(e) if crate::docker::is_not_found(&e) => continue,
+            Err(e) => {
+                problems.push(format!("inspect the image of {local_name}: {e}"));
+                continue;
+            }
+        };
+        let ours = |name: &String| {
+            name.starts_with(&format!("{local_name}:")) || pushed.as_ref().is_none_or(|p| p == name)
+        };
+        for name in names.into_iter().filter(ours) {
+            let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                .noprune(true)
+                .build();
+            match docker.remove_image(&name, Some(options), None).await {
+                Ok(_) => {}
+                Err(e) if crate::docker::is_not_found(&e) => {}
+                Err(e) => problems.push(format!("remove the image name {name}: {e}")),
+            }
+        }
+    }
+    problems
 }
 
 /// Refuses an image in the registry that does not run on the task definition's platform.

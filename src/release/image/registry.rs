@@ -64,24 +64,77 @@ impl EcrLogin {
     }
 }
 
-/// Asks ECR for a registry token.
+/// Where an ECR token may go: the registry ECR names for the credentials that asked for it,
+/// or one the operator configured (`aws.ecr_token_registries`). The token opens every
+/// repository of the account for twelve hours; anything else could be a server of anyone
+/// who can set a job variable.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenPolicy<'a> {
+    /// The release's region.
+    pub region: &'a str,
+    /// `aws.ecr_token_registries`.
+    pub configured: &'a [String],
+}
+
+impl TokenPolicy<'_> {
+    /// Whether `registry` can be ECR's own for this region, before asking ECR.
+    fn may_be_ecr(&self, registry: &str) -> bool {
+        let shaped = registry.split_once('.').is_some_and(|(account, rest)| {
+            account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && [".amazonaws.com", ".amazonaws.com.cn"]
+                    .iter()
+                    .any(|suffix| {
+                        [
+                            format!("dkr.ecr.{}", self.region),
+                            format!("dkr.ecr-fips.{}", self.region),
+                        ]
+                        .iter()
+                        .any(|host| rest == format!("{host}{suffix}"))
+                    })
+        });
+        shaped || self.configured(registry)
+    }
+
+    fn configured(&self, registry: &str) -> bool {
+        self.configured.iter().any(|r| r == registry)
+    }
+}
+
+/// Asks ECR for a registry token for `registry`, refusing a registry the token is not for.
 pub async fn ecr_login(
     ecr: &aws_sdk_ecr::Client,
     registry: &str,
+    policy: TokenPolicy<'_>,
 ) -> Result<EcrLogin, ReleaseError> {
+    if !policy.may_be_ecr(registry) {
+        return Err(ReleaseError::NotEcrRegistry {
+            registry: registry.to_string(),
+            ecr: format!("<account>.dkr.ecr.{}.amazonaws.com", policy.region),
+        });
+    }
     let out = ecr
         .get_authorization_token()
         .send()
         .await
         .map_err(|e| ReleaseError::Call(CallError::from_sdk("ecr:GetAuthorizationToken", e)))?;
-    let token = out
-        .authorization_data()
-        .first()
-        .and_then(|d| d.authorization_token())
-        .ok_or_else(|| ReleaseError::EcrLogin {
+    let data = out.authorization_data().first();
+    let token =
+        data.and_then(|d| d.authorization_token())
+            .ok_or_else(|| ReleaseError::EcrLogin {
+                registry: registry.to_string(),
+                message: "GetAuthorizationToken returned no token".into(),
+            })?;
+    let endpoint = data
+        .and_then(|d| d.proxy_endpoint())
+        .map(|e| e.trim_start_matches("https://").trim_end_matches('/'))
+        .unwrap_or_default();
+    if endpoint != registry && !policy.configured(registry) {
+        return Err(ReleaseError::NotEcrRegistry {
             registry: registry.to_string(),
-            message: "GetAuthorizationToken returned no token".into(),
-        })?;
+            ecr: endpoint.to_string(),
+        });
+    }
     EcrLogin::from_token(token, registry)
 }
 
@@ -177,6 +230,32 @@ mod tests {
         assert_eq!((login.username.as_str(), login.secret()), ("AWS", "pa:ss"));
         assert!(!format!("{login:?}").contains("pa:ss"));
         assert!(EcrLogin::from_token("!!", "r").is_err());
+    }
+
+    #[test]
+    fn the_token_goes_only_to_ecr_of_the_region_or_a_configured_registry() {
+        let configured = vec!["mirror.example.com:5000".to_string()];
+        let policy = TokenPolicy {
+            region: "eu-west-1",
+            configured: &configured,
+        };
+        for ok in [
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "123456789012.dkr.ecr-fips.eu-west-1.amazonaws.com",
+            "mirror.example.com:5000",
+        ] {
+            assert!(policy.may_be_ecr(ok), "{ok}");
+        }
+        for refused in [
+            "attacker.example.com",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com.attacker.example.com",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com:443",
+            "12345678901.dkr.ecr.eu-west-1.amazonaws.com",
+            "127.0.0.1:5000",
+        ] {
+            assert!(!policy.may_be_ecr(refused), "{refused}");
+        }
     }
 
     #[test]

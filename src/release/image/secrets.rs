@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use bollard::grpc::build::{
-    ImageBuildFrontendOptions, ImageBuildLoadInput, ImageBuildPlatform, SecretSource,
+    ImageBuildFrontendOptions, ImageBuildHostIp, ImageBuildLoadInput, ImageBuildPlatform,
+    SecretSource,
 };
 use bollard::grpc::driver::moby::Moby;
 use bollard::grpc::driver::Build;
@@ -62,9 +63,12 @@ pub async fn build(
     for (key, value) in spec.labels {
         options = options.label(key, value);
     }
-    for (key, value) in spec.build_args {
+    for (key, value) in &spec.scoped_args() {
         options = options.buildarg(key, value);
     }
+    let (host, address) = spec.owner_host();
+    options = options.extrahost(&ImageBuildHostIp { host, ip: address });
+    options = options.pull(true);
     if let Some(target) = spec.target {
         options = options.target(target);
     }
@@ -80,13 +84,18 @@ pub async fn build(
         "Building with BuildKit and the secrets {} (through the engine's BuildKit API: no step-by-step progress)",
         names.join(", ")
     ));
-    let tag = spec.image.to_string();
+    let tag = spec.local.to_string();
+    let registries = spec
+        .registries
+        .iter()
+        .map(|(host, credentials)| (host.as_str(), credentials.clone()))
+        .collect();
     Moby::new(docker)
         .docker_build(
             &tag,
             options.build(),
             ImageBuildLoadInput::Upload(Bytes::from(context)),
-            None,
+            Some(registries),
             None,
         )
         .await
