@@ -48,9 +48,8 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
-/// Epoch seconds of an RFC 3339 UTC time as Docker writes it
-/// (`2026-11-27T06:10:11.123456789Z`); fractions are dropped, offsets other than `Z` are
-/// not read.
+/// Epoch seconds of an RFC 3339 time as Docker writes it (`2026-11-27T06:10:11.123456789Z`,
+/// or with the engine's local offset, `…+09:00`); fractions are dropped.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let text = text.trim();
     let date = text.get(0..10)?;
@@ -70,7 +69,20 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+    let offset = match text[19..].trim_start_matches(|c: char| c == '.' || c.is_ascii_digit()) {
+        "" | "Z" | "z" => 0,
+        zone => {
+            let sign = match zone.get(..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let hours = zone.get(1..3)?.parse::<i64>().ok()?;
+            let minutes = zone.get(4..6)?.parse::<i64>().ok()?;
+            sign * (hours * 3600 + minutes * 60)
+        }
+    };
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
 }
 
 /// `base` ± 20 %, so that many runners polling one account do not fall into step.
@@ -121,7 +133,17 @@ mod tests {
             parse_rfc3339("2026-11-27T00:28:14.123456789Z"),
             Some(1_795_739_294)
         );
+        // The engine's system time is local, with its offset.
+        assert_eq!(
+            parse_rfc3339("2026-11-27T09:28:14.5+09:00"),
+            Some(1_795_739_294)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-26T23:28:14-01:00"),
+            Some(1_795_739_294)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2026-11-27T00:28:14 PST"), None);
     }
 
     #[test]

@@ -302,3 +302,42 @@ fn masked_variables_and_the_job_token_are_in_the_script_but_not_in_any_container
     assert_logged(&result.log, "the script has the job token");
     assert_logged(&result.log, "not in the container config");
 }
+
+#[test]
+fn another_jobs_cleanup_never_removes_a_running_job_however_old() {
+    // Every container older than no time at all counts as old.
+    let env = TestEnv::with_settings("[docker]\norphan_max_age_minutes = 0");
+    let a = project_a(8);
+    std::thread::scope(|s| {
+        let running = s.spawn(|| env.runner.run(&a));
+        build_container_address(&env, &a);
+        let b = project_b(&["echo B cleans up after itself"]);
+        let result = env.runner.run(&b);
+        assert_eq!(result.status, Status::Success, "{}", result.log);
+        let a_result = running.join().unwrap();
+        assert_eq!(a_result.status, Status::Success, "{}", a_result.log);
+    });
+    // Once it is over, the sweep takes what a killed job would have left.
+    let orphan = project_b(&["true"]);
+    let names = JobNames::new(&orphan.identity(&env.runner));
+    let created = Command::new("docker")
+        .args(["create", "--name", &names.helper_container()])
+        .args(["--label", "com.gitlab-ecs-executor.managed=true"])
+        .arg("--label")
+        .arg(format!(
+            "com.gitlab-ecs-executor.runner={}",
+            env.runner.runner_id
+        ))
+        .arg("--label")
+        .arg(format!("com.gitlab-ecs-executor.job={}", names.key()))
+        .arg("--label")
+        .arg(format!("com.gitlab-ecs-executor.job-id={}", orphan.id))
+        .args([base_image(), "true"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let result = env.runner.run(&project_b(&["true"]));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_nothing_left(&orphan);
+}

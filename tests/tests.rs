@@ -18,3 +18,4 @@ mod release_services;
 mod release_strategies;
 mod reliability;
 mod shared_runner;
+mod shared_runner_release;

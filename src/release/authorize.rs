@@ -53,6 +53,27 @@ impl TaskDefinitionGrant {
     }
 }
 
+impl TaskDefinitionGrant {
+    /// Refuses the task definition `td` of `service` if the grant does not cover its family
+    /// or one of its roles.
+    pub fn check(
+        &self,
+        service: &str,
+        td: &aws_sdk_ecs::types::TaskDefinition,
+    ) -> Result<(), super::ReleaseError> {
+        let roles = [td.task_role_arn(), td.execution_role_arn()]
+            .into_iter()
+            .flatten();
+        match self.refusal(td.family().unwrap_or_default(), roles) {
+            None => Ok(()),
+            Some(what) => Err(super::ReleaseError::NotGranted {
+                service: service.to_string(),
+                what,
+            }),
+        }
+    }
+}
+
 fn any(patterns: &[String], text: &str) -> bool {
     patterns.iter().any(|p| glob::matches(p, text))
 }

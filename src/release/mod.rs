@@ -354,7 +354,7 @@ pub async fn execute(
             })
             .collect(),
     };
-    let platform = target_platform(services.iter().map(|(service, _)| service)).await?;
+    let platform = target_platform(&services).await?;
 
     // Before anything changes, a cancel simply stops: there is nothing to undo.
     let image_started = Instant::now();
@@ -439,17 +439,22 @@ pub async fn execute(
     Ok(report)
 }
 
-/// The one platform the services' task definitions run on (`None` when none names one).
+/// The one platform the services' task definitions run on (`None` when none names one);
+/// and, before anything is built, that each service's task definition is what the
+/// project's grants allow.
 async fn target_platform(
-    services: impl Iterator<Item = &SdkEcs>,
+    services: &[(SdkEcs, &EcsTarget)],
 ) -> Result<Option<platform::Platform>, ReleaseError> {
     let mut found: Vec<(String, platform::Platform)> = Vec::new();
-    for ecs in services {
+    for (ecs, target) in services {
         let service = ecs.describe_service().await?;
         let Some(arn) = service.task_definition() else {
             continue;
         };
         let td = ecs.task_definition(arn).await?.definition;
+        if let Some(grant) = &target.grant {
+            grant.check(ecs.service(), &td)?;
+        }
         if let Some(p) = platform::Platform::of_task_definition(&td)? {
             found.push((ecs.service().to_string(), p));
         }

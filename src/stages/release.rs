@@ -8,6 +8,7 @@ use crate::docker::JobNames;
 use crate::protocol::JobContext;
 use crate::protocol::JobIdentity;
 use crate::release::authorize;
+use crate::release::image::registry::TokenPolicy;
 use crate::release::inputs::{
     self, ContinueInputs, ImageAction, JobVariables, ReleaseInputs, Requester,
 };
@@ -75,6 +76,11 @@ pub(crate) fn classify(settings: &Settings, ctx: &JobContext) -> Result<JobKind,
             };
             let mut inputs =
                 inputs::collect(image_action, &tag, &source, &settings.aws, requester)?;
+            let policy = TokenPolicy {
+                region: &inputs.region,
+                configured: &settings.aws.ecr_token_registries,
+            };
+            policy.admits(inputs.image.registry())?;
             // The host's credentials serve every project: each may use them only for what
             // the operator granted it, decided before any AWS call.
             if inputs.credentials == CredentialRequest::Host {

@@ -15,10 +15,14 @@ pub const METADATA_ANSWER: &str = "ami-id-from-the-fake-metadata-service";
 const NAMESPACE: &str = "gee-test-imds";
 const HOST_SIDE: &str = "geetimds0";
 
-/// An instance metadata service on 169.254.169.254:80, removed when dropped.
+/// An instance metadata service on 169.254.169.254:80, removed when dropped; one at a time
+/// (the tests that start one wait for each other).
 pub struct FakeMetadata {
     _server: Server,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn ip(args: &[&str]) -> bool {
     Command::new("ip")
@@ -37,6 +41,7 @@ fn must(args: &[&str]) {
 impl FakeMetadata {
     /// Starts it (as root, with iproute2: the test machine's own network namespaces).
     pub fn start() -> FakeMetadata {
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         // Leftovers of a killed run.
         ip(&["netns", "del", NAMESPACE]);
         ip(&["link", "del", HOST_SIDE]);
@@ -93,7 +98,10 @@ impl FakeMetadata {
         }
         // The directory must outlive the server; it is tiny.
         std::mem::forget(dir);
-        FakeMetadata { _server: server }
+        FakeMetadata {
+            _server: server,
+            _one_at_a_time: guard,
+        }
     }
 }
 

@@ -224,6 +224,15 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry accepting `AWS` / `password`.
     pub fn start(password: &str) -> Registry {
+        Self::start_with(password, false)
+    }
+
+    /// Starts one that serves what it has but takes no pushes (its maintenance mode).
+    pub fn start_read_only(password: &str) -> Registry {
+        Self::start_with(password, true)
+    }
+
+    fn start_with(password: &str, read_only: bool) -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         // The password goes on stdin: the secret scans watch every command line.
@@ -241,8 +250,13 @@ impl Registry {
             .expect("password");
         let htpasswd = child.wait_with_output().expect("htpasswd");
         std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("htpasswd file");
+        let maintenance = if read_only {
+            "  maintenance:\n    readonly:\n      enabled: true\n"
+        } else {
+            ""
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test-registry\n    path: {root}/htpasswd\n",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n{maintenance}  filesystem:\n    rootdirectory: {root}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test-registry\n    path: {root}/htpasswd\n",
             root = dir.path().display()
         );
         let config_path = dir.path().join("config.yml");
@@ -474,4 +488,63 @@ pub fn git_output(repo: &Path, args: &[&str]) -> String {
         .expect("git");
     assert!(out.status.success(), "git {args:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A server that answers nothing and keeps everything sent to it: an attacker's endpoint, or
+/// an AWS endpoint that no request may reach.
+pub struct Recorder {
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    received: std::sync::Arc<Mutex<Vec<u8>>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Recorder {
+    /// Starts one.
+    pub fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let received = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (sink, count) = (received.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        sink.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        Recorder {
+            address,
+            received,
+            connections,
+        }
+    }
+
+    /// As an http:// URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// How many connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Everything it received.
+    pub fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_owned()
+    }
 }

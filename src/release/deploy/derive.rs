@@ -56,16 +56,9 @@ pub(super) async fn derive(
     let base_arn = service.task_definition().unwrap_or_default().to_string();
     let revision = ecs.task_definition(&base_arn).await?;
     let base = &revision.definition;
+    // Checked before the image step too; the service may have changed since.
     if let Some(grant) = &req.target.grant {
-        let roles = [base.task_role_arn(), base.execution_role_arn()]
-            .into_iter()
-            .flatten();
-        if let Some(what) = grant.refusal(base.family().unwrap_or_default(), roles) {
-            return Err(ReleaseError::NotGranted {
-                service: ecs.service().to_string(),
-                what,
-            });
-        }
+        grant.check(ecs.service(), base)?;
     }
     log.info(&format!(
         "The service {} runs {} and deploys with {strategy}",

@@ -77,6 +77,18 @@ pub struct TokenPolicy<'a> {
 }
 
 impl TokenPolicy<'_> {
+    /// Refuses, before any call, a registry that cannot be ECR's own for this region nor
+    /// one the operator configured.
+    pub fn admits(&self, registry: &str) -> Result<(), ReleaseError> {
+        if self.may_be_ecr(registry) {
+            return Ok(());
+        }
+        Err(ReleaseError::NotEcrRegistry {
+            registry: registry.to_string(),
+            ecr: format!("<account>.dkr.ecr.{}.amazonaws.com", self.region),
+        })
+    }
+
     /// Whether `registry` can be ECR's own for this region, before asking ECR.
     fn may_be_ecr(&self, registry: &str) -> bool {
         let shaped = registry.split_once('.').is_some_and(|(account, rest)| {
@@ -107,12 +119,7 @@ pub async fn ecr_login(
     registry: &str,
     policy: TokenPolicy<'_>,
 ) -> Result<EcrLogin, ReleaseError> {
-    if !policy.may_be_ecr(registry) {
-        return Err(ReleaseError::NotEcrRegistry {
-            registry: registry.to_string(),
-            ecr: format!("<account>.dkr.ecr.{}.amazonaws.com", policy.region),
-        });
-    }
+    policy.admits(registry)?;
     let out = ecr
         .get_authorization_token()
         .send()
