@@ -403,7 +403,7 @@ fn twenty_concurrent_jobs_of_four_projects_with_cancels_leave_only_their_volumes
     assert!(out.status.success(), "{text}");
     let listed: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains(&env.runner.short_token))
+        .filter(|l| l.contains(&format!("runner-{}-", env.runner.runner_id)))
         .collect();
     assert_eq!(listed.len(), 20, "{text}");
     assert!(
@@ -461,15 +461,18 @@ fn an_engine_that_drops_out_mid_script_is_a_system_failure_and_nothing_is_left()
 fn a_registry_dropping_or_refusing_connections_mid_release() {
     let mut f = Fixture::new(&Moto::ecr_password(), "");
     let proxy = crate::support::proxy::Proxy::tcp(&f.registry.host);
+    f.allow_ecr_token_to(&proxy.address);
     let ecs = f.scripted_ecs(
         &format!("{}/group/app:v1.2.2", proxy.address),
         Script::default(),
     );
     f.use_ecs(&ecs);
     // The registry the job sees is the proxy.
+    // Its base image comes from the registry behind the proxy, with the job's credentials.
     let job = f
         .job("deploy", "v1.2.3", true)
-        .var("ECR_REGISTRY", &proxy.address);
+        .var("ECR_REGISTRY", &proxy.address)
+        .masked("DOCKER_AUTH_CONFIG", &f.registry.auth_config());
 
     // Down: a clear failure before anything is built, pushed or registered.
     proxy.stop();

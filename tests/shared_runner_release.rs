@@ -3,8 +3,6 @@
 //! caches, A's private images. Each attack is refused or harmless; each test also shows what
 //! the attacker was after works for its owner, so none can pass by accident.
 
-use base64::Engine;
-
 use crate::support::host_network::{FakeMetadata, METADATA_ANSWER};
 use crate::support::release::{Fixture, CLUSTER, FAMILY, SERVICE};
 use crate::support::scripted_ecs::Script;
@@ -137,11 +135,8 @@ fn no_grant_no_release_with_the_host_credentials() {
 
 #[test]
 fn the_ecr_token_goes_to_no_registry_but_the_one_ecr_issued_it_for() {
-    // Grants for any registry: what refuses here is the token's own rule.
-    let f = Fixture::new(
-        &Moto::ecr_password(),
-        "[[release.grants]]\nprojects = [\"**\"]\nregistries = [\"*\"]\nrepositories = [\"**\"]\n",
-    );
+    // The fixture grants any registry: what refuses here is the token's own rule.
+    let f = Fixture::new(&Moto::ecr_password(), "");
     let attacker = Recorder::start();
     for (registry, refused) in [
         // B's own server.
@@ -278,15 +273,6 @@ fn a_copied_secret_step_does_not_hand_another_project_what_the_secret_made() {
     assert!(f.registry.tags("group/b-app").is_empty());
 }
 
-/// `DOCKER_AUTH_CONFIG` for `registry` as user `AWS` with `password`.
-fn auth_config(registry: &Registry, password: &str) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"));
-    format!(
-        "{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}",
-        registry.host
-    )
-}
-
 #[test]
 fn another_projects_private_image_is_not_used_without_its_credentials() {
     // A's private registry, with a password only A has.
@@ -296,10 +282,8 @@ fn another_projects_private_image_is_not_used_without_its_credentials() {
     // Ordinary jobs under the default pull policy: A pulls with its credentials; B, naming
     // the image the engine now holds, is asked for its own.
     let env = TestEnv::with_settings("[docker]\npull_policy = \"always\"");
-    let a = of(A, Job::test(&image, &["echo A ran its tool"])).masked(
-        "DOCKER_AUTH_CONFIG",
-        &auth_config(&private, "private-password-of-a"),
-    );
+    let a = of(A, Job::test(&image, &["echo A ran its tool"]))
+        .masked("DOCKER_AUTH_CONFIG", &private.auth_config());
     let mut a = a;
     a.pull_policy.clear();
     let result = env.runner.run(&a);
@@ -326,10 +310,8 @@ fn another_projects_private_image_is_not_used_without_its_credentials() {
         &format!("FROM {image}\nRUN echo built on the private tool\n"),
     );
     f.tag("v5.0.0");
-    let job = of(A, f.job("build", "v5.0.0", true)).masked(
-        "DOCKER_AUTH_CONFIG",
-        &auth_config(&private, "private-password-of-a"),
-    );
+    let job =
+        of(A, f.job("build", "v5.0.0", true)).masked("DOCKER_AUTH_CONFIG", &private.auth_config());
     let result = f.env.runner.run(&job);
     assert_eq!(result.status, Status::Success, "{}", result.log);
     f.tag("v5.0.1");
@@ -357,22 +339,13 @@ fn images_named(prefix: &str) -> Vec<String> {
 fn a_failed_push_or_a_killed_release_leaves_no_image_a_later_job_could_take() {
     // A registry that takes no pushes: the build succeeds, the push fails.
     let read_only = Registry::start_read_only(&Moto::ecr_password());
-    let f = Fixture::new(
-        &Moto::ecr_password(),
-        &format!(
-            "[aws]\necr_token_registries = [\"{}\"]\n[[release.grants]]\nprojects = [\"**\"]\n\
-             registries = [\"*\"]\nrepositories = [\"**\"]\n",
-            read_only.host
-        ),
-    );
+    let f = Fixture::new(&Moto::ecr_password(), "");
+    f.allow_ecr_token_to(&read_only.host);
     let env = &f.env;
     let job = f
         .job("build", "v1.2.3", true)
         .var("ECR_REGISTRY", &read_only.host)
-        .masked(
-            "DOCKER_AUTH_CONFIG",
-            &auth_config(&f.registry, &Moto::ecr_password()),
-        );
+        .masked("DOCKER_AUTH_CONFIG", &f.registry.auth_config());
     let result = env.runner.run(&job);
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
     assert_logged(&result.log, "Built ");
@@ -390,9 +363,14 @@ fn a_failed_push_or_a_killed_release_leaves_no_image_a_later_job_could_take() {
         format!("gitlab-ecs-executor-release/{}:v9.9.9", key.key()),
         format!("{}/group/app:v9.9.9", read_only.host),
     ];
+    // An image of its own, as a build is: its other names are not the release's to remove.
+    let built = images::build_once(
+        "killed-release",
+        &format!("FROM {}\nLABEL built-by=a-release\n", base_image()),
+    );
     for name in &left {
         let tagged = std::process::Command::new("docker")
-            .args(["tag", base_image(), name])
+            .args(["tag", &built, name])
             .status()
             .unwrap();
         assert!(tagged.success());
@@ -403,6 +381,10 @@ fn a_failed_push_or_a_killed_release_leaves_no_image_a_later_job_could_take() {
     assert_eq!(
         images_named(&format!("gitlab-ecs-executor-release/{}", key.key())),
         Vec::<String>::new()
+    );
+    assert!(
+        images::image_exists(&built),
+        "a name not of the release was removed"
     );
 }
 

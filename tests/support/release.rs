@@ -75,7 +75,7 @@ impl Fixture {
             "[release.stages]\ndeploy = \"release\"\nbuild = \"push\"\napprove = \"continue\"\n\
              [ecs]\npoll_interval_seconds = 1\nrollback_timeout_minutes = 1\nwait_for_other_deployments_minutes = 1\n\
              [aws]\necr_token_registries = [\"{host}\"]\n\
-             [[release.grants]]\nprojects = [\"**\"]\nregistries = [\"{host}\"]\nrepositories = [\"**\"]\n\
+             [[release.grants]]\nprojects = [\"**\"]\nregistries = [\"*\"]\nrepositories = [\"**\"]\n\
              clusters = [\"*\"]\nservices = [\"*\"]\ntask_families = [\"*\"]\nroles = [\"**\"]\n",
             host = registry.host
         ))
@@ -92,6 +92,20 @@ impl Fixture {
             repo,
             _repo_dir: repo_dir,
         }
+    }
+
+    /// Lets the ECR token go to `registry` too (`aws.ecr_token_registries`): a proxy or
+    /// another stand-in in front of the fixture's.
+    pub fn allow_ecr_token_to(&self, registry: &str) {
+        let text = std::fs::read_to_string(&self.env.settings).expect("settings");
+        let mut settings: toml::Table = toml::from_str(&text).expect("settings TOML");
+        if let Some(toml::Value::Array(list)) = settings
+            .get_mut("aws")
+            .and_then(|aws| aws.get_mut("ecr_token_registries"))
+        {
+            list.push(registry.into());
+        }
+        std::fs::write(&self.env.settings, settings.to_string()).expect("settings");
     }
 
     /// The base image release Dockerfiles build on, in the fixture's registry.

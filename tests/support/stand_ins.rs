@@ -312,6 +312,16 @@ impl Registry {
         name
     }
 
+    /// `DOCKER_AUTH_CONFIG` a job would carry for this registry.
+    pub fn auth_config(&self) -> String {
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", self.password));
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}",
+            self.host
+        )
+    }
+
     fn get(&self, path: &str, accept: &str) -> (u16, String) {
         let auth =
             base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", self.password));

@@ -231,8 +231,8 @@ async fn tag(docker: &Docker, local: &ImageRef, image: &ImageRef) -> Result<(), 
 }
 
 /// Removes the names the engine holds a release's build under — its own and the registry's
-/// it was given for the push (`pushed`; unknown when a cleanup finds a killed release's
-/// build: then every name of the image) — so no later job on the host finds the image
+/// it was given for the push (`pushed`; when a cleanup finds a killed release's build, any
+/// name of the image with the release's tag) — so no later job on the host finds the image
 /// without asking the registry. The build cache stays. Returns what went wrong.
 pub async fn forget(docker: &Docker, local_name: &str, pushed: Option<&ImageRef>) -> Vec<String> {
     let mut problems = Vec::new();
@@ -255,8 +255,18 @@ pub async fn forget(docker: &Docker, local_name: &str, pushed: Option<&ImageRef>
                 continue;
             }
         };
+        let prefix = format!("{local_name}:");
+        let tags: Vec<String> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(&prefix))
+            .map(|tag| format!(":{tag}"))
+            .collect();
         let ours = |name: &String| {
-            name.starts_with(&format!("{local_name}:")) || pushed.as_ref().is_none_or(|p| p == name)
+            name.starts_with(&prefix)
+                || match &pushed {
+                    Some(pushed) => pushed == name,
+                    None => tags.iter().any(|tag| name.ends_with(tag.as_str())),
+                }
         };
         for name in names.into_iter().filter(ours) {
             let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
