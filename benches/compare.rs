@@ -528,7 +528,7 @@ fn rerelease(f: &mut Fixture) -> Vec<Row> {
     let mut other = Vec::new();
     for i in 0..3 {
         let mut job = job_at_head(f, &format!("v8.2.{i}"));
-        job.project_id = BENCH_PROJECT + 1 + i;
+        job.project_id = bench_project() + 1 + i;
         job.project_path = format!("group/other-{i}");
         let r = f.env.runner.run(&job);
         assert_eq!(r.status, Status::Success, "{}", r.log);
@@ -606,13 +606,17 @@ fn two_services(f: &mut Fixture) -> Row {
 fn job_at_head(f: &Fixture, tag: &str) -> Job {
     f.tag(tag);
     let mut job = f.job("deploy", tag, true);
-    job.project_id = BENCH_PROJECT;
+    job.project_id = bench_project();
     job.project_path = "group/app".into();
     job
 }
 
-/// The project id of the bench's releases.
-const BENCH_PROJECT: u64 = 4242;
+/// The project id of the bench's releases: new in each run, so no run finds an earlier
+/// run's build cache (ids above it are other projects').
+fn bench_project() -> u64 {
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| support::runner::unique_id() * 10)
+}
 
 fn image_secs(log: &str) -> Duration {
     let line = log

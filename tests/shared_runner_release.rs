@@ -31,13 +31,17 @@ fn granted_to_a() -> Fixture {
 }
 
 /// `job` as a job of `project`: the same project id for every job of a project, as GitLab
-/// gives them.
+/// gives them, and new ids in each run of the suite, so no run finds an earlier run's build
+/// cache.
 fn of(project: &str, mut job: Job) -> Job {
-    job.project_id = match project {
-        A => 7101,
-        B => 7102,
-        _ => 7103,
-    };
+    static FIRST: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let first = *FIRST.get_or_init(|| runner::unique_id() * 10);
+    job.project_id = first
+        + match project {
+            A => 1,
+            B => 2,
+            _ => 3,
+        };
     job.project_path = project.into();
     job
 }
