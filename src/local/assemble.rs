@@ -96,6 +96,7 @@ impl<'a> Assembler<'a> {
                 masked: false,
                 file: false,
                 raw: v.raw,
+                setting: false,
             })
             .collect();
         let cache = def
@@ -206,6 +207,7 @@ impl<'a> Assembler<'a> {
                         entrypoint: s.entrypoint.clone(),
                         command: s.command.clone(),
                         variables: s.variables.clone(),
+                        user: s.user.clone(),
                     })
                     .collect(),
                 variables: Vec::new(),

@@ -27,6 +27,16 @@ pub struct Var {
     pub file: bool,
     /// Raw (`expand: false`): the runner does not expand it.
     pub raw: bool,
+    /// Defined in the project's CI/CD settings, not in `.gitlab-ci.yml`: GitLab sends it
+    /// with `public: false` (masked and file variables can only be such).
+    pub setting: bool,
+}
+
+impl Var {
+    /// A `.gitlab-ci.yml` variable: public, neither masked nor a file.
+    pub fn new(key: &str, value: impl Into<String>) -> Self {
+        plain(key, value)
+    }
 }
 
 /// A variable that is neither masked nor a file.
@@ -37,6 +47,7 @@ fn plain(key: &str, value: impl Into<String>) -> Var {
         masked: false,
         file: false,
         raw: false,
+        setting: false,
     }
 }
 
@@ -53,6 +64,8 @@ pub struct Service {
     pub command: Option<Vec<String>>,
     /// Service variables.
     pub variables: Vec<(String, String)>,
+    /// `docker: user:`.
+    pub user: Option<String>,
 }
 
 /// Where `get_sources` gets the project from.
@@ -178,7 +191,7 @@ pub struct Job {
     pub artifacts: Vec<ArtifactDef>,
     /// Jobs whose artifacts this one downloads.
     pub dependencies: Vec<Dependency>,
-    /// Sources, or `GIT_STRATEGY: none` when absent.
+    /// Sources; without them the job runs with `GIT_STRATEGY: none`.
     pub git: Option<GitSource>,
     /// Job timeout in seconds.
     pub timeout: u64,
@@ -191,19 +204,30 @@ impl Job {
         self
     }
 
-    /// Adds a masked variable.
-    pub fn masked(mut self, key: &str, value: &str) -> Self {
+    /// Adds a variable of the project's CI/CD settings, neither masked nor a file.
+    pub fn setting(mut self, key: &str, value: &str) -> Self {
         self.variables.push(Var {
-            masked: true,
+            setting: true,
             ..plain(key, value)
         });
         self
     }
 
-    /// Adds a file-type variable.
+    /// Adds a masked variable (of the project's CI/CD settings).
+    pub fn masked(mut self, key: &str, value: &str) -> Self {
+        self.variables.push(Var {
+            masked: true,
+            setting: true,
+            ..plain(key, value)
+        });
+        self
+    }
+
+    /// Adds a file-type variable (of the project's CI/CD settings).
     pub fn file_var(mut self, key: &str, content: &str) -> Self {
         self.variables.push(Var {
             file: true,
+            setting: true,
             ..plain(key, content)
         });
         self
@@ -256,6 +280,7 @@ impl Job {
         let (git_ref, is_tag) = self.git_ref();
         let secret = |k: &str, v: String| Var {
             masked: true,
+            setting: true,
             ..plain(k, v)
         };
         let sha = self.sha().to_string();
@@ -350,6 +375,11 @@ impl Job {
     pub(super) fn payload_variables(&self, runner: &super::Runner) -> Vec<Var> {
         let mut vars = self.gitlab_variables(runner);
         vars.extend(self.variables.iter().cloned());
+        // A job without sources says so, as a pipeline would: else the runner's default
+        // strategy (`fetch`) would apply to it.
+        if self.git.is_none() && self.variable("GIT_STRATEGY").is_none() {
+            vars.push(plain("GIT_STRATEGY", "none"));
+        }
         let known = vars.clone();
         vars.into_iter()
             .map(|v| match v.raw {
@@ -374,7 +404,7 @@ impl Job {
         let vars: Vec<Value> = self
             .payload_variables(runner)
             .iter()
-            .map(|v| json!({"key": v.key, "value": v.value, "public": !v.masked && !v.file, "masked": v.masked, "file": v.file, "raw": v.raw}))
+            .map(|v| json!({"key": v.key, "value": v.value, "public": !v.setting, "masked": v.masked, "file": v.file, "raw": v.raw}))
             .collect();
         let step = |name: &str, script: &[String], when: &str| json!({"name": name, "script": script, "timeout": self.timeout, "when": when, "allow_failure": false});
         let mut steps = vec![step("script", &self.script, "on_success")];
@@ -414,6 +444,7 @@ impl Job {
                       "pull_policy": self.pull_policy, "executor_opts": image_options},
             "services": self.services.iter().map(|s| json!({"name": s.name, "alias": s.alias,
                       "entrypoint": s.entrypoint, "command": s.command, "pull_policy": self.pull_policy,
+                      "executor_opts": match &s.user { Some(user) => json!({"docker": {"user": user}}), None => json!({}) },
                       "variables": s.variables.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             "cache": self.cache.iter().map(|c| json!({"key": c.key, "paths": c.paths, "policy": c.policy,
                       "when": c.when, "untracked": c.untracked})).collect::<Vec<_>>(),
@@ -441,8 +472,8 @@ impl Job {
     }
 
     /// `CUSTOM_ENV_CI_JOB_SERVICES`, as `custom.go` builds it: names and aliases expanded
-    /// with the job's (expanded) variables `vars`, the first alias only, and `variables` left
-    /// out when a service has none.
+    /// with the job's (expanded) variables `vars`, the first alias only, the service's
+    /// `variables` expanded against `vars` and themselves, and left out when it has none.
     pub(super) fn services_env(&self, vars: &[Var]) -> String {
         if self.services.is_empty() {
             return String::new();
@@ -455,10 +486,16 @@ impl Job {
                 let first_alias = alias.split([',', ' ']).find(|a| !a.is_empty()).unwrap_or("");
                 let mut v = json!({"name": expand_with(&s.name, vars), "alias": first_alias, "entrypoint": s.entrypoint, "command": s.command});
                 if !s.variables.is_empty() {
+                    let mut all = vars.to_vec();
+                    all.extend(s.variables.iter().map(|(k, v)| plain(k, v.clone())));
+                    let all = expand_variables(&all);
                     v["variables"] = s
                         .variables
                         .iter()
-                        .map(|(k, v)| (k.clone(), json!(v)))
+                        .map(|(k, _)| {
+                            let value = all.iter().rev().find(|v| &v.key == k).map(|v| v.value.clone());
+                            (k.clone(), json!(value.unwrap_or_default()))
+                        })
                         .collect::<serde_json::Map<_, _>>()
                         .into();
                 }

@@ -62,6 +62,9 @@ pub struct Runner {
     pub temp_root: Option<PathBuf>,
     /// Set from outside (Ctrl-C) to cancel the job like GitLab's cancel button.
     pub cancel_flag: Option<&'static AtomicBool>,
+    /// `[runners.custom_build_dir] enabled`: whether jobs may set `GIT_CLONE_PATH` (off by
+    /// default for the custom executor).
+    pub custom_build_dir: bool,
 }
 
 /// When to cancel the job.
@@ -235,6 +238,7 @@ impl Runner {
             echo: false,
             temp_root: None,
             cancel_flag: None,
+            custom_build_dir: false,
         }
     }
 
@@ -504,13 +508,19 @@ impl Drive<'_> {
             .get("builds_dir_is_shared")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let project = if shared {
-            format!(
+        let project = match self.clone_path(&builds_dir) {
+            Some(Ok(path)) => path,
+            Some(Err(message)) => {
+                // `StartBuild`'s configuration error: the job's fault, not retried.
+                self.log
+                    .push(&format!("ERROR: Preparation failed: {message}\n"));
+                return Ok(CallResult::BuildFailure(1));
+            }
+            None if shared => format!(
                 "{builds_dir}/{}/{}/{}",
                 self.runner.short_token, self.job.project_slot, self.job.project_path
-            )
-        } else {
-            format!("{builds_dir}/{}", self.job.project_path)
+            ),
+            None => format!("{builds_dir}/{}", self.job.project_path),
         };
         a.dirs = Dirs {
             project_cache: format!("{cache_dir}/{}", self.job.project_path),
@@ -531,6 +541,41 @@ impl Drive<'_> {
         let result = classify(&out, a);
         self.record("prepare", &result, &out);
         Ok(result)
+    }
+
+    /// The job's `GIT_CLONE_PATH`, as `Build.getCustomBuildDir` takes it: expanded, allowed
+    /// only with `custom_build_dir`, and within the builds directory.
+    fn clone_path(&self, builds_dir: &str) -> Option<Result<String, String>> {
+        let raw = self
+            .job
+            .variable("GIT_CLONE_PATH")
+            .filter(|v| !v.is_empty())?;
+        let mut vars = self.job.payload_variables(self.runner);
+        vars.push(job::Var::new("CI_BUILDS_DIR", builds_dir));
+        let dir = job::expand_with(raw, &vars);
+        if !self.runner.custom_build_dir {
+            return Some(Err(
+                "setting GIT_CLONE_PATH is not allowed, enable `custom_build_dir` feature".into(),
+            ));
+        }
+        let clean = Path::new(&dir)
+            .components()
+            .fold(PathBuf::new(), |mut p, c| {
+                match c {
+                    std::path::Component::ParentDir => {
+                        p.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => p.push(other),
+                }
+                p
+            });
+        if !clean.starts_with(builds_dir) {
+            return Some(Err(format!(
+                "the GIT_CLONE_PATH=\"{dir}\" has to be within \"{builds_dir}\""
+            )));
+        }
+        Some(Ok(clean.display().to_string()))
     }
 
     /// Writes `body` as the stage script (`BashWriter.Finish`) and runs the stage.
