@@ -13,8 +13,11 @@ fn derived_image(tag: &str, dockerfile_tail: &str) -> String {
 
 #[test]
 fn a_job_prints_and_writes_files_into_its_project_volume() {
-    let env = TestEnv::new();
-    let job = Job::test(
+    // A job with sources: only a fetch keeps the project's builds volume (GIT_STRATEGY).
+    let (_dir, repo) = git_project(&[("README.md", "hello\n")]);
+    let env = TestEnv::with_binds("", &[&repo]);
+    let job = git_job(
+        &repo,
         base_image(),
         &[
             "echo \"hello from job $CI_JOB_ID\"",
@@ -123,10 +126,12 @@ fn cancelling_a_long_script_stops_it_in_the_container_promptly() {
 
 #[test]
 fn ten_concurrent_jobs_complete_and_leave_nothing_behind() {
-    let env = TestEnv::new();
+    let (_dir, repo) = git_project(&[("README.md", "hello\n")]);
+    let env = TestEnv::with_binds("", &[&repo]);
     let jobs: Vec<Job> = (0..10)
         .map(|slot| {
-            let mut job = Job::test(
+            let mut job = git_job(
+                &repo,
                 base_image(),
                 &["echo $CI_JOB_ID > id.txt", "sleep 1", "cat id.txt"],
             );

@@ -142,12 +142,7 @@ fn a_background_process_of_the_script_is_gone_before_after_script() {
 
 #[test]
 fn every_stage_runs_through_the_images_entrypoint() {
-    let entry = images::build_once(
-        "exporting-entrypoint",
-        &format!(
-            "FROM {DEBIAN}\nRUN printf '#!/bin/sh\\nexport FROM_ENTRYPOINT=set-up-by-the-image\\nexec \"$@\"\\n' > /entry.sh && chmod +x /entry.sh\nENTRYPOINT [\"/entry.sh\"]\n"
-        ),
-    );
+    let entry = images::exporting_entrypoint();
     let env = TestEnv::new();
     let mut job = Job::test(&entry, &["echo \"script sees $FROM_ENTRYPOINT\""]);
     job.after_script = vec!["echo \"after_script sees $FROM_ENTRYPOINT\"".into()];

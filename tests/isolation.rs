@@ -2,26 +2,12 @@
 //! project. Hooks and git configuration run in the helper container; each project's
 //! checkout, caches and file variables live in volumes only its own jobs mount.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::support::images::DEBIAN;
 use crate::support::*;
-
-/// A git project with a tracked file, in a temp dir kept alive by the returned guard.
-fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = stand_ins::git_project(dir.path(), files, &[]);
-    (dir, repo)
-}
-
-/// A job of `repo` on its `main` branch, in `image`.
-fn git_job(repo: &Path, image: &str, script: &[&str]) -> Job {
-    let mut job = Job::test(image, script);
-    job.git = Some(GitSource::new(repo, "main", false));
-    job
-}
 
 /// A host path no job may create: a unique name under the host's /tmp.
 fn host_marker(what: &str) -> PathBuf {
@@ -33,7 +19,7 @@ fn host_marker(what: &str) -> PathBuf {
 
 #[test]
 fn hooks_and_git_configuration_of_a_job_never_run_on_the_host() {
-    let (_dir, repo) = project(&[("README.md", "hello\n")]);
+    let (_dir, repo) = git_project(&[("README.md", "hello\n")]);
     let env = TestEnv::with_binds("", &[&repo]);
     let (pre, post, fsmonitor) = (
         host_marker("pre-hook"),
@@ -77,7 +63,8 @@ fn hooks_and_git_configuration_of_a_job_never_run_on_the_host() {
 
 #[test]
 fn a_project_cannot_see_another_projects_files_or_file_variables() {
-    let env = TestEnv::new();
+    let (_dir, repo) = git_project(&[("README.md", "a\n")]);
+    let env = TestEnv::with_binds("", &[&repo]);
     let secret = format!("deploy-key-of-a-{}", runner::unique_id());
     let mut a = Job::test(
         DEBIAN,
@@ -89,6 +76,8 @@ fn a_project_cannot_see_another_projects_files_or_file_variables() {
     )
     .file_var("A_DEPLOY_KEY", &secret);
     a.project_path = "group/project-a".into();
+    // A fetch job: its checkout stays in the project's builds volume.
+    a.git = Some(GitSource::new(&repo, "main", false));
     let b_script = [
         // Nothing of project A by name, anywhere B can look.
         "found=$(find / \\( -path /proc -o -path /sys \\) -prune -o \\( -name 'a-project-marker' -o -name 'A_DEPLOY_KEY' -o -name 'project-a*' \\) -print)",
@@ -126,7 +115,7 @@ fn a_project_cannot_see_another_projects_files_or_file_variables() {
 
 #[test]
 fn caches_round_trip_within_a_project_only_and_artifacts_are_uploaded() {
-    let (_dir, repo) = project(&[("app.sh", "echo app\n")]);
+    let (_dir, repo) = git_project(&[("app.sh", "echo app\n")]);
     let env = TestEnv::with_binds("", &[&repo]);
     let cache = CacheDef {
         key: "deps".into(),
@@ -189,7 +178,7 @@ fn non_root_image() -> String {
 
 #[test]
 fn a_non_root_image_user_writes_the_checkout_and_root_written_files_are_cleaned() {
-    let (_dir, repo) = project(&[("README.md", "hello\n")]);
+    let (_dir, repo) = git_project(&[("README.md", "hello\n")]);
     let env = TestEnv::with_binds("", &[&repo]);
     let as_root = git_job(
         &repo,
@@ -242,9 +231,9 @@ fn a_project_volume_the_engine_cannot_mount_is_a_system_failure_naming_its_reaso
     let mut env = TestEnv::new();
     env.runner.prepare_retry_pause = Duration::from_millis(100);
     let job = Job::test(base_image(), &["true"]);
-    // The slot's builds volume exists already, with options the engine cannot mount.
+    // The slot's cache volume exists already, with options the engine cannot mount.
     let volume =
-        gitlab_ecs_executor::docker::ProjectVolumes::new(&job.identity(&env.runner)).builds();
+        gitlab_ecs_executor::docker::ProjectVolumes::new(&job.identity(&env.runner)).cache();
     let created = Command::new("docker")
         .args(["volume", "create", "--label"])
         .arg(format!(
@@ -269,7 +258,7 @@ fn a_project_volume_the_engine_cannot_mount_is_a_system_failure_naming_its_reaso
 
 #[test]
 fn the_helper_container_gets_no_socket_no_privileges_and_only_its_project() {
-    let (_dir, repo) = project(&[("README.md", "hello\n")]);
+    let (_dir, repo) = git_project(&[("README.md", "hello\n")]);
     let env = TestEnv::with_binds("", &[&repo]);
     let mut job = git_job(&repo, DEBIAN, &["true"]);
     // The hooks run in the helper container: look around from there.

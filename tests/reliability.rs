@@ -295,14 +295,16 @@ fn a_release_killed_mid_rollout_resumes_when_retried() {
 
 #[test]
 fn twenty_concurrent_jobs_of_four_projects_with_cancels_leave_only_their_volumes_until_pruned() {
-    let mut env = TestEnv::new();
+    // Fetch jobs: their checkouts stay in the project slots' builds volumes.
+    let (_dir, repo) = git_project(&[("README.md", "hello\n")]);
+    let mut env = TestEnv::with_binds("", &[&repo]);
     let temp_root = tempfile::tempdir().unwrap();
     env.runner.temp_root = Some(temp_root.path().to_path_buf());
     let base_id = runner::unique_id();
     for round in 0..2u64 {
         let jobs: Vec<(Job, Cancel)> = (0..20u64)
             .map(|n| {
-                let mut job = Job::test(base_image(), &["echo started > started", "sleep 5"]);
+                let mut job = git_job(&repo, base_image(), &["echo started > started", "sleep 5"]);
                 // Four projects with five jobs each running at once: slots 0-4 of each.
                 job.project_id = base_id + n % 4;
                 job.project_path = format!("group/project-{}", n % 4);

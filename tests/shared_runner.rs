@@ -57,8 +57,11 @@ fn build_container_address(env: &TestEnv, job: &Job) -> String {
 
 #[test]
 fn forged_ids_of_every_kind_are_refused_and_touch_nothing_of_the_project_they_name() {
-    let env = TestEnv::new();
-    let a = project_a(12);
+    let (_dir, repo) = git_project(&[("README.md", "a\n")]);
+    let env = TestEnv::with_binds("", &[&repo]);
+    // A fetch job: its checkout stays in the project's builds volume.
+    let mut a = project_a(12);
+    a.git = Some(GitSource::new(&repo, "main", false));
     std::thread::scope(|s| {
         let running = s.spawn(|| env.runner.run(&a));
         // A's job is in its script: its containers exist.

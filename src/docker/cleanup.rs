@@ -56,10 +56,7 @@ pub async fn sweep_orphans(docker: &Docker, runner_id: u64, max_age: Duration) -
     let Ok(containers) = docker.list_containers(Some(options)).await else {
         return CleanupReport::default();
     };
-    let now = match docker.info().await.ok().and_then(|i| i.system_time) {
-        Some(time) => clock::parse_rfc3339(&time).unwrap_or_else(clock::epoch_secs),
-        None => clock::epoch_secs(),
-    };
+    let now = super::engine_now(docker).await;
     let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
     let mut jobs: BTreeMap<String, Vec<&bollard::models::ContainerSummary>> = BTreeMap::new();
     for container in &containers {

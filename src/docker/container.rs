@@ -10,6 +10,7 @@ use bollard::models::{
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use bollard::Docker;
 
+use super::network::is_user_defined;
 use super::DockerError;
 use crate::settings::{parse_device, parse_ulimit, DockerSettings};
 
@@ -46,11 +47,14 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// The job's network, if it has one.
     pub network: Option<String>,
+    /// `alias:address` of the job's services, for `/etc/hosts`.
+    pub links: Vec<String>,
 }
 
 impl ContainerSpec {
     fn networking(&self) -> Option<NetworkingConfig> {
-        self.network.as_ref().map(|network| NetworkingConfig {
+        let network = self.network.as_ref().filter(|n| is_user_defined(n))?;
+        Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 network.clone(),
                 EndpointSettings {
@@ -60,6 +64,29 @@ impl ContainerSpec {
             )])),
         })
     }
+
+    /// The settings' `extra_hosts` and the services' links.
+    fn extra_hosts(&self, settings: &DockerSettings) -> Option<Vec<String>> {
+        let all: Vec<String> = settings
+            .extra_hosts
+            .iter()
+            .chain(&self.links)
+            .cloned()
+            .collect();
+        non_empty(&all)
+    }
+}
+
+/// The entrypoint a job or service asks for, as the docker executor's
+/// `overwriteEntrypoint` takes it: an empty list keeps the image's (`[""]` clears it), and
+/// `disable_entrypoint_overwrite` keeps it always.
+pub(super) fn entrypoint_override(
+    asked: &Option<Vec<String>>,
+    settings: &DockerSettings,
+) -> Option<Vec<String>> {
+    asked
+        .clone()
+        .filter(|e| !e.is_empty() && !settings.disable_entrypoint_overwrite)
 }
 
 /// Creates the helper container: GitLab's helper image (or another that settings name)
@@ -99,7 +126,7 @@ pub async fn create_helper_container(
         security_opt: security_options(&settings.security_opt)?,
         dns: non_empty(&settings.dns),
         dns_search: non_empty(&settings.dns_search),
-        extra_hosts: non_empty(&settings.extra_hosts),
+        extra_hosts: spec.extra_hosts(settings),
         ..resources(settings)
     };
     let run = Run {
@@ -116,7 +143,7 @@ pub async fn create_helper_container(
 pub struct BuildOptions {
     /// Where the builds volume is mounted (`builds_dir`).
     pub builds_dir: String,
-    /// The job's `image: entrypoint:` (`[""]` clears the image's).
+    /// The job's `image: entrypoint:` (`[""]` clears the image's, `[]` keeps it).
     pub entrypoint: Option<Vec<String>>,
     /// The user to run as.
     pub user: Option<String>,
@@ -137,11 +164,7 @@ pub async fn create_build_container(
     let marker = shell_word(&format!("{}/{STAGE_MARKER}", options.builds_dir));
     // `true`, not `:`: a failed redirection of a special built-in ends a POSIX shell.
     let command = format!("{{ true > {marker}; }} 2>/dev/null; {DETECT_SHELL}");
-    let entrypoint = options
-        .entrypoint
-        .clone()
-        .filter(|_| !settings.disable_entrypoint_overwrite)
-        .map(|e| if e.is_empty() { vec![String::new()] } else { e });
+    let entrypoint = entrypoint_override(&options.entrypoint, settings);
     let host_config = HostConfig {
         binds: Some(spec.binds.clone()),
         network_mode: spec.network.clone(),
@@ -156,7 +179,7 @@ pub async fn create_build_container(
         devices: devices(&settings.devices),
         dns: non_empty(&settings.dns),
         dns_search: non_empty(&settings.dns_search),
-        extra_hosts: non_empty(&settings.extra_hosts),
+        extra_hosts: spec.extra_hosts(settings),
         shm_size: (settings.shm_size > 0).then_some(settings.shm_size),
         tmpfs: Some(settings.tmpfs.clone().into_iter().collect())
             .filter(|t: &HashMap<_, _>| !t.is_empty()),

@@ -1,9 +1,16 @@
 //! The helper image: where git, caches and artifacts are handled, never on the runner host.
 //! By default GitLab's own helper image for the runner's version and the engine's
-//! architecture; where that cannot be had (an offline host), a locally built one, as the
-//! docker executor falls back to its prebuilt archive.
+//! architecture, in every form an operator may have it, as the docker executor looks for
+//! it: under GitLab's registry name, under its Docker Hub name, or loaded from the archive
+//! gitlab-runner's package installs; else pulled. The helper built on this host
+//! ([`LOCAL_HELPER_IMAGE`]) is used only where the operator names it: it cannot upload
+//! artifacts or reports to GitLab, reach a distributed cache or fetch LFS files.
 
+use std::path::{Path, PathBuf};
+
+use bollard::query_parameters::{CreateImageOptionsBuilder, ImportImageOptionsBuilder};
 use bollard::Docker;
+use futures_util::StreamExt;
 
 use super::image::{ensure_image, Credentials, ImageOrigin};
 use super::{is_not_found, DockerError};
@@ -11,19 +18,20 @@ use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::settings::DockerSettings;
 
-/// GitLab's helper image as GitLab publishes it on Docker Hub (the same image it publishes
-/// in its own registry; operators who pull from there name it in `docker.helper_image`).
-const GITLAB_HELPER: &str = "gitlab/gitlab-runner-helper";
+/// GitLab's helper image in GitLab's registry, the name the docker executor uses.
+const GITLAB_HELPER: &str = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper";
+/// The same image as GitLab publishes it on Docker Hub.
+const DOCKER_HUB_HELPER: &str = "gitlab/gitlab-runner-helper";
 
 /// The helper image `.ci/images helper` builds from Debian's packages, for hosts that cannot
-/// pull GitLab's.
+/// have GitLab's and for `exec`, which never talks to GitLab.
 pub const LOCAL_HELPER_IMAGE: &str = "gitlab-ecs-executor/helper:local";
 
 const SETTING: &str = "docker.helper_image";
 
-/// GitLab's helper image for a runner version (`19.4.0`) and an engine architecture
-/// (`x86_64`, `aarch64`), tagged as the docker executor tags it.
-pub fn default_helper_image(runner_version: Option<&str>, architecture: &str) -> ImageRef {
+/// The helper image tag for a runner version (`19.4.0`) and an engine architecture
+/// (`x86_64`, `aarch64`), as the docker executor tags it: `x86_64-v19.4.0`.
+fn helper_tag(runner_version: Option<&str>, architecture: &str) -> String {
     let version = runner_version
         .and_then(|v| {
             let numeric: String = v
@@ -39,13 +47,47 @@ pub fn default_helper_image(runner_version: Option<&str>, architecture: &str) ->
             })
         })
         .unwrap_or_else(|| "latest".to_string());
-    let arch = match architecture {
+    format!("{}-{version}", helper_arch(architecture))
+}
+
+/// The architecture as GitLab names it in helper tags and archives.
+fn helper_arch(architecture: &str) -> &str {
+    match architecture {
         "x86_64" | "amd64" | "" => "x86_64",
         "aarch64" | "arm64" => "arm64",
         "armv6l" | "armv7l" | "arm" => "arm",
         other => other,
-    };
-    ImageRef::parse(&format!("{GITLAB_HELPER}:{arch}-{version}"))
+    }
+}
+
+/// GitLab's helper image for a runner version and an engine architecture.
+pub fn default_helper_image(runner_version: Option<&str>, architecture: &str) -> ImageRef {
+    ImageRef::parse(&format!(
+        "{GITLAB_HELPER}:{}",
+        helper_tag(runner_version, architecture)
+    ))
+}
+
+/// The archives of GitLab's helper for `arch` that gitlab-runner's package may hold, in
+/// the order the docker executor tries them: the newer `docker load` archive, then the
+/// exported file system; its names before and after helper flavours, and `amd64` for
+/// `x86_64`.
+fn prebuilt_archives(dir: &Path, arch: &str) -> Vec<PathBuf> {
+    let mut arches = vec![arch];
+    if arch == "x86_64" {
+        arches.push("amd64");
+    }
+    let mut paths = Vec::new();
+    for arch in arches {
+        for stem in [
+            format!("prebuilt-alpine-{arch}"),
+            format!("prebuilt-{arch}"),
+        ] {
+            paths.push(dir.join(format!("{stem}.docker.tar.zst")));
+            paths.push(dir.join(format!("{stem}.tar.xz")));
+        }
+    }
+    paths
 }
 
 /// Makes sure the helper image is on the host; returns it.
@@ -59,15 +101,13 @@ pub async fn ensure_helper(
     let origin = ImageOrigin::Settings(SETTING);
     if !settings.helper_image.trim().is_empty() {
         let image = ImageRef::parse(settings.helper_image.trim());
-        ensure_image(
-            docker,
-            &image,
-            origin,
-            &settings.pull_policy,
-            credentials,
-            log,
-        )
-        .await?;
+        // Built on this host, never in a registry.
+        let never = [crate::settings::PullPolicy::Never];
+        let policies = match image.to_string() == LOCAL_HELPER_IMAGE {
+            true => &never[..],
+            false => &settings.pull_policy[..],
+        };
+        ensure_image(docker, &image, origin, policies, None, credentials, log).await?;
         return Ok(image);
     }
     let architecture = docker
@@ -76,26 +116,87 @@ pub async fn ensure_helper(
         .ok()
         .and_then(|i| i.architecture)
         .unwrap_or_default();
-    let gitlab = default_helper_image(runner_version, &architecture);
-    if image_present(docker, &gitlab.to_string()).await? {
-        return Ok(gitlab);
+    let tag = helper_tag(runner_version, &architecture);
+    let gitlab = ImageRef::parse(&format!("{GITLAB_HELPER}:{tag}"));
+    for name in [gitlab.to_string(), format!("{DOCKER_HUB_HELPER}:{tag}")] {
+        if image_present(docker, &name).await? {
+            return Ok(ImageRef::parse(&name));
+        }
     }
-    if image_present(docker, LOCAL_HELPER_IMAGE).await? {
-        log.info(&format!(
-            "Using the helper image {LOCAL_HELPER_IMAGE} built on this host ({gitlab} is not here)"
-        ));
-        return Ok(ImageRef::parse(LOCAL_HELPER_IMAGE));
+    for archive in prebuilt_archives(&settings.helper_images_dir, helper_arch(&architecture)) {
+        if !archive.is_file() {
+            continue;
+        }
+        match load_prebuilt(docker, &archive, &gitlab).await {
+            Ok(()) => {
+                log.info(&format!(
+                    "Loaded the helper image {gitlab} from {}",
+                    archive.display()
+                ));
+                return Ok(gitlab);
+            }
+            Err(message) => log.warn(&format!(
+                "Cannot load the helper image from {}: {message}",
+                archive.display()
+            )),
+        }
     }
     ensure_image(
         docker,
         &gitlab,
         origin,
         &settings.pull_policy,
+        None,
         credentials,
         log,
     )
     .await?;
     Ok(gitlab)
+}
+
+/// Loads a prebuilt helper archive as `image`, as the docker executor does: a `docker
+/// load` archive is loaded and tagged; an exported file system is imported with the
+/// entrypoint export loses.
+async fn load_prebuilt(docker: &Docker, archive: &Path, image: &ImageRef) -> Result<(), String> {
+    let bytes = tokio::fs::read(archive).await.map_err(|e| e.to_string())?;
+    let (repository, tag) = image.pull_target();
+    if archive.to_string_lossy().ends_with(".docker.tar.zst") {
+        let options = ImportImageOptionsBuilder::default().quiet(true).build();
+        let mut stream = docker.import_image(options, bollard::body_full(bytes.into()), None);
+        let mut loaded = None;
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| e.to_string())?;
+            let text = info.stream.unwrap_or_default();
+            for prefix in ["Loaded image:", "Loaded image ID:"] {
+                if let Some(id) = text.trim().strip_prefix(prefix) {
+                    loaded = Some(id.trim().to_string());
+                }
+            }
+        }
+        let loaded = loaded.ok_or("the archive named no image")?;
+        let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+            .repo(&repository)
+            .tag(&tag)
+            .build();
+        return docker
+            .tag_image(&loaded, Some(options))
+            .await
+            .map_err(|e| e.to_string());
+    }
+    let options = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(&repository)
+        .tag(&tag)
+        .changes(vec![
+            r#"ENTRYPOINT ["/usr/bin/dumb-init", "/entrypoint"]"#.to_string()
+        ])
+        .build();
+    let mut stream =
+        docker.create_image(Some(options), Some(bollard::body_full(bytes.into())), None);
+    while let Some(item) = stream.next().await {
+        item.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// An image already on the host that operator commands can create (never start) containers
@@ -129,6 +230,19 @@ pub async fn image_present(docker: &Docker, image: &str) -> Result<bool, DockerE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prebuilt_archives_in_the_docker_executors_order() {
+        let names: Vec<String> = prebuilt_archives(Path::new("/h"), "x86_64")
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(names[0], "/h/prebuilt-alpine-x86_64.docker.tar.zst");
+        assert_eq!(names[1], "/h/prebuilt-alpine-x86_64.tar.xz");
+        assert!(names.contains(&"/h/prebuilt-x86_64.tar.xz".to_string()));
+        assert!(names.contains(&"/h/prebuilt-alpine-amd64.tar.xz".to_string()));
+        assert_eq!(prebuilt_archives(Path::new("/h"), "arm64").len(), 4);
+    }
 
     #[test]
     fn gitlab_helper_tags() {

@@ -2,6 +2,8 @@
 //! allowed by settings, tried in order as a fallback chain, and a failed pull classed by
 //! whose fault it is.
 
+use std::time::Duration;
+
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -141,13 +143,20 @@ pub fn effective_policies(
     Ok(effective)
 }
 
-/// Makes sure `image` is on the host, trying `policies` in order: a failure with one policy
-/// falls through to the next, as with the docker executor.
+/// How often a pull that could not reach the registry is tried, and the waits between
+/// tries (doubling, at most the second), as the docker executor's pull manager retries.
+const PULL_ATTEMPTS: u32 = 3;
+const PULL_BACKOFF: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(10));
+
+/// Makes sure `image` is on the host (for `platform`, when the job names one), trying
+/// `policies` in order: a failure with one policy falls through to the next, as with the
+/// docker executor.
 pub async fn ensure_image(
     docker: &Docker,
     image: &ImageRef,
     origin: ImageOrigin,
     policies: &[PullPolicy],
+    platform: Option<&str>,
     credentials: &Credentials,
     log: &JobLog,
 ) -> Result<(), DockerError> {
@@ -161,7 +170,7 @@ pub async fn ensure_image(
                 policy.as_str()
             ));
         }
-        let result = with_policy(docker, image, *policy, credentials, log).await;
+        let result = with_policy(docker, image, *policy, platform, credentials, log).await;
         match result {
             Ok(()) => return Ok(()),
             Err((fault, message)) => {
@@ -189,12 +198,14 @@ async fn with_policy(
     docker: &Docker,
     image: &ImageRef,
     policy: PullPolicy,
+    platform: Option<&str>,
     credentials: &Credentials,
     log: &JobLog,
 ) -> Result<(), (PullFault, String)> {
     let name = image.to_string();
+    // An image of another platform than the job asks for is as good as absent.
     let present = match docker.inspect_image(&name).await {
-        Ok(_) => true,
+        Ok(found) => platform.is_none_or(|p| is_for_platform(&found, p)),
         Err(e) if is_not_found(&e) => false,
         Err(e) => return Err((PullFault::Unreachable, e.to_string())),
     };
@@ -209,23 +220,61 @@ async fn with_policy(
             ));
             Ok(())
         }
-        _ => pull(docker, image, credentials, log).await,
+        _ => {
+            let mut wait = PULL_BACKOFF.0;
+            let mut attempt = 1;
+            loop {
+                match pull(docker, image, platform, credentials, log).await {
+                    Err((PullFault::Unreachable, message)) if attempt < PULL_ATTEMPTS => {
+                        log.warn(&format!(
+                            "Failed to pull image {name} (attempt #{attempt}), retrying: {message}"
+                        ));
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(PULL_BACKOFF.1);
+                        attempt += 1;
+                    }
+                    result => return result,
+                }
+            }
+        }
     }
+}
+
+/// Whether an image on the host is the variant for `platform` (`os/arch[/variant]`).
+fn is_for_platform(image: &bollard::models::ImageInspect, platform: &str) -> bool {
+    let mut parts = platform.split('/');
+    let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
+    let same = |have: Option<&String>, want: Option<&str>| match want {
+        None | Some("") => true,
+        Some(w) => have.is_some_and(|h| h.eq_ignore_ascii_case(w)),
+    };
+    same(image.os.as_ref(), os)
+        && same(image.architecture.as_ref(), arch)
+        && same(image.variant.as_ref(), variant)
 }
 
 async fn pull(
     docker: &Docker,
     image: &ImageRef,
+    platform: Option<&str>,
     credentials: &Credentials,
     log: &JobLog,
 ) -> Result<(), (PullFault, String)> {
     let auth = credentials.for_image(image, log).await;
-    log.info(&format!("Pulling docker image {image} ..."));
+    match platform {
+        Some(platform) => log.info(&format!(
+            "Pulling docker image {image} for platform {platform} ..."
+        )),
+        None => log.info(&format!("Pulling docker image {image} ...")),
+    }
     let (repository, tag_or_digest) = image.pull_target();
-    let options = CreateImageOptionsBuilder::default()
+    let mut options = CreateImageOptionsBuilder::default()
         .from_image(&repository)
-        .tag(&tag_or_digest)
-        .build();
+        .tag(&tag_or_digest);
+    if let Some(platform) = platform {
+        options = options.platform(platform);
+    }
+    let options = options.build();
     let mut stream = docker.create_image(Some(options), None, auth);
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| {

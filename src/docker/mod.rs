@@ -28,7 +28,9 @@ pub use image::{effective_policies, ensure_image, Credentials, ImageOrigin, Pull
 pub(crate) use naming::fnv1a;
 pub use naming::{JobNames, ProjectVolumes, LABEL_JOB, LABEL_MANAGED, LABEL_RUNNER};
 pub use network::{create_job_network, guard_host};
-pub use services::{follow_service_logs, start_services, LogFollowers, ServicePlan, ServiceSpec};
+pub use services::{
+    follow_service_logs, show_service_logs, start_services, LogFollowers, ServicePlan, ServiceSpec,
+};
 pub use stage::{run_stage, Cancel, StageExit};
 
 use std::time::Duration;
@@ -226,7 +228,10 @@ fn image_unavailable(
     // The engine's own words add nothing to "absent" (it was never asked).
     let detail = match fault {
         PullFault::Absent => String::new(),
-        _ => format!(": {message}"),
+        _ => format!(
+            ": {}",
+            message.split_whitespace().collect::<Vec<_>>().join(" ")
+        ),
     };
     format!(
         "{what} (pull policies tried: {}){detail}. {}",
@@ -311,4 +316,13 @@ pub async fn connect(settings: &DockerSettings) -> Result<Docker, DockerError> {
         .map_err(|_| unreachable("no answer within 10 s".into()))?
         .map_err(|e| unreachable(e.to_string()))?;
     Ok(docker)
+}
+
+/// The engine's time now (epoch seconds), by the engine's own clock, which need not agree
+/// with the runner host's (a remote engine); the host's when the engine does not say.
+pub async fn engine_now(docker: &Docker) -> i64 {
+    match docker.info().await.ok().and_then(|i| i.system_time) {
+        Some(time) => crate::clock::parse_rfc3339(&time).unwrap_or_else(crate::clock::epoch_secs),
+        None => crate::clock::epoch_secs(),
+    }
 }

@@ -33,6 +33,12 @@ const METADATA: [&str; 3] = ["169.254.169.254", "169.254.170.2", "169.254.170.23
 const FORWARD_CHAIN: &str = "GITLAB-ECS-EXECUTOR-FWD";
 const INPUT_CHAIN: &str = "GITLAB-ECS-EXECUTOR-IN";
 
+/// Whether a `network_mode` names a user-defined network, the only kind on which Docker
+/// gives containers aliases (not `bridge`, `host`, `none`, `default` or `container:<id>`).
+pub fn is_user_defined(mode: &str) -> bool {
+    !matches!(mode, "" | "bridge" | "host" | "none" | "default") && !mode.starts_with("container:")
+}
+
 /// Creates the job's network: a bridge of its own whose interface the host rules know.
 /// `guarded` false names the bridge so the rules pass it by (`docker.jobs_may_reach_host`).
 pub async fn create_job_network(

@@ -14,6 +14,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::naming::{service_aliases, JobNames};
+use super::network::is_user_defined;
 use super::DockerError;
 use crate::joblog::JobLog;
 use crate::settings::DockerSettings;
@@ -40,6 +41,10 @@ pub struct ServiceSpec {
     pub env: Vec<String>,
     /// Whether it runs privileged.
     pub privileged: bool,
+    /// `docker: user:`, expanded.
+    pub user: Option<String>,
+    /// `docker: platform:`, expanded.
+    pub platform: Option<String>,
 }
 
 /// Where and how a job's services run.
@@ -55,13 +60,16 @@ pub struct ServicePlan<'a> {
 }
 
 /// Creates and starts the services, then waits for them (unless settings say not to).
+/// Returns `alias:address` for each alias, for the build container's `/etc/hosts`, as the
+/// docker executor emulates links: on a network that is not user-defined (`bridge`) that
+/// is the only way the job finds its services by name.
 pub async fn start_services(
     docker: &Docker,
     plan: &ServicePlan<'_>,
     services: &[ServiceSpec],
     settings: &DockerSettings,
     log: &JobLog,
-) -> Result<(), DockerError> {
+) -> Result<Vec<String>, DockerError> {
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut started = Vec::new();
     for (index, service) in services.iter().enumerate() {
@@ -96,7 +104,13 @@ pub async fn start_services(
             .start_container(&name, None)
             .await
             .map_err(DockerError::api(format!("start service container {name}")))?;
-        started.push((index, name));
+        started.push((index, name, aliases));
+    }
+    let mut links = Vec::new();
+    for (_, name, aliases) in &started {
+        if let Some(address) = address_of(docker, name, plan.network).await {
+            links.extend(aliases.iter().map(|a| format!("{a}:{address}")));
+        }
     }
     if let (Some(timeout), false) = (settings.service_wait(), started.is_empty()) {
         log.info(&format!(
@@ -105,7 +119,7 @@ pub async fn start_services(
         ));
         let probes = started
             .iter()
-            .map(|(index, name)| wait_for(docker, plan, *index, name, timeout));
+            .map(|(index, name, _)| wait_for(docker, plan, *index, name, timeout));
         for (name, problem) in futures_util::future::join_all(probes)
             .await
             .into_iter()
@@ -114,7 +128,28 @@ pub async fn start_services(
             warn_unhealthy(docker, &name, &problem, log).await;
         }
     }
-    Ok(())
+    Ok(links)
+}
+
+/// A container's address on `network` (Docker names the default bridge `bridge`).
+async fn address_of(docker: &Docker, container: &str, network: &str) -> Option<String> {
+    let inspect = docker.inspect_container(container, None).await.ok()?;
+    inspect_address(&inspect, network)
+}
+
+fn inspect_address(
+    inspect: &bollard::models::ContainerInspectResponse,
+    network: &str,
+) -> Option<String> {
+    inspect
+        .network_settings
+        .as_ref()?
+        .networks
+        .as_ref()?
+        .get(network)?
+        .ip_address
+        .clone()
+        .filter(|a| !a.is_empty())
 }
 
 async fn create_service(
@@ -129,12 +164,10 @@ async fn create_service(
     labels.insert(LABEL_ALIASES.to_string(), aliases.join("-"));
     let body = ContainerCreateBody {
         image: Some(service.image.clone()),
-        entrypoint: service
-            .entrypoint
-            .clone()
-            .filter(|_| !settings.disable_entrypoint_overwrite),
+        entrypoint: super::container::entrypoint_override(&service.entrypoint, settings),
         cmd: service.command.clone(),
         env: Some(service.env.clone()),
+        user: service.user.clone().filter(|u| !u.is_empty()),
         labels: Some(labels),
         host_config: Some(HostConfig {
             binds: Some(plan.binds.to_vec()),
@@ -149,6 +182,7 @@ async fn create_service(
             nano_cpus: (settings.service_cpus > 0.0)
                 .then_some((settings.service_cpus * 1e9) as i64),
             memory: settings.service_memory.bytes(),
+            shm_size: (settings.shm_size > 0).then_some(settings.shm_size),
             dns: Some(settings.dns.clone()).filter(|d| !d.is_empty()),
             dns_search: Some(settings.dns_search.clone()).filter(|d| !d.is_empty()),
             extra_hosts: Some(settings.extra_hosts.clone()).filter(|d| !d.is_empty()),
@@ -156,7 +190,8 @@ async fn create_service(
                 .filter(|t: &HashMap<String, String>| !t.is_empty()),
             ..Default::default()
         }),
-        networking_config: Some(NetworkingConfig {
+        // Docker takes aliases only on user-defined networks.
+        networking_config: is_user_defined(plan.network).then(|| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 plan.network.to_string(),
                 EndpointSettings {
@@ -167,11 +202,12 @@ async fn create_service(
         }),
         ..Default::default()
     };
+    let mut options = CreateContainerOptionsBuilder::default().name(name);
+    if let Some(platform) = &service.platform {
+        options = options.platform(platform);
+    }
     docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(name).build()),
-            body,
-        )
+        .create_container(Some(options.build()), body)
         .await
         .map(|_| ())
         .map_err(DockerError::api(format!("create service container {name}")))
@@ -205,12 +241,7 @@ async fn wait_for(
         Ok(p) => p,
         Err(e) => return unhealthy(e, None),
     };
-    let address = inspect
-        .network_settings
-        .and_then(|n| n.networks)
-        .and_then(|n| n.get(plan.network).and_then(|e| e.ip_address.clone()))
-        .filter(|a| !a.is_empty());
-    let Some(address) = address else {
+    let Some(address) = inspect_address(&inspect, plan.network) else {
         return unhealthy(
             format!("service \"{name}\" has no address on the job's network"),
             None,
@@ -359,42 +390,66 @@ async fn container_logs(docker: &Docker, name: &str) -> String {
     String::from_utf8_lossy(&text).trim().to_string()
 }
 
-/// Streams every service's new log lines into the job log, prefixed as the docker
-/// executor's `CI_DEBUG_SERVICES` does, until the returned guard is dropped.
-pub async fn follow_service_logs(docker: &Docker, names: &JobNames, log: &JobLog) -> LogFollowers {
-    let mut tasks = Vec::new();
-    let filters = names.job_filter();
+/// The job's running services: container id and the aliases they answer to.
+async fn running_services(docker: &Docker, names: &JobNames) -> Vec<(String, String)> {
     let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
         .all(false)
-        .filters(&filters)
+        .filters(&names.job_filter())
         .build();
-    let services = docker
+    docker
         .list_containers(Some(options))
         .await
-        .unwrap_or_default();
-    let since = crate::clock::epoch_secs();
-    for service in services {
-        let labels = service.labels.unwrap_or_default();
-        let (Some(id), Some(aliases)) = (service.id, labels.get(LABEL_ALIASES).cloned()) else {
-            continue;
-        };
-        let docker = docker.clone();
-        let log = log.clone();
-        tasks.push(tokio::spawn(async move {
-            let options = LogsOptionsBuilder::default()
-                .stdout(true)
-                .stderr(true)
-                .follow(true)
-                .since(since as i32)
-                .build();
-            let mut stream = docker.logs(&id, Some(options));
-            while let Some(Ok(chunk)) = stream.next().await {
-                for line in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
-                    log.info(&format!("\x1b[0;37m[service:{aliases}] {line}\x1b[0;m"));
-                }
-            }
-        }));
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| Some((c.id?, c.labels?.get(LABEL_ALIASES)?.clone())))
+        .collect()
+}
+
+/// Copies a service's log lines into the job log with the docker executor's
+/// `CI_DEBUG_SERVICES` prefix until the stream ends.
+async fn copy_logs(
+    docker: &Docker,
+    id: &str,
+    aliases: &str,
+    since: i64,
+    follow: bool,
+    log: &JobLog,
+) {
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .follow(follow)
+        .since(i32::try_from(since).unwrap_or(0))
+        .build();
+    let mut stream = docker.logs(id, Some(options));
+    while let Some(Ok(chunk)) = stream.next().await {
+        for line in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
+            log.info(&format!("\x1b[0;37m[service:{aliases}] {line}\x1b[0;m"));
+        }
     }
+}
+
+/// Shows everything the job's services printed so far (`CI_DEBUG_SERVICES`): their
+/// start-up, which the docker executor streams from the moment they start.
+pub async fn show_service_logs(docker: &Docker, names: &JobNames, log: &JobLog) {
+    for (id, aliases) in running_services(docker, names).await {
+        copy_logs(docker, &id, &aliases, 0, false, log).await;
+    }
+}
+
+/// Streams every service's new log lines into the job log, prefixed as the docker
+/// executor's `CI_DEBUG_SERVICES` does, until the returned guard is dropped. "New" is by
+/// the engine's clock, which need not agree with the runner host's.
+pub async fn follow_service_logs(docker: &Docker, names: &JobNames, log: &JobLog) -> LogFollowers {
+    let since = super::engine_now(docker).await;
+    let tasks = running_services(docker, names)
+        .await
+        .into_iter()
+        .map(|(id, aliases)| {
+            let (docker, log) = (docker.clone(), log.clone());
+            tokio::spawn(async move { copy_logs(&docker, &id, &aliases, since, true, &log).await })
+        })
+        .collect();
     LogFollowers(tasks)
 }
 

@@ -24,42 +24,55 @@ use crate::settings::{Settings, VolumeSpec};
 /// The file in the builds volume whose time says when a job last used the volumes.
 pub const LAST_USED: &str = ".gitlab-ecs-executor-last-used";
 
+/// Whether a job's checkout may reuse the project's builds volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkout {
+    /// Into the project's builds volume, where the last job of the slot left its checkout.
+    Reused,
+    /// Into a volume of the job's own, removed with it.
+    Fresh,
+}
+
 /// Creates (or finds) the volumes of a job's project and slot; returns the binds every
-/// container of the job gets: the project's volumes and the `docker.volumes` entries.
+/// container of the job gets: the project's volumes and the `docker.volumes` entries. With
+/// `disable_cache` every volume is the job's own, as the docker executor makes them.
 pub async fn project_binds(
     docker: &Docker,
     volumes: &ProjectVolumes,
     job: &JobNames,
+    checkout: Checkout,
     settings: &Settings,
 ) -> Result<Vec<String>, DockerError> {
+    let no_cache = settings.docker.disable_cache;
     let mut binds = Vec::new();
-    for (name, purpose, target) in [
-        (
-            volumes.builds(),
-            "builds",
-            settings.builds_dir.display().to_string(),
-        ),
-        (
-            volumes.cache(),
-            "cache",
-            settings.cache_dir.display().to_string(),
-        ),
-    ] {
-        create(docker, &name, volumes.labels(purpose, None)).await?;
-        binds.push(format!("{name}:{target}"));
-    }
+    // A volume of the job's own carries its name and is removed with it.
+    let mount = async |name: String, purpose: &str, own: bool, target: &str| {
+        let temporary = own.then_some(job);
+        let name = match temporary {
+            Some(job) => format!("{name}-{}", job.key()),
+            None => name,
+        };
+        create(docker, &name, volumes.labels(purpose, temporary)).await?;
+        Ok::<String, DockerError>(format!("{name}:{target}"))
+    };
+    let builds = settings.builds_dir.display().to_string();
+    let cache = settings.cache_dir.display().to_string();
+    let fresh = checkout == Checkout::Fresh || no_cache;
+    binds.push(mount(volumes.builds(), "builds", fresh, &builds).await?);
+    binds.push(mount(volumes.cache(), "cache", no_cache, &cache).await?);
     for entry in &settings.docker.volumes {
         // Validated when settings were read.
         match crate::settings::parse_volume(entry) {
             Ok(VolumeSpec::Cache { destination }) => {
-                let name = volumes.for_path(&destination);
-                let temporary = settings.docker.disable_cache.then_some(job);
-                let name = match temporary {
-                    Some(job) => format!("{name}-{}", job.key()),
-                    None => name,
-                };
-                create(docker, &name, volumes.labels("path", temporary)).await?;
-                binds.push(format!("{name}:{destination}"));
+                binds.push(
+                    mount(
+                        volumes.for_path(&destination),
+                        "path",
+                        no_cache,
+                        &destination,
+                    )
+                    .await?,
+                );
             }
             Ok(VolumeSpec::Bind {
                 source,

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use crate::docker::LOCAL_HELPER_IMAGE;
 use crate::settings::{parse_volume, Settings, VolumeSpec};
 
 use super::ExecError;
@@ -72,6 +73,11 @@ pub fn settings_with_checkout(
         docker
             .entry("pull_policy")
             .or_insert_with(|| "if-not-present".into());
+        // GitLab's helper would try to upload artifacts to a GitLab that `exec` does not
+        // have; the local one keeps them for the jobs that need them.
+        docker
+            .entry("helper_image")
+            .or_insert_with(|| LOCAL_HELPER_IMAGE.into());
     }
     let mut file = tempfile::Builder::new()
         .prefix("gitlab-ecs-executor-exec-")

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
 
 /// The subset of gitlab-runner's `spec.Job` that the executor reads.
@@ -29,6 +30,31 @@ pub struct JobPayload {
     pub services: Vec<ImageSpec>,
     /// Registry credentials GitLab hands the job (the CI registry, the dependency proxy).
     pub credentials: Vec<Credential>,
+    /// Whether the project lets jobs fetch into an earlier checkout (`GIT_STRATEGY`
+    /// defaults to `fetch` then, else to `clone`).
+    pub allow_git_fetch: bool,
+    /// The job's `secrets:`, by variable name: the runner resolves them into variables
+    /// that GitLab never lists among the payload's.
+    #[serde(deserialize_with = "null_as_default")]
+    pub secrets: BTreeMap<String, IgnoredAny>,
+    /// The job's `artifacts:` entries (reports among them).
+    #[serde(deserialize_with = "null_as_default")]
+    pub artifacts: Vec<IgnoredAny>,
+    /// The jobs whose artifacts this one downloads.
+    #[serde(deserialize_with = "null_as_default")]
+    pub dependencies: Vec<IgnoredAny>,
+    /// The job's `cache:` entries.
+    #[serde(deserialize_with = "null_as_default")]
+    pub cache: Vec<IgnoredAny>,
+}
+
+/// GitLab sends `null` for some empty lists and maps.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// One entry of the payload's `credentials`.
@@ -147,6 +173,9 @@ pub struct Variable {
     pub key: String,
     /// Value, in clear even when masked.
     pub value: String,
+    /// Whether GitLab lets services and job containers' configuration see it: true for
+    /// predefined and `.gitlab-ci.yml` variables, false for the project's CI/CD settings.
+    pub public: bool,
     /// Whether GitLab masks it in the job log.
     pub masked: bool,
     /// File-type variable: the value is the file's content.
@@ -173,7 +202,8 @@ pub struct ImageSpec {
     pub name: String,
     /// Service alias (first of the comma/space separated list).
     pub alias: String,
-    /// Entrypoint override; `Some(vec![])` and `Some([""])` clear the image's entrypoint.
+    /// Entrypoint override; `Some([""])` clears the image's entrypoint, `Some([])` keeps it
+    /// (as the docker executor's `overwriteEntrypoint`).
     pub entrypoint: Option<Vec<String>>,
     /// Command override.
     pub command: Option<Vec<String>>,
@@ -262,5 +292,11 @@ mod tests {
                 .unwrap();
         assert!(p.image.pull_policy.is_empty());
         assert!(p.services.is_empty());
+        let p: JobPayload = serde_json::from_str(
+            r#"{"artifacts": null, "cache": [{"key": "k"}], "secrets": null}"#,
+        )
+        .unwrap();
+        assert!(p.artifacts.is_empty() && p.secrets.is_empty());
+        assert_eq!(p.cache.len(), 1);
     }
 }

@@ -3,6 +3,7 @@
 //! docs/configuration.md lists every docker-executor key and where this one differs.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -108,8 +109,10 @@ pub struct DockerSettings {
     /// How many services a job may start (`None`: no limit).
     pub services_limit: Option<i64>,
     /// The helper image for git, caches and artifacts; empty: GitLab's for the runner's
-    /// version, else the locally built `gitlab-ecs-executor/helper:local`.
+    /// version (present, loaded from `helper_images_dir`, or pulled).
     pub helper_image: String,
+    /// Where gitlab-runner's package keeps its prebuilt helper archives.
+    pub helper_images_dir: PathBuf,
     /// Job containers run privileged (for images in `allowed_privileged_images`).
     pub privileged: bool,
     /// Services run privileged; unset: as `privileged`.
@@ -199,6 +202,7 @@ impl Default for DockerSettings {
             allowed_services: Vec::new(),
             services_limit: None,
             helper_image: String::new(),
+            helper_images_dir: PathBuf::from("/usr/lib/gitlab-runner/helper-images"),
             privileged: false,
             services_privileged: None,
             allowed_privileged_images: Vec::new(),
@@ -408,7 +412,7 @@ pub fn parse_volume(value: &str) -> Result<VolumeSpec, String> {
     let bad = || {
         format!(
             "entries are `/container/path`, `name:/container/path` or \
-             `/host/path:/container/path[:ro|rw]`, got {value:?}"
+             `/host/path:/container/path[:ro|rw][:z|Z][:propagation]`, got {value:?}"
         )
     };
     let parts: Vec<&str> = value.split(':').collect();
@@ -417,26 +421,61 @@ pub fn parse_volume(value: &str) -> Result<VolumeSpec, String> {
         [destination] if destination_ok(destination) => Ok(VolumeSpec::Cache {
             destination: destination.to_string(),
         }),
-        [source, destination] if !source.is_empty() && destination_ok(destination) => {
-            Ok(VolumeSpec::Bind {
-                source: source.to_string(),
-                destination: destination.to_string(),
-                mode: None,
-            })
-        }
-        [source, destination, mode]
-            if !source.is_empty()
-                && destination_ok(destination)
-                && matches!(*mode, "ro" | "rw") =>
+        [source, destination, options @ ..]
+            if !source.is_empty() && destination_ok(destination) =>
         {
             Ok(VolumeSpec::Bind {
                 source: source.to_string(),
                 destination: destination.to_string(),
-                mode: Some(mode.to_string()),
+                mode: bind_options(value, options)?,
             })
         }
         _ => Err(bad()),
     }
+}
+
+/// A bind's options as the docker executor's volume parser takes them, after the
+/// destination, separated by `:` or `,`: at most one access mode (`ro`, `rw`), one SELinux
+/// label (`z`, `Z`) and one propagation; as Docker's comma-separated mode.
+fn bind_options(value: &str, options: &[&str]) -> Result<Option<String>, String> {
+    const KINDS: [(&str, &[&str]); 3] = [
+        ("access mode", &["ro", "rw"]),
+        ("SELinux label", &["z", "Z"]),
+        (
+            "propagation",
+            &[
+                "shared", "slave", "private", "rshared", "rslave", "rprivate",
+            ],
+        ),
+    ];
+    let mut chosen: [Option<String>; 3] = Default::default();
+    for option in options.iter().flat_map(|o| o.split(',')) {
+        let kind = KINDS.iter().position(|(_, names)| {
+            names.iter().any(|n| match *n {
+                // The label's case means something: z shares it, Z keeps it private.
+                "z" | "Z" => option == *n,
+                _ => option.eq_ignore_ascii_case(n),
+            })
+        });
+        let Some(kind) = kind else {
+            return Err(format!(
+                "{value:?}: `{option}` is not a bind option the docker executor takes \
+                 (ro, rw, z, Z, shared, slave, private, rshared, rslave, rprivate)"
+            ));
+        };
+        if let Some(earlier) = &chosen[kind] {
+            return Err(format!(
+                "{value:?}: two {}s, `{earlier}` and `{option}`",
+                KINDS[kind].0
+            ));
+        }
+        chosen[kind] = Some(match kind {
+            1 => option.to_string(),
+            _ => option.to_ascii_lowercase(),
+        });
+    }
+    let all: Vec<String> = chosen.into_iter().flatten().collect();
+    Ok(Some(all.join(",")).filter(|m| !m.is_empty()))
 }
 
 /// A device mapping `host[:container[:perms]]`, as Docker's API wants it.
@@ -536,9 +575,32 @@ mod tests {
             parse_volume("shared:/data").unwrap(),
             VolumeSpec::Bind { .. }
         ));
-        for bad in ["relative", "/", "/a:/b:rx", "a:b", "/a:/b:ro:x"] {
+        // The docker executor's syntax: label and propagation after the mode, `:` or `,`.
+        for (entry, mode) in [
+            ("/srv/data:/data:ro:Z", "ro,Z"),
+            ("/srv/data:/data:rw,z", "rw,z"),
+            ("/srv/data:/data:z", "z"),
+            ("/srv/data:/data:RO:rshared", "ro,rshared"),
+        ] {
+            assert!(
+                matches!(parse_volume(entry).unwrap(), VolumeSpec::Bind { mode: Some(m), .. } if m == mode),
+                "{entry}"
+            );
+        }
+        for bad in [
+            "relative",
+            "/",
+            "/a:/b:rx",
+            "a:b",
+            "/a:/b:ro:x",
+            "/a:/b:ro:rw",
+            "/a:/b:O",
+        ] {
             assert!(parse_volume(bad).is_err(), "{bad}");
         }
+        assert!(parse_volume("/a:/b:O")
+            .unwrap_err()
+            .contains("`O` is not a bind option"));
         assert_eq!(
             parse_device("/dev/fuse").unwrap(),
             ("/dev/fuse".into(), "/dev/fuse".into(), "rwm".into())

@@ -5,7 +5,7 @@
 
 use super::StageError;
 use crate::aws::{AwsError, Fault};
-use crate::docker::{DockerError, ImageOrigin, PullFault};
+use crate::docker::{DockerError, ImageOrigin};
 use crate::protocol::{Outcome, ProtocolError};
 use crate::release::ReleaseError;
 
@@ -53,18 +53,12 @@ fn docker(e: &DockerError) -> Outcome {
                 .filter(|c| *c != 0)
                 .unwrap_or(1),
         },
-        // A missing image is the fault of whoever named it; an unreachable registry is the
-        // runner host's.
-        DockerError::ImageUnavailable { origin, fault, .. } => match (origin, fault) {
-            (_, PullFault::Unreachable) => SYSTEM,
-            (
-                ImageOrigin::Job,
-                PullFault::Absent | PullFault::NotFound | PullFault::Denied | PullFault::Failed,
-            ) => JOB,
-            (
-                ImageOrigin::Settings(_),
-                PullFault::Absent | PullFault::NotFound | PullFault::Denied | PullFault::Failed,
-            ) => SYSTEM,
+        // An image is the fault of whoever named it, whatever the registry said: a job's
+        // image that cannot be had fails the job (the docker executor's ImagePullFailure,
+        // never retried as a system failure); the settings' own images are the host's.
+        DockerError::ImageUnavailable { origin, .. } => match origin {
+            ImageOrigin::Job => JOB,
+            ImageOrigin::Settings(_) => SYSTEM,
         },
         DockerError::Unreachable { .. }
         | DockerError::HostRules { .. }

@@ -1,12 +1,15 @@
 //! `prepare`: the job's images, its project volumes, its services (started and waited for),
 //! and its helper and build containers, created for `run` to start once per stage.
 
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use bollard::Docker;
 
 use super::release::{classify, JobKind};
 use super::StageError;
+use crate::docker::volumes::Checkout;
+use crate::docker::LOCAL_HELPER_IMAGE;
 use crate::docker::{
     self, create_build_container, create_helper_container, create_job_network, effective_policies,
     ensure_helper, ensure_image, guard_host, remove_job_objects, start_services, volumes,
@@ -116,6 +119,9 @@ async fn prepare_all(
     let credentials = Credentials::new(super::auth_sources(ctx));
     let helper = ensure_helper(docker, d, ctx.var("CI_RUNNER_VERSION"), &credentials, log).await?;
     log.info(&format!("Using helper image {helper}"));
+    if helper.to_string() == LOCAL_HELPER_IMAGE {
+        warn_local_helper(ctx, log);
+    }
 
     let build = if needs.build {
         Some(job_image(docker, settings, ctx, &credentials, log).await?)
@@ -129,8 +135,10 @@ async fn prepare_all(
     };
 
     let volumes = ProjectVolumes::new(&ctx.identity);
-    let binds = volumes::project_binds(docker, &volumes, names, settings).await?;
+    let checkout = checkout(ctx);
+    let binds = volumes::project_binds(docker, &volumes, names, checkout, settings).await?;
     let network = network(docker, settings, names).await?;
+    let mut links = Vec::new();
     if !services.is_empty() {
         let plan = ServicePlan {
             names,
@@ -138,7 +146,10 @@ async fn prepare_all(
             binds: &binds,
             helper_image: &helper.to_string(),
         };
-        start_services(docker, &plan, &services, d, log).await?;
+        links = start_services(docker, &plan, &services, d, log).await?;
+        if ctx.var("CI_DEBUG_SERVICES") == Some("true") {
+            docker::show_service_logs(docker, names, log).await;
+        }
     }
 
     let hostname = Some(d.hostname.clone())
@@ -153,6 +164,7 @@ async fn prepare_all(
         binds: binds.clone(),
         hostname: hostname.clone(),
         network: Some(network.clone()),
+        links: Vec::new(),
     };
     let builds_dir = settings.builds_dir.display().to_string();
     let cache_dir = settings.cache_dir.display().to_string();
@@ -166,11 +178,52 @@ async fn prepare_all(
             binds,
             hostname,
             network: Some(network),
+            links,
         };
         create_build_container(docker, &spec, d, &options).await?;
     }
     volumes::mark_used(docker, &names.helper_container(), &builds_dir).await?;
     Ok(())
+}
+
+/// Whether the job's checkout goes into the project's builds volume, kept from job to job,
+/// or a volume of its own: as with the docker executor, only `GIT_STRATEGY: fetch` (the
+/// default where the project allows it) reuses one, so a `none`, `clone` or `empty` job
+/// never finds what another branch left there.
+fn checkout(ctx: &JobContext) -> Checkout {
+    let strategy = ctx
+        .non_empty_var("GIT_STRATEGY")
+        .unwrap_or(match ctx.payload.allow_git_fetch {
+            true => "fetch",
+            false => "clone",
+        });
+    match strategy {
+        "fetch" => Checkout::Reused,
+        _ => Checkout::Fresh,
+    }
+}
+
+/// The local helper keeps artifacts and caches on the runner host and has no Git LFS:
+/// a job that counts on GitLab for them hears so.
+fn warn_local_helper(ctx: &JobContext, log: &JobLog) {
+    let p = &ctx.payload;
+    let mut needs = Vec::new();
+    if !p.artifacts.is_empty() {
+        needs.push("its artifacts and reports are kept on this host, not uploaded to GitLab");
+    }
+    if !p.dependencies.is_empty() {
+        needs.push("artifacts of earlier jobs are read from this host, not downloaded from GitLab");
+    }
+    if !p.cache.is_empty() {
+        needs.push("its cache is kept on this host, never in the runner's distributed cache");
+    }
+    if !needs.is_empty() {
+        log.warn(&format!(
+            "This job runs with the helper image {LOCAL_HELPER_IMAGE} built on this host: {}. \
+             Name GitLab's helper image in docker.helper_image for them to reach GitLab.",
+            needs.join("; ")
+        ));
+    }
 }
 
 /// The job's image, allowed, present, and how its container runs.
@@ -208,11 +261,23 @@ async fn job_image(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    ensure_image(docker, &image, origin, &policies, credentials, log).await?;
+    // `docker: user/platform` may name variables, as the docker executor expands them.
+    let expand = |text: &str| expand::expand(text, &|k| ctx.var(k).map(str::to_string));
     let options = &spec.executor_opts.docker;
+    let platform = options.platform.as_deref().map(&expand);
+    ensure_image(
+        docker,
+        &image,
+        origin,
+        &policies,
+        platform.as_deref(),
+        credentials,
+        log,
+    )
+    .await?;
     let user = Some(d.user.clone())
         .filter(|u| !u.is_empty())
-        .or_else(|| options.user.clone());
+        .or_else(|| options.user.as_deref().map(&expand));
     if let Some(user) = &user {
         if !d.user_allowed(user) {
             return Err(DockerError::UserNotAllowed {
@@ -237,7 +302,7 @@ async fn job_image(
             entrypoint: spec.entrypoint.clone(),
             user,
             privileged,
-            platform: options.platform.clone(),
+            platform,
         },
     ))
 }
@@ -259,7 +324,14 @@ async fn job_services(
             name: "CUSTOM_ENV_CI_JOB_SERVICES".into(),
             reason: format!("is not the runner's JSON list of services: {e}"),
         })?;
-    let listed: Vec<ImageSpec> = listed.into_iter().filter(|s| !s.name.is_empty()).collect();
+    // CI_JOB_SERVICES lists the payload's services in its order, empty names included: the
+    // payload carries what it leaves out (pull policies, every alias, `docker:` options),
+    // as GitLab sent it, before the runner expanded names and aliases.
+    let listed: Vec<(usize, ImageSpec)> = listed
+        .into_iter()
+        .enumerate()
+        .filter(|(_, s)| !s.name.is_empty())
+        .collect();
     if let Some(limit) = d.services_limit.filter(|l| listed.len() as i64 > *l) {
         return Err(DockerError::TooManyServices {
             requested: listed.len(),
@@ -267,8 +339,9 @@ async fn job_services(
         }
         .into());
     }
+    let expand = |text: &str| expand::expand(text, &|k| ctx.var(k).map(str::to_string));
     let mut specs = Vec::with_capacity(listed.len());
-    for service in &listed {
+    for (position, service) in &listed {
         if !d.service_allowed(&service.name) {
             return Err(DockerError::ServiceNotAllowed {
                 image: service.name.clone(),
@@ -276,22 +349,20 @@ async fn job_services(
             }
             .into());
         }
-        // The payload carries what CI_JOB_SERVICES leaves out: pull policies, every alias;
-        // but as GitLab sent it, before the runner expanded names and aliases.
-        let expand = |text: &str| expand::expand(text, &|k| ctx.var(k).map(str::to_string));
-        let full = ctx
-            .payload
-            .services
-            .iter()
-            .find(|s| expand(&s.name) == service.name);
+        let full = ctx.payload.services.get(*position);
         let image = ImageRef::parse(&service.name);
         let job_policies = full.map(|s| s.pull_policy.as_slice()).unwrap_or_default();
         let policies = effective_policies(&image, job_policies, d)?;
+        let options = full
+            .map(|s| s.executor_opts.docker.clone())
+            .unwrap_or_default();
+        let platform = options.platform.as_deref().map(&expand);
         ensure_image(
             docker,
             &image,
             ImageOrigin::Job,
             &policies,
+            platform.as_deref(),
             credentials,
             log,
         )
@@ -304,8 +375,10 @@ async fn job_services(
                 .unwrap_or_else(|| service.alias.clone()),
             entrypoint: service.entrypoint.clone(),
             command: service.command.clone(),
-            env: service_env(ctx, service),
+            env: service_env(ctx, &service_variables(ctx, service, full)),
             privileged: d.privileged_service(&service.name),
+            user: options.user.as_deref().map(&expand),
+            platform,
         });
     }
     Ok(specs)
@@ -366,17 +439,52 @@ fn job_env(ctx: &JobContext, settings: &Settings) -> Vec<String> {
         .collect()
 }
 
-/// A service sees the job's public variables (as with the docker executor, so that
-/// `POSTGRES_PASSWORD` set on the job configures a postgres service) and its own, but no
-/// masked variable or credential.
-fn service_env(ctx: &JobContext, service: &ImageSpec) -> Vec<String> {
-    let job = ctx
+/// A service's own `variables:`, expanded as the runner expands them: against every job
+/// variable and the service's own. Runners that list them in `CI_JOB_SERVICES` have done
+/// it already; older ones leave them to the payload, unexpanded.
+fn service_variables(
+    ctx: &JobContext,
+    listed: &ImageSpec,
+    full: Option<&ImageSpec>,
+) -> BTreeMap<String, String> {
+    match full {
+        Some(full) if listed.variables.is_empty() && !full.variables.is_empty() => {
+            let lookup = |k: &str| {
+                full.variables
+                    .get(k)
+                    .cloned()
+                    .or_else(|| ctx.var(k).map(str::to_string))
+            };
+            full.variables
+                .iter()
+                .map(|(k, v)| (k.clone(), expand::expand(v, &lookup)))
+                .collect()
+        }
+        _ => listed.variables.clone(),
+    }
+}
+
+/// A service's environment, as the docker executor's `GetServiceVariables` makes it: the
+/// job's variables that are public (predefined, `.gitlab-ci.yml`) or the runner's own
+/// (its `environment`, `CI_BUILDS_DIR`, …), as the runner expanded them, then the service's
+/// `variables:`. The project's CI/CD settings variables, masked ones, files, `secrets:`
+/// and credentials stay out, as they do on the docker executor.
+fn service_env(ctx: &JobContext, own: &BTreeMap<String, String>) -> Vec<String> {
+    let private: HashSet<&str> = ctx
         .payload
         .variables
         .iter()
-        .filter(|v| !v.masked && !v.file && !ALWAYS_SECRET.contains(&v.key.as_str()))
-        .filter(|v| !service.variables.contains_key(&v.key))
-        .map(|v| format!("{}={}", v.key, v.value));
-    job.chain(service.variables.iter().map(|(k, v)| format!("{k}={v}")))
+        .filter(|v| !v.public || v.masked || v.file)
+        .map(|v| v.key.as_str())
+        .chain(ctx.payload.secrets.keys().map(String::as_str))
+        .chain(ALWAYS_SECRET.iter().copied())
+        .chain(["CI_JOB_SERVICES"])
+        .collect();
+    let job = ctx
+        .vars()
+        .iter()
+        .filter(|(k, _)| !private.contains(k.as_str()) && !own.contains_key(*k))
+        .map(|(k, v)| format!("{k}={v}"));
+    job.chain(own.iter().map(|(k, v)| format!("{k}={v}")))
         .collect()
 }

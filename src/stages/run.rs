@@ -68,7 +68,6 @@ pub async fn run(
     } else {
         None
     };
-    let started = crate::clock::epoch_secs();
     let exit = run_stage(
         &docker,
         &container,
@@ -81,7 +80,7 @@ pub async fn run(
     if exit.cancelled {
         log.warn("the stage was stopped: the job was cancelled or timed out");
     } else if user_stage {
-        ensure_script_ran(&docker, &container, settings, ctx, started, exit.code).await?;
+        ensure_script_ran(&docker, &container, settings, ctx, exit.code).await?;
     }
     Ok(match exit.code {
         0 if !exit.cancelled => Outcome::Success,
@@ -92,23 +91,30 @@ pub async fn run(
 }
 
 /// An image whose entrypoint does not run its arguments ends every stage without running the
-/// script, silently; the command's first act is to touch [`STAGE_MARKER`].
+/// script, silently; the command's first act is to touch [`STAGE_MARKER`]. Both times are
+/// the engine's (the marker's and the stage's start), so the runner host's clock does not
+/// enter into it.
 async fn ensure_script_ran(
     docker: &bollard::Docker,
     container: &str,
     settings: &Settings,
     ctx: &JobContext,
-    started: i64,
     exit_code: i64,
 ) -> Result<(), DockerError> {
     let path = format!("{}/{STAGE_MARKER}", settings.builds_dir.display());
     let marker = archive::stat(docker, container, &path).await?;
+    let started = docker
+        .inspect_container(container, None)
+        .await
+        .map_err(DockerError::api(format!("inspect container {container}")))?
+        .state
+        .and_then(|s| s.started_at)
+        .and_then(|t| crate::clock::parse_rfc3339(&t));
     // The marker's time has a second's resolution at worst.
-    if marker
-        .and_then(|m| m.modified)
-        .is_some_and(|t| t >= started - 1)
-    {
-        return Ok(());
+    if let (Some(modified), Some(started)) = (marker.and_then(|m| m.modified), started) {
+        if modified >= started - 1 {
+            return Ok(());
+        }
     }
     Err(DockerError::EntrypointSkippedScript {
         image: ctx

@@ -76,3 +76,14 @@ pub fn image_exists(image: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// A Debian image whose entrypoint exports `FROM_ENTRYPOINT` and runs its arguments, as
+/// images with set-up entrypoints do.
+pub fn exporting_entrypoint() -> String {
+    build_once(
+        "exporting-entrypoint",
+        &format!(
+            "FROM {DEBIAN}\nRUN printf '#!/bin/sh\\nexport FROM_ENTRYPOINT=set-up-by-the-image\\nexec \"$@\"\\n' > /entry.sh && chmod +x /entry.sh\nENTRYPOINT [\"/entry.sh\"]\n"
+        ),
+    )
+}

@@ -62,6 +62,20 @@ impl TestJob for Job {
     }
 }
 
+/// A git project with the tracked `files`, in a temp dir kept alive by the returned guard.
+pub fn git_project(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = stand_ins::git_project(dir.path(), files, &[]);
+    (dir, repo)
+}
+
+/// A job of `repo` on its `main` branch, in `image`.
+pub fn git_job(repo: &Path, image: &str, script: &[&str]) -> Job {
+    let mut job = Job::test(image, script);
+    job.git = Some(GitSource::new(repo, "main", false));
+    job
+}
+
 /// The runner stand-in's entry points for tests: a runner that cannot even start is a
 /// broken test machine, not a test result.
 pub trait RunJob {
@@ -104,8 +118,8 @@ impl TestEnv {
         Self::with_settings("")
     }
 
-    /// Test settings from `extra` TOML, with `docker.pull_policy = "never"` unless `extra`
-    /// sets it.
+    /// Test settings from `extra` TOML, with `docker.pull_policy = "never"` and the local
+    /// helper image unless `extra` sets them.
     pub fn with_settings(extra: &str) -> Self {
         Self::with_binds(extra, &[])
     }
@@ -123,6 +137,11 @@ impl TestEnv {
         docker
             .entry("pull_policy")
             .or_insert_with(|| "never".into());
+        // GitLab's helper cannot be had here: the tests name the one built on this host, as
+        // an operator of an offline runner would.
+        docker
+            .entry("helper_image")
+            .or_insert_with(|| images::HELPER.into());
         let volumes = docker
             .entry("volumes")
             .or_insert_with(|| toml::Value::Array(Vec::new()))
