@@ -114,17 +114,21 @@ fn forged_ids_of_every_kind_are_refused_and_touch_nothing_of_the_project_they_na
 
 #[test]
 fn protected_and_unprotected_refs_of_one_project_keep_apart_checkouts_and_caches() {
-    let env = TestEnv::new();
+    // Fetch jobs, whose checkouts stay in their slot's builds volume.
+    let (_dir, repo) = git_project(&[("README.md", "hello\n")]);
+    let env = TestEnv::with_binds("", &[&repo]);
     let cache = CacheDef {
         key: "deps".into(),
         paths: vec!["vendor/".into()],
         ..Default::default()
     };
-    let mut protected = Job::test(
+    let mut protected = git_job(
+        &repo,
         base_image(),
         &[
             "mkdir -p vendor && echo release-deps > vendor/lib",
-            "echo p > marker",
+            // Inside .git, where the next fetch's `git clean` leaves it.
+            "echo p > .git/marker",
         ],
     );
     protected.protected = true;
@@ -132,9 +136,10 @@ fn protected_and_unprotected_refs_of_one_project_keep_apart_checkouts_and_caches
     let result = env.runner.run(&protected);
     assert_eq!(result.status, Status::Success, "{}", result.log);
 
-    let mut unprotected = Job::test(
+    let mut unprotected = git_job(
+        &repo,
         base_image(),
-        &["test ! -e marker && test ! -e vendor/lib && echo nothing of the protected ref"],
+        &["test ! -e .git/marker && test ! -e vendor/lib && echo nothing of the protected ref"],
     );
     unprotected.project_id = protected.project_id;
     unprotected.project_path = protected.project_path.clone();
@@ -144,7 +149,7 @@ fn protected_and_unprotected_refs_of_one_project_keep_apart_checkouts_and_caches
     assert_logged(&result.log, "nothing of the protected ref");
 
     // The protected ref's next job finds its own.
-    let mut again = Job::test(base_image(), &["cat marker vendor/lib"]);
+    let mut again = git_job(&repo, base_image(), &["cat .git/marker vendor/lib"]);
     again.project_id = protected.project_id;
     again.project_path = protected.project_path.clone();
     again.protected = true;
