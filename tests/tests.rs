@@ -13,6 +13,7 @@ mod job_environment;
 mod operator;
 mod protocol;
 mod release_build;
+mod release_cancel;
 mod release_image;
 mod release_rollout;
 mod release_services;

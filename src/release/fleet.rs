@@ -32,12 +32,14 @@ pub struct Member<E> {
 /// What runs between registering and updating: given the first service and its new
 /// revision, it decides whether the release goes on.
 pub trait Gate<E> {
-    /// Runs the gate; an error stops the release before any service changes.
+    /// Runs the gate; an error (a cancel among them) stops the release before any service
+    /// changes.
     fn check<'a>(
         &'a self,
         member: &'a Member<E>,
         new_revision: &'a str,
         log: &'a JobLog,
+        cancel: &'a mut Cancel,
     ) -> impl Future<Output = Result<(), ReleaseError>> + 'a;
 }
 
@@ -45,7 +47,13 @@ pub trait Gate<E> {
 pub struct NoGate;
 
 impl<E> Gate<E> for NoGate {
-    async fn check(&self, _: &Member<E>, _: &str, _: &JobLog) -> Result<(), ReleaseError> {
+    async fn check(
+        &self,
+        _: &Member<E>,
+        _: &str,
+        _: &JobLog,
+        _: &mut Cancel,
+    ) -> Result<(), ReleaseError> {
         Ok(())
     }
 }
@@ -79,7 +87,7 @@ pub async fn deploy_all<E: Ecs>(
         .zip(&prepared)
         .find_map(|(m, p)| p.new_revision().map(|arn| (m, arn.to_string())));
     if let Some((member, new_revision)) = first_new {
-        if let Err(e) = gate.check(member, &new_revision, log).await {
+        if let Err(e) = gate.check(member, &new_revision, log, cancel).await {
             let unused: Vec<&str> = prepared
                 .iter()
                 .filter_map(Prepared::new_revision)

@@ -19,6 +19,7 @@ use super::taskdef;
 use super::ReleaseError;
 use crate::aws::CallError;
 use crate::clock;
+use crate::docker::Cancel;
 use crate::joblog::JobLog;
 
 /// The pre-deploy task as a gate of the release.
@@ -35,9 +36,10 @@ impl<E: Ecs> Gate<E> for PreDeployGate {
         member: &Member<E>,
         new_revision: &str,
         log: &JobLog,
+        cancel: &mut Cancel,
     ) -> Result<(), ReleaseError> {
         let _s = log.section("release_pre_deploy", "Release: pre-deploy task");
-        run(self, &member.ecs, &member.req, new_revision, log).await
+        run(self, &member.ecs, &member.req, new_revision, log, cancel).await
     }
 }
 
@@ -67,6 +69,7 @@ async fn run(
     req: &DeployRequest,
     revision: &str,
     log: &JobLog,
+    cancel: &mut Cancel,
 ) -> Result<(), ReleaseError> {
     let started = Instant::now();
     let deadline = gate
@@ -126,7 +129,22 @@ async fn run(
             .poll
             .min(Duration::from_secs(2))
             .min(deadline.saturating_duration_since(Instant::now()));
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = &mut *cancel => {
+                // The task must not go on changing the database for a release that ends.
+                let stopped = ecs
+                    .stop_task(&arn, "gitlab-ecs-executor: the job was cancelled")
+                    .await;
+                log.warn(&match stopped {
+                    Ok(()) => format!("the job was cancelled: pre-deploy task {task_id} was stopped"),
+                    Err(e) => format!(
+                        "the job was cancelled; pre-deploy task {task_id} could not be stopped: {e}"
+                    ),
+                });
+                return Err(ReleaseError::Cancelled);
+            }
+        }
         let task = ecs.task(&arn).await?;
         if let (Some((group, stream, _)), Some(client)) = (&stream, &logs) {
             match new_lines(client, group, stream, &mut token).await {

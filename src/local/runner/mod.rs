@@ -74,6 +74,9 @@ pub enum Cancel {
     No,
     /// Gracefully (GitLab's cancel button) this long into `build_script`.
     DuringBuildScript(Duration),
+    /// Gracefully once the job log shows this text during `build_script` (a phase of a
+    /// native release, whenever it comes).
+    WhenLogged(&'static str),
 }
 
 /// How one executor call ended, as the runner classifies it.
@@ -186,6 +189,13 @@ impl Log {
         }
     }
 
+    fn contains(&self, text: &str) -> bool {
+        self.text
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(text)
+    }
+
     fn take(&self) -> String {
         std::mem::take(&mut *self.text.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -219,6 +229,10 @@ struct Drive<'a> {
     calls: Vec<Call>,
     /// When the job's timeout ends (it counts from the job's start, as in the runner).
     deadline: Instant,
+    /// The text whose appearance in the log cancels the running call.
+    cancel_on: Option<&'static str>,
+    /// Whether that cancel fired.
+    cancelled_on_text: std::cell::Cell<bool>,
 }
 
 impl Runner {
@@ -255,6 +269,8 @@ impl Runner {
             runner_log: String::new(),
             calls: Vec::new(),
             deadline: Instant::now() + Duration::from_secs(job.timeout),
+            cancel_on: None,
+            cancelled_on_text: std::cell::Cell::new(false),
         };
         d.run(cancel)
     }
@@ -365,8 +381,11 @@ impl Drive<'_> {
         if prepared {
             let cancel_after = match cancel {
                 Cancel::DuringBuildScript(after) => Some(after),
-                Cancel::No => None,
+                Cancel::No | Cancel::WhenLogged(_) => None,
             };
+            if let Cancel::WhenLogged(text) = cancel {
+                self.cancel_on = Some(text);
+            }
             let started = Instant::now();
             let mut steps = vec![("build_script".to_string(), job.script.clone())];
             steps.extend(
@@ -382,6 +401,7 @@ impl Drive<'_> {
                     .map_or(left, |cut| cut.min(left));
                 let result = self.run_stage(a, &stage, "running", &body, Some(cut))?;
                 if cancel_after.is_some_and(|after| started.elapsed() >= after)
+                    || self.cancelled_on_text.get()
                     || self.runner.cancelled_externally()
                 {
                     ending = Ending::Canceled;
@@ -397,6 +417,7 @@ impl Drive<'_> {
                     break;
                 }
             }
+            self.cancel_on = None;
         }
         let status = match (ending, &job_error) {
             (Ending::Canceled, _) => "canceled",
@@ -715,7 +736,11 @@ impl Drive<'_> {
             if let Some(status) = child.try_wait()? {
                 return Ok(status);
             }
+            let on_text = self.cancel_on.is_some_and(|text| self.log.contains(text));
+            self.cancelled_on_text
+                .set(self.cancelled_on_text.get() || on_text);
             let cancel = cancel_after.is_some_and(|after| started.elapsed() >= after)
+                || on_text
                 || self.runner.cancelled_externally();
             if cancel {
                 // The runner's `killer`: SIGTERM to the group, SIGKILL after the grace.

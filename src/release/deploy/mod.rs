@@ -213,7 +213,7 @@ pub(crate) async fn roll(
             }
             Prepared::Registered { base, new_arn } => (base, new_arn),
         };
-        wait_for_other_deployments(ecs, req, log, &new_arn).await?;
+        wait_for_other_deployments(ecs, req, log, &new_arn, cancel).await?;
         // Optimistic concurrency: the service must still run the revision we derived from.
         let current = ecs.describe_service().await?;
         let current_arn = current.task_definition().unwrap_or_default().to_string();

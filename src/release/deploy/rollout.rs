@@ -40,12 +40,14 @@ impl Rollout<'_> {
     }
 }
 
-/// Waits (bounded) for another deployment of the service to finish before ours starts.
+/// Waits (bounded) for another deployment of the service to finish before ours starts; a
+/// cancel meanwhile ends the release with the service untouched.
 pub(super) async fn wait_for_other_deployments(
     ecs: &impl Ecs,
     req: &DeployRequest,
     log: &JobLog,
     new_arn: &str,
+    cancel: &mut Cancel,
 ) -> Result<(), ReleaseError> {
     let limit = Instant::now() + req.wait_for_others;
     let mut announced = false;
@@ -65,7 +67,16 @@ pub(super) async fn wait_for_other_deployments(
             deregister_unused(ecs, new_arn, log).await;
             return Err(ReleaseError::OtherDeployment { what: busy });
         }
-        tokio::time::sleep(clock::jittered(req.poll)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(clock::jittered(req.poll)) => {}
+            _ = &mut *cancel => {
+                log.warn(&format!(
+                    "the job was cancelled while deployment {busy} ran: the service was not updated"
+                ));
+                deregister_unused(ecs, new_arn, log).await;
+                return Err(ReleaseError::Cancelled);
+            }
+        }
     }
 }
 
