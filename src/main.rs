@@ -101,6 +101,14 @@ enum Command {
         #[arg(long, env = "CI_COMMIT_TAG")]
         tag: Option<String>,
     },
+    /// Print the `[[runners]]` entry for gitlab-runner's config.toml that calls this binary.
+    RunnerConfig,
+    /// Write the man pages or print a shell's completions (for packagers).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generated,
+    },
     /// Remove project volumes (checkouts, caches) that no job used for a while.
     Prune {
         /// Remove volumes no job used for this long: 90m, 12h, 7d.
@@ -109,6 +117,21 @@ enum Command {
         /// List what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+/// What `generate` makes.
+#[derive(Subcommand)]
+enum Generated {
+    /// A man page per command, into this directory.
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
+    /// The completion script of a shell, on stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -329,6 +352,19 @@ fn main() -> ExitCode {
             });
         }
         Command::Doctor { target, tag } => return doctor(cli.config, target.with_tag(tag)),
+        Command::RunnerConfig => {
+            return match std::env::current_exe() {
+                Ok(binary) => {
+                    print!("{}", commands::runner_config(&binary));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ERROR: cannot tell where this binary is installed: {e}");
+                    ExitCode::from(EXIT_HOST)
+                }
+            }
+        }
+        Command::Generate { what } => return generate(what),
         Command::Prune {
             older_than,
             dry_run,
@@ -350,6 +386,49 @@ fn main() -> ExitCode {
         }
     };
     exit(&contract, outcome)
+}
+
+/// Man pages (the command's and one per visible subcommand) or a completion script.
+fn generate(what: Generated) -> ExitCode {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let written = match what {
+        Generated::Completions { shell } => {
+            let mut command = command;
+            clap_complete::generate(
+                shell,
+                &mut command,
+                "gitlab-ecs-executor",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Generated::Man { dir } => write_man_pages(&command, &dir),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ERROR: cannot write the man pages: {e}");
+            ExitCode::from(EXIT_HOST)
+        }
+    }
+}
+
+fn write_man_pages(command: &clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let version = env!("CARGO_PKG_VERSION");
+    let name = command.get_name().to_string();
+    let mut pages = vec![(name.clone(), command.clone())];
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let page = format!("{name}-{}", sub.get_name());
+        pages.push((page.clone(), sub.clone().name(page).version(version)));
+    }
+    for (page, command) in pages {
+        let mut text = Vec::new();
+        clap_mangen::Man::new(command).render(&mut text)?;
+        std::fs::write(dir.join(format!("{page}.1")), text)?;
+    }
+    Ok(())
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -185,6 +185,33 @@ fn gitlabs_helper_is_preferred_in_every_form_and_the_local_one_is_named_for_what
     );
     assert_logged(&result.log, &format!("Using helper image {gitlab}"));
 
+    // The newer archive form, `docker save` compressed with zstd, is loaded and tagged.
+    let _ = docker(&["rmi", "-f", &gitlab]);
+    let saved = tempfile::tempdir().unwrap();
+    let archive = saved.path().join("prebuilt-alpine-x86_64.docker.tar.zst");
+    let packed = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker save {shaped} | zstd -q -1 -o {}",
+            archive.display()
+        ))
+        .status()
+        .expect("sh");
+    assert!(packed.success());
+    let env = TestEnv::with_settings(&format!(
+        "[docker]\nhelper_image = \"\"\nhelper_images_dir = \"{}\"",
+        saved.path().display()
+    ));
+    let result = env.runner.run(&Job::test(base_image(), &["echo job ran"]));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(
+        &result.log,
+        &format!(
+            "Loaded the helper image {gitlab} from {}",
+            archive.display()
+        ),
+    );
+
     // Under its Docker Hub name (and no archive), GitLab's image is still preferred.
     let _ = docker(&["rmi", "-f", &gitlab]);
     assert!(docker(&["tag", &shaped, &hub]).status.success());

@@ -11,6 +11,7 @@ mod fuzz;
 mod isolation;
 mod job_environment;
 mod operator;
+mod package;
 mod protocol;
 mod release_build;
 mod release_cancel;

@@ -10,6 +10,7 @@ mod plan;
 mod prune;
 mod release;
 mod rollback;
+mod runner_config;
 
 pub use continue_deployment::continue_deployment;
 pub use doctor::doctor;
@@ -18,6 +19,7 @@ pub use plan::plan;
 pub use prune::{prune, PruneOptions};
 pub use release::{release, ReleaseOptions};
 pub use rollback::rollback;
+pub use runner_config::runner_config;
 
 use tokio::signal::unix::{signal, SignalKind};
 

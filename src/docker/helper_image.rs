@@ -29,6 +29,10 @@ pub const LOCAL_HELPER_IMAGE: &str = "gitlab-ecs-executor/helper:local";
 
 const SETTING: &str = "docker.helper_image";
 
+/// Where the Debian package puts the archive of [`LOCAL_HELPER_IMAGE`].
+const PACKAGED_LOCAL_HELPER: &str =
+    "/usr/lib/gitlab-ecs-executor/helper-images/gitlab-ecs-executor-helper.docker.tar.zst";
+
 /// The helper image tag for a runner version (`19.4.0`) and an engine architecture
 /// (`x86_64`, `aarch64`), as the docker executor tags it: `x86_64-v19.4.0`.
 fn helper_tag(runner_version: Option<&str>, architecture: &str) -> String {
@@ -101,9 +105,23 @@ pub async fn ensure_helper(
     let origin = ImageOrigin::Settings(SETTING);
     if !settings.helper_image.trim().is_empty() {
         let image = ImageRef::parse(settings.helper_image.trim());
-        // Built on this host, never in a registry.
+        let local = image.to_string() == LOCAL_HELPER_IMAGE;
+        let packaged = Path::new(PACKAGED_LOCAL_HELPER);
+        if local && !image_present(docker, LOCAL_HELPER_IMAGE).await? && packaged.is_file() {
+            match load_prebuilt(docker, packaged, &image).await {
+                Ok(()) => log.info(&format!(
+                    "Loaded the helper image {image} from {}",
+                    packaged.display()
+                )),
+                Err(message) => log.warn(&format!(
+                    "Cannot load the helper image from {}: {message}",
+                    packaged.display()
+                )),
+            }
+        }
+        // Built on this host or shipped with the package, never in a registry.
         let never = [crate::settings::PullPolicy::Never];
-        let policies = match image.to_string() == LOCAL_HELPER_IMAGE {
+        let policies = match local {
             true => &never[..],
             false => &settings.pull_policy[..],
         };
@@ -158,11 +176,12 @@ pub async fn ensure_helper(
 /// load` archive is loaded and tagged; an exported file system is imported with the
 /// entrypoint export loses.
 async fn load_prebuilt(docker: &Docker, archive: &Path, image: &ImageRef) -> Result<(), String> {
-    let bytes = tokio::fs::read(archive).await.map_err(|e| e.to_string())?;
     let (repository, tag) = image.pull_target();
     if archive.to_string_lossy().ends_with(".docker.tar.zst") {
+        // Decompressed here: engines before 23.0 take no zstd.
         let options = ImportImageOptionsBuilder::default().quiet(true).build();
-        let mut stream = docker.import_image(options, bollard::body_full(bytes.into()), None);
+        let body = zstd_chunks(archive.to_path_buf());
+        let mut stream = docker.import_image_stream(options, body, None);
         let mut loaded = None;
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| e.to_string())?;
@@ -183,6 +202,7 @@ async fn load_prebuilt(docker: &Docker, archive: &Path, image: &ImageRef) -> Res
             .await
             .map_err(|e| e.to_string());
     }
+    let bytes = tokio::fs::read(archive).await.map_err(|e| e.to_string())?;
     let options = CreateImageOptionsBuilder::default()
         .from_src("-")
         .repo(&repository)
@@ -197,6 +217,45 @@ async fn load_prebuilt(docker: &Docker, archive: &Path, image: &ImageRef) -> Res
         item.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The decompressed content of a zstd file (one or more frames), in chunks, read on a
+/// blocking thread so an image of hundreds of megabytes never sits in memory whole.
+fn zstd_chunks(
+    path: PathBuf,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    use std::io::{BufRead, Read};
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let copied = (|| -> std::io::Result<()> {
+            let mut source = std::io::BufReader::new(std::fs::File::open(&path)?);
+            let mut chunk = vec![0u8; 1 << 20];
+            while !source.fill_buf()?.is_empty() {
+                let mut frame = ruzstd::decoding::StreamingDecoder::new(&mut source)
+                    .map_err(std::io::Error::other)?;
+                loop {
+                    let n = frame.read(&mut chunk)?;
+                    if n == 0 {
+                        break;
+                    }
+                    if tx
+                        .blocking_send(Ok(bytes::Bytes::copy_from_slice(&chunk[..n])))
+                        .is_err()
+                    {
+                        // The engine stopped reading: nothing left to do.
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = copied {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// An image already on the host that operator commands can create (never start) containers
