@@ -306,7 +306,10 @@ async fn wait_for(
             Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => Err(
                 format!("service \"{probe}\" health check: exit code {code}"),
             ),
-            Ok(other) => Err(format!("service \"{probe}\" health check: {other:?}")),
+            Ok(Some(Err(e))) => Err(format!("service \"{probe}\" health check: {e}")),
+            Ok(None) => Err(format!(
+                "service \"{probe}\" health check: the engine ended the wait without an exit code"
+            )),
         }
     }
     .await;

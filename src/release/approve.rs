@@ -175,13 +175,7 @@ pub async fn continue_deployment(
             state: "check the service in the ECS console".into(),
         }),
         (_, other) => Err(ReleaseError::RolloutFailed {
-            reason: format!(
-                "service deployment {arn} did not finish while followed ({})",
-                match other {
-                    WatchEnd::Cancelled => "cancelled".to_string(),
-                    end => format!("{end:?}"),
-                }
-            ),
+            reason: format!("service deployment {arn} did not finish while followed ({other})"),
             state: "ECS goes on with it; follow it in the ECS console".into(),
         }),
     }

@@ -369,7 +369,7 @@ async fn follow_rollback(
             | Verdict::Failed(why)
             | Verdict::Vanished(why),
         )) => why,
-        Ok(WatchEnd::Verdict(v)) => format!("{v:?}"),
+        Ok(WatchEnd::Verdict(v)) => v.to_string(),
         Ok(WatchEnd::Deadline(_) | WatchEnd::Cancelled) => {
             format!("still in progress after {} s", failed.timeout.as_secs())
         }

@@ -47,6 +47,27 @@ pub struct Pause {
     pub expires_at: Option<i64>,
 }
 
+/// As the job log says it.
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::InProgress => f.write_str("still rolling out"),
+            Verdict::Completed => f.write_str("completed"),
+            Verdict::Failed(why) => write!(f, "failed: {why}"),
+            Verdict::RolledBack(why) => write!(f, "rolled back by ECS: {why}"),
+            Verdict::RollbackFailed(why) => write!(f, "ECS's rollback failed: {why}"),
+            Verdict::Vanished(why) => write!(f, "gone: {why}"),
+            Verdict::RollingBack(why) => write!(f, "being rolled back by ECS: {why}"),
+            Verdict::AwaitingApproval(pause) => write!(
+                f,
+                "waiting for approval at {} (hooks {})",
+                pause.stage,
+                pause.hook_ids.join(", ")
+            ),
+        }
+    }
+}
+
 impl Verdict {
     /// Whether waiting is over (an approval gate is decided by the caller).
     pub fn is_final(&self) -> bool {

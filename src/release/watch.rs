@@ -48,6 +48,17 @@ pub(crate) enum WatchEnd {
     Cancelled,
 }
 
+/// As the job log says it.
+impl std::fmt::Display for WatchEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchEnd::Verdict(verdict) => write!(f, "{verdict}"),
+            WatchEnd::Deadline(verdict) => write!(f, "the deadline passed: {verdict}"),
+            WatchEnd::Cancelled => f.write_str("the job was cancelled"),
+        }
+    }
+}
+
 /// Follows `watch`'s deployment until it is judged, the deadline passes or `cancel` fires.
 pub(crate) async fn watch(
     ecs: &impl Ecs,
@@ -129,5 +140,20 @@ pub(crate) async fn watch(
         if Instant::now() >= watch.deadline {
             return Ok(WatchEnd::Deadline(verdict));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn how_a_watch_ended_reads_as_words_in_the_job_log() {
+        let text = WatchEnd::Deadline(Verdict::InProgress).to_string();
+        assert_eq!(text, "the deadline passed: still rolling out");
+        let text =
+            WatchEnd::Verdict(Verdict::RolledBack("alarm cpu-high fired".into())).to_string();
+        assert_eq!(text, "rolled back by ECS: alarm cpu-high fired");
+        assert_eq!(WatchEnd::Cancelled.to_string(), "the job was cancelled");
     }
 }
