@@ -10,6 +10,7 @@ mod exec;
 mod fuzz;
 mod isolation;
 mod job_environment;
+mod layering;
 mod operator;
 mod package;
 mod protocol;

@@ -6,9 +6,9 @@
 //! With its own credentials (GitLab OIDC, keys) a job can do what those allow anyway: the
 //! grants guard the host's, which every project on the runner would otherwise share.
 
-use crate::glob;
 use crate::settings::Grant;
 
+use super::grant::{matches_any, TaskDefinitionGrant};
 use super::inputs::{EcsTarget, ReleaseInputs};
 
 /// A release the grants do not cover.
@@ -26,58 +26,6 @@ pub struct NotGranted {
     pub target: String,
 }
 
-/// What a service's task definitions may be, as the grants that cover the service say.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TaskDefinitionGrant {
-    /// Families (doublestar patterns).
-    pub families: Vec<String>,
-    /// Task and execution role ARNs (doublestar patterns).
-    pub roles: Vec<String>,
-}
-
-impl TaskDefinitionGrant {
-    /// The first thing of a task definition of `family` with `roles` the grant does not
-    /// cover, named for the operator.
-    pub fn refusal<'a>(
-        &self,
-        family: &str,
-        roles: impl IntoIterator<Item = &'a str>,
-    ) -> Option<String> {
-        if !any(&self.families, family) {
-            return Some(format!("task definition family {family}"));
-        }
-        roles
-            .into_iter()
-            .find(|role| !any(&self.roles, role))
-            .map(|role| format!("IAM role {role}"))
-    }
-}
-
-impl TaskDefinitionGrant {
-    /// Refuses the task definition `td` of `service` if the grant does not cover its family
-    /// or one of its roles.
-    pub fn check(
-        &self,
-        service: &str,
-        td: &aws_sdk_ecs::types::TaskDefinition,
-    ) -> Result<(), super::ReleaseError> {
-        let roles = [td.task_role_arn(), td.execution_role_arn()]
-            .into_iter()
-            .flatten();
-        match self.refusal(td.family().unwrap_or_default(), roles) {
-            None => Ok(()),
-            Some(what) => Err(super::ReleaseError::NotGranted {
-                service: service.to_string(),
-                what,
-            }),
-        }
-    }
-}
-
-fn any(patterns: &[String], text: &str) -> bool {
-    patterns.iter().any(|p| glob::matches(p, text))
-}
-
 /// Checks the release of `inputs` by `project` against `grants`; on success, each target
 /// carries what its task definitions may be.
 pub fn authorize(
@@ -87,7 +35,7 @@ pub fn authorize(
 ) -> Result<(), NotGranted> {
     let mine: Vec<&Grant> = grants
         .iter()
-        .filter(|g| any(&g.projects, project))
+        .filter(|g| matches_any(&g.projects, project))
         .collect();
     let refuse = |target: String| NotGranted {
         project: project.to_string(),
@@ -97,7 +45,7 @@ pub fn authorize(
     let repository = inputs.image.path().to_string();
     if !mine
         .iter()
-        .any(|g| any(&g.registries, &registry) && any(&g.repositories, &repository))
+        .any(|g| matches_any(&g.registries, &registry) && matches_any(&g.repositories, &repository))
     {
         return Err(refuse(format!(
             "repository {repository} of registry {registry}"
@@ -115,7 +63,7 @@ pub fn authorize(
             let granted = target
                 .grant
                 .as_ref()
-                .is_some_and(|g| any(&g.families, family));
+                .is_some_and(|g| matches_any(&g.families, family));
             if !granted {
                 return Err(refuse(format!("task definition family {family}")));
             }
@@ -132,7 +80,7 @@ pub fn authorize_service(
 ) -> Result<(), NotGranted> {
     let mine: Vec<&Grant> = grants
         .iter()
-        .filter(|g| any(&g.projects, project))
+        .filter(|g| matches_any(&g.projects, project))
         .collect();
     target.grant = Some(service_grant(&mine, target).ok_or_else(|| NotGranted {
         project: project.to_string(),
@@ -149,7 +97,9 @@ pub fn authorize_service(
 fn service_grant(grants: &[&Grant], target: &EcsTarget) -> Option<TaskDefinitionGrant> {
     let covering: Vec<&&Grant> = grants
         .iter()
-        .filter(|g| any(&g.clusters, &target.cluster) && any(&g.services, &target.service))
+        .filter(|g| {
+            matches_any(&g.clusters, &target.cluster) && matches_any(&g.services, &target.service)
+        })
         .collect();
     (!covering.is_empty()).then(|| TaskDefinitionGrant {
         families: covering

@@ -174,27 +174,10 @@ pub struct EcsTarget {
     pub names: InputNames,
     /// What the service's task definitions may be, when the release uses credentials that
     /// the operator grants per project (`None`: whatever the credentials allow).
-    pub grant: Option<super::authorize::TaskDefinitionGrant>,
+    pub grant: Option<super::grant::TaskDefinitionGrant>,
 }
 
-/// How the requester names the task-definition inputs: job variables in a job, flags on the
-/// command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputNames {
-    /// `ECS_CONTAINER` or `--container`.
-    pub container: String,
-    /// `TASK_DEFINITION` or `--task-definition`.
-    pub task_definition: String,
-}
-
-impl Default for InputNames {
-    fn default() -> Self {
-        InputNames {
-            container: "ECS_CONTAINER".into(),
-            task_definition: "TASK_DEFINITION".into(),
-        }
-    }
-}
+pub use super::input_names::InputNames;
 
 /// What a release does with the image it builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

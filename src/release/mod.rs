@@ -5,9 +5,12 @@
 pub mod approve;
 pub mod authorize;
 pub mod deploy;
+pub mod deploy_report;
 pub mod ecs;
 pub mod fleet;
+pub mod grant;
 pub mod image;
+pub mod input_names;
 pub mod inputs;
 pub mod plan;
 pub mod platform;

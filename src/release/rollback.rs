@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::deploy::DeployReport;
+use super::deploy_report::DeployReport;
 use super::ecs::{short_td, Ecs};
 use super::progress::Observer;
 use super::strategy::Strategy;

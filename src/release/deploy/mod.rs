@@ -16,7 +16,6 @@ use aws_sdk_ecs::types::Tag;
 use super::ecs::{short_td, Ecs, Started};
 use super::inputs::EcsTarget;
 use super::strategy::Strategy;
-use super::verdict::Pause;
 use super::ReleaseError;
 use crate::clock;
 use crate::docker::Cancel;
@@ -60,34 +59,7 @@ impl DeployRequest {
     }
 }
 
-/// What the ECS half did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeployReport {
-    /// The revision the service ran before.
-    pub previous_arn: String,
-    /// The revision it runs now (or is deploying, when awaiting approval).
-    pub new_arn: String,
-    /// Our deployment: its service deployment ARN, else its `ecs-svc/…` id (`None` when the
-    /// image was already deployed).
-    pub deployment_id: Option<String>,
-    /// Whether nothing had to change.
-    pub already_deployed: bool,
-    /// The approval gate the deployment waits at, when the job ended there.
-    pub awaiting: Option<Pause>,
-}
-
-impl DeployReport {
-    /// A completed deployment of `new_arn` over `previous_arn`.
-    pub fn deployed(previous_arn: &str, new_arn: &str, deployment: String) -> Self {
-        DeployReport {
-            previous_arn: previous_arn.to_string(),
-            new_arn: new_arn.to_string(),
-            deployment_id: Some(deployment),
-            already_deployed: false,
-            awaiting: None,
-        }
-    }
-}
+pub use super::deploy_report::DeployReport;
 
 /// How `TASK_DEFINITION` applies to a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ pub use document::{Document, FieldChange};
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 
 use crate::image_ref::ImageRef;
-use crate::release::inputs::InputNames;
+use crate::release::input_names::InputNames;
 use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition};
 
 /// Every field of `RegisterTaskDefinitionInput`, as the SDK names them, that [`copy`]
