@@ -4,139 +4,17 @@
 
 use std::time::Duration;
 
-use regex::Regex;
+mod checks;
+mod source;
+
+pub use checks::parse_duration;
+use checks::*;
+pub use source::{Input, InputSource, JobVariables};
 
 use super::ecs::HookAction;
 use crate::aws::{session_name, CredentialRequest};
 use crate::image_ref::ImageRef;
 use crate::settings::{AwsSettings, PauseMode, RollbackMode};
-
-/// One input of a release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Input {
-    /// The ECR registry host.
-    Registry,
-    /// The ECR repository.
-    Repository,
-    /// The ECS cluster.
-    Cluster,
-    /// The ECS service.
-    Service,
-    /// The task definition family the service must run.
-    TaskDefinition,
-    /// The container whose image the release replaces.
-    Container,
-    /// The AWS region.
-    Region,
-    /// How long a rollout may take.
-    RolloutTimeout,
-    /// What to do when a rollout fails.
-    Rollback,
-    /// What to do at a PAUSE lifecycle hook.
-    OnPauseHook,
-    /// The command of the task run before any service is updated (migrations).
-    PreDeployCommand,
-    /// How long that task may take.
-    PreDeployTimeout,
-    /// The decision for an approval gate: continue or roll back.
-    HookAction,
-    /// The service deployment an approval is for.
-    ServiceDeployment,
-    /// The Dockerfile, relative to the project.
-    Dockerfile,
-    /// The build context, relative to the project.
-    BuildContext,
-    /// Build arguments: variable names (or `NAME=value`), comma-separated.
-    BuildArgs,
-    /// The Dockerfile stage to build.
-    BuildTarget,
-    /// Build secrets: variable names, comma-separated, for `RUN --mount=type=secret,id=NAME`.
-    BuildSecrets,
-    /// The IAM role to assume with an ID token.
-    RoleArn,
-    /// The GitLab ID token.
-    IdToken,
-    /// An access key id.
-    AccessKeyId,
-    /// Its secret.
-    SecretAccessKey,
-    /// A session token.
-    SessionToken,
-}
-
-/// Where inputs are read from, and what the requester calls each of them.
-pub trait InputSource {
-    /// The input's value; `None` when not given.
-    fn value(&self, input: Input) -> Option<String>;
-    /// How the requester names the input: `ECR_REGISTRY` in a job, `--registry` on a
-    /// command line.
-    fn name(&self, input: Input) -> String;
-    /// Where the requester sets inputs, for the end of an error.
-    fn advice(&self) -> &'static str;
-    /// Any variable by name (the values of build arguments and secrets).
-    fn variable(&self, name: &str) -> Option<String>;
-}
-
-/// A job's variables, under the names of the seed article's pipeline.
-pub struct JobVariables<'a, F> {
-    lookup: F,
-    aws: &'a AwsSettings,
-}
-
-impl<'a, F: Fn(&str) -> Option<String>> JobVariables<'a, F> {
-    /// Variables read through `lookup`; the ID token's name comes from settings.
-    pub fn new(lookup: F, aws: &'a AwsSettings) -> Self {
-        JobVariables { lookup, aws }
-    }
-}
-
-impl<F: Fn(&str) -> Option<String>> InputSource for JobVariables<'_, F> {
-    fn variable(&self, name: &str) -> Option<String> {
-        (self.lookup)(name)
-    }
-
-    fn value(&self, input: Input) -> Option<String> {
-        let get = |name: &str| (self.lookup)(name).filter(|v| !v.trim().is_empty());
-        match input {
-            Input::Region => get("AWS_DEFAULT_REGION").or_else(|| get("AWS_REGION")),
-            other => get(&self.name(other)),
-        }
-    }
-
-    fn name(&self, input: Input) -> String {
-        match input {
-            Input::Registry => "ECR_REGISTRY",
-            Input::Repository => "ECR_REPOSITORY",
-            Input::Cluster => "ECS_CLUSTER",
-            Input::Service => "ECS_SERVICE",
-            Input::TaskDefinition => "TASK_DEFINITION",
-            Input::Container => "ECS_CONTAINER",
-            Input::Region => "AWS_DEFAULT_REGION",
-            Input::RolloutTimeout => "ECS_ROLLOUT_TIMEOUT",
-            Input::Rollback => "ECS_ROLLBACK",
-            Input::OnPauseHook => "ECS_ON_PAUSE_HOOK",
-            Input::PreDeployCommand => "ECS_PRE_DEPLOY_COMMAND",
-            Input::PreDeployTimeout => "ECS_PRE_DEPLOY_TIMEOUT",
-            Input::HookAction => "ECS_HOOK_ACTION",
-            Input::ServiceDeployment => "ECS_RELEASE_DEPLOYMENT_ARN",
-            Input::Dockerfile => "DOCKERFILE",
-            Input::BuildContext => "DOCKER_BUILD_CONTEXT",
-            Input::BuildArgs => "DOCKER_BUILD_ARGS",
-            Input::BuildTarget => "DOCKER_BUILD_TARGET",
-            Input::BuildSecrets => "DOCKER_BUILD_SECRETS",
-            Input::RoleArn => "AWS_ROLE_ARN",
-            Input::IdToken => return self.aws.id_token_variable.clone(),
-            Input::AccessKeyId => "AWS_ACCESS_KEY_ID",
-            Input::SecretAccessKey => "AWS_SECRET_ACCESS_KEY",
-            Input::SessionToken => "AWS_SESSION_TOKEN",
-        }
-        .to_string()
-    }
-
-    fn advice(&self) -> &'static str {
-        "Set them as CI/CD variables of the project or in the job's `variables:`"
-    }
-}
 
 /// Who asks for the release: decides the STS session name and whether the runner host's
 /// own credentials may serve.
@@ -588,46 +466,6 @@ pub fn collect_continue(
     })
 }
 
-fn check_variable_name(v: &str) -> Option<String> {
-    let ok = v
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    (!ok).then(|| format!("entry `{v}` must be a variable name"))
-}
-
-fn check_build_arg(v: &str) -> Option<String> {
-    let name = v.split_once('=').map_or(v, |(name, _)| name);
-    if name.to_ascii_uppercase().starts_with("BUILDKIT_") {
-        // BuildKit reads these as its own settings (the frontend, the cache namespace, the
-        // sandbox): on a shared runner they are the executor's alone.
-        return Some(format!(
-            "entry `{name}` is a BuildKit control argument, which only the executor sets"
-        ));
-    }
-    check_variable_name(name).map(|_| format!("entry `{name}` must be NAME or NAME=value"))
-}
-
-fn check_build_target(v: &str) -> Option<String> {
-    check_ecs_name(v).map(|_| "must be a stage name of the Dockerfile".into())
-}
-
-fn check_pre_deploy_command(v: &str) -> Option<String> {
-    PreDeploy::command_of(v)
-        .is_none()
-        .then(|| "must be a shell command or a JSON array of strings (the command as is)".into())
-}
-
-fn check_hook_action(v: &str) -> Option<String> {
-    (!matches!(v, "continue" | "rollback")).then(|| "must be `continue` or `rollback`".into())
-}
-
-fn check_service_deployment(v: &str) -> Option<String> {
-    (!(v.starts_with("arn:") && v.contains(":service-deployment/")))
-        .then(|| "must be a service deployment ARN (arn:aws:ecs:…:service-deployment/…)".into())
-}
-
 impl Reader<'_> {
     /// `DOCKER_BUILD_ARGS`, `DOCKER_BUILD_TARGET` and `DOCKER_BUILD_SECRETS`, with the
     /// values of the variables they name.
@@ -723,84 +561,6 @@ pub fn credentials(
     let mut r = Reader::new(source);
     let credentials = r.credentials(aws, requester);
     r.finish(credentials)
-}
-
-fn check_region(v: &str) -> Option<String> {
-    let ok = Regex::new(r"^[a-z]{2}(-[a-z]+)+-\d+$").is_ok_and(|re| re.is_match(v));
-    (!ok).then(|| "must be a region name such as eu-west-1".into())
-}
-
-fn check_duration(v: &str) -> Option<String> {
-    parse_duration(v)
-        .is_none()
-        .then(|| "must be a duration such as 600, 90s, 15m or 1h".into())
-}
-
-fn check_pause_mode(v: &str) -> Option<String> {
-    PauseMode::parse(v)
-        .is_none()
-        .then(|| "must be `wait` or `succeed`".into())
-}
-
-fn check_rollback(v: &str) -> Option<String> {
-    RollbackMode::parse(v)
-        .is_none()
-        .then(|| "must be `auto` or `never`".into())
-}
-
-fn check_registry(v: &str) -> Option<String> {
-    let ok = Regex::new(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
-        .is_ok_and(|re| re.is_match(v));
-    (!ok).then(|| "must be a registry host such as 123456789012.dkr.ecr.eu-west-1.amazonaws.com (no scheme, no path)".into())
-}
-
-fn check_repository(v: &str) -> Option<String> {
-    let ok = v.len() <= 256
-        && Regex::new(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
-            .is_ok_and(|re| re.is_match(v));
-    (!ok).then(|| "must be an ECR repository name: lowercase letters, digits, `._-` and `/`".into())
-}
-
-fn check_ecs_name(v: &str) -> Option<String> {
-    let ok = v.starts_with("arn:aws")
-        || (v.len() <= 255
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-    (!ok).then(|| "must be a name (letters, digits, `-`, `_`) or an ARN".into())
-}
-
-fn check_task_definition(v: &str) -> Option<String> {
-    let family = v.split(':').next().unwrap_or(v);
-    let ok = v.starts_with("arn:aws")
-        || (check_ecs_name(family).is_none()
-            && v.split_once(':')
-                .is_none_or(|(_, rev)| rev.parse::<u32>().is_ok()));
-    (!ok).then(|| "must be a task definition family, family:revision or ARN".into())
-}
-
-fn check_container(v: &str) -> Option<String> {
-    check_ecs_name(v).map(|_| "must be a container name from the task definition".into())
-}
-
-/// `600`, `90s`, `15m`, `1h`, `7d`: a positive duration.
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    let (digits, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
-    let n: u64 = digits.parse().ok().filter(|n| *n > 0)?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
-}
-
-/// Build paths are relative to the project and may not leave it.
-fn check_relative(v: &str) -> Option<String> {
-    let escapes = v.starts_with('/') || v.split('/').any(|part| part == "..");
-    escapes.then(|| "must be a path inside the project directory (no leading `/`, no `..`)".into())
 }
 
 #[cfg(test)]
