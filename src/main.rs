@@ -295,7 +295,7 @@ fn main() -> ExitCode {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
                 Err(e) => {
                     eprintln!("ERROR: {e}");
-                    ExitCode::from(2)
+                    ExitCode::from(e.exit_code())
                 }
             };
         }

@@ -86,6 +86,23 @@ pub enum ExecError {
     Runner(std::io::Error),
 }
 
+impl ExecError {
+    /// The process exit code for this error (docs/exec.md, "Exit codes"): 2 when `exec`
+    /// cannot start from what it was given, 1 for a needed job's bad dotenv report, 3 when
+    /// this host cannot run it (settings, the engine, the local runner).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ExecError::Read { .. }
+            | ExecError::Pipeline { .. }
+            | ExecError::Git(_)
+            | ExecError::UnknownTag { .. }
+            | ExecError::Usage(_) => 2,
+            ExecError::Dotenv { .. } => 1,
+            ExecError::Settings(_) | ExecError::Docker(_) | ExecError::Runner(_) => 3,
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone, Default)]
 pub struct ExecRequest {
@@ -303,4 +320,27 @@ fn install_interrupt_handler() {
 /// Whether Ctrl-C cancelled the run.
 fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_say_whose_the_problem_is() {
+        assert_eq!(
+            ExecError::Usage("--matrix needs KEY=VALUE".into()).exit_code(),
+            2
+        );
+        let dotenv = ExecError::Dotenv {
+            job: "compile".into(),
+            file: "build.env".into(),
+            message: "line 2 is not KEY=VALUE".into(),
+        };
+        assert_eq!(dotenv.exit_code(), 1);
+        assert_eq!(
+            ExecError::Runner(std::io::Error::other("no fork")).exit_code(),
+            3
+        );
+    }
 }
