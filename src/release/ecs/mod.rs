@@ -68,6 +68,17 @@ pub enum HookAction {
     Rollback,
 }
 
+impl HookAction {
+    /// `continue` or `rollback`, as the input is written.
+    pub fn parse(text: &str) -> Option<HookAction> {
+        match text {
+            "continue" => Some(HookAction::Continue),
+            "rollback" => Some(HookAction::Rollback),
+            _ => None,
+        }
+    }
+}
+
 /// One ECS service and the task definitions around it.
 // Releases run on the executor's single-threaded runtime and never spawn these futures, so
 // callers do not need them to be `Send`.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::PreDeploy;
+use crate::release::ecs::HookAction;
 use crate::settings::{PauseMode, RollbackMode};
 
 pub(super) fn check_variable_name(v: &str) -> Option<String> {
@@ -40,7 +41,9 @@ pub(super) fn check_pre_deploy_command(v: &str) -> Option<String> {
 }
 
 pub(super) fn check_hook_action(v: &str) -> Option<String> {
-    (!matches!(v, "continue" | "rollback")).then(|| "must be `continue` or `rollback`".into())
+    HookAction::parse(v)
+        .is_none()
+        .then(|| "must be `continue` or `rollback`".into())
 }
 
 pub(super) fn check_service_deployment(v: &str) -> Option<String> {

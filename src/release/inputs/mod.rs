@@ -454,10 +454,11 @@ pub fn collect_continue(
 ) -> Result<ContinueInputs, InputError> {
     let mut r = Reader::new(source);
     let access = r.service_access(aws, requester);
-    let action = match r.optional(Input::HookAction, check_hook_action).as_deref() {
-        Some("rollback") => HookAction::Rollback,
-        _ => HookAction::Continue,
-    };
+    // Checked by the same parser: a value that passes parses.
+    let action = r
+        .optional(Input::HookAction, check_hook_action)
+        .and_then(|v| HookAction::parse(&v))
+        .unwrap_or(HookAction::Continue);
     let deployment = r.optional(Input::ServiceDeployment, check_service_deployment);
     r.finish(ContinueInputs {
         access,
