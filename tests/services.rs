@@ -154,3 +154,28 @@ fn ci_debug_services_shows_what_a_service_printed_while_starting() {
         .expect("the script ran");
     assert!(ready < script, "{}", result.log);
 }
+
+#[test]
+fn a_service_runs_as_its_docker_user_with_the_settings_shm_size() {
+    let env =
+        TestEnv::with_settings("[docker]\nshm_size = 134217728\nwait_for_services_timeout = 30");
+    // The service speaks while the script runs, so its line is in the job log.
+    let mut job = Job::test(DEBIAN, &["sleep 8"])
+        .var("CI_DEBUG_SERVICES", "true")
+        .var("SERVICE_USER", "nobody");
+    job.services = vec![Service {
+        name: DEBIAN.into(),
+        alias: "worker".into(),
+        entrypoint: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "sleep 5; echo \"user=$(id -un) shm=$(df -k /dev/shm | awk 'NR==2 {print $2}')\"; exec sleep 3600"
+                .into(),
+        ]),
+        user: Some("$SERVICE_USER".into()),
+        ..Default::default()
+    }];
+    let result = env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(&result.log, "user=nobody shm=131072");
+}
