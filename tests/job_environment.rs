@@ -132,6 +132,27 @@ fn the_image_user_may_name_a_variable() {
     assert_logged(&result.log, "\nruns as nobody\n");
 }
 
+/// The log of a job on a runner whose only helper is the archive `name` that `pipeline`
+/// (a shell pipeline) writes, where gitlab-runner's package puts its archives.
+fn with_prebuilt_helper(name: &str, pipeline: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join(name);
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{pipeline} > {}", archive.display()))
+        .status()
+        .expect("sh");
+    assert!(made.success(), "{pipeline}");
+    let env = TestEnv::with_settings(&format!(
+        "[docker]\nhelper_image = \"\"\nhelper_images_dir = \"{}\"",
+        dir.path().display()
+    ));
+    let result = env.runner.run(&Job::test(base_image(), &["echo job ran"]));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(&result.log, &format!("from {}", archive.display()));
+    result.log
+}
+
 #[test]
 fn gitlabs_helper_is_preferred_in_every_form_and_the_local_one_is_named_for_what_it_cannot_do() {
     let arch = String::from_utf8_lossy(&docker(&["info", "--format", "{{.Architecture}}"]).stdout)
@@ -152,65 +173,28 @@ fn gitlabs_helper_is_preferred_in_every_form_and_the_local_one_is_named_for_what
             base_image()
         ),
     );
-    let archives = tempfile::tempdir().unwrap();
     let container = format!("gitlab-ecs-executor-export-{}", runner::unique_id());
     assert!(docker(&["create", "--name", &container, &shaped, "true"])
         .status
         .success());
-    let archive = archives.path().join("prebuilt-alpine-x86_64.tar.xz");
-    let exported = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "docker export {container} | xz -0 -T2 > {}",
-            archive.display()
-        ))
-        .status()
-        .expect("sh");
-    let _ = docker(&["rm", "-f", &container]);
-    assert!(exported.success());
-
-    let env = TestEnv::with_settings(&format!(
-        "[docker]\nhelper_image = \"\"\nhelper_images_dir = \"{}\"",
-        archives.path().display()
-    ));
-    let job = Job::test(base_image(), &["echo job ran"]);
-    let result = env.runner.run(&job);
-    assert_eq!(result.status, Status::Success, "{}", result.log);
-    assert_logged(
-        &result.log,
-        &format!(
-            "Loaded the helper image {gitlab} from {}",
-            archive.display()
-        ),
+    let exported = with_prebuilt_helper(
+        "prebuilt-alpine-x86_64.tar.xz",
+        &format!("docker export {container} | xz -0 -T2"),
     );
-    assert_logged(&result.log, &format!("Using helper image {gitlab}"));
+    let _ = docker(&["rm", "-f", &container]);
+    assert_logged(
+        &exported,
+        &format!("Loaded the helper image {gitlab} from "),
+    );
+    assert_logged(&exported, &format!("Using helper image {gitlab}"));
 
     // The newer archive form, `docker save` compressed with zstd, is loaded and tagged.
     let _ = docker(&["rmi", "-f", &gitlab]);
-    let saved = tempfile::tempdir().unwrap();
-    let archive = saved.path().join("prebuilt-alpine-x86_64.docker.tar.zst");
-    let packed = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "docker save {shaped} | zstd -q -1 -o {}",
-            archive.display()
-        ))
-        .status()
-        .expect("sh");
-    assert!(packed.success());
-    let env = TestEnv::with_settings(&format!(
-        "[docker]\nhelper_image = \"\"\nhelper_images_dir = \"{}\"",
-        saved.path().display()
-    ));
-    let result = env.runner.run(&Job::test(base_image(), &["echo job ran"]));
-    assert_eq!(result.status, Status::Success, "{}", result.log);
-    assert_logged(
-        &result.log,
-        &format!(
-            "Loaded the helper image {gitlab} from {}",
-            archive.display()
-        ),
+    let saved = with_prebuilt_helper(
+        "prebuilt-alpine-x86_64.docker.tar.zst",
+        &format!("docker save {shaped} | zstd -q -1"),
     );
+    assert_logged(&saved, &format!("Loaded the helper image {gitlab} from "));
 
     // Under its Docker Hub name (and no archive), GitLab's image is still preferred.
     let _ = docker(&["rmi", "-f", &gitlab]);

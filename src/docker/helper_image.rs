@@ -180,7 +180,7 @@ async fn load_prebuilt(docker: &Docker, archive: &Path, image: &ImageRef) -> Res
     if archive.to_string_lossy().ends_with(".docker.tar.zst") {
         // Decompressed here: engines before 23.0 take no zstd.
         let options = ImportImageOptionsBuilder::default().quiet(true).build();
-        let body = zstd_chunks(archive.to_path_buf());
+        let body = file_chunks(archive.to_path_buf(), Encoding::Zstd);
         let mut stream = docker.import_image_stream(options, body, None);
         let mut loaded = None;
         while let Some(item) = stream.next().await {
@@ -202,7 +202,6 @@ async fn load_prebuilt(docker: &Docker, archive: &Path, image: &ImageRef) -> Res
             .await
             .map_err(|e| e.to_string());
     }
-    let bytes = tokio::fs::read(archive).await.map_err(|e| e.to_string())?;
     let options = CreateImageOptionsBuilder::default()
         .from_src("-")
         .repo(&repository)
@@ -211,43 +210,62 @@ async fn load_prebuilt(docker: &Docker, archive: &Path, image: &ImageRef) -> Res
             r#"ENTRYPOINT ["/usr/bin/dumb-init", "/entrypoint"]"#.to_string()
         ])
         .build();
-    let mut stream =
-        docker.create_image(Some(options), Some(bollard::body_full(bytes.into())), None);
+    // The engine decompresses the xz itself.
+    let body = bollard::body_try_stream(file_chunks(archive.to_path_buf(), Encoding::Plain));
+    let mut stream = docker.create_image(Some(options), Some(body), None);
     while let Some(item) = stream.next().await {
         item.map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-/// The decompressed content of a zstd file (one or more frames), in chunks, read on a
-/// blocking thread so an image of hundreds of megabytes never sits in memory whole.
-fn zstd_chunks(
+/// How a file's bytes are read out.
+#[derive(Clone, Copy)]
+enum Encoding {
+    /// As they are.
+    Plain,
+    /// Decompressed from zstd (one or more frames).
+    Zstd,
+}
+
+/// A file's content in chunks, read on a blocking thread so an image of hundreds of
+/// megabytes never sits in memory whole.
+fn file_chunks(
     path: PathBuf,
+    encoding: Encoding,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
     use std::io::{BufRead, Read};
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
-        let copied = (|| -> std::io::Result<()> {
-            let mut source = std::io::BufReader::new(std::fs::File::open(&path)?);
-            let mut chunk = vec![0u8; 1 << 20];
-            while !source.fill_buf()?.is_empty() {
-                let mut frame = ruzstd::decoding::StreamingDecoder::new(&mut source)
-                    .map_err(std::io::Error::other)?;
-                loop {
-                    let n = frame.read(&mut chunk)?;
-                    if n == 0 {
-                        break;
-                    }
-                    if tx
-                        .blocking_send(Ok(bytes::Bytes::copy_from_slice(&chunk[..n])))
-                        .is_err()
-                    {
-                        // The engine stopped reading: nothing left to do.
-                        return Ok(());
-                    }
+        let mut chunk = vec![0u8; 1 << 20];
+        // Sends what `reader` yields; false once the engine stopped reading.
+        let mut send_all = |reader: &mut dyn Read| -> std::io::Result<bool> {
+            loop {
+                let n = reader.read(&mut chunk)?;
+                if n == 0 {
+                    return Ok(true);
+                }
+                let sent = tx.blocking_send(Ok(bytes::Bytes::copy_from_slice(&chunk[..n])));
+                if sent.is_err() {
+                    return Ok(false);
                 }
             }
-            Ok(())
+        };
+        let copied = (|| -> std::io::Result<()> {
+            let mut source = std::io::BufReader::new(std::fs::File::open(&path)?);
+            match encoding {
+                Encoding::Plain => send_all(&mut source).map(drop),
+                Encoding::Zstd => {
+                    while !source.fill_buf()?.is_empty() {
+                        let mut frame = ruzstd::decoding::StreamingDecoder::new(&mut source)
+                            .map_err(std::io::Error::other)?;
+                        if !send_all(&mut frame)? {
+                            break;
+                        }
+                    }
+                    Ok(())
+                }
+            }
         })();
         if let Err(e) = copied {
             let _ = tx.blocking_send(Err(e));

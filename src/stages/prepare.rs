@@ -226,6 +226,11 @@ fn warn_local_helper(ctx: &JobContext, log: &JobLog) {
     }
 }
 
+/// `text` with the job's variables expanded, as the runner expands image options.
+fn expanded(ctx: &JobContext, text: &str) -> String {
+    expand::expand(text, &|k| ctx.var(k).map(str::to_string))
+}
+
 /// The job's image, allowed, present, and how its container runs.
 async fn job_image(
     docker: &Docker,
@@ -262,7 +267,7 @@ async fn job_image(
             .join(", ")
     ));
     // `docker: user/platform` may name variables, as the docker executor expands them.
-    let expand = |text: &str| expand::expand(text, &|k| ctx.var(k).map(str::to_string));
+    let expand = |text: &str| expanded(ctx, text);
     let options = &spec.executor_opts.docker;
     let platform = options.platform.as_deref().map(&expand);
     ensure_image(
@@ -339,7 +344,7 @@ async fn job_services(
         }
         .into());
     }
-    let expand = |text: &str| expand::expand(text, &|k| ctx.var(k).map(str::to_string));
+    let expand = |text: &str| expanded(ctx, text);
     let mut specs = Vec::with_capacity(listed.len());
     for (position, service) in &listed {
         if !d.service_allowed(&service.name) {
