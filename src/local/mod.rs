@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod rules;
 mod run;
 pub mod runner;
+mod schedule;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

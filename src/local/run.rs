@@ -6,8 +6,11 @@ use std::collections::HashMap;
 use std::path::{Component, Path};
 
 use super::checkout::short;
-use super::pipeline::{plan, ArtifactsDef, Decision, JobDef, PipelineError, Step, VarDef};
+use super::pipeline::{
+    plan, AllowFailure, ArtifactsDef, Decision, JobDef, PipelineError, Step, VarDef, When,
+};
 use super::runner::{Cancel, Dependency, Job, JobResult, Runner, Status};
+use super::schedule::{self, Outcome, Verdict};
 use super::{dotenv, interrupted, Exec, ExecError};
 use crate::docker::ProjectVolumes;
 use crate::release::trigger::{self, Trigger};
@@ -22,7 +25,7 @@ struct Ran {
     dotenv: Vec<VarDef>,
 }
 
-/// Runs `name` (and what it needs) with `runner`, whose stages read `settings`.
+/// Runs `name` (and what it waits for) with `runner`, whose stages read `settings`.
 pub(super) fn run(
     exec: &Exec,
     name: &str,
@@ -55,7 +58,7 @@ pub(super) fn run(
     if runnable.is_empty() {
         return Ok(0);
     }
-    let steps = plan(exec.pipeline, &runnable, &mut |job| match assembler
+    let plan = plan(exec.pipeline, &runnable, &mut |job| match assembler
         .decide(job, exec.repository)
     {
         Ok(Decision::Excluded(_)) => Ok(false),
@@ -70,6 +73,10 @@ pub(super) fn run(
         }),
     })
     .map_err(|e| exec.pipeline_error(e))?;
+    for line in &plan.left_out {
+        println!("WARNING: {line}");
+    }
+    let steps = &plan.steps;
     if steps.len() > 1 {
         println!(
             "Running {} jobs in this order: {}",
@@ -82,20 +89,63 @@ pub(super) fn run(
         );
     }
     let mut ran: HashMap<String, Ran> = HashMap::new();
+    let mut outcomes: HashMap<String, Outcome> = HashMap::new();
     let mut exit = 0;
-    for step in &steps {
-        // Every planned job was decided: the targets before planning, the jobs they need
-        // while planning.
+    for step in steps {
+        // Every planned job was decided: the targets before planning, the jobs they wait
+        // for while planning.
         let Some(Decision::Run {
+            when,
             variables: rule_vars,
             allow_failure,
-            ..
         }) = decisions.get(&step.job.name)
         else {
             return Err(exec.pipeline_error(PipelineError::Needs {
                 job: step.job.name.clone(),
                 message: "was planned without its rules being evaluated".into(),
             }));
+        };
+        let waits_for: Vec<(&str, Outcome)> = step
+            .waits_for
+            .iter()
+            .filter_map(|n| outcomes.get(n).map(|o| (n.as_str(), *o)))
+            .collect();
+        match schedule::verdict(*when, &waits_for, step.dag) {
+            Verdict::Skip(why) => {
+                let code = schedule::failure_code(&waits_for);
+                match code {
+                    Some(_) => println!("\x1b[31;1mERROR: job `{}` is not run: {why}\x1b[0;m", step.job.name),
+                    None => println!("Job `{}` is not run: {why}", step.job.name),
+                }
+                if !step.needed && exit == 0 {
+                    exit = code.unwrap_or(0);
+                }
+                outcomes.insert(step.job.name.clone(), Outcome::Skipped);
+                continue;
+            }
+            Verdict::Run => match (when, step.needed) {
+                (When::Manual, true) if !step.named_in_needs && *allow_failure != AllowFailure::No => {
+                    println!(
+                        "Manual job `{}` is not played: it may fail, so on GitLab the later stages go on without it",
+                        step.job.name
+                    );
+                    outcomes.insert(step.job.name.clone(), Outcome::Ignored);
+                    continue;
+                }
+                (When::Manual, true) => println!(
+                    "Playing manual job `{}`: the job asked for waits for it (on GitLab, until someone plays it)",
+                    step.job.name
+                ),
+                (When::Manual, false) => println!(
+                    "Playing manual job `{}`, as its play button on GitLab would",
+                    step.job.name
+                ),
+                (When::Delayed, _) => println!(
+                    "Job `{}` is `when: delayed`: exec starts it at once",
+                    step.job.name
+                ),
+                _ => {}
+            },
         };
         let received: Vec<&Ran> = step.receives.iter().filter_map(|n| ran.get(n)).collect();
         let dotenv: Vec<VarDef> = received.iter().flat_map(|r| r.dotenv.clone()).collect();
@@ -114,11 +164,13 @@ pub(super) fn run(
         let mut code = result.status.exit_code();
         let mut done = Ran {
             id: job.id,
-            archive: false,
+            archive: uploads(
+                step.job.artifacts.as_ref(),
+                result.status == Status::Success,
+            ),
             dotenv: Vec::new(),
         };
         if result.status == Status::Success {
-            done.archive = uploads_on_success(step.job.artifacts.as_ref());
             match dotenv_of(step.job, &job, &result, &settings, runner) {
                 Ok(vars) => done.dotenv = vars,
                 // GitLab refuses such a report, which fails the job.
@@ -132,28 +184,24 @@ pub(super) fn run(
         if interrupted() {
             return Ok(code);
         }
-        if code == 0 {
-            ran.insert(step.job.name.clone(), done);
-            continue;
+        ran.insert(step.job.name.clone(), done);
+        let outcome = match code {
+            0 => Outcome::Success,
+            code if allow_failure.allows(code) => {
+                if step.needed {
+                    println!(
+                        "WARNING: needed job `{}` failed (exit code {code}); it is allowed to fail, so the jobs after it run",
+                        step.job.name
+                    );
+                }
+                Outcome::Warned
+            }
+            code => Outcome::Failed(code),
+        };
+        if !step.needed && exit == 0 {
+            exit = code;
         }
-        if !step.needed {
-            exit = if exit == 0 { code } else { exit };
-            continue;
-        }
-        if allow_failure.allows(code) {
-            println!(
-                "WARNING: needed job `{}` failed (exit code {code}); it is allowed to fail, so the jobs after it run",
-                step.job.name
-            );
-            ran.insert(step.job.name.clone(), done);
-            continue;
-        }
-        println!(
-            "\x1b[31;1mERROR: needed job `{}` failed (exit code {code}): {} not run\x1b[0;m",
-            step.job.name,
-            waiting(&steps, step)
-        );
-        return Ok(code);
+        outcomes.insert(step.job.name.clone(), outcome);
     }
     Ok(exit)
 }
@@ -223,10 +271,15 @@ fn not_a_release(job: &Job, exec: &Exec, settings: &Settings) -> Option<String> 
     }
 }
 
-/// Whether a successful job uploads an artifacts archive.
-fn uploads_on_success(artifacts: Option<&ArtifactsDef>) -> bool {
+/// Whether a job that succeeded (or failed) uploads an artifacts archive.
+fn uploads(artifacts: Option<&ArtifactsDef>, succeeded: bool) -> bool {
     artifacts.is_some_and(|a| {
-        !a.paths.is_empty() && matches!(a.when.as_str(), "" | "on_success" | "always")
+        !a.paths.is_empty()
+            && match a.when.as_str() {
+                "" | "on_success" => succeeded,
+                "on_failure" => !succeeded,
+                _ => true,
+            }
     })
 }
 
@@ -286,15 +339,4 @@ fn dotenv_of(
         }));
     }
     Ok(vars)
-}
-
-/// The jobs after `failed` in the plan, for the message that they do not run.
-fn waiting(steps: &[Step], failed: &Step) -> String {
-    let after: Vec<String> = steps
-        .iter()
-        .skip_while(|s| s.job.name != failed.job.name)
-        .skip(1)
-        .map(|s| format!("`{}`", s.job.name))
-        .collect();
-    after.join(", ")
 }

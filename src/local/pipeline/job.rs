@@ -306,7 +306,11 @@ pub(super) fn parse(
         pre_get_sources,
         rules: m.get("rules").map(|v| parse_rules(v, name)).transpose()?,
         when,
-        allow_failure: allow_failure(m.get("allow_failure"), name)?,
+        // A manual job may fail unless it says otherwise; under `rules:` it may not.
+        allow_failure: match m.get("allow_failure") {
+            None if when == When::Manual && !m.contains_key("rules") => AllowFailure::Yes,
+            v => allow_failure(v, name)?,
+        },
         timeout,
         cache,
         artifacts,

@@ -15,6 +15,7 @@ mod job;
 mod matrix;
 mod needs;
 mod reference;
+mod validate;
 mod values;
 
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ pub use decide::{Changes, Decision, Repository, Rule, RuleContext, When};
 pub use include::{NoFiles, Source};
 pub use job::{AllowFailure, ArtifactsDef, CacheDef, CacheKey, ImageDef, Need};
 pub use matrix::Instance;
-pub use needs::{plan, Step};
+pub use needs::{plan, Plan, Step};
 
 use super::rules::RuleError;
 use job::{default_not_acted_on, Defaults, DEFAULT_KEYS};
@@ -141,6 +142,14 @@ pub enum PipelineError {
         /// What is wrong.
         message: String,
     },
+    /// GitLab would refuse the file for this job (`validate.rs`).
+    #[error("job `{job}`: {message} (GitLab refuses a file with this error)")]
+    Refused {
+        /// The job.
+        job: String,
+        /// GitLab's complaint.
+        message: String,
+    },
     /// `--matrix` selects no instance, or was given for a job without a matrix.
     #[error("job `{job}`: {message}")]
     Matrix {
@@ -208,6 +217,8 @@ pub struct JobDef {
 pub struct PipelineJob {
     /// Its name.
     pub name: String,
+    /// Its stage, where it can be read even from a job `exec` cannot run.
+    pub stage: Option<String>,
     /// The job, or why `exec` cannot run it.
     pub def: Result<JobDef, PipelineError>,
 }
@@ -258,7 +269,14 @@ impl Pipeline {
                 .transpose()
         };
         let stages = match global("stages")? {
-            Some(v) => strings(&v, "(global)", "stages")?,
+            Some(v @ Value::Sequence(_)) => strings(&v, "(global)", "stages")?,
+            Some(_) => {
+                return Err(shape(
+                    "(global)",
+                    "stages",
+                    "must be a list of stage names (GitLab: stages config should be an array of strings)",
+                ))
+            }
             None => ["build", "test", "deploy"].map(String::from).to_vec(),
         };
         let global_vars = match global("variables")? {
@@ -305,26 +323,31 @@ impl Pipeline {
                     jobs.extend(parallel.instances(name).into_iter().map(|(n, instance)| {
                         PipelineJob {
                             name: n.clone(),
+                            stage: Some(def.stage.clone()),
                             def: Ok(instance_of(&def, n, instance)),
                         }
                     }))
                 }
                 Ok((def, None)) => jobs.push(PipelineJob {
                     name: name.to_string(),
+                    stage: Some(def.stage.clone()),
                     def: Ok(def),
                 }),
                 Err(e) => jobs.push(PipelineJob {
                     name: name.to_string(),
+                    stage: value.get("stage").and_then(Value::as_str).map(String::from),
                     def: Err(e),
                 }),
             }
         }
-        Ok(Pipeline {
+        let mut pipeline = Pipeline {
             stages,
             jobs,
             not_acted_on,
             included: merged.included,
-        })
+        };
+        validate::check(&mut pipeline);
+        Ok(pipeline)
     }
 
     /// The job called exactly `name`.

@@ -1,9 +1,12 @@
-//! The jobs `exec JOB` runs and their order: every job JOB `needs:` or lists in
-//! `dependencies:`, transitively, each before the jobs that need it (in the order they are
-//! listed), then JOB; and, per job, the jobs whose artifacts and dotenv variables it
-//! receives: its `dependencies:` if it has them, else the `needs:` with `artifacts: true`.
-//! A needed job that is not in the pipeline (no such job, or its rules exclude it) is an
-//! error unless the need is `optional:`.
+//! The jobs `exec JOB` runs and their order, as GitLab schedules them: a job with `needs:`
+//! waits for those jobs (a DAG job); a job without waits for every job of the earlier
+//! stages. Every job waited for, transitively, is planned once, before the jobs that wait
+//! for it. Per job also the jobs whose artifacts and dotenv variables it receives, read as
+//! GitLab's `Ci::BuildDependencies`: the needs with `artifacts: true` of a DAG job, else
+//! every earlier-stage job; narrowed to `dependencies:` when it names jobs; none with
+//! `dependencies: []`. A needed job that is not in the pipeline (no such job, or its rules
+//! exclude it) is an error unless the need is `optional:`; an earlier-stage job that is
+//! not in the pipeline is simply not waited for.
 
 use std::collections::HashMap;
 
@@ -15,16 +18,31 @@ use super::{JobDef, Pipeline, PipelineError, PipelineJob};
 pub struct Step<'p> {
     /// The job.
     pub job: &'p JobDef,
-    /// The jobs (run earlier) whose artifacts and dotenv variables it receives.
+    /// The jobs (planned earlier) whose outcome decides whether it runs.
+    pub waits_for: Vec<String>,
+    /// It has `needs:` (GitLab's DAG scheduling): a skipped need skips it.
+    pub dag: bool,
+    /// The jobs (planned earlier) whose artifacts and dotenv variables it receives.
     pub receives: Vec<String>,
-    /// Whether it runs only because another job needs it.
+    /// Whether it runs only because another job waits for it.
     pub needed: bool,
+    /// Some job names it in `needs:` (not only by stage order).
+    pub named_in_needs: bool,
+}
+
+/// The steps, and the earlier-stage jobs that exec cannot run and so are not waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan<'p> {
+    /// In the order they run.
+    pub steps: Vec<Step<'p>>,
+    /// One line per earlier-stage job left out, saying why.
+    pub left_out: Vec<String>,
 }
 
 /// What became of a job during planning.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Visit {
-    /// Its needs are being planned.
+    /// What it waits for is being planned.
     Open,
     /// Planned to run.
     Planned,
@@ -32,23 +50,27 @@ enum Visit {
     Absent,
 }
 
-/// The steps that run `targets`: needed jobs first. `in_pipeline` says whether the rules
-/// of a needed job put it in this pipeline.
+/// The plan that runs `targets`: what they wait for first. `in_pipeline` says whether the
+/// rules of a job waited for put it in this pipeline.
 pub fn plan<'p>(
     pipeline: &'p Pipeline,
     targets: &[&'p JobDef],
     in_pipeline: &mut dyn FnMut(&JobDef) -> Result<bool, PipelineError>,
-) -> Result<Vec<Step<'p>>, PipelineError> {
+) -> Result<Plan<'p>, PipelineError> {
     let mut planner = Planner {
         pipeline,
         in_pipeline,
         visits: HashMap::new(),
         steps: Vec::new(),
+        left_out: Vec::new(),
     };
     for target in targets {
         planner.visit(target, false)?;
     }
-    Ok(planner.steps)
+    Ok(Plan {
+        steps: planner.steps,
+        left_out: planner.left_out,
+    })
 }
 
 struct Planner<'p, 'f> {
@@ -56,16 +78,17 @@ struct Planner<'p, 'f> {
     in_pipeline: &'f mut dyn FnMut(&JobDef) -> Result<bool, PipelineError>,
     visits: HashMap<String, Visit>,
     steps: Vec<Step<'p>>,
+    left_out: Vec<String>,
 }
 
-/// One job a job requires: by `needs:` or by `dependencies:`.
+/// One job a job waits for: by `needs:` or by stage order.
 struct Required<'p> {
     job: &'p PipelineJob,
-    /// Its artifacts are wanted.
+    /// Its artifacts are wanted (before `dependencies:` narrows them).
     artifacts: bool,
     optional: bool,
-    /// How the requiring job names it, for messages.
-    named: String,
+    /// Named in `needs:`.
+    by_need: bool,
 }
 
 impl<'p> Planner<'p, '_> {
@@ -85,68 +108,110 @@ impl<'p> Planner<'p, '_> {
             job: job.name.clone(),
             message,
         };
-        let mut from_needs = Vec::new();
+        let mut waits_for = Vec::new();
+        let mut candidates = Vec::new();
         for required in self.required(job)? {
-            let def = required.job.def.as_ref().map_err(|e| {
-                err(format!(
-                    "needs `{}`, which exec cannot run: {e}",
-                    required.named
-                ))
-            })?;
-            if self.visits.get(&def.name) == Some(&Visit::Open) {
-                return Err(err(format!(
-                    "needs `{}`, which needs it in turn",
-                    required.named
-                )));
-            }
-            if !self.visits.contains_key(&def.name) {
-                if !(self.in_pipeline)(def)? {
-                    if !required.optional {
-                        return Err(err(format!(
-                            "needs `{}`, which its rules leave out of this pipeline (mark the need `optional: true` if that is fine)",
-                            def.name
-                        )));
-                    }
-                    self.visits.insert(def.name.clone(), Visit::Absent);
+            let def = match &required.job.def {
+                Ok(def) => def,
+                Err(e) if required.by_need => {
+                    return Err(err(format!(
+                        "needs `{}`, which exec cannot run: {e}",
+                        required.job.name
+                    )))
+                }
+                Err(e) => {
+                    self.left_out.push(format!(
+                        "`{}` is not run: exec cannot run it ({e}); on GitLab `{}` would wait for it",
+                        required.job.name, job.name
+                    ));
                     continue;
                 }
-                self.visit(def, true)?;
+            };
+            let excluded = |def: &JobDef| {
+                err(format!(
+                    "needs `{}`, which its rules leave out of this pipeline (mark the need `optional: true` if that is fine)",
+                    def.name
+                ))
+            };
+            match self.visits.get(&def.name) {
+                Some(Visit::Open) => {
+                    return Err(err(format!("needs `{}`, which needs it in turn", def.name)))
+                }
+                Some(Visit::Absent) if required.by_need && !required.optional => {
+                    return Err(excluded(def))
+                }
+                Some(_) => {}
+                None if !(self.in_pipeline)(def)? => {
+                    if required.by_need && !required.optional {
+                        return Err(excluded(def));
+                    }
+                    self.visits.insert(def.name.clone(), Visit::Absent);
+                }
+                None => self.visit(def, true)?,
             }
-            if required.artifacts && self.visits.get(&def.name) == Some(&Visit::Planned) {
-                from_needs.push(def.name.clone());
+            if self.visits.get(&def.name) != Some(&Visit::Planned) {
+                continue;
+            }
+            if required.by_need {
+                if let Some(step) = self.steps.iter_mut().find(|s| s.job.name == def.name) {
+                    step.named_in_needs = true;
+                }
+            }
+            waits_for.push(def.name.clone());
+            if required.artifacts {
+                candidates.push(def.name.clone());
             }
         }
         let receives = match &job.dependencies {
-            Some(names) => {
-                let mut receives = Vec::new();
-                for name in names {
-                    for found in self.pipeline.instances(name) {
-                        if self.visits.get(&found.name) == Some(&Visit::Planned) {
-                            receives.push(found.name.clone());
-                        }
-                    }
-                }
-                receives
-            }
-            None => from_needs,
+            Some(names) => candidates
+                .into_iter()
+                .filter(|c| {
+                    names
+                        .iter()
+                        .any(|n| self.pipeline.instances(n).iter().any(|j| &j.name == c))
+                })
+                .collect(),
+            None => candidates,
         };
         self.visits.insert(job.name.clone(), Visit::Planned);
         self.steps.push(Step {
             job,
+            waits_for,
+            dag: job.needs.is_some(),
             receives,
             needed,
+            named_in_needs: false,
         });
         Ok(())
     }
 
-    /// The jobs `job` needs, then those of its `dependencies:` it does not need.
+    /// The jobs `job` waits for: its needs, else every job of the earlier stages.
     fn required(&self, job: &JobDef) -> Result<Vec<Required<'p>>, PipelineError> {
-        let missing = |name: &str| PipelineError::Needs {
-            job: job.name.clone(),
-            message: format!("needs `{name}`, which is not in the pipeline"),
+        let Some(needs) = &job.needs else {
+            let own = self.pipeline.stage_index(&job.stage);
+            let mut earlier: Vec<&'p PipelineJob> = self
+                .pipeline
+                .jobs
+                .iter()
+                .filter(|j| {
+                    j.stage
+                        .as_deref()
+                        .is_some_and(|s| self.pipeline.stage_index(s) < own)
+                })
+                .collect();
+            earlier.sort_by_key(|j| j.stage.as_deref().map(|s| self.pipeline.stage_index(s)));
+            return Ok(earlier
+                .into_iter()
+                .map(|j| Required {
+                    job: j,
+                    artifacts: true,
+                    optional: true,
+                    by_need: false,
+                })
+                .collect());
         };
         let mut out: Vec<Required<'p>> = Vec::new();
-        for need in job.needs.iter().flatten() {
+        for need in needs {
             let found: Vec<&PipelineJob> = match &need.matrix {
                 Some(combinations) => combinations
                     .iter()
@@ -158,30 +223,17 @@ impl<'p> Planner<'p, '_> {
                 None => self.pipeline.instances(&need.job),
             };
             if found.is_empty() && !need.optional {
-                return Err(missing(&need.job));
+                return Err(PipelineError::Needs {
+                    job: job.name.clone(),
+                    message: format!("needs `{}`, which is not in the pipeline", need.job),
+                });
             }
             out.extend(found.into_iter().map(|j| Required {
                 job: j,
                 artifacts: need.artifacts,
                 optional: need.optional,
-                named: j.name.clone(),
+                by_need: true,
             }));
-        }
-        for name in job.dependencies.iter().flatten() {
-            let found = self.pipeline.instances(name);
-            if found.is_empty() {
-                return Err(missing(name));
-            }
-            for j in found {
-                if !out.iter().any(|r| r.job.name == j.name) {
-                    out.push(Required {
-                        job: j,
-                        artifacts: true,
-                        optional: false,
-                        named: j.name.clone(),
-                    });
-                }
-            }
         }
         Ok(out)
     }
@@ -221,7 +273,19 @@ package:
   stage: deploy
   script: [package]
   needs: [test, {job: assets, artifacts: false}]
-  dependencies: [compile]
+report:
+  stage: deploy
+  script: [report]
+  dependencies: [assets]
+alone:
+  stage: deploy
+  script: [x]
+  needs: []
+  dependencies: [assets]
+nothing-downloaded:
+  stage: deploy
+  script: [x]
+  dependencies: []
 broken:
   stage: deploy
   script: [x]
@@ -234,6 +298,7 @@ unparsable:
   extends: .missing
   script: [x]
 uses-unparsable:
+  stage: deploy
   script: [x]
   needs: [unparsable]
 loop-a:
@@ -243,18 +308,23 @@ loop-b:
   script: [x]
   needs: [loop-a]
 needs-docs:
+  stage: deploy
   script: [x]
   needs: [docs]
 "#;
 
-    /// Plans `target` with `docs` out of the pipeline (a branch).
-    fn names(target: &str) -> Result<Vec<(String, Vec<String>, bool)>, PipelineError> {
+    /// (job, waits for, receives, needed) of each step planning `target`, with `docs` out
+    /// of the pipeline (a branch).
+    type Row = (String, Vec<String>, Vec<String>, bool);
+
+    fn rows(target: &str) -> Result<Vec<Row>, PipelineError> {
         let p = Pipeline::parse(PIPELINE).unwrap();
-        let targets = p.select(target, &[]).unwrap();
-        let steps = plan(&p, &targets, &mut |job| Ok(job.name != "docs"))?;
-        Ok(steps
+        let targets = p.select(target, &[])?;
+        let plan = plan(&p, &targets, &mut |job| Ok(job.name != "docs"))?;
+        Ok(plan
+            .steps
             .into_iter()
-            .map(|s| (s.job.name.clone(), s.receives, s.needed))
+            .map(|s| (s.job.name.clone(), s.waits_for, s.receives, s.needed))
             .collect())
     }
 
@@ -263,17 +333,22 @@ needs-docs:
     }
 
     #[test]
-    fn needed_jobs_come_first_with_what_each_receives() {
+    fn a_dag_job_waits_for_its_needs_and_receives_those_with_artifacts() {
         assert_eq!(
-            names("package").unwrap(),
+            rows("package").unwrap(),
             [
-                ("compile: [amd64]".into(), vec![], true),
-                ("test".into(), owned(&["compile: [amd64]"]), true),
-                ("assets".into(), vec![], true),
-                ("compile: [arm64]".into(), vec![], true),
+                ("compile: [amd64]".into(), vec![], vec![], true),
+                (
+                    "test".into(),
+                    owned(&["compile: [amd64]"]),
+                    owned(&["compile: [amd64]"]),
+                    true
+                ),
+                ("assets".into(), vec![], vec![], true),
                 (
                     "package".into(),
-                    owned(&["compile: [amd64]", "compile: [arm64]"]),
+                    owned(&["test", "assets"]),
+                    owned(&["test"]),
                     false
                 ),
             ]
@@ -281,30 +356,57 @@ needs-docs:
     }
 
     #[test]
+    fn a_stage_job_waits_for_every_earlier_stage_and_dependencies_narrow_what_it_receives() {
+        let steps = rows("report").unwrap();
+        let names: Vec<&str> = steps.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "compile: [amd64]",
+                "compile: [arm64]",
+                "assets",
+                "test",
+                "report"
+            ]
+        );
+        let report = steps.last().unwrap();
+        assert_eq!(
+            report.1,
+            owned(&["compile: [amd64]", "compile: [arm64]", "assets", "test"])
+        );
+        assert_eq!(report.2, owned(&["assets"]));
+        // `needs: []` waits for nothing, so `dependencies:` has nothing to narrow.
+        assert_eq!(
+            rows("alone").unwrap(),
+            [("alone".into(), vec![], vec![], false)]
+        );
+        let none = rows("nothing-downloaded").unwrap();
+        assert_eq!(none.last().unwrap().2, Vec::<String>::new());
+        assert_eq!(none.len(), 5);
+    }
+
+    #[test]
     fn missing_excluded_looping_and_broken_needs_are_errors_of_the_job() {
-        let err = names("broken").unwrap_err().to_string();
+        let err = rows("broken").unwrap_err().to_string();
         assert!(
-            err.contains("`broken`") && err.contains("`nothing`"),
+            err.contains("`broken`") && err.contains("undefined need: nothing"),
             "{err}"
         );
-        let err = names("uses-broken").unwrap_err().to_string();
+        let err = rows("uses-broken").unwrap_err().to_string();
         assert!(
-            err.contains("`broken`") && err.contains("`nothing`"),
+            err.contains("`uses-broken`") && err.contains("undefined need: nothing"),
             "{err}"
         );
-        let err = names("uses-unparsable").unwrap_err().to_string();
+        let err = rows("uses-unparsable").unwrap_err().to_string();
         assert!(
             err.contains("`uses-unparsable`")
                 && err.contains("cannot run")
                 && err.contains(".missing"),
             "{err}"
         );
-        let err = names("loop-a").unwrap_err().to_string();
-        assert!(
-            err.contains("needs it in turn") || err.contains("needs itself"),
-            "{err}"
-        );
-        let err = names("needs-docs").unwrap_err().to_string();
+        let err = rows("loop-a").unwrap_err().to_string();
+        assert!(err.contains("circular dependency"), "{err}");
+        let err = rows("needs-docs").unwrap_err().to_string();
         assert!(
             err.contains("rules leave out") && err.contains("optional"),
             "{err}"
