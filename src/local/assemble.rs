@@ -31,6 +31,8 @@ pub struct Assembler<'a> {
     pub runner: &'a Runner,
     /// `--var` values: pipeline variables, above every other.
     pub cli_vars: &'a [(String, String)],
+    /// The variables of the matching `workflow:` rule, for every job.
+    pub workflow_vars: Vec<VarDef>,
     /// Jobs made so far, by name.
     made: HashMap<String, Job>,
 }
@@ -50,6 +52,7 @@ impl<'a> Assembler<'a> {
             commit,
             runner,
             cli_vars,
+            workflow_vars: Vec::new(),
             made: HashMap::new(),
         }
     }
@@ -162,9 +165,13 @@ impl<'a> Assembler<'a> {
             value: v.clone(),
             raw: false,
         });
+        // The workflow's variables override the global ones and yield to the job's.
+        let (globals, own) = def.variables.split_at(def.globals.min(def.variables.len()));
         let all: Vec<VarDef> = predefined
             .into_iter()
-            .chain(def.variables.iter().cloned())
+            .chain(globals.iter().cloned())
+            .chain(self.workflow_vars.iter().cloned())
+            .chain(own.iter().cloned())
             .chain(extra.iter().cloned())
             .chain(cli)
             .collect();
@@ -194,6 +201,8 @@ impl<'a> Assembler<'a> {
                 stage: def.stage.clone(),
                 commit_sha: commit.sha.clone(),
                 commit_timestamp: commit.timestamp.clone(),
+                commit_message: commit.message.clone(),
+                author: (commit.author_name.clone(), commit.author_email.clone()),
                 image: image.map(|i| i.name.clone()),
                 image_entrypoint: image.and_then(|i| i.entrypoint.clone()),
                 pull_policy: image.map(|i| i.pull_policy.clone()).unwrap_or_default(),

@@ -30,6 +30,12 @@ pub struct Commit {
     pub sha: String,
     /// Its committer date (ISO 8601).
     pub timestamp: String,
+    /// Its message.
+    pub message: String,
+    /// Its author's name.
+    pub author_name: String,
+    /// Its author's email.
+    pub author_email: String,
     /// The branch or tag name.
     pub ref_name: String,
     /// Whether `ref_name` is a tag.
@@ -127,10 +133,13 @@ impl Checkout {
             },
             (None, None) => (head()?, self.branch.clone(), false, None),
         };
-        let timestamp = git(&self.root, &["log", "-1", "--format=%cI", &sha])?;
+        let field = |format: &str| git(&self.root, &["log", "-1", &format!("--format={format}"), &sha]);
         Ok(Commit {
+            timestamp: field("%cI")?,
+            message: field("%B")?,
+            author_name: field("%an")?,
+            author_email: field("%ae")?,
             sha,
-            timestamp,
             ref_name,
             is_tag,
             note,

@@ -18,11 +18,16 @@ pub fn listing(
     pipeline: &Pipeline,
     assembler: &mut Assembler,
     repository: &dyn Repository,
+    created: bool,
 ) -> Result<Vec<String>, ExecError> {
     let mut lines: Vec<(usize, usize, Line)> = Vec::new();
     for (order, job) in pipeline.jobs.iter().enumerate() {
         let (stage, verdict) = match &job.def {
             Err(e) => (String::from("?"), format!("cannot run: {e}")),
+            Ok(def) if !created => (
+                def.stage.clone(),
+                "no: no pipeline for this ref (workflow: rules)".to_string(),
+            ),
             Ok(def) => {
                 let verdict = match assembler.decide(def, repository) {
                     Ok(Decision::Run { when, .. }) => match when {

@@ -27,7 +27,7 @@ use crate::settings::SettingsError;
 use assemble::Assembler;
 use checkout::{short, AtCommit};
 pub use checkout::{Checkout, Commit};
-use pipeline::{Pipeline, PipelineError};
+use pipeline::{Decision, Pipeline, PipelineError, VarDef};
 use runner::Runner;
 
 /// Set by the SIGINT handler: Ctrl-C cancels the job like GitLab's cancel button.
@@ -136,6 +136,8 @@ struct Exec<'a> {
     commit: &'a Commit,
     pipeline: &'a Pipeline,
     repository: &'a AtCommit<'a>,
+    /// The matching `workflow:` rule's variables, or why GitLab creates no pipeline.
+    workflow: Result<Vec<VarDef>, String>,
 }
 
 /// Runs a job of a pipeline file (and the jobs it needs, first) through config / prepare /
@@ -174,21 +176,36 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
         }
     })?;
     let repository = checkout.at(&commit);
-    let exec = Exec {
+    let mut exec = Exec {
         req,
         file,
         checkout: &checkout,
         commit: &commit,
         pipeline: &pipeline,
         repository: &repository,
+        workflow: Ok(Vec::new()),
     };
     exec.report_sources(&name)?;
+    exec.workflow = exec.workflow()?;
+    if let Err(why) = &exec.workflow {
+        println!(
+            "GitLab creates no pipeline for {} `{}`: workflow: {why}",
+            exec.ref_kind(),
+            commit.ref_name
+        );
+    }
     if req.list {
         return exec.list();
     }
     let job = req.job.as_deref().ok_or_else(|| {
         ExecError::Usage("name the job to run (exec --list shows the jobs)".into())
     })?;
+    if exec.workflow.is_err() {
+        // Named anyway, so a typo is still said.
+        pipeline.select(job, &req.matrix).map_err(|e| exec.pipeline_error(e))?;
+        println!("Job `{job}` is not run: there is no pipeline for it to run in");
+        return Ok(0);
+    }
     let overlay = overlay::settings_with_checkout(
         settings.as_deref(),
         &checkout.git_dir,
@@ -265,28 +282,50 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// Whether GitLab creates the pipeline (`workflow: rules:`), and the variables of
+    /// the rule that says so, `CI_PIPELINE_NAME` among them.
+    fn workflow(&self) -> Result<Result<Vec<VarDef>, String>, ExecError> {
+        let Some(workflow) = &self.pipeline.workflow else {
+            return Ok(Ok(Vec::new()));
+        };
+        let runner = listing_runner()?;
+        let mut assembler = self.assembler(&runner);
+        let job = workflow.as_job(&self.pipeline.variables);
+        Ok(match assembler.decide(&job, self.repository)? {
+            Decision::Run { mut variables, .. } => {
+                variables.extend(workflow.name.iter().map(|name| VarDef {
+                    key: "CI_PIPELINE_NAME".into(),
+                    value: name.clone(),
+                    raw: false,
+                }));
+                Ok(variables)
+            }
+            Decision::Excluded(why) => Err(format!("rules: {why}")),
+        })
+    }
+
     /// `--list`.
     fn list(&self) -> Result<i32, ExecError> {
-        let binary = std::env::current_exe().map_err(ExecError::Runner)?;
-        let mut runner = Runner::new(&binary, None);
-        runner.runner_id = 0;
-        runner.short_token = "local".into();
+        let runner = listing_runner()?;
         let mut assembler = self.assembler(&runner);
         println!("Jobs for {} `{}`:", self.ref_kind(), self.commit.ref_name);
-        for line in list::listing(self.pipeline, &mut assembler, self.repository)? {
+        let created = self.workflow.is_ok();
+        for line in list::listing(self.pipeline, &mut assembler, self.repository, created)? {
             println!("  {line}");
         }
         Ok(0)
     }
 
     fn assembler<'r>(&'r self, runner: &'r Runner) -> Assembler<'r> {
-        Assembler::new(
+        let mut assembler = Assembler::new(
             &self.file,
             self.checkout,
             self.commit,
             runner,
             &self.req.vars,
-        )
+        );
+        assembler.workflow_vars = self.workflow.clone().unwrap_or_default();
+        assembler
     }
 
     fn ref_kind(&self) -> &'static str {
@@ -302,6 +341,15 @@ impl Exec<'_> {
             source,
         }
     }
+}
+
+/// The runner the jobs are made for when they are only decided and listed.
+fn listing_runner() -> Result<Runner, ExecError> {
+    let binary = std::env::current_exe().map_err(ExecError::Runner)?;
+    let mut runner = Runner::new(&binary, None);
+    runner.runner_id = 0;
+    runner.short_token = "local".into();
+    Ok(runner)
 }
 
 extern "C" fn on_interrupt(_: libc::c_int) {

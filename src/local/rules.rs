@@ -224,6 +224,24 @@ impl Parser<'_> {
     }
 }
 
+/// `/pattern/flags` as its pattern and flags; `None` for any other text.
+fn split_pattern(literal: &str) -> Option<(&str, &str)> {
+    let end = literal.rfind('/')?;
+    (literal.starts_with('/') && end > 0).then(|| (&literal[1..end], &literal[end + 1..]))
+}
+
+fn regex_of(pattern: &str, flags: &str) -> Result<Regex, String> {
+    let prefix = if flags.contains('i') { "(?i)" } else { "" };
+    Regex::new(&format!("{prefix}{pattern}")).map_err(|e| format!("bad pattern /{pattern}/: {e}"))
+}
+
+/// Whether `text` matches `literal` when it is written `/pattern/flags`; `None` when it
+/// is not a pattern.
+pub fn pattern_match(literal: &str, text: &str) -> Option<Result<bool, String>> {
+    let (pattern, flags) = split_pattern(literal)?;
+    Some(regex_of(pattern, flags).map(|r| r.is_match(text)))
+}
+
 fn compare(op: &str, left: &Val, right: &Val) -> Result<bool, String> {
     let text = |v: &Val| match v {
         Val::Str(s) => Some(s.clone()),
@@ -242,15 +260,13 @@ fn compare(op: &str, left: &Val, right: &Val) -> Result<bool, String> {
             // The pattern may also come from a variable holding `/regex/`.
             let (pattern, flags) = match right {
                 Val::Pattern(p, f) => (p.clone(), f.clone()),
-                Val::Str(s) if s.starts_with('/') && s.rfind('/') > Some(0) => {
-                    let end = s.rfind('/').unwrap_or(0);
-                    (s[1..end].to_string(), s[end + 1..].to_string())
-                }
+                Val::Str(s) => match split_pattern(s) {
+                    Some((p, f)) => (p.to_string(), f.to_string()),
+                    None => return Err(format!("the right side of {op} must be a /pattern/")),
+                },
                 _ => return Err(format!("the right side of {op} must be a /pattern/")),
             };
-            let prefix = if flags.contains('i') { "(?i)" } else { "" };
-            let regex = Regex::new(&format!("{prefix}{pattern}"))
-                .map_err(|e| format!("bad pattern /{pattern}/: {e}"))?;
+            let regex = regex_of(&pattern, &flags)?;
             let matched = text(left).is_some_and(|s| regex.is_match(&s));
             Ok(matched == (op == "=~"))
         }

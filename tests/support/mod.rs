@@ -42,6 +42,8 @@ impl TestJob for Job {
             stage: "test".into(),
             commit_sha: "0123456789abcdef0123456789abcdef01234567".into(),
             commit_timestamp: "2026-11-20T09:00:00+00:00".into(),
+            commit_message: "Add the health check\n\nThe load balancer asks /health.".into(),
+            author: ("Ada Lovelace".into(), "ada@example.com".into()),
             image: Some(image.to_string()),
             image_entrypoint: None,
             pull_policy: vec!["never".into()],

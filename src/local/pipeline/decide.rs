@@ -5,6 +5,7 @@
 use serde_norway::Value;
 
 use super::expand::expand_value;
+use super::only_except::Kind;
 use super::values::{flattened, shape, strings, variables};
 use super::{AllowFailure, JobDef, PipelineError, VarDef};
 use crate::glob;
@@ -106,6 +107,14 @@ impl JobDef {
     /// Evaluates the job's rules (or `when:`) in `ctx`.
     pub fn decide(&self, ctx: &RuleContext) -> Result<Decision, PipelineError> {
         let Some(rules) = &self.rules else {
+            let policies = [(Kind::Only, &self.only), (Kind::Except, &self.except)];
+            for (kind, policy) in policies {
+                if let Some(policy) = policy {
+                    if let Err(why) = policy.admits(kind, ctx, &self.name)? {
+                        return Ok(Decision::Excluded(why));
+                    }
+                }
+            }
             return Ok(match self.when {
                 When::Never => Decision::Excluded("its `when: never`".into()),
                 when => Decision::Run {
@@ -154,31 +163,14 @@ impl JobDef {
                 return Ok(false);
             }
         }
-        // Paths may name variables; GitLab expands those it knows.
-        let patterns = |paths: &[String]| -> Vec<String> {
-            paths
-                .iter()
-                .flat_map(|p| alternatives(&expand_value(p, ctx.var)))
-                .collect()
-        };
         if let Some(changes) = &rule.changes {
-            let changed = ctx
-                .repository
-                .changed_files(changes.compare_to.as_deref())
-                .map_err(repo_error)?;
-            if let Some(changed) = changed {
-                let patterns = patterns(&changes.paths);
-                if !changed
-                    .iter()
-                    .any(|f| patterns.iter().any(|p| glob::matches(p, f)))
-                {
-                    return Ok(false);
-                }
+            if !changes_hold(changes, ctx, &self.name)? {
+                return Ok(false);
             }
         }
         if let Some(exists) = &rule.exists {
             let files = ctx.repository.files().map_err(repo_error)?;
-            let patterns = patterns(exists);
+            let patterns = patterns(exists, ctx);
             if !files
                 .iter()
                 .any(|f| patterns.iter().any(|p| glob::matches(p, f)))
@@ -188,6 +180,35 @@ impl JobDef {
         }
         Ok(true)
     }
+}
+
+/// Path patterns with the variables GitLab knows expanded and `{a,b}` made alternatives.
+fn patterns(paths: &[String], ctx: &RuleContext) -> Vec<String> {
+    paths
+        .iter()
+        .flat_map(|p| alternatives(&expand_value(p, ctx.var)))
+        .collect()
+}
+
+/// Whether the commit changed a file `changes` names (always, with nothing to compare).
+pub(super) fn changes_hold(
+    changes: &Changes,
+    ctx: &RuleContext,
+    job: &str,
+) -> Result<bool, PipelineError> {
+    let changed = ctx
+        .repository
+        .changed_files(changes.compare_to.as_deref())
+        .map_err(|message| PipelineError::Repository {
+            job: job.to_string(),
+            message,
+        })?;
+    Ok(changed.is_none_or(|changed| {
+        let patterns = patterns(&changes.paths, ctx);
+        changed
+            .iter()
+            .any(|f| patterns.iter().any(|p| glob::matches(p, f)))
+    }))
 }
 
 /// A rule as a reason reads it.

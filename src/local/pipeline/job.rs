@@ -6,6 +6,7 @@ use serde_norway::{Mapping, Value};
 
 use super::decide::{parse_rules, When};
 use super::matrix::{matrix, Combination, Parallel};
+use super::only_except::{Kind, Policy};
 use super::values::{duration, flattened, scalar, script_lines, shape, strings, variables};
 use super::{JobDef, PipelineError, VarDef};
 
@@ -19,6 +20,8 @@ const JOB_KEYS: &[&str] = &[
     "script",
     "after_script",
     "rules",
+    "only",
+    "except",
     "when",
     "needs",
     "dependencies",
@@ -40,8 +43,6 @@ const GITLAB_ONLY_KEYS: &[&str] = &[
     "interruptible",
     "coverage",
     "id_tokens",
-    "only",
-    "except",
     "release",
     "secrets",
     "pages",
@@ -189,6 +190,16 @@ pub(super) fn parse(
             });
         }
     }
+    if m.contains_key("rules") {
+        for key in ["only", "except"] {
+            if m.contains_key(key) {
+                return Err(PipelineError::Refused {
+                    job: name.to_string(),
+                    message: format!("config key may not be used with `rules`: {key}"),
+                });
+            }
+        }
+    }
     let inherit = Inherit::parse(m.get("inherit"), name)?;
     let get = |key: &str| {
         m.get(key)
@@ -220,6 +231,7 @@ pub(super) fn parse(
         .filter(|v| inherit.variable(&v.key))
         .cloned()
         .collect();
+    let globals = vars.len();
     if let Some(v) = m.get("variables") {
         vars.extend(variables(v, name)?);
     }
@@ -301,10 +313,19 @@ pub(super) fn parse(
         image,
         services,
         variables: vars,
+        globals,
         script,
         after_script: list("after_script")?,
         pre_get_sources,
         rules: m.get("rules").map(|v| parse_rules(v, name)).transpose()?,
+        only: m
+            .get("only")
+            .map(|v| Policy::parse(v, name, Kind::Only))
+            .transpose()?,
+        except: m
+            .get("except")
+            .map(|v| Policy::parse(v, name, Kind::Except))
+            .transpose()?,
         when,
         // A manual job may fail unless it says otherwise; under `rules:` it may not.
         allow_failure: match m.get("allow_failure") {

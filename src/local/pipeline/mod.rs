@@ -14,9 +14,11 @@ mod include;
 mod job;
 mod matrix;
 mod needs;
+mod only_except;
 mod reference;
 mod validate;
 mod values;
+pub mod workflow;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -184,6 +186,9 @@ pub struct JobDef {
     pub services: Vec<ImageDef>,
     /// Global then job then matrix variables, in order; later entries win.
     pub variables: Vec<VarDef>,
+    /// How many of `variables` come first from the global `variables:` (the workflow's
+    /// rule variables go after them).
+    pub globals: usize,
     /// `before_script` + `script`, as GitLab merges them.
     pub script: Vec<String>,
     /// `after_script`.
@@ -192,6 +197,10 @@ pub struct JobDef {
     pub pre_get_sources: Vec<String>,
     /// `rules:`.
     pub rules: Option<Vec<Rule>>,
+    /// `only:`.
+    pub only: Option<only_except::Policy>,
+    /// `except:`.
+    pub except: Option<only_except::Policy>,
     /// `when:`.
     pub when: When,
     /// `allow_failure:`.
@@ -234,6 +243,10 @@ pub struct Pipeline {
     pub not_acted_on: Vec<String>,
     /// The files included, in the order read.
     pub included: Vec<String>,
+    /// `workflow:`.
+    pub workflow: Option<workflow::Workflow>,
+    /// The global `variables:`.
+    pub variables: Vec<VarDef>,
 }
 
 impl Pipeline {
@@ -290,9 +303,10 @@ impl Pipeline {
         };
         let mut not_acted_on = merged.not_acted_on;
         not_acted_on.extend(default_not_acted_on(&default));
-        if root.contains_key("workflow") {
-            not_acted_on.push("workflow".into());
-        }
+        let workflow = match global("workflow")? {
+            Some(v) => Some(workflow::Workflow::parse(&v, &mut not_acted_on)?),
+            None => None,
+        };
         // The old top-level spelling of defaults.
         let mut defaults = Mapping::new();
         for key in DEFAULT_KEYS {
@@ -345,6 +359,8 @@ impl Pipeline {
             jobs,
             not_acted_on,
             included: merged.included,
+            workflow,
+            variables: global_vars,
         };
         validate::check(&mut pipeline);
         Ok(pipeline)

@@ -13,6 +13,10 @@ use crate::protocol::expand::expand;
 pub const RUNNER_VERSION: &str = "19.4.0";
 /// The GitLab instance jobs come from.
 pub const SERVER_URL: &str = "https://gitlab.example.com";
+/// The host of [`SERVER_URL`].
+const SERVER_HOST: &str = "gitlab.example.com";
+/// The container registry the stand-in GitLab names (`CI_REGISTRY`).
+const REGISTRY: &str = "registry.gitlab.example.com";
 
 /// A job variable.
 #[derive(Clone, Debug)]
@@ -163,6 +167,11 @@ pub struct Job {
     pub commit_sha: String,
     /// `CI_COMMIT_TIMESTAMP` (ISO 8601).
     pub commit_timestamp: String,
+    /// `CI_COMMIT_MESSAGE`.
+    pub commit_message: String,
+    /// The commit's author, who stands for the user who started the pipeline
+    /// (`GITLAB_USER_*`, `CI_COMMIT_AUTHOR`): name and email.
+    pub author: (String, String),
     /// `image:`.
     pub image: Option<String>,
     /// `image: entrypoint:`.
@@ -284,6 +293,17 @@ impl Job {
             ..plain(k, v)
         };
         let sha = self.sha().to_string();
+        let project_name = self.project_path.rsplit('/').next().unwrap_or_default();
+        let namespace = self
+            .project_path
+            .rsplit_once('/')
+            .map_or("", |(namespace, _)| namespace);
+        let (author_name, author_email) = &self.author;
+        let login = author_email.split('@').next().unwrap_or_default();
+        let (title, description) = self
+            .commit_message
+            .split_once('\n')
+            .map_or((self.commit_message.as_str(), ""), |(t, d)| (t, d.trim_start_matches('\n')));
         vec![
             plain("CI", "true"),
             plain("GITLAB_CI", "true"),
@@ -300,15 +320,42 @@ impl Job {
             plain("CI_DEFAULT_BRANCH", "main"),
             plain("CI_PROJECT_ID", self.project_id.to_string()),
             plain("CI_PROJECT_PATH", self.project_path.clone()),
-            plain("CI_PROJECT_PATH_SLUG", self.project_path.replace('/', "-")),
+            plain("CI_PROJECT_PATH_SLUG", slug(&self.project_path)),
+            plain("CI_PROJECT_NAME", project_name),
+            plain("CI_PROJECT_TITLE", project_name),
+            plain("CI_PROJECT_NAMESPACE", namespace),
             plain(
-                "CI_PROJECT_NAME",
-                self.project_path.rsplit('/').next().unwrap_or_default(),
+                "CI_PROJECT_ROOT_NAMESPACE",
+                namespace.split('/').next().unwrap_or_default(),
             ),
             plain(
                 "CI_PROJECT_URL",
                 format!("{SERVER_URL}/{}", self.project_path),
             ),
+            plain("CI_PROJECT_VISIBILITY", "private"),
+            plain("CI_CONFIG_PATH", ".gitlab-ci.yml"),
+            plain("CI_SERVER_HOST", SERVER_HOST),
+            plain("CI_SERVER_FQDN", SERVER_HOST),
+            plain("CI_SERVER_PROTOCOL", "https"),
+            plain("CI_SERVER_PORT", "443"),
+            plain("CI_SERVER_NAME", "GitLab"),
+            plain("CI_API_V4_URL", format!("{SERVER_URL}/api/v4")),
+            plain("CI_API_GRAPHQL_URL", format!("{SERVER_URL}/api/graphql")),
+            plain("CI_PIPELINE_IID", (self.id / 10 % 100_000).to_string()),
+            plain(
+                "CI_PIPELINE_URL",
+                format!("{SERVER_URL}/{}/-/pipelines/{}", self.project_path, self.id / 10),
+            ),
+            plain("CI_JOB_NAME_SLUG", slug(&self.name)),
+            plain("CI_NODE_TOTAL", "1"),
+            plain("GITLAB_USER_ID", "1"),
+            plain("GITLAB_USER_LOGIN", login),
+            plain("GITLAB_USER_NAME", author_name.clone()),
+            plain("GITLAB_USER_EMAIL", author_email.clone()),
+            plain("CI_COMMIT_AUTHOR", format!("{author_name} <{author_email}>")),
+            plain("CI_COMMIT_MESSAGE", self.commit_message.clone()),
+            plain("CI_COMMIT_TITLE", title),
+            plain("CI_COMMIT_DESCRIPTION", description),
             plain("CI_RUNNER_ID", runner.runner_id.to_string()),
             plain("CI_COMMIT_REF_PROTECTED", self.protected.to_string()),
             plain("CI_COMMIT_SHA", sha.clone()),
@@ -319,7 +366,11 @@ impl Job {
             plain("CI_COMMIT_TIMESTAMP", self.commit_timestamp.clone()),
             plain("CI_COMMIT_REF_NAME", git_ref.clone()),
             plain("CI_COMMIT_REF_SLUG", slug(&git_ref)),
-            plain("CI_REGISTRY", "registry.gitlab.example.com"),
+            plain("CI_REGISTRY", REGISTRY),
+            plain(
+                "CI_REGISTRY_IMAGE",
+                format!("{REGISTRY}/{}", self.project_path.to_ascii_lowercase()),
+            ),
             plain("CI_REGISTRY_USER", "gitlab-ci-token"),
             secret("CI_JOB_TOKEN", self.token()),
             secret("CI_REGISTRY_PASSWORD", self.token()),
