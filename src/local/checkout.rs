@@ -133,7 +133,12 @@ impl Checkout {
             },
             (None, None) => (head()?, self.branch.clone(), false, None),
         };
-        let field = |format: &str| git(&self.root, &["log", "-1", &format!("--format={format}"), &sha]);
+        let field = |format: &str| {
+            git(
+                &self.root,
+                &["log", "-1", &format!("--format={format}"), &sha],
+            )
+        };
         Ok(Commit {
             timestamp: field("%cI")?,
             message: field("%B")?,
@@ -177,6 +182,10 @@ impl Checkout {
         files: &[String],
         prefix: Option<&str>,
     ) -> Result<String, ExecError> {
+        // GitLab keys by the files as a set: listed in another order or twice, the same key.
+        let mut files: Vec<&String> = files.iter().collect();
+        files.sort();
+        files.dedup();
         let mut commits = Vec::new();
         for file in files {
             let last = git(&self.root, &["log", "-1", "--format=%H", sha, "--", file])?;

@@ -202,7 +202,9 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     })?;
     if exec.workflow.is_err() {
         // Named anyway, so a typo is still said.
-        pipeline.select(job, &req.matrix).map_err(|e| exec.pipeline_error(e))?;
+        pipeline
+            .select(job, &req.matrix)
+            .map_err(|e| exec.pipeline_error(e))?;
         println!("Job `{job}` is not run: there is no pipeline for it to run in");
         return Ok(0);
     }

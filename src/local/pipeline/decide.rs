@@ -142,6 +142,11 @@ impl JobDef {
                 });
             }
         }
+        if rules.is_empty() {
+            return Ok(Decision::Excluded(
+                "`rules: []` has no rule that could match".into(),
+            ));
+        }
         Ok(Decision::Excluded(format!(
             "no rule matched ({})",
             rules.iter().map(describe).collect::<Vec<_>>().join("; ")

@@ -83,6 +83,11 @@ fn merge_file(
         if out.included.len() >= MAX_INCLUDES {
             return Err(err(format!("more than {MAX_INCLUDES} included files")));
         }
+        if path.contains('$') {
+            return Err(err(format!(
+                "local `{path}` names a variable: GitLab expands predefined and project variables in include paths, exec does not; write the path out (or include each file it can be)"
+            )));
+        }
         let text = source
             .read(&path)
             .map_err(|e| err(format!("cannot read `{path}`: {e}")))?

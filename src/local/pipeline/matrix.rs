@@ -24,6 +24,30 @@ pub enum Parallel {
 /// One combination of matrix values, in the order the entry lists its keys.
 pub type Combination = Vec<(String, String)>;
 
+/// `value` with each `$[[ matrix.KEY ]]` replaced by `KEY`'s value in `values` (left as
+/// written when the instance has no such key).
+pub fn with_instance_values(value: &str, values: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("$[[") {
+        let Some(len) = rest[start..].find("]]") else {
+            break;
+        };
+        let inner = rest[start + 3..start + len].trim();
+        let found = inner
+            .strip_prefix("matrix.")
+            .and_then(|key| values.iter().find(|(k, _)| k == key.trim()));
+        out.push_str(&rest[..start]);
+        match found {
+            Some((_, v)) => out.push_str(v),
+            None => out.push_str(&rest[start..start + len + 2]),
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// One instance of a parallel job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {

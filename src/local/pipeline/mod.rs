@@ -511,6 +511,14 @@ fn instance_of(def: &JobDef, name: String, instance: Instance) -> JobDef {
                 plain("CI_NODE_TOTAL", instance.total.to_string()),
             ]),
     );
+    // `$[[ matrix.KEY ]]` in `needs: parallel: matrix:` names this instance's value.
+    for need in def.needs.iter_mut().flatten() {
+        for combination in need.matrix.iter_mut().flatten() {
+            for (_, value) in combination.iter_mut() {
+                *value = matrix::with_instance_values(value, &instance.values);
+            }
+        }
+    }
     def.name = name;
     def.instance = Some(instance);
     def

@@ -112,16 +112,26 @@ impl Policy {
 
     /// Whether the job is in the pipeline as far as this policy goes, and if not which
     /// key keeps it out.
-    pub fn admits(&self, kind: Kind, ctx: &RuleContext, job: &str) -> Result<Result<(), String>, PipelineError> {
+    pub fn admits(
+        &self,
+        kind: Kind,
+        ctx: &RuleContext,
+        job: &str,
+    ) -> Result<Result<(), String>, PipelineError> {
         let mut held = Vec::new();
         let mut failed = Vec::new();
         if !self.refs.is_empty() {
             let mut holds = false;
             for entry in &self.refs {
-                holds |= ref_matches(entry, ctx).map_err(|message| shape(job, kind.key(), &message))?;
+                holds |=
+                    ref_matches(entry, ctx).map_err(|message| shape(job, kind.key(), &message))?;
             }
             let what = format!("refs: {}", self.refs.join(", "));
-            if holds { held.push(what) } else { failed.push(what) }
+            if holds {
+                held.push(what)
+            } else {
+                failed.push(what)
+            }
         }
         if !self.variables.is_empty() {
             let mut holds = false;
@@ -132,11 +142,19 @@ impl Policy {
                 })?;
             }
             let what = format!("variables: {}", self.variables.join(", "));
-            if holds { held.push(what) } else { failed.push(what) }
+            if holds {
+                held.push(what)
+            } else {
+                failed.push(what)
+            }
         }
         if let Some(changes) = &self.changes {
             let what = format!("changes: {}", changes.paths.join(", "));
-            if changes_hold(changes, ctx, job)? { held.push(what) } else { failed.push(what) }
+            if changes_hold(changes, ctx, job)? {
+                held.push(what)
+            } else {
+                failed.push(what)
+            }
         }
         if self.kubernetes {
             failed.push("kubernetes: active (exec has no cluster integration)".into());

@@ -303,7 +303,9 @@ impl Job {
         let (title, description) = self
             .commit_message
             .split_once('\n')
-            .map_or((self.commit_message.as_str(), ""), |(t, d)| (t, d.trim_start_matches('\n')));
+            .map_or((self.commit_message.as_str(), ""), |(t, d)| {
+                (t, d.trim_start_matches('\n'))
+            });
         vec![
             plain("CI", "true"),
             plain("GITLAB_CI", "true"),
@@ -344,7 +346,11 @@ impl Job {
             plain("CI_PIPELINE_IID", (self.id / 10 % 100_000).to_string()),
             plain(
                 "CI_PIPELINE_URL",
-                format!("{SERVER_URL}/{}/-/pipelines/{}", self.project_path, self.id / 10),
+                format!(
+                    "{SERVER_URL}/{}/-/pipelines/{}",
+                    self.project_path,
+                    self.id / 10
+                ),
             ),
             plain("CI_JOB_NAME_SLUG", slug(&self.name)),
             plain("CI_NODE_TOTAL", "1"),
@@ -352,7 +358,10 @@ impl Job {
             plain("GITLAB_USER_LOGIN", login),
             plain("GITLAB_USER_NAME", author_name.clone()),
             plain("GITLAB_USER_EMAIL", author_email.clone()),
-            plain("CI_COMMIT_AUTHOR", format!("{author_name} <{author_email}>")),
+            plain(
+                "CI_COMMIT_AUTHOR",
+                format!("{author_name} <{author_email}>"),
+            ),
             plain("CI_COMMIT_MESSAGE", self.commit_message.clone()),
             plain("CI_COMMIT_TITLE", title),
             plain("CI_COMMIT_DESCRIPTION", description),

@@ -243,7 +243,10 @@ fn housekeeping(title: &str, inner: &str, vars: &[Var], dirs: &Dirs) -> Option<S
 pub fn restore_cache(job: &Job, vars: &[Var], dirs: &Dirs) -> Option<String> {
     let mut inner = String::new();
     for cache in &job.cache {
-        if (cache.paths.is_empty() && !cache.untracked) || cache.policy == "push" {
+        // The runner expands the policy (`policy: $CACHE_POLICY`).
+        if (cache.paths.is_empty() && !cache.untracked)
+            || expand_with(&cache.policy, vars) == "push"
+        {
             continue;
         }
         let key = cache_key(job, &cache.key, vars);
@@ -299,7 +302,7 @@ pub fn archive_cache(job: &Job, vars: &[Var], dirs: &Dirs, on_success: bool) -> 
     let mut inner = String::new();
     for cache in &job.cache {
         if !when_matches(&cache.when, on_success)
-            || cache.policy == "pull"
+            || expand_with(&cache.policy, vars) == "pull"
             || (cache.paths.is_empty() && !cache.untracked)
         {
             continue;
