@@ -156,10 +156,10 @@ fn the_seed_articles_pipeline_releases_natively_on_a_version_tag() {
 /// A project of its own for an `exec` test: a git repository under a unique name (so its
 /// project volumes are its own, whatever runs beside it), removed with its volumes when the
 /// test ends.
-struct Project {
+pub(crate) struct Project {
     /// Holds the repository for the test's lifetime.
     _dir: tempfile::TempDir,
-    repo: std::path::PathBuf,
+    pub(crate) repo: std::path::PathBuf,
     env: TestEnv,
     /// Every log, to find the project's volumes by name at the end.
     logs: std::cell::RefCell<Vec<String>>,
@@ -167,7 +167,7 @@ struct Project {
 
 impl Project {
     /// A project whose first commit holds `files`.
-    fn new(files: &[(&str, &str)]) -> Project {
+    pub(crate) fn new(files: &[(&str, &str)]) -> Project {
         base_image();
         let dir = tempfile::tempdir().expect("temp dir");
         let repo = dir.path().join(format!("app-{}", runner::unique_id()));
@@ -183,7 +183,7 @@ impl Project {
     }
 
     /// `exec ARGS` in the project's root with the test settings.
-    fn exec(&self, args: &[&str]) -> (Output, String) {
+    pub(crate) fn exec(&self, args: &[&str]) -> (Output, String) {
         self.exec_in(&self.repo, &self.env.settings, args)
     }
 

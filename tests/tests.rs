@@ -7,6 +7,7 @@ mod docker_jobs;
 mod docker_parity;
 mod docs;
 mod exec;
+mod exec_corpus;
 mod fuzz;
 mod isolation;
 mod job_environment;

@@ -404,15 +404,24 @@ fn run_git(dir: &Path, args: &[&str], input: Option<&str>) -> Result<String, Exe
 
 /// `group/project` from a clone URL (`https://host/group/project.git`, `git@host:group/project.git`).
 fn project_path_of(url: &str) -> Option<String> {
-    let path = url.trim_end_matches('/').trim_end_matches(".git");
-    let path = path
-        .rsplit_once(':')
-        .map(|(_, p)| p)
-        .filter(|p| !p.starts_with("//"))
-        .unwrap_or(path);
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    match parts.as_slice() {
-        [.., group, project] => Some(format!("{group}/{project}")),
+    let url = url.trim_end_matches('/').trim_end_matches(".git");
+    // A remote on a server names the whole path (`group/subgroup/app`), as GitLab's
+    // `CI_PROJECT_PATH` does; a local directory only its last two parts.
+    let on_server = match url.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map(|(_, path)| path),
+        None => url
+            .split_once(':')
+            .filter(|(host, _)| !host.contains('/'))
+            .map(|(_, path)| path),
+    };
+    let parts: Vec<&str> = on_server
+        .unwrap_or(url)
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    match (on_server, parts.as_slice()) {
+        (Some(_), [_, _, ..]) => Some(parts.join("/")),
+        (None, [.., group, project]) => Some(format!("{group}/{project}")),
         _ => None,
     }
 }
@@ -429,7 +438,7 @@ mod tests {
         );
         assert_eq!(
             project_path_of("git@gitlab.example.com:group/sub/app.git").as_deref(),
-            Some("sub/app")
+            Some("group/sub/app")
         );
         assert_eq!(
             project_path_of("/srv/repos/app").as_deref(),

@@ -90,6 +90,8 @@ pub(super) fn run(
     }
     let mut ran: HashMap<String, Ran> = HashMap::new();
     let mut outcomes: HashMap<String, Outcome> = HashMap::new();
+    // The exit code of the failure that kept each skipped job from running.
+    let mut skipped_by: HashMap<String, i32> = HashMap::new();
     let mut exit = 0;
     for step in steps {
         // Every planned job was decided: the targets before planning, the jobs they wait
@@ -112,7 +114,15 @@ pub(super) fn run(
             .collect();
         match schedule::verdict(*when, &waits_for, step.dag) {
             Verdict::Skip(why) => {
-                let code = schedule::failure_code(&waits_for);
+                // A job skipped because of a failure passes that failure's code on.
+                let code = schedule::failure_code(&waits_for).or_else(|| {
+                    step.waits_for
+                        .iter()
+                        .find_map(|n| skipped_by.get(n).copied())
+                });
+                if let Some(code) = code {
+                    skipped_by.insert(step.job.name.clone(), code);
+                }
                 match code {
                     Some(_) => println!("\x1b[31;1mERROR: job `{}` is not run: {why}\x1b[0;m", step.job.name),
                     None => println!("Job `{}` is not run: {why}", step.job.name),
