@@ -163,6 +163,10 @@ struct ExecArgs {
     /// Release jobs stop before their first change (no push, no register, no update).
     #[arg(long)]
     dry_run: bool,
+    /// A checkout of another project for `include: project`, GROUP/PROJECT=PATH
+    /// (repeatable); its files are read at the include's `ref` (default its HEAD).
+    #[arg(long = "include-project", value_name = "GROUP/PROJECT=PATH", value_parser = parse_include_project)]
+    include_projects: Vec<(String, PathBuf)>,
 }
 
 impl ExecArgs {
@@ -177,6 +181,7 @@ impl ExecArgs {
             list: self.list,
             dry_run: self.dry_run,
             settings,
+            include_projects: self.include_projects,
         }
     }
 }
@@ -247,6 +252,17 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+fn parse_include_project(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((project, path)) if project.contains('/') && !path.is_empty() => {
+            Ok((project.trim_matches('/').to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!(
+            "`{s}` is not GROUP/PROJECT=PATH (the project's path on GitLab, then its checkout)"
+        )),
     }
 }
 

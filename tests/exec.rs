@@ -567,7 +567,7 @@ after-failure:
     assert_eq!(out.status.code(), Some(3), "{log}");
     assert_logged(
         &log,
-        "ERROR: needed job `fails` failed (exit code 3): `after-failure` not run",
+        "ERROR: job `after-failure` is not run: `fails`, which it waits for, failed (exit code 3)",
     );
     assert!(!log.contains("should not run"), "{log}");
 }

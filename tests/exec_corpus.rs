@@ -35,6 +35,10 @@ struct Case {
     /// `--var` values.
     #[serde(default)]
     vars: Vec<String>,
+    /// Other projects, each a git checkout of these files given with `--include-project`:
+    /// project path and files.
+    #[serde(default)]
+    projects: Vec<(String, Vec<(String, String)>)>,
     /// `.gitlab-ci.yml`.
     pipeline: String,
     /// Expected `--list` rows: job name and how its RUNS column starts.
@@ -137,6 +141,22 @@ fn run(case: &Case) -> Vec<String> {
     }
     for var in &case.vars {
         args.extend(["--var".into(), var.clone()]);
+    }
+    // Kept until the case ends: the checkouts `--include-project` names.
+    let others = tempfile::tempdir().expect("temp dir");
+    for (i, (path, files)) in case.projects.iter().enumerate() {
+        let dir = others.path().join(i.to_string());
+        std::fs::create_dir_all(&dir).expect("project dir");
+        stand_ins::git(&dir, &["init", "-q"]);
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        stand_ins::commit(&dir, &files, "templates");
+        args.extend([
+            "--include-project".into(),
+            format!("{path}={}", dir.display()),
+        ]);
     }
     let mut problems = Vec::new();
     let mut list_args: Vec<&str> = vec!["--list"];

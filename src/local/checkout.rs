@@ -240,8 +240,12 @@ impl Checkout {
     }
 
     /// The working tree, where the pipeline file and its includes are read.
-    pub fn working_tree(&self) -> WorkingTree<'_> {
-        WorkingTree(self)
+    /// The working tree, with the checkouts of other projects `include: project` reads.
+    pub fn working_tree<'c>(&'c self, projects: &'c [(String, PathBuf)]) -> WorkingTree<'c> {
+        WorkingTree {
+            checkout: self,
+            projects,
+        }
     }
 
     /// The history and tree of `commit`, for `rules: changes:` and `exists:`.
@@ -255,11 +259,15 @@ impl Checkout {
 }
 
 /// The files of the working tree (tracked and untracked, not ignored).
-pub struct WorkingTree<'c>(&'c Checkout);
+pub struct WorkingTree<'c> {
+    checkout: &'c Checkout,
+    /// `--include-project` checkouts, by project path.
+    projects: &'c [(String, PathBuf)],
+}
 
 impl Source for WorkingTree<'_> {
     fn read(&self, path: &str) -> Result<Option<String>, String> {
-        match std::fs::read_to_string(self.0.root.join(path)) {
+        match std::fs::read_to_string(self.checkout.root.join(path)) {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.to_string()),
@@ -268,11 +276,59 @@ impl Source for WorkingTree<'_> {
 
     fn files(&self) -> Result<Vec<String>, String> {
         git(
-            &self.0.root,
+            &self.checkout.root,
             &["ls-files", "--cached", "--others", "--exclude-standard"],
         )
         .map(|out| out.lines().map(str::to_string).collect())
         .map_err(|e| e.to_string())
+    }
+    fn project(
+        &self,
+        project: &str,
+        git_ref: Option<&str>,
+    ) -> Result<Option<Box<dyn Source + '_>>, String> {
+        let Some((_, dir)) = self.projects.iter().find(|(p, _)| p == project) else {
+            return Ok(None);
+        };
+        let rev = git_ref.unwrap_or("HEAD");
+        git(
+            dir,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{rev}^{{commit}}"),
+            ],
+        )
+        .map_err(|_| format!("`{project}` ({}) has no commit `{rev}`", dir.display()))?;
+        Ok(Some(Box::new(ProjectAt {
+            dir: dir.clone(),
+            rev: rev.to_string(),
+        })))
+    }
+}
+
+/// Another project's files at one commit, as `include: project` reads them from GitLab.
+struct ProjectAt {
+    dir: PathBuf,
+    rev: String,
+}
+
+impl Source for ProjectAt {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        let spec = format!("{}:{path}", self.rev);
+        if git(&self.dir, &["cat-file", "-e", &spec]).is_err() {
+            return Ok(None);
+        }
+        git(&self.dir, &["show", &spec])
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    fn files(&self) -> Result<Vec<String>, String> {
+        git(&self.dir, &["ls-tree", "-r", "--name-only", &self.rev])
+            .map(|out| out.lines().map(String::from).collect())
+            .map_err(|e| e.to_string())
     }
 }
 

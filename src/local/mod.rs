@@ -125,6 +125,8 @@ pub struct ExecRequest {
     pub dry_run: bool,
     /// Executor settings passed to every stage.
     pub settings: Option<PathBuf>,
+    /// Checkouts of other projects for `include: project`, by project path.
+    pub include_projects: Vec<(String, PathBuf)>,
 }
 
 /// The inputs of one `exec`, resolved once.
@@ -169,12 +171,18 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
         path: file.clone(),
         source,
     })?;
-    let pipeline = Pipeline::load(&text, &name, &checkout.working_tree()).map_err(|source| {
-        ExecError::Pipeline {
-            path: file.clone(),
-            source,
-        }
-    })?;
+    let projects = req
+        .include_projects
+        .iter()
+        .map(|(project, dir)| Ok((project.clone(), absolute(dir)?)))
+        .collect::<Result<Vec<_>, ExecError>>()?;
+    let pipeline =
+        Pipeline::load(&text, &name, &checkout.working_tree(&projects)).map_err(|source| {
+            ExecError::Pipeline {
+                path: file.clone(),
+                source,
+            }
+        })?;
     let repository = checkout.at(&commit);
     let mut exec = Exec {
         req,
@@ -233,6 +241,9 @@ impl Exec<'_> {
         let (pipeline, commit) = (self.pipeline, self.commit);
         let mut files = vec![name.to_string()];
         files.extend(pipeline.included.iter().cloned());
+        for file in &pipeline.from_projects {
+            println!("Included {file} from its checkout given with --include-project (GitLab reads it from that project)");
+        }
         println!(
             "Pipeline {} read from the working tree; the jobs check out commit {} ({} `{}`), as on a runner",
             match pipeline.included.is_empty() {

@@ -20,6 +20,27 @@ pub trait Source {
     fn read(&self, path: &str) -> Result<Option<String>, String>;
     /// Every file of the project, relative to its root, for globs.
     fn files(&self) -> Result<Vec<String>, String>;
+    /// The files of another project at `git_ref` (its default: the checkout's `HEAD`), for
+    /// `include: project`; `None` when the operator gave no checkout of it.
+    fn project(
+        &self,
+        _project: &str,
+        _git_ref: Option<&str>,
+    ) -> Result<Option<Box<dyn Source + '_>>, String> {
+        Ok(None)
+    }
+}
+
+/// One file an `include:` names.
+enum Entry {
+    /// A file of the including project.
+    Local(String),
+    /// `include: project`: a file of another project.
+    Project {
+        project: String,
+        git_ref: Option<String>,
+        file: String,
+    },
 }
 
 /// No files at all: a pipeline read on its own, without a project.
@@ -42,6 +63,8 @@ pub(super) struct Merged {
     pub root: Mapping,
     /// The files included, in the order they were read.
     pub included: Vec<String>,
+    /// The files included from other projects (`project:file`).
+    pub from_projects: Vec<String>,
     /// Includes `exec` does not act on.
     pub not_acted_on: Vec<String>,
 }
@@ -51,6 +74,7 @@ pub(super) fn merge(text: &str, name: &str, source: &dyn Source) -> Result<Merge
     let mut merged = Merged {
         root: Mapping::new(),
         included: Vec::new(),
+        from_projects: Vec::new(),
         not_acted_on: Vec::new(),
     };
     merged.root = merge_file(text, name, source, &mut vec![name.to_string()], &mut merged)?;
@@ -69,14 +93,36 @@ fn merge_file(
         return Ok(own);
     };
     let mut acc = Mapping::new();
-    for path in local_paths(&include, name, source, &mut out.not_acted_on)? {
+    for entry in entries(&include, name, source, &mut out.not_acted_on)? {
         let err = |message: String| PipelineError::Include {
             file: name.to_string(),
             message,
         };
-        if chain.contains(&path) {
+        let (path, shown, project_source) = match entry {
+            Entry::Local(path) => (path.clone(), path, None),
+            Entry::Project {
+                project,
+                git_ref,
+                file,
+            } => {
+                let shown = match &git_ref {
+                    Some(r) => format!("{project}@{r}:{file}"),
+                    None => format!("{project}:{file}"),
+                };
+                match source.project(&project, git_ref.as_deref()).map_err(&err)? {
+                    Some(other) => (file, shown, Some(other)),
+                    None => {
+                        out.not_acted_on.push(format!(
+                            "include: project {project} (give its checkout: --include-project {project}=PATH)"
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        if chain.contains(&shown) {
             return Err(err(format!(
-                "`{path}` includes itself: {} -> {path}",
+                "`{shown}` includes itself: {} -> {shown}",
                 chain.join(" -> ")
             )));
         }
@@ -85,16 +131,21 @@ fn merge_file(
         }
         if path.contains('$') {
             return Err(err(format!(
-                "local `{path}` names a variable: GitLab expands predefined and project variables in include paths, exec does not; write the path out (or include each file it can be)"
+                "`{path}` names a variable: GitLab expands predefined and project variables in include paths, exec does not; write the path out (or include each file it can be)"
             )));
         }
-        let text = source
+        // A project's file reads its own local includes from that project.
+        let from: &dyn Source = project_source.as_deref().unwrap_or(source);
+        let text = from
             .read(&path)
-            .map_err(|e| err(format!("cannot read `{path}`: {e}")))?
-            .ok_or_else(|| err(format!("local file `{path}` does not exist")))?;
-        out.included.push(path.clone());
-        chain.push(path.clone());
-        let included = merge_file(&text, &path, source, chain, out)?;
+            .map_err(|e| err(format!("cannot read `{shown}`: {e}")))?
+            .ok_or_else(|| err(format!("file `{shown}` does not exist")))?;
+        match project_source {
+            Some(_) => out.from_projects.push(shown.clone()),
+            None => out.included.push(shown.clone()),
+        }
+        chain.push(shown.clone());
+        let included = merge_file(&text, &shown, from, chain, out)?;
         chain.pop();
         deep_merge(&mut acc, &included);
     }
@@ -108,7 +159,7 @@ fn parse_file(text: &str, name: &str) -> Result<Mapping, PipelineError> {
         file: name.to_string(),
         message,
     };
-    let mut root: Value = serde_norway::from_str(text).map_err(|e| {
+    let mut root: Value = super::yaml::parse(text).map_err(|e| {
         let message = e.to_string();
         syntax(match message.contains("more than one document") {
             // A `spec:` header (`inputs:`) is a document of its own.
@@ -125,33 +176,37 @@ fn parse_file(text: &str, name: &str) -> Result<Mapping, PipelineError> {
     }
 }
 
-/// The local files an `include:` value names (globs expanded, in order); other forms are
-/// recorded in `not_acted_on`.
-fn local_paths(
+/// The files an `include:` value names (local globs expanded, in order); forms `exec`
+/// cannot follow are recorded in `not_acted_on`.
+fn entries(
     include: &Value,
     file: &str,
     source: &dyn Source,
     not_acted_on: &mut Vec<String>,
-) -> Result<Vec<String>, PipelineError> {
+) -> Result<Vec<Entry>, PipelineError> {
     let err = |message: String| PipelineError::Include {
         file: file.to_string(),
         message,
     };
-    let entries: Vec<&Value> = match include {
+    let items: Vec<&Value> = match include {
         Value::Sequence(items) => items.iter().collect(),
         other => vec![other],
     };
-    let mut paths = Vec::new();
-    for entry in entries {
-        let local = match entry {
+    let mut out = Vec::new();
+    for item in items {
+        let local = match item {
             Value::String(s) if s.starts_with("http://") || s.starts_with("https://") => {
                 not_acted_on.push(format!("include: remote {s}"));
                 continue;
             }
             Value::String(s) => s.clone(),
+            Value::Mapping(m) if m.contains_key("project") => {
+                out.extend(project_entries(m, not_acted_on).map_err(err)?);
+                continue;
+            }
             Value::Mapping(m) => {
                 let Some(local) = m.get("local") else {
-                    let kind = ["remote", "template", "project", "component"]
+                    let kind = ["remote", "template", "component"]
                         .into_iter()
                         .find(|k| m.contains_key(*k))
                         .unwrap_or("(unknown form)");
@@ -170,9 +225,51 @@ fn local_paths(
             }
             _ => return Err(err("`include` entries must be paths or mappings".into())),
         };
-        paths.extend(expand_local(&local, source).map_err(err)?);
+        out.extend(
+            expand_local(&local, source)
+                .map_err(err)?
+                .into_iter()
+                .map(Entry::Local),
+        );
     }
-    Ok(paths)
+    Ok(out)
+}
+
+/// `include: {project, ref, file}`: one entry per file (`file` may be a list).
+fn project_entries(m: &Mapping, not_acted_on: &mut Vec<String>) -> Result<Vec<Entry>, String> {
+    let text = |key: &str| m.get(key).and_then(Value::as_str).map(String::from);
+    let project = text("project").ok_or("`include: project` must name a project path")?;
+    let git_ref = text("ref");
+    for key in m.keys().filter_map(Value::as_str) {
+        if !["project", "ref", "file"].contains(&key) {
+            not_acted_on.push(format!(
+                "include: project {key} (the files are included unconditionally)"
+            ));
+        }
+    }
+    let files = match m.get("file") {
+        Some(Value::String(f)) => vec![f.clone()],
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .map(|f| f.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("`include: project` `file` entries must be paths")?,
+        _ => return Err(format!("`include: project {project}` needs a `file`")),
+    };
+    files
+        .into_iter()
+        .map(|f| {
+            let file = f.trim_start_matches('/').to_string();
+            if file.split('/').any(|c| c == "..") {
+                return Err(format!("`{f}` leaves project {project}"));
+            }
+            Ok(Entry::Project {
+                project: project.clone(),
+                git_ref: git_ref.clone(),
+                file,
+            })
+        })
+        .collect()
 }
 
 /// A local include path relative to the project root; a glob matches project files.

@@ -19,6 +19,7 @@ mod reference;
 mod validate;
 mod values;
 pub mod workflow;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -243,6 +244,8 @@ pub struct Pipeline {
     pub not_acted_on: Vec<String>,
     /// The files included, in the order read.
     pub included: Vec<String>,
+    /// The files included from other projects' checkouts (`group/project:file`).
+    pub from_projects: Vec<String>,
     /// `workflow:`.
     pub workflow: Option<workflow::Workflow>,
     /// The global `variables:`.
@@ -359,6 +362,7 @@ impl Pipeline {
             jobs,
             not_acted_on,
             included: merged.included,
+            from_projects: merged.from_projects,
             workflow,
             variables: global_vars,
         };
