@@ -78,6 +78,12 @@ impl<'a> Assembler<'a> {
         .map_err(|source| self.pipeline_error(source))
     }
 
+    /// The variables an `include:` path may name: GitLab's predefined ones and `--var`.
+    pub fn include_variables(&mut self) -> Result<Vec<VarDef>, ExecError> {
+        let bare = JobDef::bare("(include)", &[], None);
+        self.expanded(&bare, &[]).map(|(_, vars)| vars)
+    }
+
     /// The runner job for `def` with the variables of its matching rule and of the dotenv
     /// reports it receives, downloading the artifacts of `dependencies`.
     pub fn job(

@@ -6,7 +6,7 @@ use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::pipeline::{Repository, Source};
+use super::pipeline::{Repository, Source, VarDef};
 use super::ExecError;
 
 /// A git checkout.
@@ -240,11 +240,17 @@ impl Checkout {
     }
 
     /// The working tree, where the pipeline file and its includes are read.
-    /// The working tree, with the checkouts of other projects `include: project` reads.
-    pub fn working_tree<'c>(&'c self, projects: &'c [(String, PathBuf)]) -> WorkingTree<'c> {
+    /// The working tree, with the checkouts of other projects `include: project` reads
+    /// and the variables include paths may name.
+    pub fn working_tree<'c>(
+        &'c self,
+        projects: &'c [(String, PathBuf)],
+        variables: &'c [VarDef],
+    ) -> WorkingTree<'c> {
         WorkingTree {
             checkout: self,
             projects,
+            variables,
         }
     }
 
@@ -263,6 +269,8 @@ pub struct WorkingTree<'c> {
     checkout: &'c Checkout,
     /// `--include-project` checkouts, by project path.
     projects: &'c [(String, PathBuf)],
+    /// What include paths may name.
+    variables: &'c [VarDef],
 }
 
 impl Source for WorkingTree<'_> {
@@ -282,6 +290,14 @@ impl Source for WorkingTree<'_> {
         .map(|out| out.lines().map(str::to_string).collect())
         .map_err(|e| e.to_string())
     }
+    fn variable(&self, name: &str) -> Option<String> {
+        self.variables
+            .iter()
+            .rev()
+            .find(|v| v.key == name)
+            .map(|v| v.value.clone())
+    }
+
     fn project(
         &self,
         project: &str,

@@ -176,13 +176,15 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
         .iter()
         .map(|(project, dir)| Ok((project.clone(), absolute(dir)?)))
         .collect::<Result<Vec<_>, ExecError>>()?;
-    let pipeline =
-        Pipeline::load(&text, &name, &checkout.working_tree(&projects)).map_err(|source| {
-            ExecError::Pipeline {
-                path: file.clone(),
-                source,
-            }
-        })?;
+    let include_variables = {
+        let runner = listing_runner()?;
+        Assembler::new(&file, &checkout, &commit, &runner, &req.vars).include_variables()?
+    };
+    let tree = checkout.working_tree(&projects, &include_variables);
+    let pipeline = Pipeline::load(&text, &name, &tree).map_err(|source| ExecError::Pipeline {
+        path: file.clone(),
+        source,
+    })?;
     let repository = checkout.at(&commit);
     let mut exec = Exec {
         req,

@@ -36,6 +36,14 @@ fn name_of<'t>(caps: &Captures<'t>) -> Option<&'t str> {
         .map(|m| m.as_str())
 }
 
+/// The names `value` refers to, in order.
+pub fn names(value: &str) -> Vec<String> {
+    references()
+        .captures_iter(value)
+        .filter_map(|caps| name_of(&caps).map(String::from))
+        .collect()
+}
+
 /// `value` with every reference `lookup` knows replaced; other references, `$$` and `%%`
 /// stay as written.
 pub fn expand_value(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {

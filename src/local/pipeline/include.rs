@@ -7,6 +7,7 @@
 
 use serde_norway::{Mapping, Value};
 
+use super::expand::{expand_value, names};
 use super::extends::deep_merge;
 use super::PipelineError;
 use crate::glob;
@@ -20,6 +21,11 @@ pub trait Source {
     fn read(&self, path: &str) -> Result<Option<String>, String>;
     /// Every file of the project, relative to its root, for globs.
     fn files(&self) -> Result<Vec<String>, String>;
+    /// The value of a variable an include path may name (GitLab's predefined variables and
+    /// the pipeline's own, never those of the YAML); `None` when there is none.
+    fn variable(&self, _name: &str) -> Option<String> {
+        None
+    }
     /// The files of another project at `git_ref` (its default: the checkout's `HEAD`), for
     /// `include: project`; `None` when the operator gave no checkout of it.
     fn project(
@@ -129,11 +135,6 @@ fn merge_file(
         if out.included.len() >= MAX_INCLUDES {
             return Err(err(format!("more than {MAX_INCLUDES} included files")));
         }
-        if path.contains('$') {
-            return Err(err(format!(
-                "`{path}` names a variable: GitLab expands predefined and project variables in include paths, exec does not; write the path out (or include each file it can be)"
-            )));
-        }
         // A project's file reads its own local includes from that project.
         let from: &dyn Source = project_source.as_deref().unwrap_or(source);
         let text = from
@@ -201,7 +202,7 @@ fn entries(
             }
             Value::String(s) => s.clone(),
             Value::Mapping(m) if m.contains_key("project") => {
-                out.extend(project_entries(m, not_acted_on).map_err(err)?);
+                out.extend(project_entries(m, source, not_acted_on).map_err(err)?);
                 continue;
             }
             Value::Mapping(m) => {
@@ -225,6 +226,7 @@ fn entries(
             }
             _ => return Err(err("`include` entries must be paths or mappings".into())),
         };
+        let local = with_variables(&local, source).map_err(err)?;
         out.extend(
             expand_local(&local, source)
                 .map_err(err)?
@@ -236,10 +238,19 @@ fn entries(
 }
 
 /// `include: {project, ref, file}`: one entry per file (`file` may be a list).
-fn project_entries(m: &Mapping, not_acted_on: &mut Vec<String>) -> Result<Vec<Entry>, String> {
-    let text = |key: &str| m.get(key).and_then(Value::as_str).map(String::from);
-    let project = text("project").ok_or("`include: project` must name a project path")?;
-    let git_ref = text("ref");
+fn project_entries(
+    m: &Mapping,
+    source: &dyn Source,
+    not_acted_on: &mut Vec<String>,
+) -> Result<Vec<Entry>, String> {
+    let text = |key: &str| {
+        m.get(key)
+            .and_then(Value::as_str)
+            .map(|v| with_variables(v, source))
+            .transpose()
+    };
+    let project = text("project")?.ok_or("`include: project` must name a project path")?;
+    let git_ref = text("ref")?;
     for key in m.keys().filter_map(Value::as_str) {
         if !["project", "ref", "file"].contains(&key) {
             not_acted_on.push(format!(
@@ -248,12 +259,15 @@ fn project_entries(m: &Mapping, not_acted_on: &mut Vec<String>) -> Result<Vec<En
         }
     }
     let files = match m.get("file") {
-        Some(Value::String(f)) => vec![f.clone()],
+        Some(Value::String(f)) => vec![with_variables(f, source)?],
         Some(Value::Sequence(items)) => items
             .iter()
-            .map(|f| f.as_str().map(String::from))
-            .collect::<Option<Vec<_>>>()
-            .ok_or("`include: project` `file` entries must be paths")?,
+            .map(|f| {
+                f.as_str()
+                    .ok_or_else(|| "`include: project` `file` entries must be paths".to_string())
+                    .and_then(|f| with_variables(f, source))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
         _ => return Err(format!("`include: project {project}` needs a `file`")),
     };
     files
@@ -270,6 +284,19 @@ fn project_entries(m: &Mapping, not_acted_on: &mut Vec<String>) -> Result<Vec<En
             })
         })
         .collect()
+}
+
+/// `value` with the variables it names replaced, as GitLab expands include paths; a name
+/// it cannot know (a variable of the YAML, a project's CI/CD setting) is an error saying
+/// how to give it.
+fn with_variables(value: &str, source: &dyn Source) -> Result<String, String> {
+    let expanded = expand_value(value, &|name| source.variable(name));
+    match names(&expanded).into_iter().next() {
+        None => Ok(expanded),
+        Some(name) => Err(format!(
+            "`{value}` names `{name}`, which is not a predefined variable: include paths see GitLab's predefined variables and the project's CI/CD variables, not those of the YAML (give a project variable with --var {name}=VALUE)"
+        )),
+    }
 }
 
 /// A local include path relative to the project root; a glob matches project files.

@@ -222,6 +222,37 @@ pub struct JobDef {
     pub not_acted_on: Vec<String>,
 }
 
+impl JobDef {
+    /// A job of nothing but `variables` and `rules`: what the rule machinery decides for
+    /// what is not a job (the workflow), and what has the variables a pipeline has before
+    /// any job of it.
+    pub fn bare(name: &str, variables: &[VarDef], rules: Option<Vec<Rule>>) -> JobDef {
+        JobDef {
+            name: name.into(),
+            stage: ".pre".into(),
+            image: None,
+            services: Vec::new(),
+            variables: variables.to_vec(),
+            globals: variables.len(),
+            script: Vec::new(),
+            after_script: Vec::new(),
+            pre_get_sources: Vec::new(),
+            rules,
+            only: None,
+            except: None,
+            when: When::Always,
+            allow_failure: AllowFailure::No,
+            timeout: None,
+            cache: Vec::new(),
+            artifacts: None,
+            needs: None,
+            dependencies: None,
+            instance: None,
+            not_acted_on: Vec::new(),
+        }
+    }
+}
+
 /// One job of the pipeline as listed: runnable, or the reason it is not.
 #[derive(Debug, Clone)]
 pub struct PipelineJob {

@@ -9,7 +9,7 @@ use serde_norway::Value;
 
 use super::decide::{parse_rules, Rule, When};
 use super::values::shape;
-use super::{AllowFailure, JobDef, PipelineError, VarDef};
+use super::{JobDef, PipelineError, VarDef};
 
 /// `workflow:` as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,28 +53,6 @@ impl Workflow {
     /// A job of nothing but these rules and the global `variables`, which the job-rule
     /// machinery decides like any other: `Decision::Run` creates the pipeline.
     pub fn as_job(&self, variables: &[VarDef]) -> JobDef {
-        JobDef {
-            name: "(workflow)".into(),
-            stage: ".pre".into(),
-            image: None,
-            services: Vec::new(),
-            variables: variables.to_vec(),
-            globals: variables.len(),
-            script: Vec::new(),
-            after_script: Vec::new(),
-            pre_get_sources: Vec::new(),
-            rules: self.rules.clone(),
-            only: None,
-            except: None,
-            when: When::Always,
-            allow_failure: AllowFailure::No,
-            timeout: None,
-            cache: Vec::new(),
-            artifacts: None,
-            needs: None,
-            dependencies: None,
-            instance: None,
-            not_acted_on: Vec::new(),
-        }
+        JobDef::bare("(workflow)", variables, self.rules.clone())
     }
 }
