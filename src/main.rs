@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use gitlab_ecs_executor::commands::{self, CommandError, Target, EXIT_HOST};
+use gitlab_ecs_executor::exec::{self, ExecRequest};
 use gitlab_ecs_executor::joblog::JobLog;
-use gitlab_ecs_executor::local::{self, ExecRequest};
 use gitlab_ecs_executor::protocol::{ExitContract, JobContext, Outcome, Stage};
 use gitlab_ecs_executor::release::rollback::RollbackTo;
 use gitlab_ecs_executor::settings::Settings;
@@ -307,7 +307,7 @@ fn main() -> ExitCode {
         Command::Cleanup => JobStage::Cleanup,
         Command::Exec(args) => {
             let request = args.into_request(cli.config);
-            return match local::exec(&request) {
+            return match exec::exec(&request) {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
                 Err(e) => {
                     eprintln!("ERROR: {e}");

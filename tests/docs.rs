@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use gitlab_ecs_executor::local::pipeline::Pipeline;
+use gitlab_ecs_executor::exec::pipeline::Pipeline;
 use gitlab_ecs_executor::settings::Settings;
 
 fn root() -> PathBuf {

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use aws_sdk_ecs::types::{ContainerDefinition, TaskDefinition};
 use gitlab_ecs_executor::docker::effective_policies;
+use gitlab_ecs_executor::exec::pipeline::expand::expand_all;
+use gitlab_ecs_executor::exec::pipeline::{Pipeline, Repository, RuleContext, VarDef};
+use gitlab_ecs_executor::exec::rules;
 use gitlab_ecs_executor::image_ref::ImageRef;
-use gitlab_ecs_executor::local::pipeline::expand::expand_all;
-use gitlab_ecs_executor::local::pipeline::{Pipeline, Repository, RuleContext, VarDef};
-use gitlab_ecs_executor::local::rules;
 use gitlab_ecs_executor::protocol::{JobContext, JobPayload, Stage};
 use gitlab_ecs_executor::release::image::context::DockerIgnore;
 use gitlab_ecs_executor::release::inputs::{

@@ -9,7 +9,7 @@
 
 use crate::aws::{AwsError, Fault};
 use crate::docker::DockerError;
-use crate::local::ExecError;
+use crate::exec::ExecError;
 use crate::release::inputs::InputError;
 use crate::release::ReleaseError;
 use crate::settings::{SettingsError, TagVerdict};

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::{interrupt, operator_log, temp_dir, CommandError, Target};
 use crate::docker::AuthSource;
+use crate::exec::Checkout;
 use crate::joblog::JobLog;
-use crate::local::Checkout;
 use crate::release::inputs::{self, ImageAction, Requester};
 use crate::release::{
     self, BuildScope, ProjectSource, Provenance, ReleaseRequest, LOCAL_REPOSITORY,

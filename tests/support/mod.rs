@@ -15,7 +15,7 @@ use std::process::Command;
 pub use images::base_image;
 /// The gitlab-runner stand-in (shared with `exec`).
 pub mod runner {
-    pub use gitlab_ecs_executor::local::runner::*;
+    pub use gitlab_ecs_executor::exec::runner::*;
 }
 pub use runner::{
     ArtifactDef, CacheDef, CallResult, Cancel, GitSource, Job, JobResult, Runner, Service, Status,

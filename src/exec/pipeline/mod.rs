@@ -7,6 +7,7 @@
 //! something `exec` cannot run is an error of that job alone. Pure: text and a
 //! [`Source`] of included files in, job definitions out.
 
+mod clauses;
 mod decide;
 pub mod expand;
 mod extends;
@@ -26,7 +27,8 @@ use std::time::Duration;
 
 use serde_norway::{Mapping, Value};
 
-pub use decide::{Changes, Decision, Repository, Rule, RuleContext, When};
+pub use clauses::{Changes, Repository, RuleContext};
+pub use decide::{Decision, Rule, When};
 pub use include::{NoFiles, Source};
 pub use job::{AllowFailure, ArtifactsDef, CacheDef, CacheKey, ImageDef, Need};
 pub use matrix::Instance;

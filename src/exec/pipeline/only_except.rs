@@ -7,10 +7,10 @@
 
 use serde_norway::Value;
 
-use super::decide::{changes_hold, Changes, RuleContext};
+use super::clauses::{changes_hold, Changes, RuleContext};
 use super::values::{shape, strings};
 use super::PipelineError;
-use crate::local::rules;
+use crate::exec::rules;
 
 /// Pipeline sources a ref entry can name, with the `CI_PIPELINE_SOURCE` each stands for.
 const SOURCES: &[(&str, &str)] = &[

@@ -1,15 +1,15 @@
 //! Whether a job is in the pipeline for a ref: `rules:` (`if:`, `changes:`, `exists:`,
-//! `when:`, `allow_failure:`, `variables:`) or the job's own `when:`. `changes:` and
-//! `exists:` ask a [`Repository`], the seam to git.
+//! `when:`, `allow_failure:`, `variables:`), else `only:`/`except:`, else the job's own
+//! `when:`. The clauses that ask git are `clauses.rs`.
 
 use serde_norway::Value;
 
-use super::expand::expand_value;
+use super::clauses::{changes_hold, exists_hold};
+use super::clauses::{Changes, RuleContext};
 use super::only_except::Kind;
 use super::values::{flattened, shape, strings, variables};
 use super::{AllowFailure, JobDef, PipelineError, VarDef};
-use crate::glob;
-use crate::local::rules;
+use crate::exec::rules;
 
 /// `when:` of a job or rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,15 +43,6 @@ impl When {
     }
 }
 
-/// `changes:` of a rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Changes {
-    /// Path patterns.
-    pub paths: Vec<String>,
-    /// `compare_to:`: the ref to compare with instead of the pipeline's base.
-    pub compare_to: Option<String>,
-}
-
 /// One rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -67,24 +58,6 @@ pub struct Rule {
     pub allow_failure: Option<bool>,
     /// `variables:` added when the rule matches.
     pub variables: Vec<VarDef>,
-}
-
-/// What `changes:` and `exists:` look at: the git history and tree of the pipeline's commit.
-pub trait Repository {
-    /// The files that differ between the pipeline's commit and `compare_to` (or the
-    /// pipeline's own base when `None`); `Ok(None)` when there is nothing to compare with
-    /// (a tag, a first commit), where GitLab counts `changes:` as matching.
-    fn changed_files(&self, compare_to: Option<&str>) -> Result<Option<Vec<String>>, String>;
-    /// Every file in the commit's tree.
-    fn files(&self) -> Result<Vec<String>, String>;
-}
-
-/// What rules are evaluated against.
-pub struct RuleContext<'a> {
-    /// The job's variables as GitLab expanded them (`None`: undefined).
-    pub var: &'a dyn Fn(&str) -> Option<String>,
-    /// The project's history and tree.
-    pub repository: &'a dyn Repository,
 }
 
 /// Whether and how a job runs for a pipeline.
@@ -155,10 +128,6 @@ impl JobDef {
 
     /// Every clause of `rule` holds.
     fn matches(&self, rule: &Rule, ctx: &RuleContext) -> Result<bool, PipelineError> {
-        let repo_error = |message: String| PipelineError::Repository {
-            job: self.name.clone(),
-            message,
-        };
         if let Some(expr) = &rule.condition {
             let holds = rules::evaluate(expr, ctx.var).map_err(|source| PipelineError::Rule {
                 job: self.name.clone(),
@@ -174,46 +143,12 @@ impl JobDef {
             }
         }
         if let Some(exists) = &rule.exists {
-            let files = ctx.repository.files().map_err(repo_error)?;
-            let patterns = patterns(exists, ctx);
-            if !files
-                .iter()
-                .any(|f| patterns.iter().any(|p| glob::matches(p, f)))
-            {
+            if !exists_hold(exists, ctx, &self.name)? {
                 return Ok(false);
             }
         }
         Ok(true)
     }
-}
-
-/// Path patterns with the variables GitLab knows expanded and `{a,b}` made alternatives.
-fn patterns(paths: &[String], ctx: &RuleContext) -> Vec<String> {
-    paths
-        .iter()
-        .flat_map(|p| alternatives(&expand_value(p, ctx.var)))
-        .collect()
-}
-
-/// Whether the commit changed a file `changes` names (always, with nothing to compare).
-pub(super) fn changes_hold(
-    changes: &Changes,
-    ctx: &RuleContext,
-    job: &str,
-) -> Result<bool, PipelineError> {
-    let changed = ctx
-        .repository
-        .changed_files(changes.compare_to.as_deref())
-        .map_err(|message| PipelineError::Repository {
-            job: job.to_string(),
-            message,
-        })?;
-    Ok(changed.is_none_or(|changed| {
-        let patterns = patterns(&changes.paths, ctx);
-        changed
-            .iter()
-            .any(|f| patterns.iter().any(|p| glob::matches(p, f)))
-    }))
 }
 
 /// A rule as a reason reads it.
@@ -232,22 +167,6 @@ fn describe(rule: &Rule) -> String {
         true => "(always)".into(),
         false => parts.join(" && "),
     }
-}
-
-/// Ruby's `File.fnmatch` with `FNM_EXTGLOB`, which GitLab matches paths with: `{a,b}`
-/// alternatives, expanded here into plain patterns.
-fn alternatives(pattern: &str) -> Vec<String> {
-    let Some(open) = pattern.find('{') else {
-        return vec![pattern.to_string()];
-    };
-    let Some(close) = pattern[open..].find('}').map(|c| open + c) else {
-        return vec![pattern.to_string()];
-    };
-    let (head, tail) = (&pattern[..open], &pattern[close + 1..]);
-    pattern[open + 1..close]
-        .split(',')
-        .flat_map(|alt| alternatives(&format!("{head}{alt}{tail}")))
-        .collect()
 }
 
 /// Reads `rules:` of `job` (nested lists from `!reference` flattened).
@@ -347,6 +266,7 @@ fn parse_rule(item: &Value, job: &str) -> Result<Rule, PipelineError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Repository;
     use super::*;
 
     /// A repository whose last commit changed `changed` (`None`: nothing to compare with).
@@ -473,12 +393,5 @@ mod tests {
             err.contains("`job`") && err.contains("unknown ref"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn alternatives_expand() {
-        assert_eq!(alternatives("a.{rs,toml}"), ["a.rs", "a.toml"]);
-        assert_eq!(alternatives("{x,y}/{1,2}"), ["x/1", "x/2", "y/1", "y/2"]);
-        assert_eq!(alternatives("plain"), ["plain"]);
     }
 }
