@@ -231,3 +231,24 @@ fn a_field_the_sdk_does_not_know_stops_the_release_before_registering() {
     assert!(ecs.requests("UpdateService").is_empty());
     let _ = FAMILY;
 }
+
+#[test]
+fn a_base_image_without_the_task_platforms_variant_names_both_platforms() {
+    let mut f = fixture("");
+    let ecs = service_on(&mut f, "ARM64");
+    // A base only this host has, for its own platform, as an offline runner's would be.
+    f.commit_file(
+        "Dockerfile",
+        &format!("FROM {}\nCMD [\"true\"]\n", base_image()),
+    );
+    f.tag("v1.2.4");
+    let result = f.env.runner.run(&f.job("deploy", "v1.2.4", true));
+    assert_eq!(result.status, Status::Failed(1), "{}", result.log);
+    let line = result
+        .log
+        .lines()
+        .find(|l| l.contains("linux/arm64") && l.contains("linux/amd64"))
+        .unwrap_or_else(|| panic!("no line names both platforms:\n{}", result.log));
+    assert!(line.contains("base image"), "{line}");
+    assert!(ecs.requests("RegisterTaskDefinition").is_empty());
+}

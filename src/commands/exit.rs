@@ -163,6 +163,7 @@ fn release(e: &ReleaseError) -> u8 {
         | ReleaseError::UnsupportedPlatform(_)
         | ReleaseError::MixedPlatforms { .. }
         | ReleaseError::WrongPlatform { .. }
+        | ReleaseError::BaseWrongPlatform { .. }
         | ReleaseError::PreDeployFailed { .. }
         | ReleaseError::Cancelled
         | ReleaseError::Report { .. } => EXIT_FAILED,

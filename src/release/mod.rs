@@ -247,6 +247,21 @@ pub enum ReleaseError {
         /// The task definition's.
         wants: String,
     },
+    /// A base image of the Dockerfile has no variant for the task definition's platform.
+    #[error(
+        "the base image {base} is for {has} only, but the service's task definition runs on \
+         {wants}: an image for {wants} cannot be built from it. Nothing was built or registered. \
+         Use a base with a {wants} variant (a multi-platform image), or a runtimePlatform the \
+         base has"
+    )]
+    BaseWrongPlatform {
+        /// The base image, as the Dockerfile names it.
+        base: String,
+        /// Its platforms.
+        has: String,
+        /// The task definition's.
+        wants: String,
+    },
     /// `RunTask` started no task.
     #[error("the pre-deploy task did not start: {reason}. No service was updated")]
     TaskNotStarted {

@@ -101,6 +101,7 @@ fn release(e: &ReleaseError) -> Outcome {
         | ReleaseError::UnsupportedPlatform(_)
         | ReleaseError::MixedPlatforms { .. }
         | ReleaseError::WrongPlatform { .. }
+        | ReleaseError::BaseWrongPlatform { .. }
         | ReleaseError::PreDeployFailed { .. }
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::FieldsNotCarried { .. }

@@ -2,6 +2,7 @@
 //! rebuilt nor overwritten), or built from the project with the host engine and pushed with
 //! the ECR token.
 
+mod base_platform;
 mod build;
 mod buildkit_progress;
 pub mod context;
@@ -150,6 +151,15 @@ pub(crate) async fn release_image(
         .collect();
     let platform_name = platform.map(Platform::to_string);
     let registries = build_registries(req, &login, log).await;
+    if let Some(platform) = platform {
+        base_platform::check(
+            docker,
+            &String::from_utf8_lossy(&dockerfile),
+            platform,
+            &registries,
+        )
+        .await?;
+    }
     let spec = build::BuildSpec {
         local: &ImageRef::parse(&format!("{}:{}", req.build.local_name, req.inputs.tag())),
         owner: &req.build.owner,
