@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use gitlab_ecs_executor::commands::{self, CommandError, Target, EXIT_HOST};
+use gitlab_ecs_executor::commands::{self, CommandError, Target};
 use gitlab_ecs_executor::exec::{self, ExecRequest};
 use gitlab_ecs_executor::joblog::JobLog;
 use gitlab_ecs_executor::protocol::{ExitContract, JobContext, Outcome, Stage};
@@ -374,10 +374,7 @@ fn main() -> ExitCode {
                     print!("{}", commands::runner_config(&binary));
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("ERROR: cannot tell where this binary is installed: {e}");
-                    ExitCode::from(EXIT_HOST)
-                }
+                Err(e) => host_failure("tell where this binary is installed", e),
             }
         }
         Command::Generate { what } => return generate(what),
@@ -423,10 +420,7 @@ fn generate(what: Generated) -> ExitCode {
     };
     match written {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ERROR: cannot write the man pages: {e}");
-            ExitCode::from(EXIT_HOST)
-        }
+        Err(e) => host_failure("write the man pages", e),
     }
 }
 
@@ -546,11 +540,22 @@ where
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            commands::operator_log().error(&e.to_string());
-            ExitCode::from(e.exit_code())
-        }
+        Err(e) => failed(&e),
     }
+}
+
+/// Says why an operator command stopped and exits with the error's documented code.
+fn failed(e: &CommandError) -> ExitCode {
+    commands::operator_log().error(&e.to_string());
+    ExitCode::from(e.exit_code())
+}
+
+/// A host resource the command needed could not be had.
+fn host_failure(action: &str, source: std::io::Error) -> ExitCode {
+    failed(&CommandError::Host {
+        action: action.into(),
+        source,
+    })
 }
 
 /// `doctor`: a broken settings file is one of its failed checks, not a reason to stop.
@@ -559,13 +564,10 @@ fn doctor(config: Option<PathBuf>, target: Target) -> ExitCode {
         Settings::locate(config.as_deref()).unwrap_or_else(|| PathBuf::from("built-in defaults"));
     let loaded = Settings::load(config.as_deref()).map_err(|e| e.to_string());
     match runtime() {
-        Ok(rt) => ExitCode::from(u8::from(
-            rt.block_on(commands::doctor(loaded, &source, &target)) > 0,
+        Ok(rt) => ExitCode::from(commands::doctor_exit_code(
+            rt.block_on(commands::doctor(loaded, &source, &target)),
         )),
-        Err(e) => {
-            eprintln!("ERROR: cannot start the async runtime: {e}");
-            ExitCode::from(EXIT_HOST)
-        }
+        Err(e) => host_failure("start the async runtime", e),
     }
 }
 

@@ -14,7 +14,7 @@ mod runner_config;
 
 pub use continue_deployment::continue_deployment;
 pub use doctor::doctor;
-pub use exit::{CommandError, EXIT_FAILED, EXIT_HOST, EXIT_USAGE};
+pub use exit::{doctor_exit_code, CommandError, EXIT_FAILED, EXIT_HOST, EXIT_USAGE};
 pub use plan::plan;
 pub use prune::{prune, PruneOptions};
 pub use release::{release, ReleaseOptions};
