@@ -210,7 +210,7 @@ fn a_pull_policy_the_runner_does_not_allow_fails_the_job_without_retry() {
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
     assert_logged(
         &result.log,
-        "pull_policy [\"always\"] is not one of the allowed_pull_policies [\"never\", \"if-not-present\"]",
+        "pull_policy `always` is not one of the allowed_pull_policies `never`, `if-not-present`",
     );
     assert_eq!(result.calls_of("prepare").len(), 1);
 }

@@ -337,7 +337,7 @@ fn the_image_user_follows_settings_and_allowed_users() {
     let result = env.runner.run(&job);
     // What the job asked for, refused by the operator: a job failure, not retried.
     assert_eq!(result.status, Status::Failed(1), "{}", result.log);
-    assert_logged(&result.log, "user \"root\" is not an allowed user");
+    assert_logged(&result.log, "user `root` is not an allowed user");
     assert_eq!(result.calls_of("prepare").len(), 1);
 
     // `docker.user` wins over the job's.

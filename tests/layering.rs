@@ -153,3 +153,37 @@ fn the_circle_check_sees_a_circle() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].len(), 2);
 }
+
+/// Lines of non-test code that format a value with `{:?}`, except inside `Debug` impls
+/// (`write!(f, …)`): `Debug` text (`Some("x")`, `Deadline(InProgress)`, `["a", "b"]`) is
+/// for programmers, and every message of this binary reaches an operator or a job log.
+fn debug_formatting(src: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    files.sort();
+    let mut found = Vec::new();
+    for file in files {
+        for line in code(&file).lines() {
+            let formats_debug = line.contains(":?}") || line.contains(":#?}");
+            if formats_debug && !line.contains("write!(f") {
+                found.push(format!(
+                    "{}: {}",
+                    file.strip_prefix(src).unwrap_or(&file).display(),
+                    line.trim()
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_message_formats_with_debug() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let found = debug_formatting(&src);
+    assert!(
+        found.is_empty(),
+        "Debug formatting outside tests and Debug impls:\n{}",
+        found.join("\n")
+    );
+}

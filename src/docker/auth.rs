@@ -274,7 +274,7 @@ fn helper_program(name: &str) -> Result<String, SourceError> {
         Ok(format!("docker-credential-{name}"))
     } else {
         Err(SourceError(format!(
-            "credential helper {name:?} is not a plain helper name"
+            "credential helper `{name}` is not a plain helper name"
         )))
     }
 }
@@ -296,7 +296,8 @@ async fn run_helper(name: &str, verb: &str, input: &str) -> Result<(bool, String
         .await
         .map_err(|_| {
             SourceError(format!(
-                "{program} {verb} did not answer in {HELPER_TIMEOUT:?}"
+                "{program} {verb} did not answer in {} s",
+                HELPER_TIMEOUT.as_secs()
             ))
         })?
         .map_err(|e| SourceError(format!("{program} {verb}: {e}")))?;

@@ -39,7 +39,17 @@ use bollard::Docker;
 
 use crate::settings::DockerSettings;
 
+/// Names of a list, each in backticks: `always`, `never`.
+fn listed(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Something went wrong in the Docker job environment.
+
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     /// The engine cannot be reached at all.
@@ -70,9 +80,11 @@ pub enum DockerError {
     },
     /// The job asked for pull policies the operator does not allow.
     #[error(
-        "invalid pull policy for image {image}: pull_policy {requested:?} is not one of the \
-         allowed_pull_policies {allowed:?}; change `pull_policy` in .gitlab-ci.yml or ask the \
-         runner's operator"
+        "invalid pull policy for image {image}: pull_policy {} is not one of the \
+         allowed_pull_policies {}; change `pull_policy` in .gitlab-ci.yml or ask the runner's \
+         operator",
+        listed(.requested),
+        listed(.allowed)
     )]
     PullPolicyNotAllowed {
         /// The image.
@@ -84,8 +96,9 @@ pub enum DockerError {
     },
     /// Settings' `docker.allowed_images` does not include the image.
     #[error(
-        "image {image} is not allowed on this runner (docker.allowed_images: {allowed:?}); use \
-         an allowed image or ask the runner's operator"
+        "image {image} is not allowed on this runner (docker.allowed_images: {}); use an \
+         allowed image or ask the runner's operator",
+        listed(.allowed)
     )]
     ImageNotAllowed {
         /// The image.
@@ -95,8 +108,9 @@ pub enum DockerError {
     },
     /// Settings' `docker.allowed_services` does not include the service.
     #[error(
-        "service {image} is not allowed on this runner (docker.allowed_services: {allowed:?}); \
-         use an allowed service or ask the runner's operator"
+        "service {image} is not allowed on this runner (docker.allowed_services: {}); use an \
+         allowed service or ask the runner's operator",
+        listed(.allowed)
     )]
     ServiceNotAllowed {
         /// The image.
@@ -115,7 +129,7 @@ pub enum DockerError {
         limit: i64,
     },
     /// The job asks to run as a user settings do not allow.
-    #[error("user {user:?} is not an allowed user: {allowed:?} (docker.allowed_users)")]
+    #[error("user `{user}` is not an allowed user: {} (docker.allowed_users)", listed(.allowed))]
     UserNotAllowed {
         /// The user.
         user: String,
@@ -123,7 +137,7 @@ pub enum DockerError {
         allowed: Vec<String>,
     },
     /// A `docker.security_opt` entry cannot be used.
-    #[error("docker.security_opt {option:?}: {message}")]
+    #[error("docker.security_opt `{option}`: {message}")]
     SecurityOpt {
         /// The entry.
         option: String,

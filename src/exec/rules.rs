@@ -25,6 +25,21 @@ enum Token {
     Close,
 }
 
+/// A token as the expression wrote it, for messages.
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::Var(name) => write!(f, "${name}"),
+            Token::Str(s) => write!(f, "\"{s}\""),
+            Token::Pattern(p, flags) => write!(f, "/{p}/{flags}"),
+            Token::Null => f.write_str("null"),
+            Token::Op(op) => f.write_str(op),
+            Token::Open => f.write_str("("),
+            Token::Close => f.write_str(")"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Val {
     Null,
@@ -58,7 +73,7 @@ pub fn evaluate(expr: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<bool
     };
     let value = parser.or().map_err(err)?;
     if parser.pos != parser.tokens.len() {
-        return Err(err(format!("unexpected {:?}", parser.tokens[parser.pos])));
+        return Err(err(format!("unexpected {}", parser.tokens[parser.pos])));
     }
     Ok(value.truthy())
 }
@@ -219,7 +234,7 @@ impl Parser<'_> {
                 self.pos += 1;
                 inner
             }
-            other => return Err(format!("unexpected {other:?}")),
+            other => return Err(format!("unexpected {other}")),
         })
     }
 }

@@ -63,7 +63,7 @@ pub enum ProtocolError {
     },
     /// A job variable claims an identity the payload does not vouch for.
     #[error(
-        "the job sets {variable}={claimed:?}, but the runner's job payload says {vouched:?} \
+        "the job sets {variable}=`{claimed}`, but the runner's job payload says `{vouched}` \
          ({field}): on this runner a job cannot change its own identity. Remove {variable} \
          from the job's `variables:` and the project's CI/CD variables"
     )]
@@ -79,7 +79,7 @@ pub enum ProtocolError {
     },
     /// `CI_CONCURRENT_PROJECT_ID` is no slot the runner gives (a job set it).
     #[error(
-        "CI_CONCURRENT_PROJECT_ID is {0:?}, not a runner slot from 0 to {max}: remove it from the \
+        "CI_CONCURRENT_PROJECT_ID is `{0}`, not a runner slot from 0 to {max}: remove it from the \
          job's `variables:` and the project's CI/CD variables",
         max = context::MAX_SLOT
     )]

@@ -94,8 +94,8 @@ async fn run(
     let name = container.name().unwrap_or_default().to_string();
     let service = ecs.describe_service().await?;
     log.step(&format!(
-        "Running {:?} in container {name} of {}, placed like the tasks of service {}",
-        gate.task.command,
+        "Running `{}` in container {name} of {}, placed like the tasks of service {}",
+        gate.task.command.join(" "),
         short_td(revision),
         ecs.service()
     ));

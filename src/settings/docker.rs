@@ -63,7 +63,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PullPolicy>, D::Er
         .map(|name| {
             PullPolicy::parse(name).ok_or_else(|| {
                 serde::de::Error::custom(format!(
-                    "unknown pull policy {name:?}, expected `always`, `if-not-present` or `never`"
+                    "unknown pull policy `{name}`, expected `always`, `if-not-present` or `never`"
                 ))
             })
         })
@@ -84,7 +84,7 @@ fn cpu_count<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         NumberOrText::Text(t) => t
             .trim()
             .parse()
-            .map_err(|_| serde::de::Error::custom(format!("a CPU count such as 1.5, got {t:?}"))),
+            .map_err(|_| serde::de::Error::custom(format!("a CPU count such as 1.5, got `{t}`"))),
     }
 }
 
@@ -346,7 +346,10 @@ impl DockerSettings {
         if !self.user_allowed(&self.user) {
             problems.push((
                 "docker.user",
-                format!("is not in docker.allowed_users {:?}", self.allowed_users),
+                format!(
+                    "is not in docker.allowed_users ({})",
+                    self.allowed_users.join(", ")
+                ),
             ));
         }
         for volume in &self.volumes {
@@ -363,20 +366,20 @@ impl DockerSettings {
             if parse_ulimit(limit).is_none() {
                 problems.push((
                     "docker.ulimit",
-                    format!("`{name}` must be `soft` or `soft:hard` numbers, got {limit:?}"),
+                    format!("`{name}` must be `soft` or `soft:hard` numbers, got `{limit}`"),
                 ));
             }
         }
         for server in &self.dns {
             if server.parse::<std::net::IpAddr>().is_err() {
-                problems.push(("docker.dns", format!("{server:?} is not an IP address")));
+                problems.push(("docker.dns", format!("`{server}` is not an IP address")));
             }
         }
         for entry in &self.extra_hosts {
             if !entry.contains(':') {
                 problems.push((
                     "docker.extra_hosts",
-                    format!("entries are `host:ip`, got {entry:?}"),
+                    format!("entries are `host:ip`, got `{entry}`"),
                 ));
             }
         }
@@ -412,7 +415,7 @@ pub fn parse_volume(value: &str) -> Result<VolumeSpec, String> {
     let bad = || {
         format!(
             "entries are `/container/path`, `name:/container/path` or \
-             `/host/path:/container/path[:ro|rw][:z|Z][:propagation]`, got {value:?}"
+             `/host/path:/container/path[:ro|rw][:z|Z][:propagation]`, got `{value}`"
         )
     };
     let parts: Vec<&str> = value.split(':').collect();
@@ -459,13 +462,13 @@ fn bind_options(value: &str, options: &[&str]) -> Result<Option<String>, String>
         });
         let Some(kind) = kind else {
             return Err(format!(
-                "{value:?}: `{option}` is not a bind option the docker executor takes \
+                "`{value}`: `{option}` is not a bind option the docker executor takes \
                  (ro, rw, z, Z, shared, slave, private, rshared, rslave, rprivate)"
             ));
         };
         if let Some(earlier) = &chosen[kind] {
             return Err(format!(
-                "{value:?}: two {}s, `{earlier}` and `{option}`",
+                "`{value}`: two {}s, `{earlier}` and `{option}`",
                 KINDS[kind].0
             ));
         }
@@ -485,10 +488,10 @@ pub fn parse_device(value: &str) -> Result<(String, String, String), String> {
         [host] => (*host, *host, "rwm"),
         [host, container] => (*host, *container, "rwm"),
         [host, container, perms] => (*host, *container, *perms),
-        _ => return Err(format!("{value:?}: too many colons")),
+        _ => return Err(format!("`{value}`: too many colons")),
     };
     if !host.starts_with('/') || !container.starts_with('/') {
-        return Err(format!("{value:?}: device paths must be absolute"));
+        return Err(format!("`{value}`: device paths must be absolute"));
     }
     Ok((host.to_string(), container.to_string(), perms.to_string()))
 }

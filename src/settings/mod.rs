@@ -172,7 +172,10 @@ impl Settings {
             if !dir.is_absolute() || dir.parent().is_none() {
                 problems.push((
                     key,
-                    format!("must be an absolute container path other than /, got {dir:?}"),
+                    format!(
+                        "must be an absolute container path other than /, got `{}`",
+                        dir.display()
+                    ),
                 ));
             }
         }

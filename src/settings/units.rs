@@ -33,7 +33,7 @@ impl MemorySize {
             "g" => 1 << 30,
             _ => {
                 return Err(format!(
-                    "a memory size is bytes or a number with k, m or g (512m, 2g), got {value:?}"
+                    "a memory size is bytes or a number with k, m or g (512m, 2g), got `{value}`"
                 ))
             }
         };
@@ -44,7 +44,7 @@ impl MemorySize {
             .filter(|n| *n >= DOCKER_MIN_MEMORY)
             .map(|n| MemorySize(Some(n)))
             .ok_or_else(|| {
-                format!("a memory size must be at least 6m (Docker's minimum), got {value:?}")
+                format!("a memory size must be at least 6m (Docker's minimum), got `{value}`")
             })
     }
 
@@ -87,7 +87,7 @@ impl Pattern {
     pub fn new(text: &str) -> Result<Self, String> {
         Regex::new(text)
             .map(Pattern)
-            .map_err(|e| format!("{text:?} is not a regular expression: {e}"))
+            .map_err(|e| format!("`{text}` is not a regular expression: {e}"))
     }
 
     /// Whether `text` matches.

@@ -68,7 +68,10 @@ pub async fn cleanup(settings: &Settings, ctx: &JobContext) -> Result<Outcome, S
             "swept orphans of earlier jobs"
         ),
         Ok(_) => {}
-        Err(_) => tracing::warn!("the orphan sweep did not finish within {SWEEP_BUDGET:?}"),
+        Err(_) => tracing::warn!(
+            "the orphan sweep did not finish within {} s",
+            SWEEP_BUDGET.as_secs()
+        ),
     }
     if report.failures.is_empty() {
         Ok(Outcome::Success)

@@ -858,7 +858,10 @@ fn classify(out: &Invocation, a: &Attempt) -> CallResult {
         },
         (Some(2), _) => CallResult::SystemFailure("exit status 2".into()),
         (Some(code), _) => CallResult::SystemFailure(format!("unknown Custom executor executable exit code {code}")),
-        (None, sig) => CallResult::SystemFailure(format!("killed by signal {sig:?}")),
+        (None, sig) => CallResult::SystemFailure(match sig {
+            Some(sig) => format!("killed by signal {sig}"),
+            None => "ended without an exit code or a signal".into(),
+        }),
     }
 }
 

@@ -255,7 +255,7 @@ pub(super) async fn finish_ecs_rollback(
         Ok(end) => ReleaseError::RolloutFailed {
             reason,
             state: format!(
-                "ECS was still rolling deployment {} back ({end:?}); check it in the ECS console",
+                "ECS was still rolling deployment {} back ({end}); check it in the ECS console",
                 rollout.name()
             ),
         },

@@ -160,7 +160,7 @@ impl fmt::Display for FieldChange {
 pub fn shown(value: Option<&Value>) -> String {
     match value {
         None => "(none)".into(),
-        Some(Value::String(s)) => format!("{s:?}"),
+        Some(Value::String(s)) => Value::String(s.clone()).to_string(),
         Some(v) => v.to_string(),
     }
 }
