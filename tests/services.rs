@@ -159,8 +159,9 @@ fn ci_debug_services_shows_what_a_service_printed_while_starting() {
 fn a_service_runs_as_its_docker_user_with_the_settings_shm_size() {
     let env =
         TestEnv::with_settings("[docker]\nshm_size = 134217728\nwait_for_services_timeout = 30");
-    // The service speaks while the script runs, so its line is in the job log.
-    let mut job = Job::test(DEBIAN, &["sleep 8"])
+    // The service says it every second, so the line is in the job log while the script runs
+    // however long preparing took.
+    let mut job = Job::test(DEBIAN, &["sleep 4"])
         .var("CI_DEBUG_SERVICES", "true")
         .var("SERVICE_USER", "nobody");
     job.services = vec![Service {
@@ -169,7 +170,7 @@ fn a_service_runs_as_its_docker_user_with_the_settings_shm_size() {
         entrypoint: Some(vec![
             "sh".into(),
             "-c".into(),
-            "sleep 5; echo \"user=$(id -un) shm=$(df -k /dev/shm | awk 'NR==2 {print $2}')\"; exec sleep 3600"
+            "while true; do echo \"user=$(id -un) shm=$(df -k /dev/shm | awk 'NR==2 {print $2}')\"; sleep 1; done"
                 .into(),
         ]),
         user: Some("$SERVICE_USER".into()),
