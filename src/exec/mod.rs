@@ -196,7 +196,7 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
         workflow: Ok(Vec::new()),
     };
     exec.report_sources(&name)?;
-    exec.workflow = exec.workflow()?;
+    exec.workflow = exec.decide_workflow()?;
     if let Err(why) = &exec.workflow {
         println!(
             "GitLab creates no pipeline for {} `{}`: workflow: {why}",
@@ -299,7 +299,7 @@ impl Exec<'_> {
 
     /// Whether GitLab creates the pipeline (`workflow: rules:`), and the variables of
     /// the rule that says so, `CI_PIPELINE_NAME` among them.
-    fn workflow(&self) -> Result<Result<Vec<VarDef>, String>, ExecError> {
+    fn decide_workflow(&self) -> Result<Result<Vec<VarDef>, String>, ExecError> {
         let Some(workflow) = &self.pipeline.workflow else {
             return Ok(Ok(Vec::new()));
         };

@@ -70,6 +70,19 @@ impl Platform {
         }))
     }
 
+    /// When an image listed for `has` (`(os, architecture)`, blanks ignored) has none of
+    /// this platform, the platforms it has (`linux/amd64, …`); `None` when one fits or
+    /// none is known.
+    pub fn missing_from(&self, has: &[(String, String)]) -> Option<String> {
+        let known: Vec<String> = has
+            .iter()
+            .filter(|(os, arch)| !os.is_empty() && !arch.is_empty())
+            .map(|(os, arch)| format!("{os}/{arch}"))
+            .collect();
+        let fits = has.iter().any(|(os, arch)| self.fits(os, arch));
+        (!known.is_empty() && !fits).then(|| known.join(", "))
+    }
+
     /// Whether an image for `os`/`architecture` runs here.
     pub fn fits(&self, os: &str, architecture: &str) -> bool {
         os.eq_ignore_ascii_case(&self.os) && normalize(architecture) == self.architecture

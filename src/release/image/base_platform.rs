@@ -14,6 +14,7 @@ use bollard::Docker;
 
 use super::super::platform::Platform;
 use super::super::ReleaseError;
+use super::registry;
 use crate::image_ref::ImageRef;
 
 /// The base images of `dockerfile` whose platform this check can know.
@@ -63,16 +64,7 @@ pub(super) async fn check(
         let credentials = registries.get(reference.registry_host()).cloned();
         let listed: Vec<(String, String)> =
             match docker.inspect_registry_image(&base, credentials).await {
-                Ok(inspect) => inspect
-                    .platforms
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.os.clone().unwrap_or_default(),
-                            p.architecture.clone().unwrap_or_default(),
-                        )
-                    })
-                    .collect(),
+                Ok(inspect) => registry::platforms(&inspect),
                 Err(_) => Vec::new(),
             };
         // The engine lists no platform for a single-platform manifest, nor without an
@@ -87,22 +79,13 @@ pub(super) async fn check(
                 Err(_) => Vec::new(),
             },
         };
-        let known: Vec<&(String, String)> = has
-            .iter()
-            .filter(|(os, arch)| !os.is_empty() && !arch.is_empty())
-            .collect();
-        if known.is_empty() || known.iter().any(|(os, arch)| platform.fits(os, arch)) {
-            continue;
+        if let Some(has) = platform.missing_from(&has) {
+            return Err(ReleaseError::BaseWrongPlatform {
+                base,
+                has,
+                wants: platform.to_string(),
+            });
         }
-        return Err(ReleaseError::BaseWrongPlatform {
-            base,
-            has: known
-                .iter()
-                .map(|(os, arch)| format!("{os}/{arch}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            wants: platform.to_string(),
-        });
     }
     Ok(())
 }

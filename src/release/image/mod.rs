@@ -301,23 +301,14 @@ fn check_platform(
     let Some(platform) = platform else {
         return Ok(());
     };
-    let known: Vec<&(String, String)> = found
-        .platforms
-        .iter()
-        .filter(|(os, arch)| !os.is_empty() && !arch.is_empty())
-        .collect();
-    if known.is_empty() || known.iter().any(|(os, arch)| platform.fits(os, arch)) {
-        return Ok(());
+    match platform.missing_from(&found.platforms) {
+        None => Ok(()),
+        Some(has) => Err(ReleaseError::WrongPlatform {
+            image: image.to_string(),
+            has,
+            wants: platform.to_string(),
+        }),
     }
-    Err(ReleaseError::WrongPlatform {
-        image: image.to_string(),
-        has: known
-            .iter()
-            .map(|(os, arch)| format!("{os}/{arch}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        wants: platform.to_string(),
-    })
 }
 
 /// OCI annotations tying the image to its source.

@@ -165,19 +165,13 @@ pub async fn existing(
         .inspect_registry_image(&image, Some(login.docker_credentials()))
         .await
     {
-        Ok(inspect) => Ok(inspect.descriptor.digest.map(|digest| Existing {
-            digest,
-            platforms: inspect
-                .platforms
-                .iter()
-                .map(|p| {
-                    (
-                        p.os.clone().unwrap_or_default(),
-                        p.architecture.clone().unwrap_or_default(),
-                    )
-                })
-                .collect(),
-        })),
+        Ok(inspect) => {
+            let platforms = platforms(&inspect);
+            Ok(inspect
+                .descriptor
+                .digest
+                .map(|digest| Existing { digest, platforms }))
+        }
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code,
             message,
@@ -187,6 +181,20 @@ pub async fn existing(
             message: e.to_string(),
         }),
     }
+}
+
+/// The platforms a registry lookup lists, `(os, architecture)`.
+pub(super) fn platforms(inspect: &bollard::models::DistributionInspect) -> Vec<(String, String)> {
+    inspect
+        .platforms
+        .iter()
+        .map(|p| {
+            (
+                p.os.clone().unwrap_or_default(),
+                p.architecture.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// The engine reports a missing tag, a refused login and an unreachable registry all as
