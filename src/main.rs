@@ -8,7 +8,7 @@ use gitlab_ecs_executor::commands::{self, CommandError, Target};
 use gitlab_ecs_executor::exec::{self, ExecRequest};
 use gitlab_ecs_executor::joblog::JobLog;
 use gitlab_ecs_executor::protocol::{ExitContract, JobContext, Outcome, Stage};
-use gitlab_ecs_executor::release::rollback::RollbackTo;
+use gitlab_ecs_executor::release::verbs::rollback::RollbackTo;
 use gitlab_ecs_executor::settings::Settings;
 use gitlab_ecs_executor::stages::{self, RunOptions, StageError};
 

@@ -3,8 +3,8 @@
 //! to its end or its next gate.
 
 use super::{interrupt, operator_log, temp_dir, CommandError, Target};
-use crate::release::approve;
 use crate::release::inputs::{self, Requester};
+use crate::release::{verbs, App};
 use crate::settings::Settings;
 
 /// Continues (or rolls back) the deployment of `target`'s service.
@@ -12,7 +12,9 @@ pub async fn continue_deployment(settings: &Settings, target: &Target) -> Result
     let inputs = inputs::collect_continue(target, &settings.aws, Requester::Operator)?;
     let temp = temp_dir()?;
     let log = operator_log();
+    let access = &inputs.access;
+    let app = App::connect(&access.region, &access.credentials, temp.path(), &log).await?;
     let mut cancel = interrupt()?;
-    approve::execute(settings, &inputs, temp.path(), None, &log, &mut cancel).await?;
+    verbs::continue_deployment::execute(&app, settings, &inputs, None, &log, &mut cancel).await?;
     Ok(())
 }

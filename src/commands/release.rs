@@ -9,8 +9,9 @@ use crate::docker::AuthSource;
 use crate::exec::Checkout;
 use crate::joblog::JobLog;
 use crate::release::inputs::{self, ImageAction, Requester};
+use crate::release::verbs;
 use crate::release::{
-    self, BuildScope, ProjectSource, Provenance, ReleaseRequest, LOCAL_REPOSITORY,
+    App, BuildScope, ProjectSource, Provenance, ReleaseRequest, LOCAL_REPOSITORY,
 };
 use crate::settings::Settings;
 
@@ -67,8 +68,15 @@ pub async fn release(
             registry_auth: AuthSource::home_config().into_iter().collect(),
         },
     };
+    let app = App::connect(
+        &request.inputs.region,
+        &request.inputs.credentials,
+        &request.temp_dir,
+        &log,
+    )
+    .await?;
     let mut cancel = interrupt()?;
-    release::execute(settings, &request, &log, &mut cancel).await?;
+    verbs::release::execute(&app, settings, &request, &log, &mut cancel).await?;
     Ok(())
 }
 

@@ -5,11 +5,26 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
+use super::deploy::DeployReport;
 use super::ecs::short_td;
+use super::image::ImageOutcome;
 use super::request::{ProjectSource, ReleaseRequest};
-use super::{ReleaseError, ReleaseReport};
+use super::ReleaseError;
 use crate::docker::archive;
+use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
+
+/// What a release did.
+#[derive(Debug, Clone)]
+pub struct ReleaseReport {
+    /// The image.
+    pub image: ImageOutcome,
+    /// The image as the new revisions name it (by digest with `release.pin_digest`).
+    pub released: ImageRef,
+    /// The ECS half, for the `release` action: one report per service, in `ECS_SERVICE`'s
+    /// order.
+    pub deploy: Vec<DeployReport>,
+}
 
 /// The file a release leaves in the project directory.
 pub const ENV_FILE: &str = "ecs-release.env";

@@ -13,7 +13,7 @@ use crate::docker::{
 };
 use crate::joblog::JobLog;
 use crate::protocol::{JobContext, Outcome, Placement, Stage};
-use crate::release::{self, approve};
+use crate::release::{verbs, App};
 use crate::settings::Settings;
 
 /// How the operator configured `run` (`[runners.custom] run_args`).
@@ -41,12 +41,29 @@ pub async fn run(
         match classify(settings, ctx)? {
             JobKind::Release(inputs) => {
                 let req = request(ctx, *inputs, &names, options.dry_run)?;
-                release::execute(settings, &req, log, &mut cancel).await?;
+                let app = App::connect(
+                    &req.inputs.region,
+                    &req.inputs.credentials,
+                    &req.temp_dir,
+                    log,
+                )
+                .await?;
+                verbs::release::execute(&app, settings, &req, log, &mut cancel).await?;
                 return Ok(Outcome::Success);
             }
             JobKind::Continue(inputs) => {
                 let (temp, deadline) = (private_dir(ctx), job_deadline(ctx));
-                approve::execute(settings, &inputs, &temp, deadline, log, &mut cancel).await?;
+                let access = &inputs.access;
+                let app = App::connect(&access.region, &access.credentials, &temp, log).await?;
+                verbs::continue_deployment::execute(
+                    &app,
+                    settings,
+                    &inputs,
+                    deadline,
+                    log,
+                    &mut cancel,
+                )
+                .await?;
                 return Ok(Outcome::Success);
             }
             JobKind::Ordinary | JobKind::OptedOut => {}

@@ -13,14 +13,18 @@ use std::time::Duration;
 
 use aws_sdk_ecs::types::Tag;
 
+use super::deadline::{rollout_deadline, RolloutDeadline};
 use super::ecs::{short_td, Ecs, Started};
-use super::inputs::EcsTarget;
+use super::inputs::{EcsTarget, ReleaseInputs};
+use super::request::Provenance;
 use super::strategy::Strategy;
+use super::taskdef;
 use super::ReleaseError;
 use crate::clock;
 use crate::docker::Cancel;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
+use crate::settings::Settings;
 use crate::settings::{PauseMode, RollbackMode};
 use derive::{deregister_unused, superseded_by, Derivation};
 use rollout::{follow, roll_out, wait_for_other_deployments, Rollout, RolloutPlan};
@@ -39,7 +43,7 @@ pub struct DeployRequest {
     /// Traceability tags to add to the revision.
     pub trace_tags: Vec<Tag>,
     /// When the rollout counts as failed, and why then.
-    pub deadline: super::RolloutDeadline,
+    pub deadline: RolloutDeadline,
     /// Poll interval.
     pub poll: Duration,
     /// Rollback mode.
@@ -60,6 +64,41 @@ impl DeployRequest {
 }
 
 pub use super::deploy_report::DeployReport;
+
+impl DeployRequest {
+    /// The ECS half of a release of `inputs` to `target`.
+    pub fn for_release(
+        settings: &Settings,
+        inputs: &ReleaseInputs,
+        target: &EcsTarget,
+        provenance: &Provenance,
+        job_deadline: Option<tokio::time::Instant>,
+        log: &JobLog,
+    ) -> DeployRequest {
+        DeployRequest {
+            target: target.clone(),
+            family_check: if inputs.ecs.len() > 1 {
+                FamilyCheck::WhereItMatches
+            } else {
+                FamilyCheck::Required
+            },
+            image: inputs.image.clone(),
+            trace_tags: taskdef::traceability_tags(&[
+                ("gitlab:project", &provenance.project_path),
+                ("gitlab:tag", inputs.tag()),
+                ("gitlab:commit", &provenance.commit_sha),
+                ("gitlab:pipeline", &provenance.pipeline_id),
+                ("gitlab:job-url", &provenance.job_url),
+            ]),
+            deadline: rollout_deadline(settings, target, job_deadline, log),
+            poll: settings.ecs.poll_interval,
+            rollback: target.rollback.unwrap_or(settings.ecs.rollback),
+            on_pause: target.on_pause_hook.unwrap_or(settings.ecs.on_pause_hook),
+            wait_for_others: settings.ecs.wait_for_other_deployments,
+            rollback_timeout: settings.ecs.rollback_timeout,
+        }
+    }
+}
 
 /// How `TASK_DEFINITION` applies to a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +294,7 @@ mod tests {
             family_check: FamilyCheck::Required,
             image: ImageRef::parse(&format!("{REPO}:{tag}")),
             trace_tags: taskdef::traceability_tags(&[("gitlab:tag", tag)]),
-            deadline: super::super::RolloutDeadline::after(
+            deadline: crate::release::RolloutDeadline::after(
                 rollout,
                 super::super::LimitSource::Setting,
             ),

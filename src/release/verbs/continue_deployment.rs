@@ -1,4 +1,4 @@
-//! Deciding an approval gate: a deployment waiting at PAUSE lifecycle hooks is continued
+//! `continue`, deciding an approval gate: a deployment waiting at PAUSE lifecycle hooks is continued
 //! (or rolled back) with `ContinueServiceDeployment`, then followed to its end or its next
 //! gate. Used by the operator's `continue` command and by jobs in a `continue` stage.
 
@@ -6,17 +6,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::ecs::{short_td, Ecs, HookAction, SdkEcs};
-use super::inputs::ContinueInputs;
-use super::progress::Observer;
-use super::strategy::Strategy;
-use super::verdict::{awaiting_hooks, Pause, Verdict};
-use super::watch::{watch, Watch, WatchEnd};
-use super::ReleaseError;
-use crate::aws;
 use crate::clock;
 use crate::docker::Cancel;
 use crate::joblog::JobLog;
+use crate::release::ecs::{short_td, Ecs, HookAction};
+use crate::release::inputs::ContinueInputs;
+use crate::release::progress::Observer;
+use crate::release::strategy::Strategy;
+use crate::release::verdict::{awaiting_hooks, Pause, Verdict};
+use crate::release::watch::{watch, Watch, WatchEnd};
+use crate::release::{App, ReleaseError};
 use crate::settings::{PauseMode, Settings};
 
 /// What to decide and how to follow it.
@@ -45,27 +44,28 @@ pub enum ContinueOutcome {
     RolledBack(String),
 }
 
-/// Decides the approval gate of `inputs`' service with AWS credentials made in `temp_dir`,
-/// following the deployment until `job_deadline` allows.
+/// Decides the approval gate of `inputs`' service, following the deployment until
+/// `job_deadline` allows.
 pub async fn execute(
+    app: &App,
     settings: &Settings,
     inputs: &ContinueInputs,
-    temp_dir: &std::path::Path,
     job_deadline: Option<Instant>,
     log: &JobLog,
     cancel: &mut Cancel,
 ) -> Result<ContinueOutcome, ReleaseError> {
     let access = &inputs.access;
-    let session = aws::session(&access.region, &access.credentials, temp_dir).await?;
-    let ecs = SdkEcs::new(
-        aws_sdk_ecs::Client::new(&session.config),
-        &access.target.cluster,
-        &access.target.service,
-    );
+    let ecs = app.service(&access.target.cluster, &access.target.service);
     let req = ContinueRequest {
         action: inputs.action,
         deployment: inputs.deployment.clone(),
-        deadline: super::rollout_deadline(settings, &access.target, job_deadline, log).at,
+        deadline: crate::release::deadline::rollout_deadline(
+            settings,
+            &access.target,
+            job_deadline,
+            log,
+        )
+        .at,
         poll: settings.ecs.poll_interval,
         on_pause: access
             .target

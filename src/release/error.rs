@@ -1,0 +1,285 @@
+//! Why a release failed: one error for every phase, each variant saying what to do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::verbs::rollback;
+use super::{image, platform, strategy, taskdef};
+use crate::aws::{AwsError, CallError};
+use crate::docker::DockerError;
+
+/// Why a release failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// AWS could not be configured.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// An AWS API call failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The ECR token was unusable.
+    #[error("cannot log in to {registry}: {message}")]
+    EcrLogin {
+        /// Registry host.
+        registry: String,
+        /// Why.
+        message: String,
+    },
+    /// The release's registry is not the one the ECR token is for.
+    #[error(
+        "ECR_REGISTRY {registry} is not the registry the ECR token of these credentials is for \
+         ({ecr}): the token was not sent there. Set ECR_REGISTRY to the account's ECR registry, \
+         or ask the runner's operator to list a registry mirror in aws.ecr_token_registries"
+    )]
+    NotEcrRegistry {
+        /// The registry the job named.
+        registry: String,
+        /// What ECR's token is for.
+        ecr: String,
+    },
+    /// The registry refused the credentials.
+    #[error(
+        "the registry {registry} refused the ECR credentials: {message}. Check that ECR_REGISTRY \
+         belongs to the account and region of the job's AWS credentials and that they allow \
+         ecr:GetAuthorizationToken and the push actions on ECR_REPOSITORY"
+    )]
+    RegistryRefused {
+        /// Registry host.
+        registry: String,
+        /// The registry's message.
+        message: String,
+    },
+    /// The registry could not be reached.
+    #[error("the registry {registry} cannot be reached: {message}. Check ECR_REGISTRY and the runner host's network")]
+    RegistryUnreachable {
+        /// Registry host.
+        registry: String,
+        /// Why.
+        message: String,
+    },
+    /// The Dockerfile asks for a frontend this runner does not run.
+    #[error(transparent)]
+    Frontend(#[from] image::frontend::FrontendRefused),
+    /// The build context could not be assembled.
+    #[error(transparent)]
+    Context(#[from] image::context::ContextError),
+    /// The Dockerfile failed to build.
+    #[error("the image build failed{}: {message}", if .step.is_empty() { String::new() } else { format!(" at `{}`", .step) })]
+    BuildFailed {
+        /// The Dockerfile step that failed.
+        step: String,
+        /// The builder's message.
+        message: String,
+    },
+    /// The push failed for another reason.
+    #[error("pushing to {registry} failed: {message}")]
+    PushFailed {
+        /// Registry host.
+        registry: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// The Docker engine failed.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// The ECS service does not exist.
+    #[error("the ECS service `{service}` does not exist in cluster `{cluster}`")]
+    ServiceMissing {
+        /// `ECS_CLUSTER`.
+        cluster: String,
+        /// `ECS_SERVICE`.
+        service: String,
+    },
+    /// The new revision cannot be derived from the service's.
+    #[error(transparent)]
+    TaskDefinition(#[from] taskdef::TaskDefError),
+    /// The copy would drop fields of the service's revision that this binary does not know.
+    #[error(
+        "the service's revision {revision} uses fields this gitlab-ecs-executor {} cannot carry \
+         over: {}. Nothing was registered and the service was not changed; upgrade \
+         gitlab-ecs-executor",
+        env!("CARGO_PKG_VERSION"),
+        .fields.join(", ")
+    )]
+    FieldsNotCarried {
+        /// `family:revision` of the base.
+        revision: String,
+        /// The paths that would be lost.
+        fields: Vec<String>,
+    },
+    /// ECS registered something other than the copy that was sent.
+    #[error(
+        "the registered revision {revision} differs from the service's revision beyond the image: \
+         {changes}. ECS stored something other than the copy that was sent; the revision was \
+         deregistered and the service was not changed. Compare both revisions in the ECS \
+         console before releasing again"
+    )]
+    UnexpectedChanges {
+        /// `family:revision`.
+        revision: String,
+        /// The stray field changes.
+        changes: String,
+    },
+    /// The service's task definition carries what the project's grants do not cover.
+    #[error(
+        "the service {service} runs {what}, which release.grants in the executor settings does \
+         not grant this project for the runner host's AWS credentials: nothing was registered \
+         and the service was not changed. Ask the runner's operator for a grant, or release \
+         with the project's own credentials (AWS_ROLE_ARN and an `id_tokens:` variable)"
+    )]
+    NotGranted {
+        /// The service.
+        service: String,
+        /// What is not granted (a family, a role).
+        what: String,
+    },
+    /// A newer release changed the service while this one prepared.
+    #[error(
+        "superseded by {by}: a newer release is on the service, so this one did not update it"
+    )]
+    Superseded {
+        /// What the service runs now.
+        by: String,
+    },
+    /// Another deployment did not finish in time.
+    #[error(
+        "another deployment of the service, {what}, was still in progress after the wait \
+         (ecs.wait_for_other_deployments_minutes); the service was not changed. Serialize \
+         releases with GitLab's `resource_group`"
+    )]
+    OtherDeployment {
+        /// The busy deployment.
+        what: String,
+    },
+    /// The service is one a task definition release must not change.
+    #[error(transparent)]
+    Unsupported(#[from] strategy::Unsupported),
+    /// The rollout deadline is shorter than the service's strategy takes by configuration.
+    #[error(
+        "the service deploys with {strategy}, which takes at least {} by its configuration, \
+         but the rollout may take only {} (the job's timeout, ECS_ROLLOUT_TIMEOUT or \
+         ecs.rollout_timeout_minutes); nothing was deployed. Raise the job's `timeout:` and \
+         ECS_ROLLOUT_TIMEOUT, or set ECS_ON_PAUSE_HOOK (ecs.on_pause_hook) to `succeed` if an \
+         approval gate holds the deployment",
+        crate::clock::human_duration(.needs.as_secs() as i64),
+        crate::clock::human_duration(.left.as_secs() as i64)
+    )]
+    DeadlineTooShort {
+        /// The strategy, described.
+        strategy: String,
+        /// Its minimum duration.
+        needs: Duration,
+        /// The time the rollout has.
+        left: Duration,
+    },
+    /// The rollout failed or timed out.
+    #[error("the rollout failed: {reason}. {state}")]
+    RolloutFailed {
+        /// Why.
+        reason: String,
+        /// Where the service is now.
+        state: String,
+    },
+    /// ECS rolled the deployment back (circuit breaker, alarm, lifecycle hook).
+    #[error("the release was rolled back by ECS: {reason}. See the stopped tasks, hooks and events above")]
+    RolledBack {
+        /// What ECS reported.
+        reason: String,
+    },
+    /// The task definition runs on a platform no image can be built for here.
+    #[error(transparent)]
+    UnsupportedPlatform(#[from] platform::UnsupportedPlatform),
+    /// The services of one release run on different platforms.
+    #[error(
+        "the services of this release run on different platforms ({}): one image cannot serve \
+         them; release them in separate jobs",
+        .platforms.join(", ")
+    )]
+    MixedPlatforms {
+        /// `service: platform` for each.
+        platforms: Vec<String>,
+    },
+    /// The image in the registry is for another platform than the task definition's.
+    #[error(
+        "{image} is built for {has} but the service's task definition runs on {wants}: tasks \
+         would fail with `exec format error`. Nothing was registered. Release a new tag built \
+         for {wants}"
+    )]
+    WrongPlatform {
+        /// The image.
+        image: String,
+        /// Its platforms in the registry.
+        has: String,
+        /// The task definition's.
+        wants: String,
+    },
+    /// A base image of the Dockerfile has no variant for the task definition's platform.
+    #[error(
+        "the base image {base} is for {has} only, but the service's task definition runs on \
+         {wants}: an image for {wants} cannot be built from it. Nothing was built or registered. \
+         Use a base with a {wants} variant (a multi-platform image), or a runtimePlatform the \
+         base has"
+    )]
+    BaseWrongPlatform {
+        /// The base image, as the Dockerfile names it.
+        base: String,
+        /// Its platforms.
+        has: String,
+        /// The task definition's.
+        wants: String,
+    },
+    /// `RunTask` started no task.
+    #[error("the pre-deploy task did not start: {reason}. No service was updated")]
+    TaskNotStarted {
+        /// ECS's failure reason.
+        reason: String,
+    },
+    /// The pre-deploy task failed.
+    #[error(
+        "the pre-deploy task {task} failed{}: {reason}. No service was updated (its log lines are \
+         above)",
+        .exit_code.map(|c| format!(" with exit code {c}")).unwrap_or_default()
+    )]
+    PreDeployFailed {
+        /// The task id.
+        task: String,
+        /// The release container's exit code, if it ran.
+        exit_code: Option<i32>,
+        /// Why it stopped.
+        reason: String,
+    },
+    /// A release to several services failed on some of them.
+    #[error(
+        "the release failed on {}{}",
+        .failed.join("; "),
+        if .others.is_empty() { String::new() } else { format!(". The other services: {}", .others.join("; ")) }
+    )]
+    ServicesFailed {
+        /// `service: why` for each failed service.
+        failed: Vec<String>,
+        /// `service: what happened` for the others.
+        others: Vec<String>,
+    },
+    /// `continue` found no approval gate to decide.
+    #[error("nothing awaits approval on service {service}: {detail}")]
+    NothingAwaiting {
+        /// The service.
+        service: String,
+        /// What its deployment is doing.
+        detail: String,
+    },
+    /// The job was cancelled before anything changed.
+    #[error("the release was cancelled before it changed anything")]
+    Cancelled,
+    /// `ecs-release.env` could not be written.
+    #[error("cannot write the release report {path}: {message}")]
+    Report {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The operator's rollback has no revision to go to.
+    #[error(transparent)]
+    NoRollbackTarget(#[from] rollback::NoTarget),
+}

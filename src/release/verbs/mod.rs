@@ -1,0 +1,8 @@
+//! What an adapter can ask of a release, one file per verb (as ecspresso's `deploy.go`,
+//! `rollback.go`): each takes the [`App`](super::App) the adapter connected and a typed
+//! request, logs its progress and returns a typed outcome for the adapter to report.
+
+pub mod continue_deployment;
+pub mod plan;
+pub mod release;
+pub mod rollback;
