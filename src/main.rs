@@ -8,6 +8,7 @@ use gitlab_ecs_executor::commands::{self, CommandError, Target};
 use gitlab_ecs_executor::exec::{self, ExecRequest};
 use gitlab_ecs_executor::joblog::JobLog;
 use gitlab_ecs_executor::protocol::{ExitContract, JobContext, Outcome, Stage};
+use gitlab_ecs_executor::release::ecs::HookAction;
 use gitlab_ecs_executor::release::verbs::rollback::RollbackTo;
 use gitlab_ecs_executor::settings::Settings;
 use gitlab_ecs_executor::stages::{self, RunOptions, StageError};
@@ -45,62 +46,16 @@ enum Command {
     /// Run a job of a .gitlab-ci.yml on this machine through config / prepare / run / cleanup.
     Exec(ExecArgs),
     /// The native release outside GitLab: build, push, register, roll out, report.
-    Release {
-        #[command(flatten)]
-        target: TargetArgs,
-        #[command(flatten)]
-        tag: TagArg,
-        /// The git checkout to build: its tag's commit is built, not the working tree.
-        #[arg(long, default_value = ".")]
-        project_dir: PathBuf,
-        /// Only build and push the image.
-        #[arg(long)]
-        push_only: bool,
-        /// Stop before the first change and show what would change.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Release(ReleaseArgs),
     /// Show the task-definition change a release would register, changing nothing.
-    Plan {
-        #[command(flatten)]
-        target: TargetArgs,
-        #[command(flatten)]
-        tag: TagArg,
-    },
+    Plan(PlanArgs),
     /// Return the service to the previous release's revision (or a named one).
-    Rollback {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// The release (image tag) to return to.
-        #[arg(long = "to", value_name = "vX.Y.Z", conflicts_with = "to_revision")]
-        to_tag: Option<String>,
-        /// The task definition revision to return to.
-        #[arg(long, value_name = "N")]
-        to_revision: Option<i32>,
-        /// Say which revision it would return to, change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Rollback(RollbackArgs),
     /// Decide the approval gate (PAUSE lifecycle hook) the service's deployment waits at:
     /// continue it (or roll it back) and follow it.
-    Continue {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// The service deployment (default: the service's current one).
-        #[arg(long, env = "ECS_RELEASE_DEPLOYMENT_ARN", value_name = "ARN")]
-        deployment: Option<String>,
-        /// Roll the deployment back instead of continuing it.
-        #[arg(long)]
-        rollback: bool,
-    },
+    Continue(ContinueArgs),
     /// Check settings, the Docker engine, AWS identity, the ECR repository and the service.
-    Doctor {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// A version tag to check against release.tag_pattern (e.g. v1.2.3).
-        #[arg(long, env = "CI_COMMIT_TAG")]
-        tag: Option<String>,
-    },
+    Doctor(DoctorArgs),
     /// Print the `[[runners]]` entry for gitlab-runner's config.toml that calls this binary.
     RunnerConfig,
     /// Write the man pages or print a shell's completions (for packagers).
@@ -110,14 +65,7 @@ enum Command {
         what: Generated,
     },
     /// Remove project volumes (checkouts, caches) that no job used for a while.
-    Prune {
-        /// Remove volumes no job used for this long: 90m, 12h, 7d.
-        #[arg(long, default_value = "7d", value_parser = parse_age)]
-        older_than: std::time::Duration,
-        /// List what would be removed, remove nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Prune(PruneArgs),
 }
 
 /// What `generate` makes.
@@ -186,6 +134,102 @@ impl ExecArgs {
     }
 }
 
+/// `release`'s arguments.
+#[derive(Args)]
+struct ReleaseArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    tag: TagArg,
+    /// The git checkout to build: its tag's commit is built, not the working tree.
+    #[arg(long, default_value = ".")]
+    project_dir: PathBuf,
+    /// Only build and push the image.
+    #[arg(long)]
+    push_only: bool,
+    /// Stop before the first change and show what would change.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `plan`'s arguments.
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    tag: TagArg,
+}
+
+/// `rollback`'s arguments.
+#[derive(Args)]
+struct RollbackArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The release (image tag) to return to.
+    #[arg(long = "to", value_name = "vX.Y.Z", conflicts_with = "to_revision")]
+    to_tag: Option<String>,
+    /// The task definition revision to return to.
+    #[arg(long, value_name = "N")]
+    to_revision: Option<i32>,
+    /// Say which revision it would return to, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl RollbackArgs {
+    fn to(&self) -> RollbackTo {
+        match (&self.to_tag, self.to_revision) {
+            (Some(tag), _) => RollbackTo::Tag(tag.clone()),
+            (None, Some(n)) => RollbackTo::Revision(n),
+            (None, None) => RollbackTo::Previous,
+        }
+    }
+}
+
+/// `continue`'s arguments.
+#[derive(Args)]
+struct ContinueArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The service deployment (default: the service's current one).
+    #[arg(long, env = "ECS_RELEASE_DEPLOYMENT_ARN", value_name = "ARN")]
+    deployment: Option<String>,
+    /// Roll the deployment back instead of continuing it.
+    #[arg(long)]
+    rollback: bool,
+}
+
+impl ContinueArgs {
+    fn action(&self) -> HookAction {
+        match self.rollback {
+            true => HookAction::Rollback,
+            false => HookAction::Continue,
+        }
+    }
+}
+
+/// `doctor`'s arguments.
+#[derive(Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// A version tag to check against release.tag_pattern (e.g. v1.2.3).
+    #[arg(long, env = "CI_COMMIT_TAG")]
+    tag: Option<String>,
+}
+
+/// `prune`'s arguments.
+#[derive(Args)]
+struct PruneArgs {
+    /// Remove volumes no job used for this long: 90m, 12h, 7d.
+    #[arg(long, default_value = "7d", value_parser = parse_age)]
+    older_than: std::time::Duration,
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
 /// Release inputs: flags, else the job variables' names in the environment.
 #[derive(Args)]
 struct TargetArgs {
@@ -238,7 +282,6 @@ impl From<TargetArgs> for Target {
             region: a.region,
             tag: None,
             deployment: None,
-            hook_action: None,
         }
     }
 }
@@ -315,59 +358,41 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Release {
-            target,
-            tag,
-            project_dir,
-            push_only,
-            dry_run,
-        } => {
+        Command::Release(args) => {
             return operate(cli.config, |settings| async move {
                 let options = commands::ReleaseOptions {
-                    project_dir: &project_dir,
-                    push_only,
-                    dry_run,
+                    project_dir: &args.project_dir,
+                    push_only: args.push_only,
+                    dry_run: args.dry_run,
                 };
-                commands::release(&settings, &target.with_tag(tag.tag), &options).await
+                let target = args.target.with_tag(args.tag.tag);
+                commands::release(&settings, &target, &options).await
             })
         }
-        Command::Plan { target, tag } => {
+        Command::Plan(args) => {
             return operate(cli.config, |settings| async move {
-                commands::plan(&settings, &target.with_tag(tag.tag))
+                commands::plan(&settings, &args.target.with_tag(args.tag.tag))
                     .await
                     .map(|_| ())
             })
         }
-        Command::Rollback {
-            target,
-            to_tag,
-            to_revision,
-            dry_run,
-        } => {
-            let to = match (to_tag, to_revision) {
-                (Some(tag), _) => RollbackTo::Tag(tag),
-                (None, Some(n)) => RollbackTo::Revision(n),
-                (None, None) => RollbackTo::Previous,
-            };
+        Command::Rollback(args) => {
+            let to = args.to();
             return operate(cli.config, |settings| async move {
-                commands::rollback(&settings, &target.into(), to, dry_run).await
+                commands::rollback(&settings, &args.target.into(), to, args.dry_run).await
             });
         }
-        Command::Continue {
-            target,
-            deployment,
-            rollback,
-        } => {
+        Command::Continue(args) => {
+            let action = args.action();
             let target = Target {
-                deployment,
-                hook_action: rollback.then(|| "rollback".to_string()),
-                ..target.into()
+                deployment: args.deployment,
+                ..args.target.into()
             };
             return operate(cli.config, |settings| async move {
-                commands::continue_deployment(&settings, &target).await
+                commands::continue_deployment(&settings, &target, action).await
             });
         }
-        Command::Doctor { target, tag } => return doctor(cli.config, target.with_tag(tag)),
+        Command::Doctor(args) => return doctor(cli.config, args.target.with_tag(args.tag)),
         Command::RunnerConfig => {
             return match std::env::current_exe() {
                 Ok(binary) => {
@@ -378,14 +403,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Generate { what } => return generate(what),
-        Command::Prune {
-            older_than,
-            dry_run,
-        } => {
+        Command::Prune(args) => {
             return operate(cli.config, |settings| async move {
                 let options = commands::PruneOptions {
-                    older_than,
-                    dry_run,
+                    older_than: args.older_than,
+                    dry_run: args.dry_run,
                 };
                 commands::prune(&settings, options).await
             })

@@ -187,3 +187,102 @@ fn no_message_formats_with_debug() {
         found.join("\n")
     );
 }
+
+/// Files of `src/release` whose code before its tests is longer than `limit` lines: a file
+/// that long holds more than one concern.
+fn long_files(dir: &Path, limit: usize) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(dir, &mut files);
+    files.sort();
+    files
+        .iter()
+        .filter_map(|file| {
+            let text = std::fs::read_to_string(file).expect("read source");
+            let lines = text
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default()
+                .lines()
+                .count();
+            (lines > limit).then(|| format!("{}: {lines} lines", file.display()))
+        })
+        .collect()
+}
+
+#[test]
+fn no_release_file_holds_more_than_one_concerns_worth_of_code() {
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/release");
+    let found = long_files(&release, 600);
+    assert!(
+        found.is_empty(),
+        "split these by concern:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The exit tables: every error's exit class or code decided by one exhaustive match.
+const EXIT_TABLES: [&str; 3] = [
+    "src/stages/exit_class.rs",
+    "src/commands/exit.rs",
+    "src/exec/mod.rs",
+];
+
+#[test]
+fn exit_tables_match_every_variant_by_name_and_have_no_other_door() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for table in EXIT_TABLES {
+        let code = code(&root.join(table));
+        // In the exec error module only its exit_code fn is a table; elsewhere the file is.
+        let table_code = match code.find("pub fn exit_code") {
+            Some(start) if table.ends_with("mod.rs") => code[start..]
+                .split("\n    }\n")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            _ => code,
+        };
+        let wildcards: Vec<&str> = table_code
+            .lines()
+            .filter(|l| l.trim_start().starts_with("_ =>") || l.contains("| _ =>"))
+            .collect();
+        assert!(
+            wildcards.is_empty(),
+            "{table}: a wildcard arm decides new variants silently: {wildcards:?}"
+        );
+    }
+    // The process ends in main.rs, with the code a table decided, and nowhere else.
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    for file in files {
+        let code = code(&file);
+        assert!(
+            !code.contains("process::exit("),
+            "{}: exits around the exit tables",
+            file.display()
+        );
+        if !file.ends_with("main.rs") {
+            assert!(
+                !code.contains("ExitCode::from("),
+                "{}: picks an exit code outside main.rs",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_exit_table_check_sees_a_wildcard() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("exit.rs");
+    std::fs::write(
+        &file,
+        "fn f(e: E) -> u8 {\n    match e {\n        _ => 1,\n    }\n}\n",
+    )
+    .unwrap();
+    assert!(code(&file)
+        .lines()
+        .any(|l| l.trim_start().starts_with("_ =>")));
+    let long = dir.path().join("long.rs");
+    std::fs::write(&long, "fn f() {}\n".repeat(601)).unwrap();
+    assert_eq!(long_files(dir.path(), 600).len(), 1);
+}

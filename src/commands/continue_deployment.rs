@@ -3,13 +3,21 @@
 //! to its end or its next gate.
 
 use super::{interrupt, operator_log, temp_dir, CommandError, Target};
-use crate::release::inputs::{self, Requester};
+use crate::release::ecs::HookAction;
+use crate::release::inputs::{self, ContinueInputs, Requester};
 use crate::release::{verbs, App};
 use crate::settings::Settings;
 
-/// Continues (or rolls back) the deployment of `target`'s service.
-pub async fn continue_deployment(settings: &Settings, target: &Target) -> Result<(), CommandError> {
-    let inputs = inputs::collect_continue(target, &settings.aws, Requester::Operator)?;
+/// Continues (or, as `action` says, rolls back) the deployment of `target`'s service.
+pub async fn continue_deployment(
+    settings: &Settings,
+    target: &Target,
+    action: HookAction,
+) -> Result<(), CommandError> {
+    let inputs = ContinueInputs {
+        action,
+        ..inputs::collect_continue(target, &settings.aws, Requester::Operator)?
+    };
     let temp = temp_dir()?;
     let log = operator_log();
     let access = &inputs.access;

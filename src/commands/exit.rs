@@ -108,9 +108,10 @@ fn tag_refusal(tag: &str, verdict: TagVerdict, pattern: &str) -> String {
 /// `doctor`'s exit code, from how many of its checks failed: a failed check is a failed
 /// operation (the settings file among them: doctor reports it as a check).
 pub fn doctor_exit_code(failed_checks: usize) -> u8 {
-    match failed_checks {
-        0 => 0,
-        _ => EXIT_FAILED,
+    if failed_checks == 0 {
+        0
+    } else {
+        EXIT_FAILED
     }
 }
 

@@ -50,8 +50,6 @@ pub struct Target {
     pub tag: Option<String>,
     /// `--deployment` (`continue`).
     pub deployment: Option<String>,
-    /// `rollback` with `continue --rollback`.
-    pub hook_action: Option<String>,
 }
 
 /// Inputs without a flag come from this process's environment, under the job variables'
@@ -76,7 +74,8 @@ impl InputSource for Target {
             Input::OnPauseHook => environment("ECS_ON_PAUSE_HOOK"),
             Input::PreDeployCommand => environment("ECS_PRE_DEPLOY_COMMAND"),
             Input::PreDeployTimeout => environment("ECS_PRE_DEPLOY_TIMEOUT"),
-            Input::HookAction => flag(&self.hook_action),
+            // `continue --rollback` is typed by the command line, not read as text.
+            Input::HookAction => None,
             Input::ServiceDeployment => flag(&self.deployment),
             Input::Dockerfile => environment("DOCKERFILE"),
             Input::BuildContext => environment("DOCKER_BUILD_CONTEXT"),
