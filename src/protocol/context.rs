@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use super::payload::JobPayload;
 use super::ProtocolError;
 
-const PREFIX: &str = "CUSTOM_ENV_";
+use super::env::{self, JOB_RESPONSE_FILE, JOB_VARIABLE_PREFIX, TMPDIR};
 
 /// Variables whose values are credentials whether or not the project masked them.
 pub const ALWAYS_SECRET: &[&str] = &[
@@ -136,7 +136,7 @@ fn slot(vars: &BTreeMap<String, String>) -> Result<u64, ProtocolError> {
     let name = "CI_CONCURRENT_PROJECT_ID";
     let value = vars
         .get(name)
-        .ok_or_else(|| ProtocolError::MissingVariable(format!("{PREFIX}{name}")))?;
+        .ok_or_else(|| ProtocolError::MissingVariable(env::job_variable(name)))?;
     value
         .parse::<u64>()
         .ok()
@@ -173,17 +173,17 @@ impl JobContext {
         let mut response_file = None;
         let mut runner_temp_dir = None;
         for (key, value) in env {
-            if let Some(name) = key.strip_prefix(PREFIX) {
+            if let Some(name) = key.strip_prefix(JOB_VARIABLE_PREFIX) {
                 vars.insert(name.to_string(), value);
-            } else if key == "JOB_RESPONSE_FILE" {
+            } else if key == JOB_RESPONSE_FILE {
                 response_file = Some(PathBuf::from(value));
-            } else if key == "TMPDIR" && !value.is_empty() {
+            } else if key == TMPDIR && !value.is_empty() {
                 runner_temp_dir = Some(PathBuf::from(value));
             }
         }
         let response_file = response_file
             .filter(|p| !p.as_os_str().is_empty())
-            .ok_or_else(|| ProtocolError::MissingVariable("JOB_RESPONSE_FILE".into()))?;
+            .ok_or_else(|| ProtocolError::MissingVariable(JOB_RESPONSE_FILE.into()))?;
         let payload = read_payload(&response_file)?;
         let started = std::fs::metadata(&response_file)
             .and_then(|m| m.modified())
@@ -230,7 +230,7 @@ impl JobContext {
     /// A job variable the runner always sets.
     pub fn required_var(&self, name: &str) -> Result<&str, ProtocolError> {
         self.var(name)
-            .ok_or_else(|| ProtocolError::MissingVariable(format!("{PREFIX}{name}")))
+            .ok_or_else(|| ProtocolError::MissingVariable(env::job_variable(name)))
     }
 
     /// All job variables, un-prefixed.
@@ -260,7 +260,7 @@ impl JobContext {
         let dir = self.required_var("CI_PROJECT_DIR")?;
         if dir.is_empty() || !dir.starts_with('/') {
             return Err(ProtocolError::InvalidVariable {
-                name: format!("{PREFIX}CI_PROJECT_DIR"),
+                name: env::job_variable("CI_PROJECT_DIR"),
                 reason: "must be an absolute path".into(),
             });
         }

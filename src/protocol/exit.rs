@@ -3,6 +3,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::env;
+
 /// What happened in a stage, from the runner's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -51,9 +53,9 @@ impl ExitContract {
                 .unwrap_or(default)
         };
         ExitContract {
-            build_failure: code("BUILD_FAILURE_EXIT_CODE", 1),
-            system_failure: code("SYSTEM_FAILURE_EXIT_CODE", 2),
-            build_exit_code_file: lookup("BUILD_EXIT_CODE_FILE")
+            build_failure: code(env::BUILD_FAILURE_EXIT_CODE, 1),
+            system_failure: code(env::SYSTEM_FAILURE_EXIT_CODE, 2),
+            build_exit_code_file: lookup(env::BUILD_EXIT_CODE_FILE)
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
         }

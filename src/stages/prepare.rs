@@ -18,7 +18,7 @@ use crate::docker::{
 };
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
-use crate::protocol::{expand, ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
+use crate::protocol::{env, expand, ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
 use crate::release::ecs::HookAction;
 use crate::settings::Settings;
 
@@ -321,12 +321,12 @@ async fn job_services(
     log: &JobLog,
 ) -> Result<Vec<ServiceSpec>, StageError> {
     let d = &settings.docker;
-    let Some(text) = ctx.non_empty_var("CI_JOB_SERVICES") else {
+    let Some(text) = ctx.non_empty_var(env::JOB_SERVICES) else {
         return Ok(Vec::new());
     };
     let listed: Vec<ImageSpec> =
         serde_json::from_str(text).map_err(|e| ProtocolError::InvalidVariable {
-            name: "CUSTOM_ENV_CI_JOB_SERVICES".into(),
+            name: env::job_variable(env::JOB_SERVICES),
             reason: format!("is not the runner's JSON list of services: {e}"),
         })?;
     // CI_JOB_SERVICES lists the payload's services in its order, empty names included: the

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use crate::protocol::env as names;
+use crate::protocol::Stage;
+
 /// How many times the runner tries config + prepare.
 pub const PREPARATION_RETRIES: usize = 3;
 
@@ -341,7 +344,7 @@ impl Drive<'_> {
             .unwrap_or("gitlab-ecs-executor")
             .to_string();
         let prepare = script::prepare(&a.dirs, &hostname);
-        let result = self.run_stage(a, "prepare_script", "running", &prepare, None)?;
+        let result = self.run_stage(a, &Stage::PrepareScript, "running", &prepare, None)?;
         if result != CallResult::Ok {
             // A failure here ends the job: no later run stage, only cleanup.
             return Ok((Some(result), Ending::Ran));
@@ -349,12 +352,12 @@ impl Drive<'_> {
         let mut job_error = self.get_sources(a, &running)?;
         for (stage, body, attempts_var) in [
             (
-                "restore_cache",
+                Stage::RestoreCache,
                 script::restore_cache(job, &running, &a.dirs),
                 "RESTORE_CACHE_ATTEMPTS",
             ),
             (
-                "download_artifacts",
+                Stage::DownloadArtifacts,
                 script::download_artifacts(job, &running, &a.dirs),
                 "ARTIFACT_DOWNLOAD_ATTEMPTS",
             ),
@@ -366,7 +369,7 @@ impl Drive<'_> {
                     if n > 0 {
                         self.log.push("WARNING: Retrying...\n");
                     }
-                    result = self.run_stage(a, stage, "running", &body, None)?;
+                    result = self.run_stage(a, &stage, "running", &body, None)?;
                     if result == CallResult::Ok {
                         break;
                     }
@@ -387,11 +390,11 @@ impl Drive<'_> {
                 self.cancel_on = Some(text);
             }
             let started = Instant::now();
-            let mut steps = vec![("build_script".to_string(), job.script.clone())];
+            let mut steps = vec![(Stage::BuildScript, job.script.clone())];
             steps.extend(
                 job.steps
                     .iter()
-                    .map(|(n, s)| (format!("step_{n}"), s.clone())),
+                    .map(|(n, s)| (Stage::Step(n.clone()), s.clone())),
             );
             for (stage, lines) in steps {
                 let body = script::user_step(&lines, &running, &a.dirs);
@@ -429,26 +432,29 @@ impl Drive<'_> {
             let body = script::after_script(&job.after_script, &finished, &a.dirs);
             self.log.push("\x1b[36;1mRunning after_script\x1b[0;m\n");
             // after_script failures are ignored by default.
-            self.run_stage(a, "after_script", status, &body, None)?;
+            self.run_stage(a, &Stage::AfterScript, status, &body, None)?;
         }
         let on_success = job_error.is_none() && ending == Ending::Ran;
         let (cache_stage, artifacts_stage) = if on_success {
-            ("archive_cache", "upload_artifacts_on_success")
+            (Stage::ArchiveCache, Stage::UploadArtifactsOnSuccess)
         } else {
-            ("archive_cache_on_failure", "upload_artifacts_on_failure")
+            (
+                Stage::ArchiveCacheOnFailure,
+                Stage::UploadArtifactsOnFailure,
+            )
         };
         if let Some(body) = script::archive_cache(job, &finished, &a.dirs, on_success) {
             // A cache that cannot be saved never fails the job.
-            self.run_stage(a, cache_stage, status, &body, None)?;
+            self.run_stage(a, &cache_stage, status, &body, None)?;
         }
         if let Some(body) = script::upload_artifacts(job, &finished, &a.dirs, on_success) {
-            let result = self.run_stage(a, artifacts_stage, status, &body, None)?;
+            let result = self.run_stage(a, &artifacts_stage, status, &body, None)?;
             if result != CallResult::Ok && job_error.is_none() {
                 job_error = Some(result);
             }
         }
         let cleanup_vars = script::cleanup_file_variables(&finished, &a.dirs);
-        self.run_stage(a, "cleanup_file_variables", status, &cleanup_vars, None)?;
+        self.run_stage(a, &Stage::CleanupFileVariables, status, &cleanup_vars, None)?;
         Ok((job_error, ending))
     }
 
@@ -460,12 +466,12 @@ impl Drive<'_> {
         for n in 0..self.attempts("GET_SOURCES_ATTEMPTS") {
             if n == 1 {
                 let clear = script::clear_worktree(&a.dirs);
-                self.run_stage(a, "clear_worktree", "running", &clear, None)?;
+                self.run_stage(a, &Stage::ClearWorktree, "running", &clear, None)?;
             }
             if n > 0 {
                 self.log.push("WARNING: Retrying...\n");
             }
-            result = self.run_stage(a, "get_sources", "running", &body, None)?;
+            result = self.run_stage(a, &Stage::GetSources, "running", &body, None)?;
             if result == CallResult::Ok {
                 return Ok(None);
             }
@@ -603,7 +609,7 @@ impl Drive<'_> {
     fn run_stage(
         &mut self,
         a: &mut Attempt,
-        stage: &str,
+        stage: &Stage,
         status: &str,
         body: &str,
         cancel_after: Option<Duration>,
@@ -615,12 +621,13 @@ impl Drive<'_> {
         std::fs::write(&path, script::finish(body))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
         let path_arg = path.to_string_lossy().into_owned();
+        let stage_arg = stage.to_string();
         let mut args: Vec<&str> = vec!["run"];
         args.extend(self.runner.run_args.iter().map(String::as_str));
-        args.extend([path_arg.as_str(), stage]);
+        args.extend([path_arg.as_str(), stage_arg.as_str()]);
         let out = self.invoke(&args, a, status, cancel_after, true)?;
         let result = classify(&out, a);
-        self.record(stage, &result, &out);
+        self.record(&stage_arg, &result, &out);
         Ok(result)
     }
 
@@ -653,14 +660,17 @@ impl Drive<'_> {
     fn env(&self, a: &Attempt, status: &str) -> Vec<(String, String)> {
         let tmp = a.tmp.path().to_string_lossy().into_owned();
         let mut env: Vec<(String, String)> = self.runner.process_env.clone();
-        env.push(("TMPDIR".into(), tmp.clone()));
-        env.push(("BUILD_FAILURE_EXIT_CODE".into(), "1".into()));
-        env.push(("SYSTEM_FAILURE_EXIT_CODE".into(), "2".into()));
+        env.push((names::TMPDIR.into(), tmp.clone()));
+        env.push((names::BUILD_FAILURE_EXIT_CODE.into(), "1".into()));
+        env.push((names::SYSTEM_FAILURE_EXIT_CODE.into(), "2".into()));
         env.push((
-            "BUILD_EXIT_CODE_FILE".into(),
+            names::BUILD_EXIT_CODE_FILE.into(),
             format!("{tmp}/build_exit_code"),
         ));
-        env.push(("JOB_RESPONSE_FILE".into(), format!("{tmp}/response.json")));
+        env.push((
+            names::JOB_RESPONSE_FILE.into(),
+            format!("{tmp}/response.json"),
+        ));
         if let Some(job_env) = a.config.get("job_env").and_then(Value::as_object) {
             for (k, v) in job_env {
                 env.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
@@ -669,9 +679,9 @@ impl Drive<'_> {
         let vars = self.job.all_variables(self.runner, &a.dirs, status);
         let services = self.job.services_env(&vars);
         for v in vars {
-            env.push((format!("CUSTOM_ENV_{}", v.key), v.value));
+            env.push((names::job_variable(&v.key), v.value));
         }
-        env.push(("CUSTOM_ENV_CI_JOB_SERVICES".into(), services));
+        env.push((names::job_variable(names::JOB_SERVICES), services));
         env
     }
 
