@@ -2,19 +2,22 @@
 //! containers and performs tag-triggered releases to Amazon ECR and ECS natively.
 //!
 //! Data flows one way: [`protocol`] → [`stages`] → [`docker`] / [`release`] → [`aws`];
-//! [`settings`], [`joblog`], [`image_ref`] and [`clock`] serve all of them. [`local`] (`exec`) and [`commands`] (the
-//! operator verbs) reuse the same modules outside a runner.
+//! [`settings`], [`joblog`], [`image_ref`] and the clock serve all of them. [`exec`] and
+//! [`commands`] (the operator verbs) reuse the same modules outside a runner.
+//!
+//! Modules are `pub(crate)` unless the binary, the integration tests or the benchmark use
+//! them, so the dead-code lint sees what nothing calls.
 #![warn(missing_docs)]
 
 pub mod aws;
-pub mod clock;
+pub(crate) mod clock;
 pub mod commands;
 pub mod docker;
 pub mod exec;
-pub mod glob;
+pub(crate) mod glob;
 pub mod image_ref;
 pub mod joblog;
-pub mod private_file;
+pub(crate) mod private_file;
 pub mod protocol;
 pub mod release;
 pub mod settings;

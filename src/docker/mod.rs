@@ -4,8 +4,8 @@
 //! project's builds and cache volumes, kept between jobs and mounted only into that
 //! project's containers. Driven through bollard.
 
-pub mod archive;
-pub mod auth;
+pub(crate) mod archive;
+pub(crate) mod auth;
 mod cleanup;
 mod container;
 mod helper_image;
@@ -14,7 +14,7 @@ mod naming;
 mod network;
 mod services;
 mod stage;
-pub mod volumes;
+pub(crate) mod volumes;
 
 pub use auth::AuthSource;
 pub use cleanup::{remove_job_objects, sweep_orphans, CleanupReport};

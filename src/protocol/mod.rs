@@ -3,7 +3,7 @@
 
 mod config_output;
 mod context;
-pub mod env;
+pub(crate) mod env;
 mod exit;
 pub mod expand;
 mod payload;

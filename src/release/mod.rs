@@ -3,30 +3,30 @@
 //! the runner stage, the operator commands and `exec` each build the request, connect an
 //! [`App`] and call a verb of [`verbs`].
 
-pub mod app;
-pub mod authorize;
-pub mod deadline;
+pub(crate) mod app;
+pub(crate) mod authorize;
+pub(crate) mod deadline;
 pub mod deploy;
-pub mod deploy_report;
+pub(crate) mod deploy_report;
 pub mod ecs;
-pub mod error;
-pub mod fleet;
-pub mod grant;
+pub(crate) mod error;
+pub(crate) mod fleet;
+pub(crate) mod grant;
 pub mod image;
-pub mod input_names;
+pub(crate) mod input_names;
 pub mod inputs;
-pub mod platform;
-pub mod pre_deploy;
-pub mod progress;
-pub mod report;
-pub mod request;
-pub mod strategy;
+pub(crate) mod platform;
+pub(crate) mod pre_deploy;
+pub(crate) mod progress;
+pub(crate) mod report;
+pub(crate) mod request;
+pub(crate) mod strategy;
 pub mod taskdef;
 pub mod trigger;
-pub mod undo;
+pub(crate) mod undo;
 pub mod verbs;
-pub mod verdict;
-pub mod watch;
+pub(crate) mod verdict;
+pub(crate) mod watch;
 
 pub use app::App;
 pub use deadline::{LimitSource, RolloutDeadline};

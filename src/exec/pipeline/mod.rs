@@ -19,7 +19,7 @@ mod only_except;
 mod reference;
 mod validate;
 mod values;
-pub mod workflow;
+pub(crate) mod workflow;
 mod yaml;
 
 use std::collections::BTreeMap;

@@ -12,7 +12,7 @@
 //! never print a secret, and tests check exactly that.
 
 mod job;
-pub mod script;
+pub(crate) mod script;
 
 pub use job::{
     ArtifactDef, CacheDef, Dependency, Dirs, GitSource, Job, Service, Var, RUNNER_VERSION,

@@ -5,7 +5,7 @@
 #[cfg(test)]
 pub(crate) mod fake;
 mod sdk;
-pub mod wire;
+pub(crate) mod wire;
 
 pub use sdk::SdkEcs;
 

@@ -6,11 +6,11 @@ mod base_platform;
 mod build;
 mod buildkit_progress;
 pub mod context;
-pub mod frontend;
+pub(crate) mod frontend;
 mod push;
-pub mod registry;
+pub(crate) mod registry;
 mod secrets;
-pub mod volume_context;
+pub(crate) mod volume_context;
 
 use std::collections::HashMap;
 use std::time::Instant;

@@ -3,7 +3,7 @@
 //! only the target container's image changes and traceability tags are added. What the copy
 //! will register and what ECS registered are compared as JSON documents ([`document`]).
 
-pub mod document;
+pub(crate) mod document;
 
 pub use document::{Document, FieldChange};
 

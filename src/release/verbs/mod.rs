@@ -2,7 +2,7 @@
 //! `rollback.go`): each takes the [`App`](super::App) the adapter connected and a typed
 //! request, logs its progress and returns a typed outcome for the adapter to report.
 
-pub mod continue_deployment;
-pub mod plan;
-pub mod release;
+pub(crate) mod continue_deployment;
+pub(crate) mod plan;
+pub(crate) mod release;
 pub mod rollback;
