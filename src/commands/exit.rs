@@ -7,9 +7,10 @@
 //! | 2 | usage: a flag or input is missing or malformed, the tag is refused (clap's code too) |
 //! | 3 | the host or an endpoint cannot be used: settings file, Docker engine, AWS |
 
-use crate::aws::{AwsError, Fault};
+use crate::aws::{AwsError, CallError, Fault};
 use crate::docker::DockerError;
 use crate::exec::ExecError;
+use crate::release::image::ImageError;
 use crate::release::inputs::InputError;
 use crate::release::ReleaseError;
 use crate::settings::{SettingsError, TagVerdict};
@@ -134,36 +135,48 @@ impl CommandError {
     }
 }
 
+/// An AWS call failed: credentials, reach and permissions are the host's to fix.
+fn call(call: &CallError) -> u8 {
+    match call.fault {
+        Fault::NoCredentials | Fault::Unreachable | Fault::TimedOut | Fault::Denied => EXIT_HOST,
+        Fault::NotFound
+        | Fault::Throttled
+        | Fault::ConcurrentRegistration
+        | Fault::Rejected(_)
+        | Fault::Unreadable => EXIT_FAILED,
+    }
+}
+
+fn image(e: &ImageError) -> u8 {
+    match e {
+        ImageError::Docker(d) => docker(d),
+        ImageError::Call(c) => call(c),
+        ImageError::RegistryUnreachable { .. } | ImageError::EcrLogin { .. } => EXIT_HOST,
+        ImageError::RegistryRefused { .. } | ImageError::Context(_) => EXIT_USAGE,
+        ImageError::BuildFailed { .. }
+        | ImageError::PushFailed { .. }
+        | ImageError::Frontend(_)
+        | ImageError::NotEcrRegistry { .. }
+        | ImageError::WrongPlatform { .. }
+        | ImageError::BaseWrongPlatform { .. } => EXIT_FAILED,
+    }
+}
+
 fn release(e: &ReleaseError) -> u8 {
     match e {
         ReleaseError::Docker(d) => docker(d),
         ReleaseError::Aws(AwsError::TokenFile { .. } | AwsError::EndpointUrl { .. }) => EXIT_HOST,
-        ReleaseError::Call(call) => match call.fault {
-            Fault::NoCredentials | Fault::Unreachable | Fault::TimedOut | Fault::Denied => {
-                EXIT_HOST
-            }
-            Fault::NotFound
-            | Fault::Throttled
-            | Fault::ConcurrentRegistration
-            | Fault::Rejected(_)
-            | Fault::Unreadable => EXIT_FAILED,
-        },
-        ReleaseError::RegistryUnreachable { .. } | ReleaseError::EcrLogin { .. } => EXIT_HOST,
-        ReleaseError::RegistryRefused { .. }
-        | ReleaseError::Unsupported(_)
+        ReleaseError::Call(c) => call(c),
+        ReleaseError::Image(e) => image(e),
+        ReleaseError::Unsupported(_)
         | ReleaseError::DeadlineTooShort { .. }
         | ReleaseError::NothingAwaiting { .. }
-        | ReleaseError::Context(_)
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::NoRollbackTarget(_) => EXIT_USAGE,
-        ReleaseError::BuildFailed { .. }
-        | ReleaseError::PushFailed { .. }
-        | ReleaseError::ServiceMissing { .. }
+        ReleaseError::ServiceMissing { .. }
         | ReleaseError::FieldsNotCarried { .. }
         | ReleaseError::UnexpectedChanges { .. }
         | ReleaseError::NotGranted { .. }
-        | ReleaseError::Frontend(_)
-        | ReleaseError::NotEcrRegistry { .. }
         | ReleaseError::Superseded { .. }
         | ReleaseError::OtherDeployment { .. }
         | ReleaseError::RolloutFailed { .. }
@@ -172,8 +185,6 @@ fn release(e: &ReleaseError) -> u8 {
         | ReleaseError::TaskNotStarted { .. }
         | ReleaseError::UnsupportedPlatform(_)
         | ReleaseError::MixedPlatforms { .. }
-        | ReleaseError::WrongPlatform { .. }
-        | ReleaseError::BaseWrongPlatform { .. }
         | ReleaseError::PreDeployFailed { .. }
         | ReleaseError::Cancelled
         | ReleaseError::Report { .. } => EXIT_FAILED,

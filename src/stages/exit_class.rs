@@ -4,9 +4,10 @@
 //! variant cannot compile until someone decides its class here.
 
 use super::StageError;
-use crate::aws::{AwsError, Fault};
+use crate::aws::{AwsError, CallError, Fault};
 use crate::docker::{DockerError, ImageOrigin};
 use crate::protocol::{Outcome, ProtocolError};
+use crate::release::image::ImageError;
 use crate::release::ReleaseError;
 
 const JOB: Outcome = Outcome::JobFailure { exit_code: 1 };
@@ -70,29 +71,47 @@ fn docker(e: &DockerError) -> Outcome {
     }
 }
 
+/// An AWS call the release made failed: whatever AWS said, the job's credentials, inputs
+/// and quotas are the job's.
+fn call(call: &CallError) -> Outcome {
+    match call.fault {
+        Fault::Throttled
+        | Fault::Denied
+        | Fault::NoCredentials
+        | Fault::NotFound
+        | Fault::ConcurrentRegistration
+        | Fault::Unreachable
+        | Fault::TimedOut
+        | Fault::Rejected(_)
+        | Fault::Unreadable => JOB,
+    }
+}
+
+fn image(e: &ImageError) -> Outcome {
+    match e {
+        ImageError::Docker(d) => docker(d),
+        ImageError::Call(c) => call(c),
+        ImageError::EcrLogin { .. }
+        | ImageError::NotEcrRegistry { .. }
+        | ImageError::RegistryRefused { .. }
+        | ImageError::RegistryUnreachable { .. }
+        | ImageError::Frontend(_)
+        | ImageError::Context(_)
+        | ImageError::BuildFailed { .. }
+        | ImageError::PushFailed { .. }
+        | ImageError::WrongPlatform { .. }
+        | ImageError::BaseWrongPlatform { .. } => JOB,
+    }
+}
+
 fn release(e: &ReleaseError) -> Outcome {
     match e {
         // The engine being down is the runner host's problem.
         ReleaseError::Docker(d) => docker(d),
         ReleaseError::Aws(AwsError::TokenFile { .. } | AwsError::EndpointUrl { .. }) => SYSTEM,
-        ReleaseError::Call(call) => match call.fault {
-            Fault::Throttled
-            | Fault::Denied
-            | Fault::NoCredentials
-            | Fault::NotFound
-            | Fault::ConcurrentRegistration
-            | Fault::Unreachable
-            | Fault::TimedOut
-            | Fault::Rejected(_)
-            | Fault::Unreadable => JOB,
-        },
-        ReleaseError::EcrLogin { .. }
-        | ReleaseError::RegistryRefused { .. }
-        | ReleaseError::RegistryUnreachable { .. }
-        | ReleaseError::Context(_)
-        | ReleaseError::BuildFailed { .. }
-        | ReleaseError::PushFailed { .. }
-        | ReleaseError::ServiceMissing { .. }
+        ReleaseError::Call(c) => call(c),
+        ReleaseError::Image(e) => image(e),
+        ReleaseError::ServiceMissing { .. }
         | ReleaseError::Unsupported(_)
         | ReleaseError::DeadlineTooShort { .. }
         | ReleaseError::NothingAwaiting { .. }
@@ -100,15 +119,11 @@ fn release(e: &ReleaseError) -> Outcome {
         | ReleaseError::TaskNotStarted { .. }
         | ReleaseError::UnsupportedPlatform(_)
         | ReleaseError::MixedPlatforms { .. }
-        | ReleaseError::WrongPlatform { .. }
-        | ReleaseError::BaseWrongPlatform { .. }
         | ReleaseError::PreDeployFailed { .. }
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::FieldsNotCarried { .. }
         | ReleaseError::UnexpectedChanges { .. }
         | ReleaseError::NotGranted { .. }
-        | ReleaseError::Frontend(_)
-        | ReleaseError::NotEcrRegistry { .. }
         | ReleaseError::Superseded { .. }
         | ReleaseError::OtherDeployment { .. }
         | ReleaseError::RolloutFailed { .. }

@@ -13,7 +13,9 @@ use crate::release::inputs::{
     self, ContinueInputs, ImageAction, JobVariables, ReleaseInputs, Requester,
 };
 use crate::release::trigger::{self, Refusal, Trigger};
-use crate::release::{BuildScope, ProjectSource, Provenance, ReleaseRequest, LOCAL_REPOSITORY};
+use crate::release::{
+    BuildScope, ProjectSource, Provenance, ReleaseError, ReleaseRequest, LOCAL_REPOSITORY,
+};
 use crate::settings::{ReleaseAction, Settings};
 
 /// What a job is, release-wise.
@@ -80,7 +82,9 @@ pub(crate) fn classify(settings: &Settings, ctx: &JobContext) -> Result<JobKind,
                 region: &inputs.region,
                 configured: &settings.aws.ecr_token_registries,
             };
-            policy.admits(inputs.image.registry())?;
+            policy
+                .admits(inputs.image.registry())
+                .map_err(ReleaseError::from)?;
             // The host's credentials serve every project: each may use them only for what
             // the operator granted it, decided before any AWS call.
             if inputs.credentials == CredentialRequest::Host {

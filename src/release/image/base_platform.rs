@@ -13,8 +13,8 @@ use bollard::auth::DockerCredentials;
 use bollard::Docker;
 
 use super::super::platform::Platform;
-use super::super::ReleaseError;
 use super::registry;
+use super::ImageError;
 use crate::image_ref::ImageRef;
 
 /// The base images of `dockerfile` whose platform this check can know.
@@ -58,7 +58,7 @@ pub(super) async fn check(
     dockerfile: &str,
     platform: &Platform,
     registries: &HashMap<String, DockerCredentials>,
-) -> Result<(), ReleaseError> {
+) -> Result<(), ImageError> {
     for base in bases(dockerfile) {
         let reference = ImageRef::parse(&base);
         let credentials = registries.get(reference.registry_host()).cloned();
@@ -80,7 +80,7 @@ pub(super) async fn check(
             },
         };
         if let Some(has) = platform.missing_from(&has) {
-            return Err(ReleaseError::BaseWrongPlatform {
+            return Err(ImageError::BaseWrongPlatform {
                 base,
                 has,
                 wants: platform.to_string(),

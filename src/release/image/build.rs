@@ -16,11 +16,11 @@ use super::buildkit_progress::BuildKitProgress;
 use super::context::{write_tar, ContextError, ContextPlan, ContextStats, OUTSIDE_DOCKERFILE};
 use super::stream_message;
 use super::volume_context::{self, StreamReader, VolumePlan};
+use super::ImageError;
 use crate::clock;
 use crate::docker::fnv1a;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
-use crate::release::ReleaseError;
 
 /// Where the build context comes from.
 pub enum ContextSource {
@@ -143,7 +143,7 @@ pub async fn build(
     source: ContextSource,
     spec: &BuildSpec<'_>,
     log: &JobLog,
-) -> Result<(String, ContextStats), ReleaseError> {
+) -> Result<(String, ContextStats), ImageError> {
     let tag = spec.local.to_string();
     let (host, address) = spec.owner_host();
     let mut options = BuildImageOptionsBuilder::default()
@@ -218,13 +218,13 @@ pub async fn build(
                 log.end_raw();
                 let stats = producer.await.ok().and_then(Result::err);
                 if let Some(context_error) = stats {
-                    return Err(ReleaseError::Context(context_error));
+                    return Err(ImageError::Context(context_error));
                 }
                 let step = progress
                     .failed_step()
                     .map(str::to_string)
                     .unwrap_or(last_step);
-                return Err(ReleaseError::BuildFailed {
+                return Err(ImageError::BuildFailed {
                     step,
                     message: build_message(&e, spec.platform),
                 });
@@ -234,11 +234,11 @@ pub async fn build(
     log.end_raw();
     let stats = producer
         .await
-        .map_err(|e| ReleaseError::BuildFailed {
+        .map_err(|e| ImageError::BuildFailed {
             step: last_step.clone(),
             message: format!("the build context producer stopped: {e}"),
         })?
-        .map_err(ReleaseError::Context)?;
+        .map_err(ImageError::Context)?;
     let id = match image_id {
         Some(id) => id,
         // BuildKit's moby exporter names the image; its id is the tag's.
@@ -247,7 +247,7 @@ pub async fn build(
             .await
             .ok()
             .and_then(|i| i.id)
-            .ok_or_else(|| ReleaseError::BuildFailed {
+            .ok_or_else(|| ImageError::BuildFailed {
                 step: last_step,
                 message: "the engine finished without reporting an image".into(),
             })?,
@@ -277,7 +277,7 @@ fn build_message(e: &bollard::errors::Error, platform: Option<&str>) -> String {
 pub(super) async fn context_bytes(
     docker: &Docker,
     source: ContextSource,
-) -> Result<(Vec<u8>, ContextStats), ReleaseError> {
+) -> Result<(Vec<u8>, ContextStats), ImageError> {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
     let writer = ChannelWriter {
         tx,
@@ -289,7 +289,7 @@ pub(super) async fn context_bytes(
         match chunk {
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(e) => {
-                return Err(ReleaseError::BuildFailed {
+                return Err(ImageError::BuildFailed {
                     step: String::new(),
                     message: format!("reading the build context: {e}"),
                 })
@@ -298,11 +298,11 @@ pub(super) async fn context_bytes(
     }
     let stats = producer
         .await
-        .map_err(|e| ReleaseError::BuildFailed {
+        .map_err(|e| ImageError::BuildFailed {
             step: String::new(),
             message: format!("the build context producer stopped: {e}"),
         })?
-        .map_err(ReleaseError::Context)?;
+        .map_err(ImageError::Context)?;
     Ok((bytes, stats))
 }
 

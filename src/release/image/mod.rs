@@ -6,6 +6,7 @@ mod base_platform;
 mod build;
 mod buildkit_progress;
 pub mod context;
+mod error;
 pub(crate) mod frontend;
 mod push;
 pub(crate) mod registry;
@@ -20,13 +21,13 @@ use bollard::Docker;
 
 use super::platform::Platform;
 use super::request::{ProjectSource, Provenance, ReleaseRequest};
-use super::ReleaseError;
 use crate::clock;
 use crate::docker::auth::RegistryAuth;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
 use crate::settings::Settings;
 use build::ContextSource;
+pub use error::ImageError;
 
 /// What became of the release image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +76,7 @@ pub(crate) async fn release_image(
     platform: Option<&Platform>,
     settings: &Settings,
     log: &JobLog,
-) -> Result<ImageOutcome, ReleaseError> {
+) -> Result<ImageOutcome, ImageError> {
     let image = &req.inputs.image;
     let _section = log.section("release_image", &format!("Release: image {image}"));
     let ecr = aws_sdk_ecr::Client::new(config);
@@ -226,7 +227,7 @@ async fn build_registries(
 }
 
 /// Gives the build the registry's name, for the push alone.
-async fn tag(docker: &Docker, local: &ImageRef, image: &ImageRef) -> Result<(), ReleaseError> {
+async fn tag(docker: &Docker, local: &ImageRef, image: &ImageRef) -> Result<(), ImageError> {
     let options = bollard::query_parameters::TagImageOptionsBuilder::default()
         .repo(&image.repository())
         .tag(image.tag().unwrap_or("latest"))
@@ -234,7 +235,7 @@ async fn tag(docker: &Docker, local: &ImageRef, image: &ImageRef) -> Result<(), 
     docker
         .tag_image(&local.to_string(), Some(options))
         .await
-        .map_err(|e| ReleaseError::PushFailed {
+        .map_err(|e| ImageError::PushFailed {
             registry: image.registry().to_string(),
             message: format!("cannot name the built image {image}: {e}"),
         })
@@ -297,13 +298,13 @@ fn check_platform(
     image: &ImageRef,
     found: &registry::Existing,
     platform: Option<&Platform>,
-) -> Result<(), ReleaseError> {
+) -> Result<(), ImageError> {
     let Some(platform) = platform else {
         return Ok(());
     };
     match platform.missing_from(&found.platforms) {
         None => Ok(()),
-        Some(has) => Err(ReleaseError::WrongPlatform {
+        Some(has) => Err(ImageError::WrongPlatform {
             image: image.to_string(),
             has,
             wants: platform.to_string(),

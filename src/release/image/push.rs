@@ -8,9 +8,9 @@ use futures_util::StreamExt;
 
 use super::registry::EcrLogin;
 use super::stream_message;
+use super::ImageError;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
-use crate::release::ReleaseError;
 
 /// How often push progress is summarised in the job log.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -21,7 +21,7 @@ pub async fn push(
     image: &ImageRef,
     login: &EcrLogin,
     log: &JobLog,
-) -> Result<String, ReleaseError> {
+) -> Result<String, ImageError> {
     let options = PushImageOptionsBuilder::default()
         .tag(image.tag().unwrap_or("latest"))
         .build();
@@ -49,20 +49,20 @@ pub async fn push(
             last_report = Instant::now();
         }
     }
-    digest.ok_or_else(|| ReleaseError::PushFailed {
+    digest.ok_or_else(|| ImageError::PushFailed {
         registry: login.registry.clone(),
         message: "the engine finished the push without reporting a digest".into(),
     })
 }
 
-fn push_error(e: &bollard::errors::Error, registry: &str) -> ReleaseError {
+fn push_error(e: &bollard::errors::Error, registry: &str) -> ImageError {
     let message = stream_message(e);
     let lower = message.to_ascii_lowercase();
     if lower.contains("unauthorized")
         || lower.contains("authentication required")
         || lower.contains("denied")
     {
-        ReleaseError::RegistryRefused {
+        ImageError::RegistryRefused {
             registry: registry.to_string(),
             message,
         }
@@ -70,12 +70,12 @@ fn push_error(e: &bollard::errors::Error, registry: &str) -> ReleaseError {
         || lower.contains("no such host")
         || lower.contains("i/o timeout")
     {
-        ReleaseError::RegistryUnreachable {
+        ImageError::RegistryUnreachable {
             registry: registry.to_string(),
             message,
         }
     } else {
-        ReleaseError::PushFailed {
+        ImageError::PushFailed {
             registry: registry.to_string(),
             message,
         }

@@ -8,9 +8,9 @@ use base64::Engine;
 use bollard::auth::DockerCredentials;
 use bollard::Docker;
 
+use super::ImageError;
 use crate::aws::CallError;
 use crate::image_ref::ImageRef;
-use crate::release::ReleaseError;
 
 /// Credentials for one ECR registry. The password never appears in Debug output.
 #[derive(Clone)]
@@ -30,8 +30,8 @@ impl fmt::Debug for EcrLogin {
 
 impl EcrLogin {
     /// Decodes an ECR authorization token (`base64("AWS:<password>")`).
-    pub fn from_token(token: &str, registry: &str) -> Result<Self, ReleaseError> {
-        let bad = || ReleaseError::EcrLogin {
+    pub fn from_token(token: &str, registry: &str) -> Result<Self, ImageError> {
+        let bad = || ImageError::EcrLogin {
             registry: registry.to_string(),
             message: "GetAuthorizationToken returned a token that is not base64 of `user:password`"
                 .into(),
@@ -79,11 +79,11 @@ pub struct TokenPolicy<'a> {
 impl TokenPolicy<'_> {
     /// Refuses, before any call, a registry that cannot be ECR's own for this region nor
     /// one the operator configured.
-    pub fn admits(&self, registry: &str) -> Result<(), ReleaseError> {
+    pub fn admits(&self, registry: &str) -> Result<(), ImageError> {
         if self.may_be_ecr(registry) {
             return Ok(());
         }
-        Err(ReleaseError::NotEcrRegistry {
+        Err(ImageError::NotEcrRegistry {
             registry: registry.to_string(),
             ecr: format!("<account>.dkr.ecr.{}.amazonaws.com", self.region),
         })
@@ -118,26 +118,26 @@ pub async fn ecr_login(
     ecr: &aws_sdk_ecr::Client,
     registry: &str,
     policy: TokenPolicy<'_>,
-) -> Result<EcrLogin, ReleaseError> {
+) -> Result<EcrLogin, ImageError> {
     policy.admits(registry)?;
     let out = ecr
         .get_authorization_token()
         .send()
         .await
-        .map_err(|e| ReleaseError::Call(CallError::from_sdk("ecr:GetAuthorizationToken", e)))?;
+        .map_err(|e| ImageError::Call(CallError::from_sdk("ecr:GetAuthorizationToken", e)))?;
     let data = out.authorization_data().first();
-    let token =
-        data.and_then(|d| d.authorization_token())
-            .ok_or_else(|| ReleaseError::EcrLogin {
-                registry: registry.to_string(),
-                message: "GetAuthorizationToken returned no token".into(),
-            })?;
+    let token = data
+        .and_then(|d| d.authorization_token())
+        .ok_or_else(|| ImageError::EcrLogin {
+            registry: registry.to_string(),
+            message: "GetAuthorizationToken returned no token".into(),
+        })?;
     let endpoint = data
         .and_then(|d| d.proxy_endpoint())
         .map(|e| e.trim_start_matches("https://").trim_end_matches('/'))
         .unwrap_or_default();
     if endpoint != registry && !policy.configured(registry) {
-        return Err(ReleaseError::NotEcrRegistry {
+        return Err(ImageError::NotEcrRegistry {
             registry: registry.to_string(),
             ecr: endpoint.to_string(),
         });
@@ -159,7 +159,7 @@ pub async fn existing(
     docker: &Docker,
     image: &ImageRef,
     login: &EcrLogin,
-) -> Result<Option<Existing>, ReleaseError> {
+) -> Result<Option<Existing>, ImageError> {
     let image = image.to_string();
     match docker
         .inspect_registry_image(&image, Some(login.docker_credentials()))
@@ -176,7 +176,7 @@ pub async fn existing(
             status_code,
             message,
         }) => classify_lookup(status_code, &message, &image, &login.registry).map(|_| None),
-        Err(e) => Err(ReleaseError::RegistryUnreachable {
+        Err(e) => Err(ImageError::RegistryUnreachable {
             registry: login.registry.clone(),
             message: e.to_string(),
         }),
@@ -205,13 +205,13 @@ fn classify_lookup(
     message: &str,
     image: &str,
     registry: &str,
-) -> Result<(), ReleaseError> {
+) -> Result<(), ImageError> {
     let lower = message.to_ascii_lowercase();
     if lower.contains("unauthorized")
         || lower.contains("authentication required")
         || lower.contains("denied")
     {
-        return Err(ReleaseError::RegistryRefused {
+        return Err(ImageError::RegistryRefused {
             registry: registry.to_string(),
             message: message.to_string(),
         });
@@ -223,12 +223,12 @@ fn classify_lookup(
         || lower.contains("no such host")
         || lower.contains("timeout")
     {
-        return Err(ReleaseError::RegistryUnreachable {
+        return Err(ImageError::RegistryUnreachable {
             registry: registry.to_string(),
             message: message.to_string(),
         });
     }
-    Err(ReleaseError::RegistryUnreachable {
+    Err(ImageError::RegistryUnreachable {
         registry: registry.to_string(),
         message: format!("looking up {image}: {message}"),
     })
@@ -283,11 +283,11 @@ mod tests {
         ));
         assert!(matches!(
             c(401, "unauthorized: authentication required"),
-            Err(ReleaseError::RegistryRefused { .. })
+            Err(ImageError::RegistryRefused { .. })
         ));
         assert!(matches!(
             c(500, "dial tcp 127.0.0.1:1: connect: connection refused"),
-            Err(ReleaseError::RegistryUnreachable { .. })
+            Err(ImageError::RegistryUnreachable { .. })
         ));
     }
 }

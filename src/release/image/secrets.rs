@@ -17,10 +17,10 @@ use bytes::Bytes;
 
 use super::build::{context_bytes, BuildSpec, ContextSource};
 use super::context::ContextStats;
+use super::ImageError;
 use crate::joblog::JobLog;
 use crate::private_file;
 use crate::release::inputs::SecretValue;
-use crate::release::ReleaseError;
 
 /// Secret files removed when dropped.
 struct SecretFiles(Vec<PathBuf>);
@@ -33,9 +33,9 @@ impl Drop for SecretFiles {
     }
 }
 
-fn write_secret(dir: &Path, id: &str, value: &SecretValue) -> Result<PathBuf, ReleaseError> {
+fn write_secret(dir: &Path, id: &str, value: &SecretValue) -> Result<PathBuf, ImageError> {
     private_file::write(dir, &format!("build-secret-{id}"), value.0.as_bytes()).map_err(|e| {
-        ReleaseError::BuildFailed {
+        ImageError::BuildFailed {
             step: String::new(),
             message: format!("cannot write build secret {id} to the private temp dir: {e}"),
         }
@@ -50,7 +50,7 @@ pub async fn build(
     secrets: &[(String, SecretValue)],
     temp_dir: &Path,
     log: &JobLog,
-) -> Result<(String, ContextStats), ReleaseError> {
+) -> Result<(String, ContextStats), ImageError> {
     let dockerfile = source.dockerfile_in_tar().to_string();
     let (context, stats) = context_bytes(docker, source).await?;
     let mut files = SecretFiles(Vec::new());
@@ -99,7 +99,7 @@ pub async fn build(
             None,
         )
         .await
-        .map_err(|e| ReleaseError::BuildFailed {
+        .map_err(|e| ImageError::BuildFailed {
             step: String::new(),
             message: e.to_string(),
         })?;
@@ -109,7 +109,7 @@ pub async fn build(
         .await
         .ok()
         .and_then(|i| i.id)
-        .ok_or_else(|| ReleaseError::BuildFailed {
+        .ok_or_else(|| ImageError::BuildFailed {
             step: String::new(),
             message: format!("the build reported success but {tag} is not in the engine"),
         })?;

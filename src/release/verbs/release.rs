@@ -49,7 +49,7 @@ pub async fn execute(
     let image_started = Instant::now();
     let docker = crate::docker::connect(&settings.docker).await?;
     let image = tokio::select! {
-        result = image::release_image(&docker, req, app.config(), platform.as_ref(), settings, log) => result,
+        result = image::release_image(&docker, req, app.config(), platform.as_ref(), settings, log) => result.map_err(ReleaseError::from),
         _ = &mut *cancel => Err(ReleaseError::Cancelled),
     };
     // Built, pushed, failed or cancelled: the engine keeps the build cache, not the image
