@@ -14,6 +14,7 @@ pub(crate) mod clock;
 pub mod commands;
 pub mod docker;
 pub mod exec;
+pub(crate) mod git;
 pub(crate) mod glob;
 pub mod image_ref;
 pub mod joblog;

@@ -9,7 +9,7 @@
 
 use crate::aws::{AwsError, CallError, Fault};
 use crate::docker::DockerError;
-use crate::exec::ExecError;
+use crate::git::GitError;
 use crate::release::image::ImageError;
 use crate::release::inputs::InputError;
 use crate::release::ReleaseError;
@@ -56,11 +56,11 @@ pub enum CommandError {
         /// The directory.
         path: std::path::PathBuf,
         /// What git said.
-        source: Box<ExecError>,
+        source: GitError,
     },
     /// The checkout has no such tag, or its commit could not be exported.
     #[error(transparent)]
-    Checkout(Box<ExecError>),
+    Checkout(GitError),
     /// Inputs are missing or malformed.
     #[error(transparent)]
     Inputs(#[from] InputError),

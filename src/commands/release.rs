@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{interrupt, operator_log, temp_dir, CommandError, Target};
 use crate::docker::AuthSource;
-use crate::exec::Checkout;
+use crate::git::Checkout;
 use crate::joblog::JobLog;
 use crate::release::inputs::{self, ImageAction, Requester};
 use crate::release::verbs;
@@ -88,11 +88,11 @@ fn export_tag(
     tree: &Path,
     log: &JobLog,
 ) -> Result<(PathBuf, Provenance), CommandError> {
-    let not_a_checkout = |e| CommandError::NotACheckout {
+    let not_a_checkout = |source| CommandError::NotACheckout {
         path: project_dir.to_path_buf(),
-        source: Box::new(e),
+        source,
     };
-    let git = |e| CommandError::Checkout(Box::new(e));
+    let git = CommandError::Checkout;
     let checkout = Checkout::of_dir(project_dir).map_err(not_a_checkout)?;
     let commit = checkout.resolve(Some(tag), None).map_err(git)?;
     std::fs::create_dir(tree).map_err(|source| CommandError::Host {

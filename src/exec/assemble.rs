@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::checkout::{Checkout, Commit};
 use super::pipeline::expand::expand_all;
 use super::pipeline::{CacheKey, Decision, JobDef, PipelineError, Repository, RuleContext, VarDef};
 use super::runner::{
     self, ArtifactDef, CacheDef, Dependency, GitSource, Job, Runner, Service, Var,
 };
 use super::ExecError;
+use crate::git::{Checkout, Commit};
 
 /// GitLab's default job timeout.
 const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(3600);

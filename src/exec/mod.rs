@@ -23,10 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::docker::DockerError;
+use crate::git::{short, GitError};
+use crate::git::{Checkout, Commit};
 use crate::settings::SettingsError;
 use assemble::Assembler;
-use checkout::{short, AtCommit};
-pub use checkout::{Checkout, Commit};
+use checkout::AtCommit;
 use pipeline::{Decision, Pipeline, PipelineError, VarDef};
 use runner::Runner;
 
@@ -52,17 +53,9 @@ pub enum ExecError {
         /// Why.
         source: PipelineError,
     },
-    /// The project is not a usable git checkout.
-    #[error("{0}")]
-    Git(String),
-    /// `--tag` names no tag of the checkout.
-    #[error("there is no tag `{tag}` in {root} (git tag --list shows the tags)")]
-    UnknownTag {
-        /// The tag.
-        tag: String,
-        /// The checkout.
-        root: PathBuf,
-    },
+    /// The project is not a usable git checkout, or `--tag` names no tag of it.
+    #[error(transparent)]
+    Git(#[from] GitError),
     /// Bad command-line input.
     #[error("{0}")]
     Usage(String),
@@ -96,7 +89,6 @@ impl ExecError {
             ExecError::Read { .. }
             | ExecError::Pipeline { .. }
             | ExecError::Git(_)
-            | ExecError::UnknownTag { .. }
             | ExecError::Usage(_) => 2,
             ExecError::Dotenv { .. } => 1,
             ExecError::Settings(_) | ExecError::Docker(_) | ExecError::Runner(_) => 3,

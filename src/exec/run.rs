@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::{Component, Path};
 
-use super::checkout::short;
 use super::pipeline::{
     plan, AllowFailure, ArtifactsDef, Decision, JobDef, PipelineError, Step, VarDef, When,
 };
@@ -13,6 +12,7 @@ use super::runner::{Cancel, Dependency, Job, JobResult, Runner, Status};
 use super::schedule::{self, Outcome, Verdict};
 use super::{dotenv, interrupted, Exec, ExecError};
 use crate::docker::ProjectVolumes;
+use crate::git::short;
 use crate::release::trigger::{self, Trigger};
 use crate::settings::Settings;
 

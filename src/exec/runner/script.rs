@@ -178,7 +178,7 @@ pub fn get_sources(job: &Job, vars: &[Var], dirs: &Dirs) -> String {
             let sha = job.sha();
             body.push_str(&format!(
                 "echo \"Checking out {} as detached HEAD (ref is {git_ref})...\"\ngit -c submodule.recurse=false checkout -f -q {sha}\ngit clean -ffdx\n",
-                crate::exec::checkout::short(sha)
+                crate::git::short(sha)
             ));
             body.push_str("if git lfs version >/dev/null 2>&1; then\ngit lfs pull\necho\nfi\n");
             body.push_str("echo \"Skipping Git submodules setup\"\n");
