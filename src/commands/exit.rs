@@ -10,6 +10,7 @@
 use crate::aws::{AwsError, CallError, Fault};
 use crate::docker::DockerError;
 use crate::git::GitError;
+use crate::release::ecs::EcsError;
 use crate::release::image::ImageError;
 use crate::release::inputs::InputError;
 use crate::release::ReleaseError;
@@ -162,19 +163,26 @@ fn image(e: &ImageError) -> u8 {
     }
 }
 
+fn ecs(e: &EcsError) -> u8 {
+    match e {
+        EcsError::Call(c) => call(c),
+        EcsError::ServiceMissing { .. } | EcsError::NoTaskStarted { .. } => EXIT_FAILED,
+    }
+}
+
 fn release(e: &ReleaseError) -> u8 {
     match e {
         ReleaseError::Docker(d) => docker(d),
         ReleaseError::Aws(AwsError::TokenFile { .. } | AwsError::EndpointUrl { .. }) => EXIT_HOST,
         ReleaseError::Call(c) => call(c),
         ReleaseError::Image(e) => image(e),
+        ReleaseError::Ecs(e) => ecs(e),
         ReleaseError::Unsupported(_)
         | ReleaseError::DeadlineTooShort { .. }
         | ReleaseError::NothingAwaiting { .. }
         | ReleaseError::TaskDefinition(_)
         | ReleaseError::NoRollbackTarget(_) => EXIT_USAGE,
-        ReleaseError::ServiceMissing { .. }
-        | ReleaseError::FieldsNotCarried { .. }
+        ReleaseError::FieldsNotCarried { .. }
         | ReleaseError::UnexpectedChanges { .. }
         | ReleaseError::NotGranted { .. }
         | ReleaseError::Superseded { .. }

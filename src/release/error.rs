@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::ecs::EcsError;
 use super::image::ImageError;
 use super::verbs::rollback;
 use super::{platform, strategy, taskdef};
@@ -24,14 +25,9 @@ pub enum ReleaseError {
     /// The Docker engine failed.
     #[error(transparent)]
     Docker(#[from] DockerError),
-    /// The ECS service does not exist.
-    #[error("the ECS service `{service}` does not exist in cluster `{cluster}`")]
-    ServiceMissing {
-        /// `ECS_CLUSTER`.
-        cluster: String,
-        /// `ECS_SERVICE`.
-        service: String,
-    },
+    /// A call of the ECS port failed.
+    #[error(transparent)]
+    Ecs(#[from] EcsError),
     /// The new revision cannot be derived from the service's.
     #[error(transparent)]
     TaskDefinition(#[from] taskdef::TaskDefError),

@@ -202,3 +202,153 @@ async fn undo_the_rest<E: Ecs>(
     }
     ReleaseError::ServicesFailed { failed, others }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::release::ecs::fake::{FakeEcs, Scenario, TaskScenario};
+    use crate::release::inputs::PreDeploy;
+    use crate::release::pre_deploy::PreDeployGate;
+    use crate::release::testing::{cancel_after, captured_log, never, request, shop};
+
+    /// Services `web` and `worker` of one release, each with its own fake.
+    fn fleet(web: Scenario, worker: Scenario) -> Vec<Member<FakeEcs>> {
+        let mut worker_req = request("v1.1.0", Duration::from_secs(600));
+        worker_req.target.service = "worker".into();
+        vec![
+            Member {
+                ecs: shop(web),
+                req: request("v1.1.0", Duration::from_secs(600)),
+            },
+            Member {
+                ecs: shop(worker).named("worker"),
+                req: worker_req,
+            },
+        ]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_service_deploys_and_each_log_line_names_its_service() {
+        let members = fleet(Scenario::CompleteAt(2), Scenario::CompleteAt(3));
+        let (log, out) = captured_log();
+        let reports = deploy_all(&members, &NoGate, &log, &mut never())
+            .await
+            .unwrap();
+        assert_eq!(reports.len(), 2);
+        for m in &members {
+            assert_eq!(m.ecs.service_revision(), "shop:2");
+        }
+        let text = out.text();
+        assert!(
+            text.contains("[web] ") && text.contains("[worker] "),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_failed_service_returns_the_others_to_their_previous_revision() {
+        let members = fleet(Scenario::CompleteAt(2), Scenario::BreakerAt(3));
+        let (log, _) = captured_log();
+        match deploy_all(&members, &NoGate, &log, &mut never()).await {
+            Err(ReleaseError::ServicesFailed { failed, others }) => {
+                assert_eq!(failed.len(), 1);
+                assert!(failed[0].starts_with("worker: "), "{failed:?}");
+                assert!(failed[0].contains("circuit breaker"), "{failed:?}");
+                assert_eq!(others.len(), 1);
+                assert!(
+                    others[0]
+                        .starts_with("web: deployed shop:2, then the service is back on shop:1"),
+                    "{others:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for m in &members {
+            assert_eq!(m.ecs.service_revision(), "shop:1", "{}", m.ecs.service());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_rollback_never_the_deployed_services_stay() {
+        let mut members = fleet(Scenario::CompleteAt(2), Scenario::BreakerAt(3));
+        members[0].req.rollback = RollbackMode::Never;
+        let (log, _) = captured_log();
+        match deploy_all(&members, &NoGate, &log, &mut never()).await {
+            Err(ReleaseError::ServicesFailed { others, .. }) => {
+                assert!(others[0].contains("kept there"), "{others:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(members[0].ecs.service_revision(), "shop:2");
+        assert_eq!(members[0].ecs.count("UpdateService"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_migration_updates_no_service_and_names_the_unused_revisions() {
+        let members = fleet(Scenario::CompleteAt(1), Scenario::CompleteAt(1));
+        let members: Vec<Member<FakeEcs>> = members
+            .into_iter()
+            .map(|m| Member {
+                ecs: m.ecs.with_tasks(TaskScenario::ExitsAt { poll: 2, code: 1 }),
+                req: m.req,
+            })
+            .collect();
+        let gate = PreDeployGate {
+            task: PreDeploy {
+                command: vec!["bin/migrate".into()],
+                timeout: None,
+            },
+            aws: aws_config::SdkConfig::builder().build(),
+        };
+        let (log, out) = captured_log();
+        let result = deploy_all(&members, &gate, &log, &mut never()).await;
+        assert!(
+            matches!(
+                result,
+                Err(ReleaseError::PreDeployFailed {
+                    exit_code: Some(1),
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        // The migration ran once, in the first service's new revision.
+        assert_eq!(members[0].ecs.tasks().len(), 1);
+        assert!(members[1].ecs.tasks().is_empty());
+        for m in &members {
+            assert_eq!(m.ecs.count("UpdateService"), 0, "{}", m.ecs.service());
+        }
+        let text = out.text();
+        assert!(
+            text.contains("no service was updated; the new revisions shop:2, shop:2 stay registered but unused"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_during_the_rollouts_reaches_every_service() {
+        let members = fleet(Scenario::Stuck, Scenario::Stuck);
+        let (log, _) = captured_log();
+        let result = deploy_all(
+            &members,
+            &NoGate,
+            &log,
+            &mut cancel_after(Duration::from_secs(20)),
+        )
+        .await;
+        match result {
+            Err(ReleaseError::ServicesFailed { failed, .. }) => {
+                assert_eq!(failed.len(), 2, "{failed:?}");
+                assert!(failed.iter().all(|f| f.contains("cancelled")), "{failed:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Each rollback was started (pointing the service back), not followed.
+        for m in &members {
+            assert_eq!(m.ecs.service_revision(), "shop:1", "{}", m.ecs.service());
+            assert_eq!(m.ecs.count("UpdateService"), 2, "{}", m.ecs.service());
+        }
+    }
+}

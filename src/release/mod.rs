@@ -22,6 +22,8 @@ pub(crate) mod report;
 pub(crate) mod request;
 pub(crate) mod strategy;
 pub mod taskdef;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod trigger;
 pub(crate) mod undo;
 pub mod verbs;

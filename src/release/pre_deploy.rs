@@ -12,7 +12,7 @@ use aws_sdk_ecs::types::{ContainerDefinition, LogDriver};
 use tokio::time::Instant;
 
 use super::deploy::DeployRequest;
-use super::ecs::{short_td, Ecs, TaskRun};
+use super::ecs::{short_td, Ecs, EcsError, TaskRun};
 use super::fleet::{Gate, Member};
 use super::inputs::PreDeploy;
 use super::taskdef;
@@ -106,7 +106,11 @@ async fn run(
             command: gate.task.command.clone(),
             like: service,
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            EcsError::NoTaskStarted { reason } => ReleaseError::TaskNotStarted { reason },
+            other => other.into(),
+        })?;
     let task_id = arn.rsplit('/').next().unwrap_or(&arn).to_string();
     log.info(&format!("Task {task_id} started"));
     let stream = log_stream(&container, &task_id);
@@ -252,5 +256,119 @@ async fn new_lines(
             return Ok(lines);
         }
         *token = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::ecs::fake::{FakeEcs, Scenario, TaskScenario};
+    use crate::release::testing::{cancel_after, captured_log, never, request, shop};
+
+    const REVISION: &str = "arn:aws:ecs:eu-west-1:123456789012:task-definition/shop:1";
+
+    fn migration(timeout: Option<Duration>) -> PreDeployGate {
+        PreDeployGate {
+            task: PreDeploy {
+                command: vec!["bin/rails".into(), "db:migrate".into()],
+                timeout,
+            },
+            aws: aws_config::SdkConfig::builder().build(),
+        }
+    }
+
+    async fn gate(
+        ecs: &FakeEcs,
+        timeout: Option<Duration>,
+        mut cancel: Cancel,
+    ) -> (Result<(), ReleaseError>, String) {
+        let (log, out) = captured_log();
+        let req = request("v1.1.0", Duration::from_secs(600));
+        let result = run(&migration(timeout), ecs, &req, REVISION, &log, &mut cancel).await;
+        (result, out.text())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_migration_runs_in_the_release_container_of_the_new_revision_and_exit_0_goes_on() {
+        let ecs = shop(Scenario::Stuck).with_tasks(TaskScenario::ExitsAt { poll: 3, code: 0 });
+        let (result, log) = gate(&ecs, None, never()).await;
+        assert!(result.is_ok(), "{result:?}");
+        let tasks = ecs.tasks();
+        assert_eq!(tasks.len(), 1);
+        // The app container, not the sidecar listed first.
+        assert_eq!(tasks[0].container, "app");
+        assert_eq!(tasks[0].command, ["bin/rails", "db:migrate"]);
+        assert_eq!(tasks[0].task_definition, REVISION);
+        assert_eq!(ecs.count("StopTask"), 0);
+        assert!(log.contains("exited 0"), "{log}");
+        assert!(log.contains("only its exit code will show"), "{log}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_migration_stops_the_release_with_its_exit_code_and_reason() {
+        let ecs = shop(Scenario::Stuck).with_tasks(TaskScenario::ExitsAt { poll: 2, code: 3 });
+        let (result, _) = gate(&ecs, None, never()).await;
+        match result {
+            Err(ReleaseError::PreDeployFailed {
+                exit_code, reason, ..
+            }) => {
+                assert_eq!(exit_code, Some(3));
+                assert_eq!(reason, "Essential container in task exited");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ecs.count("StopTask"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_migration_past_its_timeout_is_stopped_and_named_by_its_setting() {
+        let ecs = shop(Scenario::Stuck).with_tasks(TaskScenario::Runs);
+        let (result, _) = gate(&ecs, Some(Duration::from_secs(30)), never()).await;
+        match result {
+            Err(ReleaseError::PreDeployFailed {
+                exit_code: None,
+                reason,
+                ..
+            }) => assert!(reason.contains("ECS_PRE_DEPLOY_TIMEOUT"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let stopped = ecs.tasks()[0].stopped_by.clone().unwrap_or_default();
+        assert!(stopped.contains("timed out"), "{stopped}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_migration_past_the_rollout_deadline_names_the_deadline() {
+        let ecs = shop(Scenario::Stuck).with_tasks(TaskScenario::Runs);
+        // The task's own limit would allow an hour; the release has ten minutes.
+        let (result, _) = gate(&ecs, Some(Duration::from_secs(3600)), never()).await;
+        match result {
+            Err(ReleaseError::PreDeployFailed { reason, .. }) => {
+                assert!(!reason.contains("ECS_PRE_DEPLOY_TIMEOUT"), "{reason}");
+                assert!(reason.contains("within 10m"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_during_the_migration_stops_the_task() {
+        let ecs = shop(Scenario::Stuck).with_tasks(TaskScenario::Runs);
+        let (result, log) = gate(&ecs, None, cancel_after(Duration::from_secs(7))).await;
+        assert!(matches!(result, Err(ReleaseError::Cancelled)), "{result:?}");
+        let stopped = ecs.tasks()[0].stopped_by.clone().unwrap_or_default();
+        assert!(stopped.contains("cancelled"), "{stopped}");
+        assert!(log.contains("was stopped"), "{log}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_run_task_is_the_call_that_failed() {
+        let ecs = shop(Scenario::Stuck);
+        ecs.refuse("RunTask");
+        let (result, _) = gate(&ecs, None, never()).await;
+        assert!(
+            matches!(&result, Err(ReleaseError::Ecs(EcsError::Call(c))) if c.fault == crate::aws::Fault::Denied),
+            "{result:?}"
+        );
+        assert!(ecs.tasks().is_empty());
     }
 }

@@ -317,3 +317,153 @@ pub async fn switch(
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::ecs::fake::{FakeEcs, Scenario};
+    use crate::release::testing::{captured_log, never, shop};
+    use crate::release::{LimitSource, RolloutDeadline};
+    use aws_sdk_ecs::types::ServiceDeploymentStatus;
+
+    const BASE: &str = "arn:aws:ecs:eu-west-1:123456789012:task-definition/shop:1";
+    const NEW: &str = "arn:aws:ecs:eu-west-1:123456789012:task-definition/shop:2";
+
+    /// Our deployment of `NEW` is started on `ecs` and fails; undoes it.
+    async fn undone(ecs: &FakeEcs, cancelled: bool) -> (Aftermath, String) {
+        let started = ecs.update_service(NEW).await.unwrap();
+        let failed = Failed {
+            base: BASE,
+            new_arn: NEW,
+            service_deployment: started.service_deployment.as_deref(),
+            strategy: &Strategy::Rolling,
+            cancelled,
+            poll: Duration::from_secs(5),
+            timeout: Duration::from_secs(120),
+        };
+        let (log, out) = captured_log();
+        let mut observer = Observer::new(clock::epoch_secs() - 5);
+        let aftermath = undo(ecs, &failed, &log, &mut observer).await;
+        (aftermath, out.text())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ecs_rolls_its_own_service_deployment_back_without_a_second_update() {
+        let ecs = shop(Scenario::Stuck).with_service_deployments();
+        let (aftermath, _) = undone(&ecs, false).await;
+        assert!(
+            matches!(&aftermath, Aftermath::BackOn { revision, .. } if revision == BASE),
+            "{aftermath:?}"
+        );
+        assert_eq!(ecs.count("StopServiceDeployment"), 1);
+        assert_eq!(ecs.count("UpdateService"), 1);
+        assert_eq!(ecs.service_revision(), "shop:1");
+        assert_eq!(
+            ecs.service_deployment_status(),
+            Some(ServiceDeploymentStatus::RollbackSuccessful)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_stop_falls_back_to_pointing_the_service_at_the_base_revision() {
+        let ecs = shop(Scenario::Stuck).with_service_deployments();
+        ecs.refuse("StopServiceDeployment");
+        let (aftermath, log) = undone(&ecs, false).await;
+        assert!(
+            matches!(&aftermath, Aftermath::BackOn { revision, .. } if revision == BASE),
+            "{aftermath:?}"
+        );
+        assert!(log.contains("ECS did not take the rollback"), "{log}");
+        assert_eq!(ecs.count("UpdateService"), 2);
+        assert_eq!(ecs.service_revision(), "shop:1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_the_service_deployments_api_the_base_revision_is_deployed_again() {
+        let ecs = shop(Scenario::Stuck);
+        let (aftermath, log) = undone(&ecs, false).await;
+        assert!(
+            matches!(&aftermath, Aftermath::BackOn { .. }),
+            "{aftermath:?}"
+        );
+        assert!(log.contains("rolling the service back to shop:1"), "{log}");
+        assert_eq!(ecs.count("StopServiceDeployment"), 0);
+        assert_eq!(
+            aftermath.to_string(),
+            "the service is back on shop:1 (rollback ecs-svc/3 completed)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_job_starts_the_rollback_and_does_not_follow_it() {
+        let ecs = shop(Scenario::Stuck).with_service_deployments();
+        let (aftermath, _) = undone(&ecs, true).await;
+        assert!(
+            matches!(&aftermath, Aftermath::RollbackStarted { .. }),
+            "{aftermath:?}"
+        );
+        assert_eq!(ecs.count("StopServiceDeployment"), 1);
+        assert_eq!(ecs.count("DescribeServices"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_that_cannot_start_says_the_failed_revision_may_still_run() {
+        let ecs = shop(Scenario::Stuck);
+        let started = ecs.update_service(NEW).await.unwrap();
+        ecs.refuse("UpdateService");
+        let failed = Failed {
+            base: BASE,
+            new_arn: NEW,
+            service_deployment: started.service_deployment.as_deref(),
+            strategy: &Strategy::Rolling,
+            cancelled: false,
+            poll: Duration::from_secs(5),
+            timeout: Duration::from_secs(120),
+        };
+        let (log, _) = captured_log();
+        let mut observer = Observer::new(clock::epoch_secs() - 5);
+        let aftermath = undo(&ecs, &failed, &log, &mut observer).await;
+        assert!(
+            matches!(&aftermath, Aftermath::RollbackFailed { failed, .. } if failed == NEW),
+            "{aftermath:?}"
+        );
+        assert!(aftermath.to_string().contains("may still run shop:2"));
+    }
+
+    /// The operator's switch from `NEW` back to `BASE`, given `limit`.
+    fn back_to_base(limit: Duration) -> Switch<'static> {
+        Switch {
+            from: NEW,
+            to: BASE,
+            deadline: RolloutDeadline::after(limit, LimitSource::Setting),
+            poll: Duration::from_secs(5),
+            strategy: &Strategy::Rolling,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_operators_switch_follows_the_deployment_to_its_end() {
+        let ecs = shop(Scenario::CompleteAt(2));
+        let (log, _) = captured_log();
+        let to_base = back_to_base(Duration::from_secs(300));
+        let report = switch(&ecs, &to_base, &log, &mut never()).await.unwrap();
+        assert_eq!(report.new_arn, BASE);
+        assert_eq!(ecs.service_revision(), "shop:1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_switch_that_does_not_finish_in_time_leaves_the_service_on_its_target() {
+        let ecs = shop(Scenario::Stuck);
+        let (log, _) = captured_log();
+        let to_base = back_to_base(Duration::from_secs(60));
+        match switch(&ecs, &to_base, &log, &mut never()).await {
+            Err(ReleaseError::RolloutFailed { reason, state }) => {
+                assert!(reason.contains("did not complete within"), "{reason}");
+                assert!(state.contains("points at shop:1"), "{state}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // No rollback of the rollback.
+        assert_eq!(ecs.count("UpdateService"), 1);
+    }
+}

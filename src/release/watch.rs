@@ -146,6 +146,100 @@ pub(crate) async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::release::ecs::fake::{FakeEcs, Scenario, HOOK};
+    use crate::release::ecs::Started;
+    use crate::release::testing::{cancel_after, captured_log, never, shop};
+
+    const NEW: &str = "arn:aws:ecs:eu-west-1:123456789012:task-definition/shop:2";
+
+    /// Starts our deployment of `NEW` on `ecs` and watches it for `limit`.
+    async fn watched(
+        ecs: &FakeEcs,
+        limit: Duration,
+        stop_at_pause: bool,
+        mut cancel: Cancel,
+    ) -> (Result<WatchEnd, ReleaseError>, String) {
+        let started: Started = ecs.update_service(NEW).await.unwrap();
+        let spec = Watch {
+            deployment: &started.deployment_id,
+            service_deployment: started.service_deployment.as_deref(),
+            arn: NEW,
+            strategy: &Strategy::Rolling,
+            deadline: Instant::now() + limit,
+            poll: Duration::from_secs(5),
+            stop_at_pause,
+        };
+        let (log, out) = captured_log();
+        let mut observer = Observer::new(clock::epoch_secs() - 5);
+        let end = watch(ecs, &spec, &log, Some(&mut cancel), &mut observer).await;
+        (end, out.text())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_deployment_is_judged_completed_both_ways_ecs_reports_it() {
+        for ecs in [
+            shop(Scenario::CompleteAt(3)),
+            shop(Scenario::CompleteAt(3)).with_service_deployments(),
+        ] {
+            let (end, _) = watched(&ecs, Duration::from_secs(600), false, never()).await;
+            assert_eq!(end.unwrap(), WatchEnd::Verdict(Verdict::Completed));
+            assert_eq!(ecs.count("DescribeServices"), 3);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_rollout_says_so_every_minute_and_ends_at_the_deadline() {
+        let ecs = shop(Scenario::Stuck);
+        let (end, log) = watched(&ecs, Duration::from_secs(150), false, never()).await;
+        assert_eq!(end.unwrap(), WatchEnd::Deadline(Verdict::InProgress));
+        let heartbeats = log.matches("still rolling out ecs-svc/2").count();
+        assert_eq!(heartbeats, 2, "{log}");
+        assert!(log.contains("left before the deadline"), "{log}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_ends_the_watch_before_the_next_poll() {
+        let ecs = shop(Scenario::Stuck);
+        let cancel = cancel_after(Duration::from_secs(12));
+        let (end, _) = watched(&ecs, Duration::from_secs(600), false, cancel).await;
+        assert_eq!(end.unwrap(), WatchEnd::Cancelled);
+        // Polls every 5 s with jitter: two or three before the cancel at 12 s, none after.
+        let polls = ecs.count("DescribeServices");
+        assert!((1..=3).contains(&polls), "{polls} polls");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_approval_gate_ends_the_watch_only_when_asked_to_stop_there() {
+        let ecs = shop(Scenario::PauseAt(2)).with_service_deployments();
+        let (end, _) = watched(&ecs, Duration::from_secs(600), true, never()).await;
+        match end.unwrap() {
+            WatchEnd::Verdict(Verdict::AwaitingApproval(pause)) => {
+                assert_eq!(pause.hook_ids, [HOOK]);
+                assert_eq!(pause.stage, "POST_TEST_TRAFFIC_SHIFT");
+            }
+            other => panic!("{other:?}"),
+        }
+        let ecs = shop(Scenario::PauseAt(2)).with_service_deployments();
+        let (end, _) = watched(&ecs, Duration::from_secs(60), false, never()).await;
+        assert!(
+            matches!(
+                end.unwrap(),
+                WatchEnd::Deadline(Verdict::AwaitingApproval(_))
+            ),
+            "waited at the gate until the deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopped_tasks_that_cannot_be_read_are_warned_about_and_the_verdict_stands() {
+        let ecs = shop(Scenario::BreakerAt(2));
+        ecs.refuse("ListTasks");
+        let (end, log) = watched(&ecs, Duration::from_secs(600), false, never()).await;
+        assert!(
+            matches!(end.unwrap(), WatchEnd::Verdict(Verdict::RolledBack(ref why)) if why.contains("circuit breaker"))
+        );
+        assert_eq!(log.matches("cannot show stopped tasks").count(), 1, "{log}");
+    }
 
     #[test]
     fn how_a_watch_ended_reads_as_words_in_the_job_log() {

@@ -7,6 +7,7 @@ use super::StageError;
 use crate::aws::{AwsError, CallError, Fault};
 use crate::docker::{DockerError, ImageOrigin};
 use crate::protocol::{Outcome, ProtocolError};
+use crate::release::ecs::EcsError;
 use crate::release::image::ImageError;
 use crate::release::ReleaseError;
 
@@ -104,6 +105,13 @@ fn image(e: &ImageError) -> Outcome {
     }
 }
 
+fn ecs(e: &EcsError) -> Outcome {
+    match e {
+        EcsError::Call(c) => call(c),
+        EcsError::ServiceMissing { .. } | EcsError::NoTaskStarted { .. } => JOB,
+    }
+}
+
 fn release(e: &ReleaseError) -> Outcome {
     match e {
         // The engine being down is the runner host's problem.
@@ -111,8 +119,8 @@ fn release(e: &ReleaseError) -> Outcome {
         ReleaseError::Aws(AwsError::TokenFile { .. } | AwsError::EndpointUrl { .. }) => SYSTEM,
         ReleaseError::Call(c) => call(c),
         ReleaseError::Image(e) => image(e),
-        ReleaseError::ServiceMissing { .. }
-        | ReleaseError::Unsupported(_)
+        ReleaseError::Ecs(e) => ecs(e),
+        ReleaseError::Unsupported(_)
         | ReleaseError::DeadlineTooShort { .. }
         | ReleaseError::NothingAwaiting { .. }
         | ReleaseError::ServicesFailed { .. }

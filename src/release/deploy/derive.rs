@@ -12,7 +12,7 @@ use super::{DeployRequest, FamilyCheck};
 use crate::aws::Fault;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
-use crate::release::ecs::{short_td, Ecs, Revision, Started};
+use crate::release::ecs::{short_td, Ecs, EcsError, Revision, Started};
 use crate::release::strategy::{self, Strategy};
 use crate::release::taskdef::{self, Document, FieldChange};
 use crate::release::ReleaseError;
@@ -221,7 +221,7 @@ pub(super) async fn register(
     let mut attempt = 1;
     loop {
         match ecs.register(input.clone()).await {
-            Err(ReleaseError::Call(e))
+            Err(EcsError::Call(e))
                 if e.fault == Fault::ConcurrentRegistration && attempt < REGISTER_ATTEMPTS =>
             {
                 let pause = Duration::from_secs(1 << attempt);
@@ -232,7 +232,7 @@ pub(super) async fn register(
                 tokio::time::sleep(pause).await;
                 attempt += 1;
             }
-            other => return other,
+            other => return Ok(other?),
         }
     }
 }

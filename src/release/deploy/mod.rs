@@ -265,46 +265,7 @@ pub(crate) async fn roll(
 mod tests {
     use super::*;
     use crate::release::ecs::fake::{FakeEcs, Scenario};
-    use crate::release::taskdef;
-
-    const REPO: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop";
-
-    fn service(scenario: Scenario) -> FakeEcs {
-        FakeEcs::new(
-            "shop",
-            &[
-                (
-                    "log-router",
-                    "public.ecr.aws/aws-observability/aws-for-fluent-bit:2",
-                ),
-                ("app", &format!("{REPO}:v1.0.0")),
-            ],
-            scenario,
-        )
-    }
-
-    fn request(tag: &str, rollout: Duration) -> DeployRequest {
-        DeployRequest {
-            target: EcsTarget {
-                cluster: "prod".into(),
-                service: "web".into(),
-                task_definition: Some("shop".into()),
-                ..EcsTarget::default()
-            },
-            family_check: FamilyCheck::Required,
-            image: ImageRef::parse(&format!("{REPO}:{tag}")),
-            trace_tags: taskdef::traceability_tags(&[("gitlab:tag", tag)]),
-            deadline: crate::release::RolloutDeadline::after(
-                rollout,
-                super::super::LimitSource::Setting,
-            ),
-            poll: Duration::from_secs(5),
-            rollback: RollbackMode::Auto,
-            on_pause: PauseMode::Wait,
-            wait_for_others: Duration::from_secs(60),
-            rollback_timeout: Duration::from_secs(60),
-        }
-    }
+    use crate::release::testing::{request, shop as service, REPO};
 
     /// What a scenario must end in.
     #[derive(Debug)]

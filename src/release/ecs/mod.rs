@@ -2,18 +2,19 @@
 //! trait. The release's decisions are unit-tested against a fake of it; the SDK adapter
 //! ([`SdkEcs`]) is tested over HTTP against the scripted endpoint and moto.
 
+mod error;
 #[cfg(test)]
 pub(crate) mod fake;
 mod sdk;
 pub(crate) mod wire;
 
+pub use error::EcsError;
 pub use sdk::SdkEcs;
 
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 use aws_sdk_ecs::types::{Service, ServiceDeployment, Tag, Task, TaskDefinition};
 
 use super::taskdef::Document;
-use super::ReleaseError;
 
 /// A task definition revision, as the SDK types it and as the JSON document ECS sent.
 #[derive(Debug, Clone)]
@@ -89,42 +90,42 @@ pub trait Ecs {
     /// The service's name or ARN.
     fn service(&self) -> &str;
     /// `DescribeServices` for the service.
-    async fn describe_service(&self) -> Result<Service, ReleaseError>;
+    async fn describe_service(&self) -> Result<Service, EcsError>;
     /// A task definition with its tags.
-    async fn task_definition(&self, arn: &str) -> Result<Revision, ReleaseError>;
+    async fn task_definition(&self, arn: &str) -> Result<Revision, EcsError>;
     /// The document a registration of `input` would send, without sending it.
     async fn preview_register(
         &self,
         input: RegisterTaskDefinitionInput,
-    ) -> Result<Document, ReleaseError>;
+    ) -> Result<Document, EcsError>;
     /// Registers `input`; returns the new revision's ARN.
-    async fn register(&self, input: RegisterTaskDefinitionInput) -> Result<String, ReleaseError>;
+    async fn register(&self, input: RegisterTaskDefinitionInput) -> Result<String, EcsError>;
     /// Deregisters a revision.
-    async fn deregister(&self, arn: &str) -> Result<(), ReleaseError>;
+    async fn deregister(&self, arn: &str) -> Result<(), EcsError>;
     /// Points the service at `arn`; returns the deployment ECS started for it.
-    async fn update_service(&self, arn: &str) -> Result<Started, ReleaseError>;
+    async fn update_service(&self, arn: &str) -> Result<Started, EcsError>;
     /// `DescribeServiceDeployments` for one service deployment.
-    async fn service_deployment(&self, arn: &str) -> Result<ServiceDeployment, ReleaseError>;
+    async fn service_deployment(&self, arn: &str) -> Result<ServiceDeployment, EcsError>;
     /// `StopServiceDeployment` with `stopType=ROLLBACK`: ECS returns the service to the
     /// deployment's source revision.
-    async fn stop_service_deployment(&self, arn: &str) -> Result<(), ReleaseError>;
+    async fn stop_service_deployment(&self, arn: &str) -> Result<(), EcsError>;
     /// `ContinueServiceDeployment` for a PAUSE hook awaiting action.
     async fn continue_service_deployment(
         &self,
         arn: &str,
         hook_id: &str,
         action: HookAction,
-    ) -> Result<(), ReleaseError>;
+    ) -> Result<(), EcsError>;
     /// `RunTask` for one task; returns its ARN.
-    async fn run_task(&self, run: &TaskRun) -> Result<String, ReleaseError>;
+    async fn run_task(&self, run: &TaskRun) -> Result<String, EcsError>;
     /// `DescribeTasks` for one task.
-    async fn task(&self, arn: &str) -> Result<Task, ReleaseError>;
+    async fn task(&self, arn: &str) -> Result<Task, EcsError>;
     /// `StopTask`.
-    async fn stop_task(&self, arn: &str, reason: &str) -> Result<(), ReleaseError>;
+    async fn stop_task(&self, arn: &str, reason: &str) -> Result<(), EcsError>;
     /// ACTIVE revisions of `family`, newest revision first whatever the server's order.
-    async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError>;
+    async fn revisions(&self, family: &str) -> Result<Vec<String>, EcsError>;
     /// Stopped tasks started by a deployment (at most 100).
-    async fn stopped_tasks(&self, deployment_id: &str) -> Result<Vec<Task>, ReleaseError>;
+    async fn stopped_tasks(&self, deployment_id: &str) -> Result<Vec<Task>, EcsError>;
 }
 
 /// `family:revision` from a task definition ARN.

@@ -9,10 +9,9 @@ use aws_sdk_ecs::types::{
 };
 
 use super::wire::{RequestPreview, ResponseBody};
-use super::{revision_number, short_td, Ecs, HookAction, Revision, Started, TaskRun};
+use super::{revision_number, short_td, Ecs, EcsError, HookAction, Revision, Started, TaskRun};
 use crate::aws::CallError;
 use crate::release::taskdef::{self, Document};
-use crate::release::ReleaseError;
 
 /// One ECS service, through the SDK.
 #[derive(Clone)]
@@ -35,16 +34,16 @@ impl SdkEcs {
 
 fn call<E, R>(
     operation: &'static str,
-) -> impl FnOnce(aws_sdk_ecs::error::SdkError<E, R>) -> ReleaseError
+) -> impl FnOnce(aws_sdk_ecs::error::SdkError<E, R>) -> EcsError
 where
     E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    move |e| ReleaseError::Call(CallError::from_sdk(operation, e))
+    move |e| EcsError::Call(CallError::from_sdk(operation, e))
 }
 
-fn unreadable(operation: &'static str, message: String) -> ReleaseError {
-    ReleaseError::Call(CallError::unreadable(operation, message))
+fn unreadable(operation: &'static str, message: String) -> EcsError {
+    EcsError::Call(CallError::unreadable(operation, message))
 }
 
 impl Ecs for SdkEcs {
@@ -56,7 +55,7 @@ impl Ecs for SdkEcs {
         &self.service
     }
 
-    async fn describe_service(&self) -> Result<Service, ReleaseError> {
+    async fn describe_service(&self) -> Result<Service, EcsError> {
         let out = self
             .client
             .describe_services()
@@ -68,13 +67,13 @@ impl Ecs for SdkEcs {
         out.services()
             .first()
             .cloned()
-            .ok_or_else(|| ReleaseError::ServiceMissing {
+            .ok_or_else(|| EcsError::ServiceMissing {
                 cluster: self.cluster.clone(),
                 service: self.service.clone(),
             })
     }
 
-    async fn task_definition(&self, arn: &str) -> Result<Revision, ReleaseError> {
+    async fn task_definition(&self, arn: &str) -> Result<Revision, EcsError> {
         const OP: &str = "ecs:DescribeTaskDefinition";
         let body = ResponseBody::default();
         let out = self
@@ -106,7 +105,7 @@ impl Ecs for SdkEcs {
     async fn preview_register(
         &self,
         input: RegisterTaskDefinitionInput,
-    ) -> Result<Document, ReleaseError> {
+    ) -> Result<Document, EcsError> {
         const OP: &str = "ecs:RegisterTaskDefinition";
         let preview = RequestPreview::default();
         let result = taskdef::register_request(&self.client, input)
@@ -122,7 +121,7 @@ impl Ecs for SdkEcs {
         }
     }
 
-    async fn register(&self, input: RegisterTaskDefinitionInput) -> Result<String, ReleaseError> {
+    async fn register(&self, input: RegisterTaskDefinitionInput) -> Result<String, EcsError> {
         const OP: &str = "ecs:RegisterTaskDefinition";
         let out = taskdef::register_request(&self.client, input)
             .send()
@@ -134,7 +133,7 @@ impl Ecs for SdkEcs {
             .ok_or_else(|| unreadable(OP, "no task definition returned".into()))
     }
 
-    async fn deregister(&self, arn: &str) -> Result<(), ReleaseError> {
+    async fn deregister(&self, arn: &str) -> Result<(), EcsError> {
         self.client
             .deregister_task_definition()
             .task_definition(arn)
@@ -144,7 +143,7 @@ impl Ecs for SdkEcs {
             .map_err(call("ecs:DeregisterTaskDefinition"))
     }
 
-    async fn update_service(&self, arn: &str) -> Result<Started, ReleaseError> {
+    async fn update_service(&self, arn: &str) -> Result<Started, EcsError> {
         const OP: &str = "ecs:UpdateService";
         let out = self
             .client
@@ -180,7 +179,7 @@ impl Ecs for SdkEcs {
         })
     }
 
-    async fn service_deployment(&self, arn: &str) -> Result<ServiceDeployment, ReleaseError> {
+    async fn service_deployment(&self, arn: &str) -> Result<ServiceDeployment, EcsError> {
         const OP: &str = "ecs:DescribeServiceDeployments";
         let out = self
             .client
@@ -200,7 +199,7 @@ impl Ecs for SdkEcs {
         Err(unreadable(OP, format!("service deployment {arn}: {why}")))
     }
 
-    async fn stop_service_deployment(&self, arn: &str) -> Result<(), ReleaseError> {
+    async fn stop_service_deployment(&self, arn: &str) -> Result<(), EcsError> {
         self.client
             .stop_service_deployment()
             .service_deployment_arn(arn)
@@ -216,7 +215,7 @@ impl Ecs for SdkEcs {
         arn: &str,
         hook_id: &str,
         action: HookAction,
-    ) -> Result<(), ReleaseError> {
+    ) -> Result<(), EcsError> {
         self.client
             .continue_service_deployment()
             .service_deployment_arn(arn)
@@ -231,7 +230,7 @@ impl Ecs for SdkEcs {
             .map_err(call("ecs:ContinueServiceDeployment"))
     }
 
-    async fn run_task(&self, run: &TaskRun) -> Result<String, ReleaseError> {
+    async fn run_task(&self, run: &TaskRun) -> Result<String, EcsError> {
         const OP: &str = "ecs:RunTask";
         let overrides = TaskOverride::builder()
             .container_overrides(
@@ -274,10 +273,10 @@ impl Ecs for SdkEcs {
                 )
             })
             .unwrap_or_else(|| "no task and no failure returned".into());
-        Err(ReleaseError::TaskNotStarted { reason: why })
+        Err(EcsError::NoTaskStarted { reason: why })
     }
 
-    async fn task(&self, arn: &str) -> Result<Task, ReleaseError> {
+    async fn task(&self, arn: &str) -> Result<Task, EcsError> {
         const OP: &str = "ecs:DescribeTasks";
         let out = self
             .client
@@ -293,7 +292,7 @@ impl Ecs for SdkEcs {
             .ok_or_else(|| unreadable(OP, format!("task {arn} was not returned")))
     }
 
-    async fn stop_task(&self, arn: &str, reason: &str) -> Result<(), ReleaseError> {
+    async fn stop_task(&self, arn: &str, reason: &str) -> Result<(), EcsError> {
         self.client
             .stop_task()
             .cluster(&self.cluster)
@@ -305,7 +304,7 @@ impl Ecs for SdkEcs {
             .map_err(call("ecs:StopTask"))
     }
 
-    async fn revisions(&self, family: &str) -> Result<Vec<String>, ReleaseError> {
+    async fn revisions(&self, family: &str) -> Result<Vec<String>, EcsError> {
         let out = self
             .client
             .list_task_definitions()
@@ -331,7 +330,7 @@ impl Ecs for SdkEcs {
         Ok(arns.into_iter().map(|(_, arn)| arn).collect())
     }
 
-    async fn stopped_tasks(&self, deployment_id: &str) -> Result<Vec<Task>, ReleaseError> {
+    async fn stopped_tasks(&self, deployment_id: &str) -> Result<Vec<Task>, EcsError> {
         let listed = self
             .client
             .list_tasks()

@@ -180,3 +180,110 @@ pub async fn continue_deployment(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::ecs::fake::{FakeEcs, Scenario, HOOK};
+    use crate::release::testing::{captured_log, never, shop};
+    use aws_sdk_ecs::types::ServiceDeploymentStatus;
+
+    const NEW: &str = "arn:aws:ecs:eu-west-1:123456789012:task-definition/shop:2";
+
+    /// A service whose deployment of `NEW` waits at its approval gate (from the second poll
+    /// on), as a release job with ECS_ON_PAUSE_HOOK=succeed leaves it.
+    async fn awaiting(scenario: Scenario) -> FakeEcs {
+        let ecs = shop(scenario).with_service_deployments();
+        ecs.update_service(NEW).await.unwrap();
+        ecs.describe_service().await.unwrap();
+        ecs
+    }
+
+    fn decide(action: HookAction, on_pause: PauseMode) -> ContinueRequest {
+        ContinueRequest {
+            action,
+            deployment: None,
+            deadline: Instant::now() + Duration::from_secs(600),
+            poll: Duration::from_secs(5),
+            on_pause,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn continuing_the_gate_completes_the_deployment() {
+        let ecs = awaiting(Scenario::PauseAt(1)).await;
+        let (log, out) = captured_log();
+        let req = decide(HookAction::Continue, PauseMode::Wait);
+        let outcome = continue_deployment(&ecs, &req, &log, &mut never()).await;
+        assert_eq!(outcome.unwrap(), ContinueOutcome::Deployed(NEW.into()));
+        assert_eq!(ecs.count("ContinueServiceDeployment"), 1);
+        assert_eq!(ecs.service_revision(), "shop:2");
+        assert!(
+            out.text().contains(&format!("(hooks {HOOK})")),
+            "{}",
+            out.text()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rolling_back_at_the_gate_returns_the_service_to_its_previous_revision() {
+        let ecs = awaiting(Scenario::PauseAt(1)).await;
+        let (log, _) = captured_log();
+        let req = decide(HookAction::Rollback, PauseMode::Wait);
+        let outcome = continue_deployment(&ecs, &req, &log, &mut never()).await;
+        assert!(
+            matches!(&outcome, Ok(ContinueOutcome::RolledBack(why)) if why.contains("shop:1")),
+            "{outcome:?}"
+        );
+        assert_eq!(ecs.service_revision(), "shop:1");
+        assert_eq!(
+            ecs.service_deployment_status(),
+            Some(ServiceDeploymentStatus::RollbackSuccessful)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deployment_at_no_gate_is_not_touched() {
+        let ecs = awaiting(Scenario::Stuck).await;
+        let (log, _) = captured_log();
+        let req = decide(HookAction::Continue, PauseMode::Wait);
+        match continue_deployment(&ecs, &req, &log, &mut never()).await {
+            Err(ReleaseError::NothingAwaiting { detail, .. }) => {
+                assert!(detail.contains("IN_PROGRESS at SCALE_UP"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ecs.count("ContinueServiceDeployment"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_without_service_deployments_has_nothing_to_continue() {
+        let ecs = shop(Scenario::Stuck);
+        ecs.update_service(NEW).await.unwrap();
+        let (log, _) = captured_log();
+        let req = decide(HookAction::Continue, PauseMode::Wait);
+        match continue_deployment(&ecs, &req, &log, &mut never()).await {
+            Err(ReleaseError::NothingAwaiting { detail, .. }) => {
+                assert!(detail.contains("reports no service deployment"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_while_following_leaves_the_decision_taken() {
+        let ecs = awaiting(Scenario::PauseAt(1)).await;
+        let (log, _) = captured_log();
+        // The gate decided, then the job is cancelled before the deployment completes.
+        let mut cancel: Cancel = crate::release::testing::cancel_after(Duration::from_secs(1));
+        let req = decide(HookAction::Continue, PauseMode::Wait);
+        match continue_deployment(&ecs, &req, &log, &mut cancel).await {
+            Err(ReleaseError::RolloutFailed { reason, state }) => {
+                assert!(reason.contains("the job was cancelled"), "{reason}");
+                assert!(state.contains("ECS goes on with it"), "{state}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ecs.count("ContinueServiceDeployment"), 1);
+    }
+}
