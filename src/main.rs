@@ -586,9 +586,10 @@ fn doctor(config: Option<PathBuf>, target: Target) -> ExitCode {
         Settings::locate(config.as_deref()).unwrap_or_else(|| PathBuf::from("built-in defaults"));
     let loaded = Settings::load(config.as_deref()).map_err(|e| e.to_string());
     match runtime() {
-        Ok(rt) => ExitCode::from(commands::doctor_exit_code(
-            rt.block_on(commands::doctor(loaded, &source, &target)),
-        )),
+        Ok(rt) => {
+            let findings = rt.block_on(commands::doctor(loaded, &source, &target));
+            ExitCode::from(commands::doctor_exit_code(&findings))
+        }
         Err(e) => host_failure("start the async runtime", e),
     }
 }

@@ -171,6 +171,14 @@ fn doctor_reports_each_check_and_fails_on_a_missing_service_or_stopped_daemon() 
         "[FAIL] ecs service: the ECS service `no-such-service` does not exist",
     );
 
+    // Credentials that cannot be used: every AWS check after them is reported as skipped.
+    let (out, log) = run(&f, &["doctor"], &[("AWS_ROLE_ARN", "not-a-role")]);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_logged(&log, "[FAIL] aws identity");
+    for check in ["ecr repository", "ecs service", "task definition"] {
+        assert_logged(&log, &format!("[skip] {check}: no AWS session"));
+    }
+
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("docker.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());

@@ -13,13 +13,109 @@ use crate::release::inputs::{self, Requester, ServiceAccess};
 use crate::release::taskdef;
 use crate::settings::{PullPolicy, Settings};
 
+/// What `doctor` checks, in the order it reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The settings file loads.
+    Settings,
+    /// The Docker engine answers.
+    DockerEngine,
+    /// The project volumes it holds, and their size.
+    ProjectVolumes,
+    /// Jobs without an image can run.
+    DefaultImage,
+    /// Every input given is well formed.
+    Inputs,
+    /// The tag given would be released.
+    Tag,
+    /// The AWS credentials work, and whose they are.
+    AwsIdentity,
+    /// The ECR repository exists.
+    EcrRepository,
+    /// The ECS service exists.
+    EcsService,
+    /// The service's task definition suits a release.
+    TaskDefinition,
+}
+
+impl Probe {
+    /// Every check, in report order.
+    pub const ALL: [Probe; 10] = [
+        Probe::Settings,
+        Probe::DockerEngine,
+        Probe::ProjectVolumes,
+        Probe::DefaultImage,
+        Probe::Inputs,
+        Probe::Tag,
+        Probe::AwsIdentity,
+        Probe::EcrRepository,
+        Probe::EcsService,
+        Probe::TaskDefinition,
+    ];
+
+    /// As the report names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Probe::Settings => "settings",
+            Probe::DockerEngine => "docker engine",
+            Probe::ProjectVolumes => "project volumes",
+            Probe::DefaultImage => "default image",
+            Probe::Inputs => "inputs",
+            Probe::Tag => "tag",
+            Probe::AwsIdentity => "aws identity",
+            Probe::EcrRepository => "ecr repository",
+            Probe::EcsService => "ecs service",
+            Probe::TaskDefinition => "task definition",
+        }
+    }
+}
+
 /// The result of one check.
-enum Check {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// It works; what was found.
     Ok(String),
     /// Works, but something is worth knowing; not a failure.
     Warn(String),
+    /// It does not work; why.
     Fail(String),
+    /// Not checked; why.
     Skip(String),
+}
+
+/// Every check's result, printed as it is recorded so a slow endpoint shows where it is.
+#[derive(Debug, Default)]
+pub struct Findings {
+    found: Vec<(Probe, Check)>,
+}
+
+impl Findings {
+    fn record(&mut self, probe: Probe, check: Check) {
+        print(probe.label(), &check);
+        self.found.push((probe, check));
+    }
+
+    /// Every check not yet recorded is skipped, because of `why`.
+    fn skip_rest(&mut self, why: &str) {
+        for probe in Probe::ALL {
+            if !self.found.iter().any(|(p, _)| *p == probe) {
+                self.record(probe, Check::Skip(why.to_string()));
+            }
+        }
+    }
+
+    /// How many checks failed.
+    pub fn failed(&self) -> usize {
+        self.found
+            .iter()
+            .filter(|(_, c)| matches!(c, Check::Fail(_)))
+            .count()
+    }
+
+    /// The checks in the order they were recorded.
+    pub fn probes(&self) -> Vec<Probe> {
+        self.found.iter().map(|(p, _)| *p).collect()
+    }
 }
 
 fn print(name: &str, check: &Check) {
@@ -115,36 +211,30 @@ async fn service_task_definition(ecs: &SdkEcs, running: &str, access: &ServiceAc
     }
 }
 
-/// Runs every check; returns how many failed. `settings` is the loaded result, so a broken
-/// settings file is reported as a check too.
+/// Runs every check, each reported once and in [`Probe::ALL`]'s order. `settings` is the
+/// loaded result, so a broken settings file is reported as a check too.
 pub async fn doctor(
     settings: Result<Settings, String>,
     settings_source: &Path,
     target: &Target,
-) -> usize {
-    let mut failed = 0;
-    let mut report = |name: &str, check: Check| {
-        if matches!(check, Check::Fail(_)) {
-            failed += 1;
-        }
-        print(name, &check);
-    };
+) -> Findings {
+    let mut findings = Findings::default();
     let settings = match settings {
         Ok(s) => {
-            report(
-                "settings",
+            findings.record(
+                Probe::Settings,
                 Check::Ok(format!("{} loaded", settings_source.display())),
             );
             s
         }
         Err(e) => {
-            report("settings", Check::Fail(e));
+            findings.record(Probe::Settings, Check::Fail(e));
             Settings::default()
         }
     };
     let engine = docker::connect(&settings.docker).await;
-    report(
-        "docker engine",
+    findings.record(
+        Probe::DockerEngine,
         match &engine {
             Ok(d) => match d.version().await {
                 Ok(v) => Check::Ok(format!(
@@ -157,30 +247,30 @@ pub async fn doctor(
             Err(e) => Check::Fail(e.to_string()),
         },
     );
-    report(
-        "project volumes",
+    findings.record(
+        Probe::ProjectVolumes,
         match &engine {
             Ok(d) => project_volumes(d, &settings).await,
             Err(_) => Check::Skip("no Docker engine".into()),
         },
     );
-    report(
-        "default image",
+    findings.record(
+        Probe::DefaultImage,
         match &engine {
             Ok(d) => default_image(d, &settings).await,
             Err(_) => Check::Skip("no Docker engine".into()),
         },
     );
     let problems = inputs::check_given(target);
-    report(
-        "inputs",
+    findings.record(
+        Probe::Inputs,
         match problems.is_empty() {
             true => Check::Ok("every input given is well formed".into()),
             false => Check::Fail(problems.join("; ")),
         },
     );
-    report(
-        "tag",
+    findings.record(
+        Probe::Tag,
         match target.tag.as_deref().filter(|t| !t.trim().is_empty()) {
             None => Check::Skip("no tag (--tag or CI_COMMIT_TAG)".into()),
             Some(tag) => match target.release_tag(&settings.release) {
@@ -193,27 +283,27 @@ pub async fn doctor(
     let region = match inputs::region(target, &settings.aws) {
         Ok(region) => region,
         Err(e) => {
-            for name in ["aws identity", "ecr repository", "ecs service"] {
-                report(name, Check::Skip(e.problems.join("; ")));
-            }
-            return failed;
+            findings.skip_rest(&e.problems.join("; "));
+            return findings;
         }
     };
     let credentials = match inputs::credentials(target, &settings.aws, Requester::Operator) {
         Ok(c) => c,
         Err(e) => {
-            report("aws identity", Check::Fail(e.to_string()));
-            return failed;
+            findings.record(Probe::AwsIdentity, Check::Fail(e.to_string()));
+            findings.skip_rest("no AWS session");
+            return findings;
         }
     };
     let temp = match tempfile::tempdir() {
         Ok(t) => t,
         Err(e) => {
-            report(
-                "aws identity",
+            findings.record(
+                Probe::AwsIdentity,
                 Check::Fail(format!("cannot create a temp dir: {e}")),
             );
-            return failed;
+            findings.skip_rest("no AWS session");
+            return findings;
         }
     };
     let session = match aws::session_with(
@@ -226,20 +316,21 @@ pub async fn doctor(
     {
         Ok(s) => s,
         Err(e) => {
-            report("aws identity", Check::Fail(e.to_string()));
-            return failed;
+            findings.record(Probe::AwsIdentity, Check::Fail(e.to_string()));
+            findings.skip_rest("no AWS session");
+            return findings;
         }
     };
     let sts = aws_sdk_sts::Client::new(&session.config);
-    report(
-        "aws identity",
+    findings.record(
+        Probe::AwsIdentity,
         match sts.get_caller_identity().send().await {
             Ok(id) => Check::Ok(format!("{} in {region}", id.arn().unwrap_or("?"))),
             Err(e) => Check::Fail(CallError::from_sdk("sts:GetCallerIdentity", e).to_string()),
         },
     );
-    report(
-        "ecr repository",
+    findings.record(
+        Probe::EcrRepository,
         match &target.repository {
             None => Check::Skip("no repository (--repository or ECR_REPOSITORY)".into()),
             Some(repo) => {
@@ -278,8 +369,8 @@ pub async fn doctor(
         _ => None,
     };
     let mut running = None;
-    report(
-        "ecs service",
+    findings.record(
+        Probe::EcsService,
         match (&ecs, &target.cluster, &target.service) {
             (Some(ecs), Some(cluster), Some(service)) => match ecs.describe_service().await {
                 Ok(s) => {
@@ -297,8 +388,8 @@ pub async fn doctor(
             _ => Check::Skip("no service (--cluster/--service or ECS_CLUSTER/ECS_SERVICE)".into()),
         },
     );
-    report(
-        "task definition",
+    findings.record(
+        Probe::TaskDefinition,
         match (
             &ecs,
             &running,
@@ -312,5 +403,41 @@ pub async fn doctor(
             _ => Check::Skip("no service to read it from".into()),
         },
     );
-    failed
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{doctor_exit_code, EXIT_FAILED};
+
+    #[test]
+    fn a_check_that_cannot_run_skips_the_rest_so_every_check_is_reported_once_in_order() {
+        let mut findings = Findings::default();
+        findings.record(Probe::Settings, Check::Ok("loaded".into()));
+        findings.record(Probe::DockerEngine, Check::Fail("no engine".into()));
+        for probe in [Probe::ProjectVolumes, Probe::DefaultImage] {
+            findings.record(probe, Check::Skip("no Docker engine".into()));
+        }
+        findings.record(Probe::Inputs, Check::Ok("well formed".into()));
+        findings.record(Probe::Tag, Check::Skip("no tag".into()));
+        // No region: nothing of AWS can be checked.
+        findings.skip_rest("no region");
+        assert_eq!(findings.probes(), Probe::ALL);
+        assert_eq!(findings.failed(), 1);
+        assert_eq!(doctor_exit_code(&findings), EXIT_FAILED);
+        findings.skip_rest("again");
+        assert_eq!(findings.probes(), Probe::ALL);
+    }
+
+    #[test]
+    fn doctor_exits_0_only_without_a_failed_check() {
+        let mut findings = Findings::default();
+        findings.record(
+            Probe::DefaultImage,
+            Check::Warn("pulled on first use".into()),
+        );
+        findings.record(Probe::Tag, Check::Skip("no tag".into()));
+        assert_eq!(doctor_exit_code(&findings), 0);
+    }
 }

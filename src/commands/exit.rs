@@ -7,6 +7,7 @@
 //! | 2 | usage: a flag or input is missing or malformed, the tag is refused (clap's code too) |
 //! | 3 | the host or an endpoint cannot be used: settings file, Docker engine, AWS |
 
+use super::doctor::Findings;
 use crate::aws::{AwsError, CallError, Fault};
 use crate::docker::DockerError;
 use crate::git::GitError;
@@ -109,8 +110,8 @@ fn tag_refusal(tag: &str, verdict: TagVerdict, pattern: &str) -> String {
 
 /// `doctor`'s exit code, from how many of its checks failed: a failed check is a failed
 /// operation (the settings file among them: doctor reports it as a check).
-pub fn doctor_exit_code(failed_checks: usize) -> u8 {
-    if failed_checks == 0 {
+pub fn doctor_exit_code(findings: &Findings) -> u8 {
+    if findings.failed() == 0 {
         0
     } else {
         EXIT_FAILED
