@@ -568,7 +568,7 @@ where
 
 /// Says why an operator command stopped and exits with the error's documented code.
 fn failed(e: &CommandError) -> ExitCode {
-    commands::operator_log().error(&e.to_string());
+    commands::operator_log().error(&commands::operator_message(e));
     ExitCode::from(e.exit_code())
 }
 

@@ -187,7 +187,7 @@ proptest! {
         }
         let td = td.build();
         let named: Vec<String> = named.into_iter().collect();
-        if let Ok(targets) = taskdef::target_containers(&td, &named, &repo, &Default::default()) {
+        if let Ok(targets) = taskdef::target_containers(&td, &named, &repo) {
             prop_assert!(!targets.is_empty());
             if let Ok(input) = taskdef::copy(&td, &targets, "r/app:v1", Vec::new()) {
                 let containers = input.container_definitions.unwrap_or_default();
@@ -205,7 +205,7 @@ proptest! {
             prop_assert_eq!(ImageRef::parse(&r.to_string()), r);
         }
         let _ = taskdef::compare_versions(&other, &version);
-        let _ = taskdef::check_family(&td, &other, &Default::default());
+        let _ = taskdef::check_family(&td, &other);
         let _ = taskdef::traceability_tags(&[(other.as_str(), version.as_str())]);
     }
 

@@ -9,7 +9,7 @@ use crate::aws::{self, CallError};
 use crate::docker::{self, volumes};
 use crate::image_ref::ImageRef;
 use crate::release::ecs::{short_td, Ecs, SdkEcs};
-use crate::release::inputs::{self, Requester, ServiceAccess};
+use crate::release::inputs::{self, Input, Requester, ServiceAccess};
 use crate::release::taskdef;
 use crate::settings::{PullPolicy, Settings};
 
@@ -182,6 +182,11 @@ async fn default_image(docker: &bollard::Docker, settings: &Settings) -> Check {
     }
 }
 
+/// An input named as the terminal gives it.
+fn in_flags(input: Input) -> String {
+    super::flag_name(input).to_string()
+}
+
 /// The task definition the service runs, against `--task-definition` and `--container`,
 /// judged as a release would judge it.
 async fn service_task_definition(ecs: &SdkEcs, running: &str, access: &ServiceAccess) -> Check {
@@ -191,12 +196,12 @@ async fn service_task_definition(ecs: &SdkEcs, running: &str, access: &ServiceAc
     };
     let target = &access.target;
     if let Some(family) = &target.task_definition {
-        if let Err(e) = taskdef::check_family(&td, family, &target.names) {
-            return Check::Fail(e.to_string());
+        if let Err(e) = taskdef::check_family(&td, family) {
+            return Check::Fail(e.describe(&in_flags));
         }
     }
     let repository = access.repository.as_deref().unwrap_or_default();
-    match taskdef::target_containers(&td, &target.containers, repository, &target.names) {
+    match taskdef::target_containers(&td, &target.containers, repository) {
         Ok(chosen) => Check::Ok(format!(
             "{}: a release replaces the image of {}",
             short_td(running),
@@ -207,7 +212,7 @@ async fn service_task_definition(ecs: &SdkEcs, running: &str, access: &ServiceAc
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        Err(e) => Check::Fail(e.to_string()),
+        Err(e) => Check::Fail(e.describe(&in_flags)),
     }
 }
 

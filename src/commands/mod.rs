@@ -89,33 +89,7 @@ impl InputSource for Target {
     }
 
     fn name(&self, input: Input) -> String {
-        match input {
-            Input::Registry => "--registry",
-            Input::Repository => "--repository",
-            Input::Cluster => "--cluster",
-            Input::Service => "--service",
-            Input::TaskDefinition => "--task-definition",
-            Input::Container => "--container",
-            Input::Region => "--region",
-            Input::RolloutTimeout => "ECS_ROLLOUT_TIMEOUT",
-            Input::Rollback => "ECS_ROLLBACK",
-            Input::OnPauseHook => "ECS_ON_PAUSE_HOOK",
-            Input::PreDeployCommand => "ECS_PRE_DEPLOY_COMMAND",
-            Input::PreDeployTimeout => "ECS_PRE_DEPLOY_TIMEOUT",
-            Input::HookAction => "--rollback",
-            Input::ServiceDeployment => "--deployment",
-            Input::Dockerfile => "DOCKERFILE",
-            Input::BuildContext => "DOCKER_BUILD_CONTEXT",
-            Input::BuildArgs => "DOCKER_BUILD_ARGS",
-            Input::BuildTarget => "DOCKER_BUILD_TARGET",
-            Input::BuildSecrets => "DOCKER_BUILD_SECRETS",
-            Input::RoleArn => "AWS_ROLE_ARN",
-            Input::IdToken => "AWS_ID_TOKEN",
-            Input::AccessKeyId => "AWS_ACCESS_KEY_ID",
-            Input::SecretAccessKey => "AWS_SECRET_ACCESS_KEY",
-            Input::SessionToken => "AWS_SESSION_TOKEN",
-        }
-        .to_string()
+        flag_name(input).to_string()
     }
 
     fn variable(&self, name: &str) -> Option<String> {
@@ -124,6 +98,31 @@ impl InputSource for Target {
 
     fn advice(&self) -> &'static str {
         "Give them as flags (see --help) or in the environment"
+    }
+}
+
+/// How a terminal names an input: its flag, or the environment variable of an input that
+/// has none.
+pub fn flag_name(input: Input) -> &'static str {
+    match input {
+        Input::Registry => "--registry",
+        Input::Repository => "--repository",
+        Input::Cluster => "--cluster",
+        Input::Service => "--service",
+        Input::TaskDefinition => "--task-definition",
+        Input::Container => "--container",
+        Input::Region => "--region",
+        Input::HookAction => "--rollback",
+        Input::ServiceDeployment => "--deployment",
+        other => other.job_variable(),
+    }
+}
+
+/// The error as a terminal reads it: inputs named by their flags.
+pub fn operator_message(e: &CommandError) -> String {
+    match e {
+        CommandError::Release(release) => release.describe(&|input| flag_name(input).to_string()),
+        other => other.to_string(),
     }
 }
 

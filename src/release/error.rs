@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::ecs::EcsError;
 use super::image::ImageError;
+use super::input::Input;
 use super::verbs::rollback;
 use super::{platform, strategy, taskdef};
 use crate::aws::{AwsError, CallError};
@@ -158,14 +159,10 @@ pub enum ReleaseError {
         reason: String,
     },
     /// A release to several services failed on some of them.
-    #[error(
-        "the release failed on {}{}",
-        .failed.join("; "),
-        if .others.is_empty() { String::new() } else { format!(". The other services: {}", .others.join("; ")) }
-    )]
+    #[error("{}", services_failed(.failed, .others, &job_words))]
     ServicesFailed {
-        /// `service: why` for each failed service.
-        failed: Vec<String>,
+        /// Each failed service and why.
+        failed: Vec<ServiceFailure>,
         /// `service: what happened` for the others.
         others: Vec<String>,
     },
@@ -191,4 +188,84 @@ pub enum ReleaseError {
     /// The operator's rollback has no revision to go to.
     #[error(transparent)]
     NoRollbackTarget(#[from] rollback::NoTarget),
+}
+
+/// One service of a release that failed, and why.
+#[derive(Debug)]
+pub struct ServiceFailure {
+    /// The service.
+    pub service: String,
+    /// Why it failed.
+    pub error: Box<ReleaseError>,
+}
+
+impl ReleaseError {
+    /// The message, with each input named as `name` says (a job's variable, a flag):
+    /// `Display` names them as a job does.
+    pub fn describe(&self, name: &dyn Fn(Input) -> String) -> String {
+        match self {
+            ReleaseError::TaskDefinition(e) => e.describe(name),
+            ReleaseError::ServicesFailed { failed, others } => {
+                services_failed(failed, others, name)
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+fn job_words(input: Input) -> String {
+    input.job_variable().to_string()
+}
+
+fn services_failed(
+    failed: &[ServiceFailure],
+    others: &[String],
+    name: &dyn Fn(Input) -> String,
+) -> String {
+    let failed: Vec<String> = failed
+        .iter()
+        .map(|f| format!("{}: {}", f.service, f.error.describe(name)))
+        .collect();
+    let others = match others.is_empty() {
+        true => String::new(),
+        false => format!(". The other services: {}", others.join("; ")),
+    };
+    format!("the release failed on {}{others}", failed.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_adapter_names_the_input_of_a_failure_deep_in_a_fleet_its_own_way() {
+        let wrong = taskdef::TaskDefError::Ambiguous {
+            input: Input::Container,
+            task_definition: "shop:7".into(),
+            names: "log-router, app".into(),
+        };
+        let e = ReleaseError::ServicesFailed {
+            failed: vec![ServiceFailure {
+                service: "worker".into(),
+                error: Box::new(ReleaseError::TaskDefinition(wrong)),
+            }],
+            others: vec!["web: already ran the release, unchanged".into()],
+        };
+        let in_a_job = e.to_string();
+        assert!(
+            in_a_job.starts_with("the release failed on worker: cannot tell which container")
+                && in_a_job.contains("set ECS_CONTAINER to one or more")
+                && in_a_job
+                    .ends_with(". The other services: web: already ran the release, unchanged"),
+            "{in_a_job}"
+        );
+        let on_a_terminal = e.describe(&|input| match input {
+            Input::Container => "--container".to_string(),
+            other => other.to_string(),
+        });
+        assert!(
+            on_a_terminal.contains("set --container to one or more"),
+            "{on_a_terminal}"
+        );
+    }
 }

@@ -12,6 +12,7 @@ use tokio::sync::watch as signal;
 
 use super::deploy::{self, DeployReport, DeployRequest, Prepared};
 use super::ecs::{short_td, Ecs};
+use super::error::ServiceFailure;
 use super::progress::Observer;
 use super::strategy::Strategy;
 use super::undo::{undo, Failed};
@@ -163,7 +164,10 @@ async fn undo_the_rest<E: Ecs>(
     for ((member, result), log) in members.iter().zip(results).zip(logs) {
         let service = member.ecs.service().to_string();
         match result {
-            Err(e) => failed.push(format!("{service}: {e}")),
+            Err(e) => failed.push(ServiceFailure {
+                service,
+                error: Box::new(e),
+            }),
             Ok(report) if report.already_deployed => {
                 others.push(format!("{service}: already ran the release, unchanged"))
             }
@@ -254,8 +258,11 @@ mod tests {
         match deploy_all(&members, &NoGate, &log, &mut never()).await {
             Err(ReleaseError::ServicesFailed { failed, others }) => {
                 assert_eq!(failed.len(), 1);
-                assert!(failed[0].starts_with("worker: "), "{failed:?}");
-                assert!(failed[0].contains("circuit breaker"), "{failed:?}");
+                assert_eq!(failed[0].service, "worker");
+                assert!(
+                    matches!(&*failed[0].error, ReleaseError::RolledBack { reason } if reason.contains("circuit breaker")),
+                    "{failed:?}"
+                );
                 assert_eq!(others.len(), 1);
                 assert!(
                     others[0]
@@ -341,7 +348,12 @@ mod tests {
         match result {
             Err(ReleaseError::ServicesFailed { failed, .. }) => {
                 assert_eq!(failed.len(), 2, "{failed:?}");
-                assert!(failed.iter().all(|f| f.contains("cancelled")), "{failed:?}");
+                assert!(
+                    failed
+                        .iter()
+                        .all(|f| f.error.to_string().contains("cancelled")),
+                    "{failed:?}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -13,7 +13,7 @@ pub(crate) mod error;
 pub(crate) mod fleet;
 pub(crate) mod grant;
 pub mod image;
-pub(crate) mod input_names;
+pub(crate) mod input;
 pub mod inputs;
 pub(crate) mod platform;
 pub(crate) mod pre_deploy;

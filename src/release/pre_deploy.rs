@@ -78,12 +78,7 @@ async fn run(
         .map(|t| (started + t).min(req.deadline.at))
         .unwrap_or(req.deadline.at);
     let td = ecs.task_definition(revision).await?.definition;
-    let targets = taskdef::target_containers(
-        &td,
-        &req.target.containers,
-        &req.image.repository(),
-        &req.target.names,
-    )?;
+    let targets = taskdef::target_containers(&td, &req.target.containers, &req.image.repository())?;
     let container = targets
         .first()
         .and_then(|i| td.container_definitions().get(*i))

@@ -73,23 +73,16 @@ pub(super) async fn derive(
         ));
     }
     if let Some(family) = &req.target.task_definition {
-        match (
-            taskdef::check_family(base, family, &req.target.names),
-            req.family_check,
-        ) {
+        match (taskdef::check_family(base, family), req.family_check) {
             (Err(_), FamilyCheck::WhereItMatches) => log.info(&format!(
-                "{} `{family}` is another family: not checked for this service",
-                req.target.names.task_definition
+                "the task definition family asked for, `{family}`, is another: not checked for \
+                 this service"
             )),
             (result, _) => result?,
         }
     }
-    let targets = taskdef::target_containers(
-        base,
-        &req.target.containers,
-        &req.image.repository(),
-        &req.target.names,
-    )?;
+    let targets =
+        taskdef::target_containers(base, &req.target.containers, &req.image.repository())?;
     let names = taskdef::container_names(base, &targets);
     let images: Vec<&str> = targets
         .iter()
@@ -290,14 +283,11 @@ pub(super) async fn superseded_by(
     req: &DeployRequest,
 ) -> Result<Option<String>, ReleaseError> {
     let current = ecs.task_definition(current_arn).await?.definition;
-    let Some(target) = taskdef::target_containers(
-        &current,
-        &req.target.containers,
-        &req.image.repository(),
-        &req.target.names,
-    )
-    .ok()
-    .and_then(|t| t.first().copied()) else {
+    let Some(target) =
+        taskdef::target_containers(&current, &req.target.containers, &req.image.repository())
+            .ok()
+            .and_then(|t| t.first().copied())
+    else {
         return Ok(Some(taskdef::label(&current)));
     };
     let image = current.container_definitions()[target]

@@ -48,14 +48,10 @@ pub struct EcsTarget {
     pub rollback: Option<RollbackMode>,
     /// What to do at a PAUSE lifecycle hook.
     pub on_pause_hook: Option<PauseMode>,
-    /// What the requester calls the inputs an error about the task definition points at.
-    pub names: InputNames,
     /// What the service's task definitions may be, when the release uses credentials that
     /// the operator grants per project (`None`: whatever the credentials allow).
     pub grant: Option<super::grant::TaskDefinitionGrant>,
 }
-
-pub use super::input_names::InputNames;
 
 /// What a release does with the image it builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,10 +302,6 @@ impl<'s> Reader<'s> {
             on_pause_hook: self
                 .optional(Input::OnPauseHook, check_pause_mode)
                 .and_then(|v| PauseMode::parse(&v)),
-            names: InputNames {
-                container: self.source.name(Input::Container),
-                task_definition: self.source.name(Input::TaskDefinition),
-            },
             grant: None,
         }
     }

@@ -10,7 +10,7 @@ pub use document::{Document, FieldChange};
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 
 use crate::image_ref::ImageRef;
-use crate::release::input_names::InputNames;
+use crate::release::input::Input;
 use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition};
 
 /// Every field of `RegisterTaskDefinitionInput`, as the SDK names them, that [`copy`]
@@ -41,13 +41,12 @@ pub const HANDLED_INPUT_FIELDS: &[&str] = &[
 const MAX_TAGS: usize = 50;
 
 /// The task definition cannot be derived.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskDefError {
     /// `ECS_CONTAINER` names no container.
-    #[error("{input} `{name}` is not a container of {task_definition} (containers: {names})")]
     UnknownContainer {
-        /// What the requester calls the input.
-        input: String,
+        /// The input that named it.
+        input: Input,
         /// The requested name.
         name: String,
         /// `family:revision`.
@@ -56,35 +55,75 @@ pub enum TaskDefError {
         names: String,
     },
     /// No container can be chosen.
-    #[error(
-        "cannot tell which container of {task_definition} runs the release image (containers: \
-         {names}); set {input} to one or more of them, comma-separated"
-    )]
     Ambiguous {
-        /// What the requester calls the input.
-        input: String,
+        /// The input that would choose.
+        input: Input,
         /// `family:revision`.
         task_definition: String,
         /// The names present.
         names: String,
     },
     /// The service's task definition belongs to another family than `TASK_DEFINITION`.
-    #[error(
-        "{input} is `{expected}` but the service runs {actual}: point {input} at the service's \
-         family, or leave it unset"
-    )]
     WrongFamily {
-        /// What the requester calls the input.
-        input: String,
+        /// The input that set the family.
+        input: Input,
         /// From the job.
         expected: String,
         /// `family:revision` the service runs.
         actual: String,
     },
     /// The described task definition has no family or containers.
-    #[error("the described task definition {0} has no family or no containers")]
     Incomplete(String),
 }
+
+impl TaskDefError {
+    /// The message, with each input named as `name` says (a job's variable, a flag).
+    pub fn describe(&self, name: &dyn Fn(Input) -> String) -> String {
+        match self {
+            TaskDefError::UnknownContainer {
+                input,
+                name: container,
+                task_definition,
+                names,
+            } => format!(
+                "{} `{container}` is not a container of {task_definition} (containers: {names})",
+                name(*input)
+            ),
+            TaskDefError::Ambiguous {
+                input,
+                task_definition,
+                names,
+            } => format!(
+                "cannot tell which container of {task_definition} runs the release image \
+                 (containers: {names}); set {} to one or more of them, comma-separated",
+                name(*input)
+            ),
+            TaskDefError::WrongFamily {
+                input,
+                expected,
+                actual,
+            } => {
+                let input = name(*input);
+                format!(
+                    "{input} is `{expected}` but the service runs {actual}: point {input} at the \
+                     service's family, or leave it unset"
+                )
+            }
+            TaskDefError::Incomplete(revision) => {
+                format!("the described task definition {revision} has no family or no containers")
+            }
+        }
+    }
+}
+
+/// In a job's words.
+impl std::fmt::Display for TaskDefError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe(&|input| input.job_variable().to_string()))
+    }
+}
+
+impl std::error::Error for TaskDefError {}
 
 /// `family:revision` of a described task definition.
 pub fn label(td: &TaskDefinition) -> String {
@@ -92,11 +131,7 @@ pub fn label(td: &TaskDefinition) -> String {
 }
 
 /// Checks that the service's task definition belongs to `TASK_DEFINITION`'s family.
-pub fn check_family(
-    td: &TaskDefinition,
-    expected: &str,
-    names: &InputNames,
-) -> Result<(), TaskDefError> {
+pub fn check_family(td: &TaskDefinition, expected: &str) -> Result<(), TaskDefError> {
     // `family`, `family:rev` and full ARNs all name a family.
     let family = expected
         .rsplit('/')
@@ -109,7 +144,7 @@ pub fn check_family(
         Ok(())
     } else {
         Err(TaskDefError::WrongFamily {
-            input: names.task_definition.clone(),
+            input: Input::TaskDefinition,
             expected: expected.to_string(),
             actual: label(td),
         })
@@ -124,7 +159,6 @@ pub fn target_containers(
     td: &TaskDefinition,
     named: &[String],
     repository: &str,
-    input_names: &InputNames,
 ) -> Result<Vec<usize>, TaskDefError> {
     let containers = td.container_definitions();
     let names = || {
@@ -141,7 +175,7 @@ pub fn target_containers(
                 .iter()
                 .position(|c| c.name() == Some(name.as_str()))
                 .ok_or_else(|| TaskDefError::UnknownContainer {
-                    input: input_names.container.clone(),
+                    input: Input::Container,
                     name: name.clone(),
                     task_definition: label(td),
                     names: names(),
@@ -167,7 +201,7 @@ pub fn target_containers(
         (false, _) => Ok(matching),
         (true, 1) => Ok(vec![0]),
         _ => Err(TaskDefError::Ambiguous {
-            input: input_names.container.clone(),
+            input: Input::Container,
             task_definition: label(td),
             names: names(),
         }),
@@ -481,7 +515,6 @@ mod tests {
             &base,
             &[],
             "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name",
-            &InputNames::default(),
         )
         .unwrap();
         assert_eq!(targets, [1], "the app, not the sidecar listed first");
@@ -521,43 +554,33 @@ mod tests {
         let base = sample();
         let named = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            target_containers(&base, &named(&["log-router"]), "x", &InputNames::default()).unwrap(),
+            target_containers(&base, &named(&["log-router"]), "x").unwrap(),
             [0]
         );
         assert_eq!(
-            target_containers(
-                &base,
-                &named(&["app", "log-router", "app"]),
-                "x",
-                &InputNames::default()
-            )
-            .unwrap(),
+            target_containers(&base, &named(&["app", "log-router", "app"]), "x").unwrap(),
             [1, 0]
         );
-        let err = target_containers(&base, &named(&["app", "web"]), "x", &InputNames::default())
-            .unwrap_err();
+        let err = target_containers(&base, &named(&["app", "web"]), "x").unwrap_err();
         assert!(
             err.to_string().contains("`web`") && err.to_string().contains("log-router, app"),
             "{err}"
         );
-        let err = target_containers(&base, &[], "other/repo", &InputNames::default()).unwrap_err();
+        let err = target_containers(&base, &[], "other/repo").unwrap_err();
         assert!(
             matches!(err, TaskDefError::Ambiguous { .. })
                 && err.to_string().contains("ECS_CONTAINER")
         );
         let mut single = base.clone();
         single.container_definitions.as_mut().unwrap().remove(0);
-        assert_eq!(
-            target_containers(&single, &[], "other/repo", &InputNames::default()).unwrap(),
-            [0]
-        );
+        assert_eq!(target_containers(&single, &[], "other/repo").unwrap(), [0]);
         // An app and a worker from the release repository, beside a log router.
         let mut two = base.clone();
         let mut worker = base.container_definitions()[1].clone();
         worker.name = Some("worker".into());
         two.container_definitions.as_mut().unwrap().push(worker);
         let repository = "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/your-repo-name";
-        let targets = target_containers(&two, &[], repository, &InputNames::default()).unwrap();
+        let targets = target_containers(&two, &[], repository).unwrap();
         assert_eq!(container_names(&two, &targets), ["app", "worker"]);
         let input = copy(&two, &targets, NEW_IMAGE, Vec::new()).unwrap();
         let images: Vec<_> = input
@@ -578,23 +601,23 @@ mod tests {
     #[test]
     fn families_images_tags_and_versions() {
         let base = sample();
-        assert!(check_family(&base, "your-task-definition", &InputNames::default()).is_ok());
-        assert!(check_family(&base, "your-task-definition:3", &InputNames::default()).is_ok());
+        assert!(check_family(&base, "your-task-definition").is_ok());
+        assert!(check_family(&base, "your-task-definition:3").is_ok());
         assert!(check_family(
             &base,
-            "arn:aws:ecs:r:1:task-definition/your-task-definition:7",
-            &InputNames::default()
+            "arn:aws:ecs:r:1:task-definition/your-task-definition:7"
         )
         .is_ok());
-        let flags = InputNames {
-            container: "--container".into(),
-            task_definition: "--task-definition".into(),
+        let wrong = check_family(&base, "other").unwrap_err();
+        assert!(wrong.to_string().starts_with("TASK_DEFINITION is `other`"));
+        let flag = |input: Input| match input {
+            Input::TaskDefinition => "--task-definition".to_string(),
+            other => other.to_string(),
         };
-        assert!(check_family(&base, "other", &flags)
-            .unwrap_err()
-            .to_string()
-            .starts_with("--task-definition is `other`"));
-        assert!(check_family(&base, "other", &InputNames::default())
+        assert!(wrong
+            .describe(&flag)
+            .starts_with("--task-definition is `other` but the service runs your-task-definition:7: point --task-definition at"));
+        assert!(check_family(&base, "other")
             .unwrap_err()
             .to_string()
             .contains("your-task-definition:7"));

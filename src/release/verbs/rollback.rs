@@ -168,12 +168,7 @@ pub async fn choose(
     let current_arn = service.task_definition().unwrap_or_default().to_string();
     let current = ecs.task_definition(&current_arn).await?.definition;
     let repository = access.repository.clone().unwrap_or_default();
-    let targets = taskdef::target_containers(
-        &current,
-        &access.target.containers,
-        &repository,
-        &access.target.names,
-    )?;
+    let targets = taskdef::target_containers(&current, &access.target.containers, &repository)?;
     // The release's containers share one image; the first one tells which release it is.
     let container_name = targets
         .first()
