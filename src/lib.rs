@@ -9,6 +9,7 @@
 //! them, so the dead-code lint sees what nothing calls.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod aws;
 pub(crate) mod clock;
 pub mod commands;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use gitlab_ecs_executor::agent;
 use gitlab_ecs_executor::commands::{self, CommandError, Target};
 use gitlab_ecs_executor::exec::{self, ExecRequest};
 use gitlab_ecs_executor::joblog::JobLog;
@@ -66,6 +67,9 @@ enum Command {
     },
     /// Remove project volumes (checkouts, caches) that no job used for a while.
     Prune(PruneArgs),
+    /// Inside a job's ECS task: serve the job's stages to the runner-side executor.
+    #[command(hide = true)]
+    Agent(AgentArgs),
 }
 
 /// What `generate` makes.
@@ -217,6 +221,14 @@ struct DoctorArgs {
     /// A version tag to check against release.tag_pattern (e.g. v1.2.3).
     #[arg(long, env = "CI_COMMIT_TAG")]
     tag: Option<String>,
+}
+
+/// `agent`'s arguments.
+#[derive(Args)]
+struct AgentArgs {
+    /// The address and port to listen on.
+    #[arg(long, default_value = "0.0.0.0:8473")]
+    listen: String,
 }
 
 /// `prune`'s arguments.
@@ -403,6 +415,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Generate { what } => return generate(what),
+        Command::Agent(args) => return agent(&args.listen),
         Command::Prune(args) => {
             return operate(cli.config, |settings| async move {
                 let options = commands::PruneOptions {
@@ -570,6 +583,27 @@ where
 fn failed(e: &CommandError) -> ExitCode {
     commands::operator_log().error(&commands::operator_message(e));
     ExitCode::from(e.exit_code())
+}
+
+/// `agent`: serves until stopped; any failure to start is the task's exit code 1, its cause
+/// on stderr (the container's log).
+fn agent(listen: &str) -> ExitCode {
+    let digest = std::env::var(agent::SECRET_DIGEST_VARIABLE).unwrap_or_default();
+    let served = runtime()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|rt| {
+            rt.block_on(agent::serve(listen, &digest, |address| {
+                println!("gitlab-ecs-executor agent listening on {address}");
+            }))
+            .map_err(|e| e.to_string())
+        });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// A host resource the command needed could not be had.

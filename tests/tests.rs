@@ -3,6 +3,7 @@
 
 mod support;
 
+mod agent;
 mod docker_jobs;
 mod docker_parity;
 mod docs;

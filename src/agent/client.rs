@@ -1,0 +1,207 @@
+//! The runner's side: run one stage in a job's task through its agent and take its exact
+//! exit code. A cancel sends SIGTERM to the stage's process group and, after the grace
+//! period, SIGKILL, as the runner does to a local stage.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+
+use super::secret::JobSecret;
+use super::wire::{self, Frame, RunSpec, WireError, MAX_FRAME, VERSION};
+use super::{tls, AgentError};
+use crate::docker::Cancel;
+
+/// How long connecting and the TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The script is sent in chunks of at most this much.
+const CHUNK: usize = 64 * 1024;
+
+/// A job's agent: where it listens and the secret it admits.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The task's address and the agent's port.
+    pub address: SocketAddr,
+    /// The job's secret.
+    pub secret: JobSecret,
+}
+
+/// What a stage runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageCommand {
+    /// The program and its arguments: the image's entrypoint, then the shell.
+    pub argv: Vec<String>,
+    /// Variables added to the container's environment.
+    pub env: Vec<(String, String)>,
+    /// Where it starts; `None`: the container's working directory.
+    pub workdir: Option<String>,
+}
+
+/// Which stream a chunk of the stage's output came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Its stdout.
+    Stdout,
+    /// Its stderr.
+    Stderr,
+}
+
+/// How a stage ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageEnd {
+    /// Its exit code; 128 + the signal's number when a signal ended it, as a shell says.
+    pub code: i32,
+    /// Whether it was stopped because it was cancelled.
+    pub cancelled: bool,
+}
+
+/// Runs `command` with `script` on its stdin in the task behind `endpoint`, handing each
+/// chunk of its output to `output` as it comes.
+pub async fn run(
+    endpoint: &Endpoint,
+    command: &StageCommand,
+    script: Vec<u8>,
+    mut output: impl FnMut(Output, &[u8]),
+    mut cancel: Cancel,
+    grace: Duration,
+) -> Result<StageEnd, AgentError> {
+    let address = endpoint.address;
+    let connector = TlsConnector::from(tls::client_config()?);
+    let server_name = tls::server_name()?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+        .await
+        .map_err(|_| AgentError::Connect {
+            address,
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|source| AgentError::Connect { address, source })?;
+    let _ = tcp.set_nodelay(true);
+    let session = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
+        .await
+        .map_err(|_| AgentError::Tls {
+            address,
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|source| AgentError::Tls { address, source })?;
+    let (mut reader, writer) = tokio::io::split(session);
+
+    let (to_agent, outbox) = mpsc::channel::<Frame>(4);
+    tokio::spawn(send_all(writer, outbox));
+    let lost = |detail: Option<String>| AgentError::ConnectionLost { address, detail };
+    let opening = [
+        Frame::Hello {
+            version: VERSION,
+            secret: endpoint.secret.bytes().to_vec(),
+        },
+        Frame::Run(RunSpec {
+            argv: command.argv.clone(),
+            env: command.env.clone(),
+            workdir: command.workdir.clone(),
+        }),
+    ];
+    for frame in opening {
+        to_agent.send(frame).await.map_err(|_| lost(None))?;
+    }
+    // The script goes in beside reading the output: a stage that prints before it has read
+    // all of its script would otherwise stall on full buffers.
+    let script_to = to_agent.clone();
+    tokio::spawn(async move {
+        for chunk in script.chunks(CHUNK) {
+            if script_to.send(Frame::Stdin(chunk.to_vec())).await.is_err() {
+                return;
+            }
+        }
+        let _ = script_to.send(Frame::StdinEnd).await;
+    });
+
+    let (frames_tx, mut frames) = mpsc::channel::<Result<Option<Frame>, WireError>>(8);
+    // Read in a task of its own: a read cut short by `select!` would lose bytes.
+    tokio::spawn(async move {
+        loop {
+            let frame = wire::read(&mut reader, MAX_FRAME).await;
+            let last = !matches!(frame, Ok(Some(_)));
+            if frames_tx.send(frame).await.is_err() || last {
+                return;
+            }
+        }
+    });
+
+    let mut cancelled = false;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(Ok(Some(Frame::Stdout(bytes)))) => output(Output::Stdout, &bytes),
+                Some(Ok(Some(Frame::Stderr(bytes)))) => output(Output::Stderr, &bytes),
+                Some(Ok(Some(Frame::Exit(report)))) => {
+                    let code = match (report.code, report.signal) {
+                        (Some(code), _) => code,
+                        (None, Some(signal)) => 128 + signal,
+                        (None, None) => {
+                            return Err(AgentError::Protocol("an exit without a code".into()))
+                        }
+                    };
+                    return Ok(StageEnd { code, cancelled });
+                }
+                Some(Ok(Some(Frame::Refused(reason)))) => {
+                    return Err(AgentError::Refused { address, reason })
+                }
+                Some(Ok(Some(other))) => {
+                    return Err(AgentError::Protocol(format!(
+                        "an unexpected frame from the agent: {}",
+                        frame_name(&other)
+                    )))
+                }
+                Some(Ok(None)) | None => return Err(lost(None)),
+                Some(Err(WireError::Io(e))) => return Err(lost(Some(e.to_string()))),
+                Some(Err(WireError::Malformed(why))) => return Err(AgentError::Protocol(why)),
+            },
+            _ = &mut cancel, if !cancelled => {
+                cancelled = true;
+                let _ = to_agent.send(Frame::Signal(libc::SIGTERM)).await;
+                kill_at = Some(tokio::time::Instant::now() + grace);
+            },
+            _ = sleep_until(kill_at), if kill_at.is_some() => {
+                kill_at = None;
+                let _ = to_agent.send(Frame::Signal(libc::SIGKILL)).await;
+            },
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send_all(
+    mut writer: tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+    mut outbox: mpsc::Receiver<Frame>,
+) {
+    while let Some(frame) = outbox.recv().await {
+        if wire::write(&mut writer, &frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+fn frame_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Hello { .. } => "hello",
+        Frame::Run(_) => "run",
+        Frame::Stdin(_) => "stdin",
+        Frame::StdinEnd => "end of stdin",
+        Frame::Signal(_) => "signal",
+        Frame::Stdout(_) => "stdout",
+        Frame::Stderr(_) => "stderr",
+        Frame::Exit(_) => "exit",
+        Frame::Refused(_) => "refusal",
+    }
+}
