@@ -9,6 +9,9 @@
 //! 4. failure detection vs `aws ecs wait services-stable`, and per ECS strategy
 //! 5. re-release of an unchanged tree vs a cold build of a Dockerfile shaped like users'
 //! 6. peak RSS during a release, and per-job overhead from 1 to 20 concurrent jobs
+//! 7. one stage through the ECS job agent vs one docker-executor stage
+//!
+//! Sections: `overhead` (1), `release` (2 to 6 but scaling), `scale`, `agent` (7).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -26,6 +29,7 @@ use bollard::query_parameters::{
     WaitContainerOptions,
 };
 use futures_util::StreamExt;
+use gitlab_ecs_executor::agent;
 use gitlab_ecs_executor::aws::{self, CredentialRequest};
 use gitlab_ecs_executor::docker::Cancel;
 use gitlab_ecs_executor::image_ref::ImageRef;
@@ -69,7 +73,14 @@ fn benches_dir() -> &'static Path {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing else is accepted.
+    // `cargo bench` passes --bench; any other word runs only the sections it names
+    // (`cargo bench --bench compare -- agent`).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted =
+        |section: &str| only.is_empty() || only.iter().any(|o| section.contains(o.as_str()));
     base_image();
     let mut rows = Vec::new();
     let mut record = |new: Vec<Row>| {
@@ -81,16 +92,25 @@ fn main() {
         }
         rows.extend(new);
     };
-    record(per_job_overhead());
-    let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
-    record(vec![control_plane(&mut f)]);
-    record(vec![whole_release(&mut f)]);
-    record(vec![two_services(&mut f)]);
-    record(vec![failure_detection(&mut f)]);
-    record(strategy_failure_detection(&mut f));
-    record(vec![memory(&mut f)]);
-    record(rerelease(&mut f));
-    record(scale());
+    if wanted("overhead") {
+        record(per_job_overhead());
+    }
+    if wanted("release") {
+        let mut f = Fixture::new(&stand_ins::Moto::ecr_password(), "");
+        record(vec![control_plane(&mut f)]);
+        record(vec![whole_release(&mut f)]);
+        record(vec![two_services(&mut f)]);
+        record(vec![failure_detection(&mut f)]);
+        record(strategy_failure_detection(&mut f));
+        record(vec![memory(&mut f)]);
+        record(rerelease(&mut f));
+    }
+    if wanted("scale") {
+        record(scale());
+    }
+    if wanted("agent") {
+        record(vec![agent_stage()]);
+    }
 
     println!("\n| measure | gitlab-ecs-executor | baseline | ratio | target | met |");
     println!("|---|---|---|---|---|---|");
@@ -284,29 +304,7 @@ async fn engine_floor(i: usize, stages: &[bool]) -> Duration {
             .expect("create");
     }
     for build in stages {
-        let container = name(if *build { "build" } else { "helper" });
-        let options = AttachContainerOptionsBuilder::default()
-            .stdin(true)
-            .stdout(true)
-            .stderr(true)
-            .stream(true)
-            .build();
-        let AttachContainerResults {
-            mut output,
-            mut input,
-        } = docker
-            .attach_container(&container, Some(options))
-            .await
-            .expect("attach");
-        docker
-            .start_container(&container, None)
-            .await
-            .expect("start");
-        input.write_all(b"true\n").await.expect("stdin");
-        input.shutdown().await.expect("shutdown");
-        while output.next().await.is_some() {}
-        let mut wait = docker.wait_container(&container, None::<WaitContainerOptions>);
-        while wait.next().await.is_some() {}
+        attached_start(&docker, &name(if *build { "build" } else { "helper" })).await;
     }
     for role in ["helper", "build"] {
         docker
@@ -322,6 +320,137 @@ async fn engine_floor(i: usize, stages: &[bool]) -> Duration {
         .await
         .expect("remove network");
     started.elapsed()
+}
+
+/// One stage as the docker executor runs it: attach to the stopped container, start it,
+/// `true` on its shell's stdin, wait for it to stop.
+async fn attached_start(docker: &bollard::Docker, container: &str) {
+    let options = AttachContainerOptionsBuilder::default()
+        .stdin(true)
+        .stdout(true)
+        .stderr(true)
+        .stream(true)
+        .build();
+    let AttachContainerResults {
+        mut output,
+        mut input,
+    } = docker
+        .attach_container(container, Some(options))
+        .await
+        .expect("attach");
+    docker
+        .start_container(container, None)
+        .await
+        .expect("start");
+    input.write_all(b"true\n").await.expect("stdin");
+    input.shutdown().await.expect("shutdown");
+    while output.next().await.is_some() {}
+    let mut wait = docker.wait_container(container, None::<WaitContainerOptions>);
+    while wait.next().await.is_some() {}
+}
+
+/// Section 7: one stage through the job agent (connect, TLS, the secret, the shell, its
+/// exit code) against one stage as the docker executor runs it on this engine.
+fn agent_stage() -> Row {
+    const STAGES: usize = 20;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let secret = agent::JobSecret::generate().expect("secret");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
+        .args(["agent", "--listen", "127.0.0.1:0"])
+        .env(agent::SECRET_DIGEST_VARIABLE, secret.digest_hex())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("listening line");
+    let endpoint = agent::Endpoint {
+        address: line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("address"),
+        secret,
+    };
+    let command = agent::StageCommand {
+        argv: vec!["sh".into()],
+        env: vec![("CI_JOB_ID".into(), "1".into())],
+        workdir: None,
+    };
+    let through_agent = rt.block_on(async {
+        let mut times = Vec::new();
+        for _ in 0..STAGES {
+            let started = Instant::now();
+            let never: Cancel = Box::pin(std::future::pending());
+            let end = agent::run(
+                &endpoint,
+                &command,
+                b"true\n".to_vec(),
+                |_, _| {},
+                never,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("stage");
+            assert_eq!(end.code, 0);
+            times.push(started.elapsed());
+        }
+        median(times)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let attached = rt.block_on(async {
+        let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+        let container = format!("bench-agent-baseline-{}", std::process::id());
+        docker
+            .create_container(
+                Some(
+                    CreateContainerOptionsBuilder::default()
+                        .name(&container)
+                        .build(),
+                ),
+                ContainerCreateBody {
+                    image: Some(base_image().into()),
+                    cmd: Some(vec!["sh".into()]),
+                    open_stdin: Some(true),
+                    stdin_once: Some(true),
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("create");
+        let mut times = Vec::new();
+        for _ in 0..STAGES {
+            let started = Instant::now();
+            attached_start(&docker, &container).await;
+            times.push(started.elapsed());
+        }
+        let _ = docker
+            .remove_container(
+                &container,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await;
+        median(times)
+    });
+    Row {
+        what: "one stage through the ECS job agent (TLS, secret, `sh`, exit code) vs a docker-executor stage on this engine".into(),
+        ours: secs(through_agent),
+        baseline: secs(attached),
+        ratio: format!("{:.2}x", through_agent.as_secs_f64() / attached.as_secs_f64()),
+        target: "< 50 ms per stage (ECS Exec: a session per stage, ~1-2 s, not measurable here)".into(),
+        met: through_agent < Duration::from_millis(50),
+    }
 }
 
 /// Removes the floor's volumes once every run is measured.
