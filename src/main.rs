@@ -588,6 +588,8 @@ fn failed(e: &CommandError) -> ExitCode {
 /// `agent`: serves until stopped; any failure to start is the task's exit code 1, its cause
 /// on stderr (the container's log).
 fn agent(listen: &str) -> ExitCode {
+    // Refused peers and lost runners are worth a line in the container's log.
+    init_operator_log(true);
     let digest = std::env::var(agent::SECRET_DIGEST_VARIABLE).unwrap_or_default();
     let served = runtime()
         .map_err(|e| format!("cannot start the async runtime: {e}"))

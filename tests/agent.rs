@@ -25,7 +25,7 @@ impl Agent {
             .args(["agent", "--listen", "127.0.0.1:0"])
             .env(agent::SECRET_DIGEST_VARIABLE, secret.digest_hex())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -187,6 +187,13 @@ async fn nothing_runs_for_a_peer_without_the_jobs_secret() {
     let (end, _) = stage(&agent.endpoint(), &sh(), &script, never()).await;
     assert_eq!(end.unwrap().code, 0);
     assert!(marker.exists());
+    // The container's log says who was turned away, and never the secret.
+    let mut agent = agent;
+    let _ = agent.child.kill();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut agent.child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("a peer without the job's secret"), "{log}");
+    assert!(!log.contains(&agent.secret.digest_hex()), "{log}");
 }
 
 #[tokio::test]
