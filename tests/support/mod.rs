@@ -1,8 +1,10 @@
 //! Test support: the gitlab-runner stand-in, local base images and per-test settings.
 #![allow(dead_code, unused_imports)]
 
+pub mod docker_ecs;
 pub mod host_network;
 pub mod images;
+pub mod json_api;
 pub mod proxy;
 pub mod release;
 pub mod scripted_ecs;

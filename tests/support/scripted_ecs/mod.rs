@@ -336,11 +336,11 @@ impl ScriptedEcs {
         }
         let state = Arc::new(Mutex::new(state));
         let shared = state.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let shared = shared.clone();
-                std::thread::spawn(move || serve(stream, &shared));
-            }
+        super::json_api::serve(listener, move |op, request| {
+            shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .handle(op, request)
         });
         ScriptedEcs {
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -1174,67 +1174,5 @@ impl ServiceState {
             v["rolloutStateReason"] = json!(d.reason);
         }
         v
-    }
-}
-
-fn serve(stream: TcpStream, state: &Arc<Mutex<State>>) {
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
-    let mut writer = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut target = String::new();
-        let mut length = 0usize;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = header.split_once(':') {
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "x-amz-target" => target = v.trim().to_string(),
-                    "content-length" => length = v.trim().parse().unwrap_or(0),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let op = target.rsplit('.').next().unwrap_or_default().to_string();
-        let result = state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .handle(&op, &request);
-        if matches!(result, Err((0, _, _))) {
-            // An injected reset: drop the connection without answering.
-            return;
-        }
-        let (status, text) = match result {
-            Ok(v) => (200, v.to_string()),
-            Err((status, kind, message)) => (
-                status,
-                json!({"__type": kind, "message": message}).to_string(),
-            ),
-        };
-        let response = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: 00000000-0000-0000-0000-000000000000\r\nContent-Length: {}\r\n\r\n{text}",
-            if status == 200 { "OK" } else { "Bad Request" },
-            text.len()
-        );
-        if writer.write_all(response.as_bytes()).is_err() {
-            return;
-        }
     }
 }
