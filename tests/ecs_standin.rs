@@ -46,8 +46,9 @@ fn container(name: &str, image: &str, command: &[&str]) -> ContainerDefinition {
         .build()
 }
 
-/// Polls the task until it is STOPPED; returns every state seen on the way and the last.
-async fn until_stopped(client: &aws_sdk_ecs::Client, arn: &str) -> (Vec<Task>, Task) {
+/// Polls the task until its last status is `status`; returns every state seen before and
+/// that one.
+async fn until(client: &aws_sdk_ecs::Client, arn: &str, status: &str) -> (Vec<Task>, Task) {
     let started = Instant::now();
     let mut seen = Vec::new();
     loop {
@@ -59,16 +60,24 @@ async fn until_stopped(client: &aws_sdk_ecs::Client, arn: &str) -> (Vec<Task>, T
             .await
             .unwrap();
         let task = out.tasks()[0].clone();
-        if task.last_status() == Some("STOPPED") {
+        if task.last_status() == Some(status) {
             return (seen, task);
         }
         seen.push(task);
         assert!(
             started.elapsed() < Duration::from_secs(90),
-            "the task never stopped"
+            "the task never became {status}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn until_stopped(client: &aws_sdk_ecs::Client, arn: &str) -> (Vec<Task>, Task) {
+    until(client, arn, "STOPPED").await
+}
+
+async fn until_running(client: &aws_sdk_ecs::Client, arn: &str) -> Task {
+    until(client, arn, "RUNNING").await.1
 }
 
 /// The tasks the test started that ECS still counts as running.
@@ -100,6 +109,25 @@ async fn run_registered(
         .await
         .unwrap();
     run.tasks()[0].task_arn().unwrap().to_string()
+}
+
+/// The address ECS gave the task, once it has one.
+fn address_of(task: &Task) -> Option<String> {
+    task.attachments()
+        .iter()
+        .flat_map(|a| a.details())
+        .find(|d| d.name() == Some("privateIPv4Address"))
+        .and_then(|d| d.value().map(str::to_string))
+}
+
+/// RunTask's overrides of the `build` container: one variable, and the command if given.
+fn build_override((name, value): (&str, &str), command: Option<&str>) -> TaskOverride {
+    let build = ContainerOverride::builder()
+        .name("build")
+        .set_command(command.map(|c| vec![c.to_string()]))
+        .environment(KeyValuePair::builder().name(name).value(value).build())
+        .build();
+    TaskOverride::builder().container_overrides(build).build()
 }
 
 fn exit_code(task: &Task, name: &str) -> Option<i32> {
@@ -171,29 +199,14 @@ async fn a_tasks_containers_share_one_network_and_its_volumes_and_start_as_depen
         .cluster("standin")
         .task_definition(&arn)
         .started_by("gitlab-ecs-executor/test")
-        .overrides(
-            TaskOverride::builder()
-                .container_overrides(
-                    ContainerOverride::builder()
-                        .name("build")
-                        .command(script)
-                        .environment(KeyValuePair::builder().name("CODE").value("3").build())
-                        .build(),
-                )
-                .build(),
-        )
+        .overrides(build_override(("CODE", "3"), Some(script)))
         .send()
         .await
         .unwrap();
     let task_arn = run.tasks()[0].task_arn().unwrap().to_string();
     assert_eq!(running_tasks(&client).await, vec![task_arn.clone()]);
     let (seen, stopped) = until_stopped(&client, &task_arn).await;
-    let address = seen
-        .iter()
-        .flat_map(|t| t.attachments())
-        .flat_map(|a| a.details())
-        .find(|d| d.name() == Some("privateIPv4Address"))
-        .and_then(|d| d.value().map(str::to_string));
+    let address = seen.iter().find_map(address_of);
     assert!(address.is_some_and(|a| a.parse::<std::net::Ipv4Addr>().is_ok()));
     assert_eq!(exit_code(&stopped, "init"), Some(0));
     assert_eq!(exit_code(&stopped, "build"), Some(3), "{stopped:?}");
@@ -225,21 +238,7 @@ async fn stop_task_stops_every_container_after_its_stop_timeout_and_keeps_the_re
         .await
         .unwrap();
     let task_arn = run_registered(&client, &registered).await;
-    let started = Instant::now();
-    loop {
-        let out = client
-            .describe_tasks()
-            .cluster("standin")
-            .tasks(&task_arn)
-            .send()
-            .await
-            .unwrap();
-        if out.tasks()[0].last_status() == Some("RUNNING") {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "never RUNNING");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_running(&client, &task_arn).await;
     client
         .stop_task()
         .cluster("standin")
@@ -303,4 +302,123 @@ async fn a_failed_dependency_stops_the_task_before_its_dependent_starts() {
         .contains("dependency init"));
     assert_eq!(exit_code(&stopped, "init"), Some(1));
     assert_eq!(exit_code(&stopped, "build"), None, "the dependent started");
+}
+
+/// The ECS job environment's transport end to end: the agent as the build container's
+/// entrypoint in a task on the stand-in, a stage through it to the task's address, the
+/// service container on `localhost`, then `StopTask`.
+#[tokio::test]
+async fn a_stage_reaches_the_agent_in_a_task_and_the_tasks_service_on_localhost() {
+    use gitlab_ecs_executor::agent::{self, Endpoint, JobSecret, Output, StageCommand};
+
+    images::debian_images();
+    let ecs = DockerEcs::start();
+    let client = client(&ecs);
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"));
+    let mut build = ContainerDefinition::builder()
+        .name("build")
+        .image(images::DEBIAN)
+        .entry_point("/agent/gitlab-ecs-executor")
+        .entry_point("agent")
+        .mount_points(
+            MountPoint::builder()
+                .source_volume("agent")
+                .container_path("/agent")
+                .read_only(true)
+                .build(),
+        )
+        .build();
+    build.stop_timeout = Some(5);
+    let mut redis = container("redis", images::REDIS, &["redis-server", "--port", "6379"]);
+    redis.essential = Some(false);
+    let registered = client
+        .register_task_definition()
+        .family("gitlab-ci-agent")
+        .network_mode(NetworkMode::Awsvpc)
+        .volumes(
+            Volume::builder()
+                .name("agent")
+                .host(
+                    aws_sdk_ecs::types::HostVolumeProperties::builder()
+                        .source_path(binary.parent().unwrap().display().to_string())
+                        .build(),
+                )
+                .build(),
+        )
+        .container_definitions(build)
+        .container_definitions(redis)
+        .send()
+        .await
+        .unwrap();
+    let secret = JobSecret::generate().unwrap();
+    let run = client
+        .run_task()
+        .cluster("standin")
+        .task_definition(
+            registered
+                .task_definition()
+                .and_then(|td| td.task_definition_arn())
+                .unwrap(),
+        )
+        .overrides(build_override(
+            (agent::SECRET_DIGEST_VARIABLE, &secret.digest_hex()),
+            None,
+        ))
+        .send()
+        .await
+        .unwrap();
+    let task_arn = run.tasks()[0].task_arn().unwrap().to_string();
+    // The runner waits for RUNNING and takes the task's address from its attachment.
+    let address = address_of(&until_running(&client, &task_arn).await).unwrap();
+    let endpoint = Endpoint {
+        address: format!("{address}:8473").parse().unwrap(),
+        secret,
+    };
+    let command = StageCommand {
+        argv: vec!["bash".into()],
+        env: vec![("CI_JOB_STAGE".into(), "test".into())],
+        workdir: None,
+    };
+    let script = "for i in $(seq 100); do exec 3<>/dev/tcp/127.0.0.1/6379 && break; sleep 0.1; done\n\
+        printf 'PING\\r\\n' >&3\nread -r reply <&3\necho \"$CI_JOB_STAGE: ${reply%$'\\r'}\"\nexit 5\n";
+    // The agent may still be starting when the task reports RUNNING.
+    let mut attempts = 0;
+    let (end, stdout) = loop {
+        let mut stdout = Vec::new();
+        let never: gitlab_ecs_executor::docker::Cancel = Box::pin(std::future::pending());
+        let end = agent::run(
+            &endpoint,
+            &command,
+            script.as_bytes().to_vec(),
+            |stream, bytes| {
+                if stream == Output::Stdout {
+                    stdout.extend_from_slice(bytes)
+                }
+            },
+            never,
+            Duration::from_secs(5),
+        )
+        .await;
+        match end {
+            Err(agent::AgentError::Connect { .. }) if attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            end => break (end, stdout),
+        }
+    };
+    assert_eq!(end.unwrap().code, 5);
+    assert_eq!(String::from_utf8_lossy(&stdout), "test: +PONG\n");
+    client
+        .stop_task()
+        .cluster("standin")
+        .task(&task_arn)
+        .reason("gitlab-ecs-executor: the job is over")
+        .send()
+        .await
+        .unwrap();
+    let (_, stopped) = until_stopped(&client, &task_arn).await;
+    // The agent, PID 1 of the build container, ends on SIGTERM rather than waiting to be
+    // killed at the stop timeout.
+    assert_eq!(exit_code(&stopped, "build"), Some(0), "{stopped:?}");
 }

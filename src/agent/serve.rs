@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -48,11 +49,21 @@ pub async fn serve(
             address: listen.to_string(),
             source,
         })?;
+    // ECS stops a task with SIGTERM to each container's PID 1, which the agent may be: a
+    // PID 1 without a handler ignores it and is killed only after the stop timeout.
+    let mut terminate = signal(SignalKind::terminate()).map_err(|source| AgentError::Listen {
+        address: listen.to_string(),
+        source,
+    })?;
     if let Ok(address) = listener.local_addr() {
         listening(address);
     }
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = terminate.recv() => return Ok(()),
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             // A peer that gave up during accept, or a full fd table: the next may do.
             Err(_) => continue,
@@ -178,7 +189,7 @@ async fn run(spec: RunSpec, reader: Reader, mut writer: Writer) -> Result<(), St
                 Some(frame) if !runner_gone => {
                     if wire::write(&mut writer, &frame).await.is_err() {
                         runner_gone = true;
-                        signal(group, libc::SIGTERM);
+                        signal_group(group, libc::SIGTERM);
                         kill_at = Some(tokio::time::Instant::now() + ORPHAN_GRACE);
                     }
                 }
@@ -186,11 +197,11 @@ async fn run(spec: RunSpec, reader: Reader, mut writer: Writer) -> Result<(), St
                 None => outputs_open = false,
             },
             control = control_rx.recv(), if !runner_gone => match control {
-                Some(Control::Signal(sig)) => signal(group, sig),
+                Some(Control::Signal(sig)) => signal_group(group, sig),
                 Some(Control::Gone) | None => {
                     runner_gone = true;
                     if status.is_none() {
-                        signal(group, libc::SIGTERM);
+                        signal_group(group, libc::SIGTERM);
                         kill_at = Some(tokio::time::Instant::now() + ORPHAN_GRACE);
                     }
                 }
@@ -198,10 +209,10 @@ async fn run(spec: RunSpec, reader: Reader, mut writer: Writer) -> Result<(), St
             exited = child.wait(), if status.is_none() => {
                 status = Some(exited.map_err(|e| e.to_string())?);
                 // What the stage left behind must not hold its output open.
-                signal(group, libc::SIGKILL);
+                signal_group(group, libc::SIGKILL);
             },
             _ = sleep_until(kill_at), if kill_at.is_some() && status.is_none() => {
-                signal(group, libc::SIGKILL);
+                signal_group(group, libc::SIGKILL);
                 kill_at = None;
             },
         }
@@ -236,7 +247,7 @@ fn report(status: ExitStatus) -> ExitReport {
 }
 
 /// Sends `sig` to the stage's process group.
-fn signal(group: Option<i32>, sig: i32) {
+fn signal_group(group: Option<i32>, sig: i32) {
     if let Some(pid) = group.filter(|p| *p > 0) {
         // SAFETY: kill(2) with a negative pid signals a process group; it touches no memory.
         unsafe {

@@ -4,7 +4,8 @@
 //! Docker volumes, `dependsOn` (START, COMPLETE, SUCCESS; HEALTHY as START) orders the
 //! starts, an essential container's exit stops the task, every container's exit code is kept,
 //! `StopTask` stops with the container's `stopTimeout` and records the reason, and the
-//! holder's address is the task's `privateIPv4Address`. LocalEmu was evaluated first and
+//! holder's address is the task's `privateIPv4Address`; a volume with `host.sourcePath` is a
+//! bind mount, as on EC2 capacity. LocalEmu was evaluated first and
 //! gets the shared namespace, `dependsOn`, `essential` and exit codes wrong (docs/ecs-jobs.md).
 //!
 //! Operations: RegisterTaskDefinition, DescribeTaskDefinition, RunTask, DescribeTasks,
@@ -440,11 +441,19 @@ fn create_args(task: &TaskState, index: usize, holder: &str, label: &str) -> Vec
         args.extend(["-e".into(), format!("{k}={v}")]);
     }
     for mount in def["mountPoints"].as_array().into_iter().flatten() {
-        let volume = format!(
-            "{label}-{}-{}",
-            &task.id[24..],
-            mount["sourceVolume"].as_str().unwrap_or_default()
-        );
+        let name = mount["sourceVolume"].as_str().unwrap_or_default();
+        // A bind mount of the container instance's own path (EC2 capacity), else the
+        // task's own volume.
+        let host_path = task.definition.definition["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"].as_str() == Some(name))
+            .and_then(|v| v["host"]["sourcePath"].as_str());
+        let volume = match host_path {
+            Some(path) => path.to_string(),
+            None => format!("{label}-{}-{name}", &task.id[24..]),
+        };
         let mut spec = format!(
             "{volume}:{}",
             mount["containerPath"].as_str().unwrap_or("/")
@@ -504,6 +513,7 @@ fn supervise(state: &Arc<Mutex<State>>, arn: &str) {
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|v| v["host"]["sourcePath"].is_null())
             .filter_map(|v| v["name"].as_str())
             .map(|name| format!("{}-{}-{name}", s.label, &t.id[24..]))
             .collect();
