@@ -359,7 +359,7 @@ fn agent_stage() -> Row {
         .expect("runtime");
     let secret = agent::JobSecret::generate().expect("secret");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
-        .args(["agent", "--listen", "127.0.0.1:0"])
+        .args(["agent", "serve", "--listen", "127.0.0.1:0"])
         .env(agent::SECRET_DIGEST_VARIABLE, secret.digest_hex())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -14,6 +14,7 @@ pub mod aws;
 pub(crate) mod clock;
 pub mod commands;
 pub mod docker;
+pub mod ecs_jobs;
 pub mod exec;
 pub(crate) mod git;
 pub(crate) mod glob;

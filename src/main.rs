@@ -1,6 +1,6 @@
 //! The binary gitlab-runner calls for each custom-executor stage, and the operator commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -226,9 +226,27 @@ struct DoctorArgs {
 /// `agent`'s arguments.
 #[derive(Args)]
 struct AgentArgs {
-    /// The address and port to listen on.
-    #[arg(long, default_value = "0.0.0.0:8473")]
-    listen: String,
+    #[command(subcommand)]
+    verb: AgentVerb,
+}
+
+/// What the agent does in a task.
+#[derive(Subcommand)]
+enum AgentVerb {
+    /// Serve the job's stages (the entrypoint of the build and helper containers).
+    Serve {
+        /// The address and port to listen on.
+        #[arg(long, default_value = "0.0.0.0:8473")]
+        listen: String,
+        /// A service alias to answer on 127.0.0.1 (repeatable).
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+    },
+    /// Copy this binary into a task volume (the init container's command).
+    Install {
+        /// The volume's mount point.
+        dir: PathBuf,
+    },
 }
 
 /// `prune`'s arguments.
@@ -415,7 +433,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Generate { what } => return generate(what),
-        Command::Agent(args) => return agent(&args.listen),
+        Command::Agent(args) => return agent(args.verb),
         Command::Prune(args) => {
             return operate(cli.config, |settings| async move {
                 let options = commands::PruneOptions {
@@ -585,21 +603,34 @@ fn failed(e: &CommandError) -> ExitCode {
     ExitCode::from(e.exit_code())
 }
 
-/// `agent`: serves until stopped; any failure to start is the task's exit code 1, its cause
-/// on stderr (the container's log).
-fn agent(listen: &str) -> ExitCode {
+/// `agent`: serves until stopped, or installs itself; any failure is the container's exit
+/// code 1, its cause on stderr (the container's log).
+fn agent(verb: AgentVerb) -> ExitCode {
     // Refused peers and lost runners are worth a line in the container's log.
     init_operator_log(true);
-    let digest = std::env::var(agent::SECRET_DIGEST_VARIABLE).unwrap_or_default();
-    let served = runtime()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
-        .and_then(|rt| {
-            rt.block_on(agent::serve(listen, &digest, |address| {
-                println!("gitlab-ecs-executor agent listening on {address}");
-            }))
-            .map_err(|e| e.to_string())
-        });
-    match served {
+    let done = match verb {
+        AgentVerb::Install { dir } => agent::install(&dir)
+            .map(|at| println!("installed {}", at.display()))
+            .map_err(|e| e.to_string()),
+        AgentVerb::Serve { listen, aliases } => {
+            let digest = std::env::var(agent::SECRET_DIGEST_VARIABLE).unwrap_or_default();
+            let how = agent::Serve {
+                listen: &listen,
+                digest: &digest,
+                aliases: &aliases,
+                hosts_file: Path::new("/etc/hosts"),
+            };
+            runtime()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))
+                .and_then(|rt| {
+                    rt.block_on(agent::serve(&how, |address| {
+                        println!("gitlab-ecs-executor agent listening on {address}");
+                    }))
+                    .map_err(|e| e.to_string())
+                })
+        }
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ERROR: {e}");

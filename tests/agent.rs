@@ -22,7 +22,7 @@ impl Agent {
     fn start() -> Agent {
         let secret = JobSecret::generate().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
-            .args(["agent", "--listen", "127.0.0.1:0"])
+            .args(["agent", "serve", "--listen", "127.0.0.1:0"])
             .env(agent::SECRET_DIGEST_VARIABLE, secret.digest_hex())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -338,7 +338,7 @@ fn the_agent_will_not_start_without_the_secrets_digest() {
     for digest in [None, Some("not-a-digest")] {
         let mut command = Command::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"));
         command
-            .args(["agent", "--listen", "127.0.0.1:0"])
+            .args(["agent", "serve", "--listen", "127.0.0.1:0"])
             .env_remove(agent::SECRET_DIGEST_VARIABLE);
         if let Some(digest) = digest {
             command.env(agent::SECRET_DIGEST_VARIABLE, digest);

@@ -111,6 +111,57 @@ async fn run_registered(
     run.tasks()[0].task_arn().unwrap().to_string()
 }
 
+/// Runs one stage through a task's agent; returns its exit code and stdout. The agent may
+/// still be starting when the task reports RUNNING (its init container installs it first),
+/// so a refused connection is tried again for a while.
+async fn stage_in_task(
+    endpoint: &gitlab_ecs_executor::agent::Endpoint,
+    command: &gitlab_ecs_executor::agent::StageCommand,
+    script: &str,
+) -> (i32, String) {
+    use gitlab_ecs_executor::agent::{self, AgentError, Output};
+    for _ in 0..300 {
+        let mut stdout = Vec::new();
+        let never: gitlab_ecs_executor::docker::Cancel = Box::pin(std::future::pending());
+        let end = agent::run(
+            endpoint,
+            command,
+            script.as_bytes().to_vec(),
+            |stream, bytes| {
+                if stream == Output::Stdout {
+                    stdout.extend_from_slice(bytes)
+                }
+            },
+            never,
+            Duration::from_secs(5),
+        )
+        .await;
+        match end {
+            Err(AgentError::Connect { .. }) => tokio::time::sleep(Duration::from_millis(100)).await,
+            end => {
+                return (
+                    end.unwrap().code,
+                    String::from_utf8_lossy(&stdout).into_owned(),
+                )
+            }
+        }
+    }
+    panic!("the agent at {} never answered", endpoint.address);
+}
+
+/// Stops the task as cleanup does and waits until it has stopped.
+async fn job_over(client: &aws_sdk_ecs::Client, arn: &str) -> Task {
+    client
+        .stop_task()
+        .cluster("standin")
+        .task(arn)
+        .reason("gitlab-ecs-executor: the job is over")
+        .send()
+        .await
+        .unwrap();
+    until_stopped(client, arn).await.1
+}
+
 /// The address ECS gave the task, once it has one.
 fn address_of(task: &Task) -> Option<String> {
     task.attachments()
@@ -309,7 +360,7 @@ async fn a_failed_dependency_stops_the_task_before_its_dependent_starts() {
 /// service container on `localhost`, then `StopTask`.
 #[tokio::test]
 async fn a_stage_reaches_the_agent_in_a_task_and_the_tasks_service_on_localhost() {
-    use gitlab_ecs_executor::agent::{self, Endpoint, JobSecret, Output, StageCommand};
+    use gitlab_ecs_executor::agent::{self, Endpoint, JobSecret, StageCommand};
 
     images::debian_images();
     let ecs = DockerEcs::start();
@@ -320,6 +371,7 @@ async fn a_stage_reaches_the_agent_in_a_task_and_the_tasks_service_on_localhost(
         .image(images::DEBIAN)
         .entry_point("/agent/gitlab-ecs-executor")
         .entry_point("agent")
+        .entry_point("serve")
         .mount_points(
             MountPoint::builder()
                 .source_volume("agent")
@@ -381,44 +433,140 @@ async fn a_stage_reaches_the_agent_in_a_task_and_the_tasks_service_on_localhost(
     };
     let script = "for i in $(seq 100); do exec 3<>/dev/tcp/127.0.0.1/6379 && break; sleep 0.1; done\n\
         printf 'PING\\r\\n' >&3\nread -r reply <&3\necho \"$CI_JOB_STAGE: ${reply%$'\\r'}\"\nexit 5\n";
-    // The agent may still be starting when the task reports RUNNING.
-    let mut attempts = 0;
-    let (end, stdout) = loop {
-        let mut stdout = Vec::new();
-        let never: gitlab_ecs_executor::docker::Cancel = Box::pin(std::future::pending());
-        let end = agent::run(
-            &endpoint,
-            &command,
-            script.as_bytes().to_vec(),
-            |stream, bytes| {
-                if stream == Output::Stdout {
-                    stdout.extend_from_slice(bytes)
-                }
-            },
-            never,
-            Duration::from_secs(5),
-        )
-        .await;
-        match end {
-            Err(agent::AgentError::Connect { .. }) if attempts < 50 => {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            end => break (end, stdout),
-        }
-    };
-    assert_eq!(end.unwrap().code, 5);
-    assert_eq!(String::from_utf8_lossy(&stdout), "test: +PONG\n");
-    client
-        .stop_task()
-        .cluster("standin")
-        .task(&task_arn)
-        .reason("gitlab-ecs-executor: the job is over")
-        .send()
-        .await
-        .unwrap();
-    let (_, stopped) = until_stopped(&client, &task_arn).await;
+    let (code, stdout) = stage_in_task(&endpoint, &command, script).await;
+    assert_eq!((code, stdout.as_str()), (5, "test: +PONG\n"));
+    let stopped = job_over(&client, &task_arn).await;
     // The agent, PID 1 of the build container, ends on SIGTERM rather than waiting to be
     // killed at the stop timeout.
     assert_eq!(exit_code(&stopped, "build"), Some(0), "{stopped:?}");
+}
+
+/// A job's synthesised task definition, run on the stand-in: the init container installs
+/// the agent into the task volume, the build and helper containers serve from it, the
+/// service answers under its aliases, and the builds volume is the same in both.
+#[tokio::test]
+async fn a_jobs_synthesised_task_runs_its_stages_in_the_build_and_helper_containers() {
+    use gitlab_ecs_executor::agent::{self, Endpoint, JobSecret, StageCommand};
+    use gitlab_ecs_executor::ecs_jobs::task_definition::{
+        self as job_td, AgentImage, Capacity, JobShape, ServiceContainer,
+    };
+
+    images::debian_images();
+    let ecs = DockerEcs::start();
+    let client = client(&ecs);
+    let shape = JobShape {
+        build_image: images::DEBIAN.into(),
+        helper_image: images::DEBIAN.into(),
+        // The agent image of a real runner holds the static binary; here the test's own
+        // build is bind-mounted into a Debian image, as a host volume on EC2 capacity.
+        agent: AgentImage {
+            image: images::DEBIAN.into(),
+            binary: "/host-agent/gitlab-ecs-executor".into(),
+        },
+        services: vec![ServiceContainer {
+            image: images::REDIS.into(),
+            aliases: vec!["redis".into(), "cache".into()],
+            entrypoint: None,
+            command: Some(vec!["redis-server".into(), "--port".into(), "6379".into()]),
+            variables: Vec::new(),
+        }],
+        capacity: Capacity::Ec2,
+        cpu: "256".into(),
+        memory: "512".into(),
+        execution_role: None,
+        task_role: None,
+        logs: None,
+    };
+    let mut input = job_td::task_definition(&shape).unwrap();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"));
+    input.volumes.get_or_insert_with(Vec::new).push(
+        Volume::builder()
+            .name("host-agent")
+            .host(
+                aws_sdk_ecs::types::HostVolumeProperties::builder()
+                    .source_path(binary.parent().unwrap().display().to_string())
+                    .build(),
+            )
+            .build(),
+    );
+    for c in input.container_definitions.get_or_insert_with(Vec::new) {
+        if c.name() == Some(job_td::INIT) {
+            c.mount_points.get_or_insert_with(Vec::new).push(
+                MountPoint::builder()
+                    .source_volume("host-agent")
+                    .container_path("/host-agent")
+                    .read_only(true)
+                    .build(),
+            );
+        }
+    }
+    let registered = gitlab_ecs_executor::release::taskdef::register_request(&client, input)
+        .send()
+        .await
+        .unwrap();
+    let secret = JobSecret::generate().unwrap();
+    let digest = KeyValuePair::builder()
+        .name(agent::SECRET_DIGEST_VARIABLE)
+        .value(secret.digest_hex())
+        .build();
+    let overrides = TaskOverride::builder()
+        .container_overrides(
+            ContainerOverride::builder()
+                .name(job_td::BUILD)
+                .environment(digest.clone())
+                .build(),
+        )
+        .container_overrides(
+            ContainerOverride::builder()
+                .name(job_td::HELPER)
+                .environment(digest)
+                .build(),
+        )
+        .build();
+    let run = client
+        .run_task()
+        .cluster("standin")
+        .task_definition(
+            registered
+                .task_definition()
+                .and_then(|td| td.task_definition_arn())
+                .unwrap(),
+        )
+        .overrides(overrides)
+        .send()
+        .await
+        .unwrap();
+    let task_arn = run.tasks()[0].task_arn().unwrap().to_string();
+    let address = address_of(&until_running(&client, &task_arn).await).unwrap();
+    let command = StageCommand {
+        argv: vec!["bash".into()],
+        env: Vec::new(),
+        workdir: Some("/builds".into()),
+    };
+    let stage = |port: u16, script: &'static str| {
+        let endpoint = Endpoint {
+            address: format!("{address}:{port}").parse().unwrap(),
+            secret: secret.clone(),
+        };
+        let command = command.clone();
+        async move { stage_in_task(&endpoint, &command, script).await }
+    };
+    let (code, out) = stage(
+        job_td::BUILD_PORT,
+        "getent hosts cache\n\
+         for i in $(seq 100); do exec 3<>/dev/tcp/redis/6379 && break; sleep 0.1; done\n\
+         printf 'PING\\r\\n' >&3\nread -r reply <&3\necho \"${reply%$'\\r'}\"\n\
+         echo from-build > /builds/shared.txt\n",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["127.0.0.1", "redis", "cache", "+PONG"]
+    );
+    let (code, out) = stage(job_td::HELPER_PORT, "cat /builds/shared.txt\n").await;
+    assert_eq!((code, out.as_str()), (0, "from-build\n"));
+    let stopped = job_over(&client, &task_arn).await;
+    assert_eq!(exit_code(&stopped, job_td::INIT), Some(0));
+    assert_eq!(exit_code(&stopped, job_td::BUILD), Some(0), "{stopped:?}");
 }

@@ -14,6 +14,14 @@ pub enum AgentError {
         /// Why.
         source: io::Error,
     },
+    /// The binary could not be copied into the task volume.
+    #[error("the agent cannot install itself into {}: {source}", .dir.display())]
+    Install {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// The agent was started without the job secret's digest.
     #[error(
         "the agent needs {} (the SHA-256 of the job's secret, 64 hex digits); it was {}",

@@ -11,6 +11,8 @@
 
 mod client;
 mod error;
+mod hosts;
+mod install;
 mod secret;
 mod serve;
 mod tls;
@@ -18,8 +20,9 @@ mod wire;
 
 pub use client::{run, Endpoint, Output, StageCommand, StageEnd};
 pub use error::AgentError;
+pub use install::{install, INSTALLED_NAME};
 pub use secret::JobSecret;
-pub use serve::serve;
+pub use serve::{serve, Serve};
 
 /// The environment variable that gives the agent the SHA-256 (hex) of the job's secret.
 pub const SECRET_DIGEST_VARIABLE: &str = "GITLAB_ECS_AGENT_SECRET_SHA256";

@@ -5,6 +5,7 @@
 //! container stop does, so nothing of a stage outlives it or holds its output open.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::secret::Digest;
 use super::wire::{self, ExitReport, Frame, RunSpec, MAX_FRAME, MAX_HELLO, VERSION};
-use super::{tls, AgentError};
+use super::{hosts, tls, AgentError};
 
 /// How long a peer has to finish the handshake and show the secret.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,16 +33,35 @@ const CHUNK: usize = 32 * 1024;
 type Reader = ReadHalf<TlsStream<TcpStream>>;
 type Writer = WriteHalf<TlsStream<TcpStream>>;
 
-/// Serves stages on `listen` to peers holding the secret `digest` (hex) is the SHA-256 of,
-/// until the process is stopped; `listening` is told the bound address first.
-pub async fn serve(
-    listen: &str,
-    digest: &str,
-    listening: impl FnOnce(SocketAddr),
-) -> Result<(), AgentError> {
-    let digest = Digest::parse(digest).ok_or(AgentError::NoSecretDigest {
-        given: !digest.is_empty(),
+/// How the agent serves.
+#[derive(Debug, Clone)]
+pub struct Serve<'a> {
+    /// The address and port to listen on.
+    pub listen: &'a str,
+    /// The SHA-256 (hex) of the job's secret.
+    pub digest: &'a str,
+    /// The job's service aliases, answered on 127.0.0.1.
+    pub aliases: &'a [String],
+    /// The container's hosts file they go into.
+    pub hosts_file: &'a Path,
+}
+
+/// Serves stages to peers holding the job's secret until SIGTERM; `listening` is told the
+/// bound address first.
+pub async fn serve(how: &Serve<'_>, listening: impl FnOnce(SocketAddr)) -> Result<(), AgentError> {
+    let listen = how.listen;
+    let digest = Digest::parse(how.digest).ok_or(AgentError::NoSecretDigest {
+        given: !how.digest.is_empty(),
     })?;
+    if !how.aliases.is_empty() {
+        if let Err(e) = hosts::add_aliases(how.hosts_file, how.aliases) {
+            tracing::warn!(
+                "cannot write the service aliases {} into {}: {e}; the services answer on 127.0.0.1",
+                how.aliases.join(", "),
+                how.hosts_file.display()
+            );
+        }
+    }
     let acceptor = TlsAcceptor::from(tls::server_config()?);
     let listener = TcpListener::bind(listen)
         .await
