@@ -359,15 +359,31 @@ fn every_cli_example_uses_a_command_and_flags_that_exist() {
                 }
             }
             let Some(command) = command else { continue };
-            let help = std::process::Command::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
-                .args([command, "--help"])
-                .output()
-                .unwrap();
+            let help_of = |words: &[&str]| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
+                    .args(words)
+                    .arg("--help")
+                    .output()
+                    .unwrap()
+            };
+            let mut help = help_of(&[command]);
             assert!(
                 help.status.success(),
                 "{}: `{line}`: no command `{command}`",
                 path.display()
             );
+            // A verb's own verbs (`agent serve`): their flags are theirs.
+            let mut verbs = vec![command];
+            while let Some(word) = rest.peek().copied().filter(|w| !w.starts_with('-')) {
+                let deeper = help_of(&[verbs.as_slice(), &[word]].concat());
+                if !deeper.status.success() {
+                    break;
+                }
+                verbs.push(word);
+                help = deeper;
+                rest.next();
+            }
+            let command = verbs.join(" ");
             let help = String::from_utf8_lossy(&help.stdout);
             for flag in rest.filter(|w| w.starts_with("--")) {
                 let flag = flag.split('=').next().unwrap_or(flag);
