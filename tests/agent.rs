@@ -356,3 +356,52 @@ fn the_agent_will_not_start_without_the_secrets_digest() {
         assert!(out.stdout.is_empty(), "it listened anyway");
     }
 }
+
+#[tokio::test]
+async fn a_process_that_left_the_stages_group_does_not_keep_the_stage_open() {
+    let agent = Agent::start();
+    // `setsid` and job control put it beyond the group's kill, holding stdout open.
+    let script = "setsid sleep 301 &\nset -m\nsleep 302 &\necho done\n";
+    let (end, printed) = tokio::time::timeout(
+        Duration::from_secs(60),
+        stage(&agent.endpoint(), &sh(), script, never()),
+    )
+    .await
+    .expect("the stage hung on output held open by a process outside its group");
+    assert_eq!(end.unwrap().code, 0);
+    assert_eq!(text(&printed.stdout), "done\n");
+    let _ = Command::new("pkill")
+        .args(["-f", "^sleep 30[12]$"])
+        .status();
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_a_stage_whose_shell_has_not_read_the_rest_of_its_script() {
+    let agent = Agent::start();
+    let (cancel, mut watch) = cancel_once_printed("started");
+    // bash reads a piped script as it runs it: megabytes after a long first command stay
+    // unread in the pipe while it runs.
+    let mut script = "echo started\nsleep 600\n".to_string();
+    script.push_str(&": padding of a generated script\n".repeat(40_000));
+    let command = StageCommand {
+        argv: vec!["bash".into()],
+        env: Vec::new(),
+        workdir: None,
+    };
+    let end = tokio::time::timeout(
+        Duration::from_secs(60),
+        agent::run(
+            &agent.endpoint(),
+            &command,
+            script.into_bytes(),
+            |_, bytes| watch(bytes),
+            cancel,
+            Duration::from_secs(2),
+        ),
+    )
+    .await
+    .expect("the cancel waited behind the script")
+    .unwrap();
+    assert!(end.cancelled);
+    assert!(end.code == 143 || end.code == 137, "{end:?}");
+}

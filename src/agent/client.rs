@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
@@ -17,6 +16,9 @@ use crate::docker::Cancel;
 
 /// How long connecting and the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a stage may take to report its end after SIGKILL.
+const AFTER_KILL: Duration = Duration::from_secs(30);
 
 /// The script is sent in chunks of at most this much.
 const CHUNK: usize = 64 * 1024;
@@ -31,7 +33,7 @@ pub struct Endpoint {
 }
 
 /// What a stage runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StageCommand {
     /// The program and its arguments: the image's entrypoint, then the shell.
     pub argv: Vec<String>,
@@ -39,6 +41,20 @@ pub struct StageCommand {
     pub env: Vec<(String, String)>,
     /// Where it starts; `None`: the container's working directory.
     pub workdir: Option<String>,
+}
+
+/// Never the variables' values: they hold the job's secrets.
+impl std::fmt::Debug for StageCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageCommand")
+            .field("argv", &self.argv)
+            .field(
+                "variables",
+                &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("workdir", &self.workdir)
+            .finish()
+    }
 }
 
 /// Which stream a chunk of the stage's output came on.
@@ -87,25 +103,44 @@ pub async fn run(
             source: std::io::ErrorKind::TimedOut.into(),
         })?
         .map_err(|source| AgentError::Tls { address, source })?;
-    let (mut reader, writer) = tokio::io::split(session);
+    let (mut reader, mut writer) = tokio::io::split(session);
+    let lost = |detail: Option<String>| AgentError::ConnectionLost { address, detail };
+    let hello = Frame::Hello {
+        version: VERSION,
+        secret: endpoint.secret.bytes().to_vec(),
+    };
+    wire::write(&mut writer, &hello)
+        .await
+        .map_err(|e| lost(Some(e.to_string())))?;
+    // Nothing of the job (its variables, its script) goes out before the agent has taken
+    // the secret: whoever else answers at the address learns no more than that.
+    match tokio::time::timeout(CONNECT_TIMEOUT, wire::read(&mut reader, MAX_FRAME)).await {
+        Ok(Ok(Some(Frame::Admitted))) => {}
+        Ok(Ok(Some(Frame::Refused(reason)))) => {
+            return Err(AgentError::Refused { address, reason })
+        }
+        Ok(Ok(Some(other))) => {
+            return Err(AgentError::Protocol(format!(
+                "the agent answered the secret with {}",
+                frame_name(&other)
+            )))
+        }
+        Ok(Ok(None)) => return Err(lost(None)),
+        Ok(Err(WireError::Io(e))) => return Err(lost(Some(e.to_string()))),
+        Ok(Err(WireError::Malformed(why))) => return Err(AgentError::Protocol(why)),
+        Err(_) => return Err(lost(Some("no answer to the secret in time".into()))),
+    }
 
     let (to_agent, outbox) = mpsc::channel::<Frame>(4);
-    tokio::spawn(send_all(writer, outbox));
-    let lost = |detail: Option<String>| AgentError::ConnectionLost { address, detail };
-    let opening = [
-        Frame::Hello {
-            version: VERSION,
-            secret: endpoint.secret.bytes().to_vec(),
-        },
-        Frame::Run(RunSpec {
-            argv: command.argv.clone(),
-            env: command.env.clone(),
-            workdir: command.workdir.clone(),
-        }),
-    ];
-    for frame in opening {
-        to_agent.send(frame).await.map_err(|_| lost(None))?;
-    }
+    // Signals overtake the script: a cancel must not wait behind stdin a shell reads slowly.
+    let (signals, urgent) = mpsc::unbounded_channel::<Frame>();
+    tokio::spawn(send_all(writer, urgent, outbox));
+    let run = Frame::Run(RunSpec {
+        argv: command.argv.clone(),
+        env: command.env.clone(),
+        workdir: command.workdir.clone(),
+    });
+    to_agent.send(run).await.map_err(|_| lost(None))?;
     // The script goes in beside reading the output: a stage that prints before it has read
     // all of its script would otherwise stall on full buffers.
     let script_to = to_agent.clone();
@@ -117,6 +152,7 @@ pub async fn run(
         }
         let _ = script_to.send(Frame::StdinEnd).await;
     });
+    drop(to_agent);
 
     let (frames_tx, mut frames) = mpsc::channel::<Result<Option<Frame>, WireError>>(8);
     // Read in a task of its own: a read cut short by `select!` would lose bytes.
@@ -132,6 +168,7 @@ pub async fn run(
 
     let mut cancelled = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut give_up_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
@@ -162,12 +199,19 @@ pub async fn run(
             },
             _ = &mut cancel, if !cancelled => {
                 cancelled = true;
-                let _ = to_agent.send(Frame::Signal(libc::SIGTERM)).await;
+                let _ = signals.send(Frame::Signal(libc::SIGTERM));
                 kill_at = Some(tokio::time::Instant::now() + grace);
             },
             _ = sleep_until(kill_at), if kill_at.is_some() => {
                 kill_at = None;
-                let _ = to_agent.send(Frame::Signal(libc::SIGKILL)).await;
+                let _ = signals.send(Frame::Signal(libc::SIGKILL));
+                give_up_at = Some(tokio::time::Instant::now() + AFTER_KILL);
+            },
+            _ = sleep_until(give_up_at), if give_up_at.is_some() => {
+                return Err(lost(Some(format!(
+                    "no exit code {} s after SIGKILL",
+                    AFTER_KILL.as_secs()
+                ))));
             },
         }
     }
@@ -182,19 +226,35 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 async fn send_all(
     mut writer: tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+    mut urgent: mpsc::UnboundedReceiver<Frame>,
     mut outbox: mpsc::Receiver<Frame>,
 ) {
-    while let Some(frame) = outbox.recv().await {
+    let mut outbox_open = true;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            frame = urgent.recv() => match frame {
+                Some(frame) => frame,
+                None => return,
+            },
+            frame = outbox.recv(), if outbox_open => match frame {
+                Some(frame) => frame,
+                None => {
+                    outbox_open = false;
+                    continue;
+                }
+            },
+        };
         if wire::write(&mut writer, &frame).await.is_err() {
             return;
         }
     }
-    let _ = writer.shutdown().await;
 }
 
 fn frame_name(frame: &Frame) -> &'static str {
     match frame {
         Frame::Hello { .. } => "hello",
+        Frame::Admitted => "admission",
         Frame::Run(_) => "run",
         Frame::Stdin(_) => "stdin",
         Frame::StdinEnd => "end of stdin",

@@ -37,11 +37,17 @@ pub(super) fn add_aliases(path: &Path, aliases: &[String]) -> std::io::Result<()
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e),
     };
-    match with_aliases(&hosts, aliases) {
-        // Written in place: Docker and ECS bind-mount /etc/hosts, which cannot be replaced.
-        Some(text) => std::fs::write(path, text),
-        None => Ok(()),
-    }
+    let Some(text) = with_aliases(&hosts, aliases) else {
+        return Ok(());
+    };
+    // Appended, never rewritten: the task's containers may share this file (and the other
+    // agent may be adding its aliases now), and a truncated one would lose `localhost`.
+    let added = &text[hosts.len()..];
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    std::io::Write::write_all(&mut file, added.as_bytes())
 }
 
 #[cfg(test)]

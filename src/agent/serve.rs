@@ -7,13 +7,15 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -26,6 +28,15 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the stage's group has after SIGTERM when the runner is gone.
 const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the output may stay open after the stage's process exited.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// At most this many peers at once may be connecting and showing the secret.
+const UNADMITTED: usize = 64;
+
+/// The most script a stage may have queued for its shell.
+const MAX_QUEUED_STDIN: usize = 64 << 20;
 
 /// Output is sent in chunks of at most this much.
 const CHUNK: usize = 32 * 1024;
@@ -69,8 +80,9 @@ pub async fn serve(how: &Serve<'_>, listening: impl FnOnce(SocketAddr)) -> Resul
             address: listen.to_string(),
             source,
         })?;
-    // ECS stops a task with SIGTERM to each container's PID 1, which the agent may be: a
-    // PID 1 without a handler ignores it and is killed only after the stop timeout.
+    // ECS stops a task with SIGTERM to each container's PID 1: the agent itself, or the init
+    // process that passes it on. A PID 1 without a handler would ignore it and be killed only
+    // at the stop timeout.
     let mut terminate = signal(SignalKind::terminate()).map_err(|source| AgentError::Listen {
         address: listen.to_string(),
         source,
@@ -78,6 +90,7 @@ pub async fn serve(how: &Serve<'_>, listening: impl FnOnce(SocketAddr)) -> Resul
     if let Ok(address) = listener.local_addr() {
         listening(address);
     }
+    let unadmitted = Arc::new(Semaphore::new(UNADMITTED));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -85,13 +98,22 @@ pub async fn serve(how: &Serve<'_>, listening: impl FnOnce(SocketAddr)) -> Resul
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
-            // A peer that gave up during accept, or a full fd table: the next may do.
-            Err(_) => continue,
+            // A peer that gave up during accept, or a full fd table: wait for the next
+            // rather than spin on a listener that stays readable.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Peers that have not shown the secret cannot hold more than a few descriptors.
+        let Ok(permit) = unadmitted.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
         };
         let acceptor = acceptor.clone();
         let digest = digest.clone();
         tokio::spawn(async move {
-            if let Err(why) = connection(stream, acceptor, &digest).await {
+            if let Err(why) = connection(stream, acceptor, &digest, permit).await {
                 tracing::warn!("stage connection from {peer} ended: {why}");
             }
         });
@@ -102,6 +124,7 @@ async fn connection(
     stream: TcpStream,
     acceptor: TlsAcceptor,
     digest: &Digest,
+    permit: OwnedSemaphorePermit,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let tls = tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(stream))
@@ -128,6 +151,11 @@ async fn connection(
         refuse(&mut writer, "the job's secret does not match").await;
         return Err("a peer without the job's secret".into());
     }
+    drop(permit);
+    // The runner sends the stage's variables and script only once it knows it is admitted.
+    wire::write(&mut writer, &Frame::Admitted)
+        .await
+        .map_err(|e| e.to_string())?;
     let spec = match wire::read(&mut reader, MAX_FRAME).await {
         Ok(Some(Frame::Run(spec))) => spec,
         _ => {
@@ -187,13 +215,14 @@ async fn run(spec: RunSpec, reader: Reader, mut writer: Writer) -> Result<(), St
                 .map_err(|e| e.to_string());
         }
     };
-    let group = child.id().map(|pid| pid as i32);
+    let mut group = child.id().map(|pid| pid as i32);
     let (out_tx, mut out_rx) = mpsc::channel::<Frame>(8);
+    let mut pumps = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(pump(stdout, Frame::Stdout, out_tx.clone()));
+        pumps.push(tokio::spawn(pump(stdout, Frame::Stdout, out_tx.clone())));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(pump(stderr, Frame::Stderr, out_tx.clone()));
+        pumps.push(tokio::spawn(pump(stderr, Frame::Stderr, out_tx.clone())));
     }
     drop(out_tx);
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(4);
@@ -203,6 +232,7 @@ async fn run(spec: RunSpec, reader: Reader, mut writer: Writer) -> Result<(), St
     let mut outputs_open = true;
     let mut runner_gone = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut drain_until: Option<tokio::time::Instant> = None;
     while status.is_none() || outputs_open {
         tokio::select! {
             frame = out_rx.recv(), if outputs_open => match frame {
@@ -228,8 +258,19 @@ async fn run(spec: RunSpec, reader: Reader, mut writer: Writer) -> Result<(), St
             },
             exited = child.wait(), if status.is_none() => {
                 status = Some(exited.map_err(|e| e.to_string())?);
-                // What the stage left behind must not hold its output open.
+                // What the stage left behind in its group must not hold its output open.
                 signal_group(group, libc::SIGKILL);
+                // The group's leader is reaped: its id may be reused from now on.
+                group = None;
+                drain_until = Some(tokio::time::Instant::now() + DRAIN);
+            },
+            // What left the group (`setsid`, `ssh -f`, `set -m`) may still hold the output
+            // open: the stage ends anyway, with what it printed until then.
+            _ = sleep_until(drain_until), if drain_until.is_some() && outputs_open => {
+                for pump in &pumps {
+                    pump.abort();
+                }
+                outputs_open = false;
             },
             _ = sleep_until(kill_at), if kill_at.is_some() && status.is_none() => {
                 signal_group(group, libc::SIGKILL);
@@ -276,23 +317,36 @@ fn signal_group(group: Option<i32>, sig: i32) {
     }
 }
 
-/// Reads the runner's frames: stdin to the stage's process, signals to the stage's loop.
+/// Reads the runner's frames: stdin to the stage's process (through a writer of its own, so
+/// a shell that reads its script slowly never keeps a signal waiting), signals to the
+/// stage's loop.
 async fn listen(
     mut reader: Reader,
-    mut stdin: Option<tokio::process::ChildStdin>,
+    stdin: Option<tokio::process::ChildStdin>,
     control: mpsc::Sender<Control>,
 ) {
+    let (script_tx, script_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    if let Some(stdin) = stdin {
+        tokio::spawn(write_stdin(stdin, script_rx, queued.clone()));
+    }
+    let mut script = Some(script_tx);
     loop {
         match wire::read(&mut reader, MAX_FRAME).await {
             Ok(Some(Frame::Stdin(bytes))) => {
+                let total = queued.fetch_add(bytes.len(), Ordering::SeqCst) + bytes.len();
+                // Over the cap the rest of the script is dropped: the shell sees its end.
+                if total > MAX_QUEUED_STDIN {
+                    script = None;
+                }
                 // A stage that stops reading its script only loses the rest of it.
-                if let Some(input) = stdin.as_mut() {
-                    if input.write_all(&bytes).await.is_err() {
-                        stdin = None;
+                if let Some(tx) = &script {
+                    if tx.send(bytes).is_err() {
+                        script = None;
                     }
                 }
             }
-            Ok(Some(Frame::StdinEnd)) => stdin = None,
+            Ok(Some(Frame::StdinEnd)) => script = None,
             Ok(Some(Frame::Signal(sig))) if allowed(sig) => {
                 if control.send(Control::Signal(sig)).await.is_err() {
                     return;
@@ -303,6 +357,20 @@ async fn listen(
                 let _ = control.send(Control::Gone).await;
                 return;
             }
+        }
+    }
+}
+
+/// Writes the queued script into the stage's stdin, closing it when the queue ends.
+async fn write_stdin(
+    mut stdin: tokio::process::ChildStdin,
+    mut script: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+) {
+    while let Some(bytes) = script.recv().await {
+        queued.fetch_sub(bytes.len(), Ordering::SeqCst);
+        if stdin.write_all(&bytes).await.is_err() {
+            return;
         }
     }
 }

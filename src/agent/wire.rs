@@ -15,7 +15,7 @@ pub(super) const MAX_FRAME: usize = 4 << 20;
 pub(super) const MAX_HELLO: usize = 256;
 
 /// What to run for a stage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct RunSpec {
     /// The program and its arguments (the image's entrypoint, then the shell).
     pub argv: Vec<String>,
@@ -35,9 +35,10 @@ pub(super) struct ExitReport {
 }
 
 /// One frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(super) enum Frame {
     Hello { version: u8, secret: Vec<u8> },
+    Admitted,
     Run(RunSpec),
     Stdin(Vec<u8>),
     StdinEnd,
@@ -46,6 +47,24 @@ pub(super) enum Frame {
     Stderr(Vec<u8>),
     Exit(ExitReport),
     Refused(String),
+}
+
+/// Never the secret, the script or the variables: a frame must not leak them through `{:?}`.
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Frame::Hello { version, .. } => write!(f, "Hello(v{version}, secret …)"),
+            Frame::Admitted => f.write_str("Admitted"),
+            Frame::Run(spec) => write!(f, "Run({:?}, {} variables)", spec.argv, spec.env.len()),
+            Frame::Stdin(b) => write!(f, "Stdin({} bytes)", b.len()),
+            Frame::StdinEnd => f.write_str("StdinEnd"),
+            Frame::Signal(sig) => write!(f, "Signal({sig})"),
+            Frame::Stdout(b) => write!(f, "Stdout({} bytes)", b.len()),
+            Frame::Stderr(b) => write!(f, "Stderr({} bytes)", b.len()),
+            Frame::Exit(report) => write!(f, "Exit({report:?})"),
+            Frame::Refused(reason) => write!(f, "Refused({reason})"),
+        }
+    }
 }
 
 /// Why a frame could not be read.
@@ -69,6 +88,7 @@ impl std::fmt::Display for WireError {
 fn tag(frame: &Frame) -> u8 {
     match frame {
         Frame::Hello { .. } => 1,
+        Frame::Admitted => 20,
         Frame::Run(_) => 2,
         Frame::Stdin(_) => 3,
         Frame::StdinEnd => 4,
@@ -91,7 +111,7 @@ fn payload(frame: &Frame) -> Vec<u8> {
         Frame::Run(spec) => serde_json::to_vec(spec).unwrap_or_default(),
         Frame::Exit(report) => serde_json::to_vec(report).unwrap_or_default(),
         Frame::Stdin(bytes) | Frame::Stdout(bytes) | Frame::Stderr(bytes) => bytes.clone(),
-        Frame::StdinEnd => Vec::new(),
+        Frame::StdinEnd | Frame::Admitted => Vec::new(),
         Frame::Signal(signal) => signal.to_be_bytes().to_vec(),
         Frame::Refused(reason) => reason.as_bytes().to_vec(),
     }
@@ -162,6 +182,7 @@ fn decode(tag: u8, body: Vec<u8>) -> Result<Frame, WireError> {
         17 => Frame::Stderr(body),
         18 => Frame::Exit(serde_json::from_slice(&body).map_err(|_| json("exit"))?),
         19 => Frame::Refused(String::from_utf8_lossy(&body).into_owned()),
+        20 => Frame::Admitted,
         other => {
             return Err(WireError::Malformed(format!(
                 "an unknown frame type {other}"
@@ -190,6 +211,7 @@ mod tests {
                 workdir: Some("/builds/group/app".into()),
             }),
             Frame::Stdin(b"echo hi\n".to_vec()),
+            Frame::Admitted,
             Frame::StdinEnd,
             Frame::Signal(15),
             Frame::Stdout(vec![0, 255, 10]),

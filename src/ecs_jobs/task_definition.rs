@@ -64,7 +64,9 @@ pub struct ServiceContainer {
     pub entrypoint: Option<Vec<String>>,
     /// Its command, when the job overrides the image's.
     pub command: Option<Vec<String>>,
-    /// Its variables.
+    /// The variables its `services:` entry sets. Per-job values (`CI_JOB_ID` and the like)
+    /// belong in `RunTask`'s overrides: here they would make a family per job and stay
+    /// readable in the definition.
     pub variables: Vec<(String, String)>,
 }
 
@@ -111,8 +113,19 @@ pub fn service_name(index: usize) -> String {
 
 /// `gitlab-ci-` and the first 20 hex digits of the shape's SHA-256.
 pub fn family(shape: &JobShape) -> String {
-    // A struct of strings and options serializes the same way every time.
-    let canonical = serde_json::to_vec(&(SYNTHESIS, shape)).unwrap_or_default();
+    // A struct of strings and options serializes the same way every time. Beside the shape:
+    // what this file and the agent put into every definition, and the binary's version, so
+    // two executors that would register different definitions never share a family.
+    let fixed = (
+        SYNTHESIS,
+        env!("CARGO_PKG_VERSION"),
+        AGENT_DIR,
+        BUILDS_DIR,
+        INSTALLED_NAME,
+        BUILD_PORT,
+        HELPER_PORT,
+    );
+    let canonical = serde_json::to_vec(&(fixed, shape)).unwrap_or_default();
     let hash: String = digest(&SHA256, &canonical)
         .as_ref()
         .iter()

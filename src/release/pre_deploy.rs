@@ -343,6 +343,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert!(
+            ecs.tasks()[0].stopped_by.is_some(),
+            "the task was left running"
+        );
     }
 
     #[tokio::test(start_paused = true)]

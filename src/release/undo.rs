@@ -388,6 +388,8 @@ mod tests {
         );
         assert!(log.contains("rolling the service back to shop:1"), "{log}");
         assert_eq!(ecs.count("StopServiceDeployment"), 0);
+        assert_eq!(ecs.count("UpdateService"), 2);
+        assert_eq!(ecs.service_revision(), "shop:1");
         assert_eq!(
             aftermath.to_string(),
             "the service is back on shop:1 (rollback ecs-svc/3 completed)"

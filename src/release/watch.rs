@@ -177,13 +177,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_completed_deployment_is_judged_completed_both_ways_ecs_reports_it() {
-        for ecs in [
-            shop(Scenario::CompleteAt(3)),
-            shop(Scenario::CompleteAt(3)).with_service_deployments(),
+        for (ecs, service_deployment_reads) in [
+            (shop(Scenario::CompleteAt(3)), 0),
+            (shop(Scenario::CompleteAt(3)).with_service_deployments(), 3),
         ] {
             let (end, _) = watched(&ecs, Duration::from_secs(600), false, never()).await;
             assert_eq!(end.unwrap(), WatchEnd::Verdict(Verdict::Completed));
             assert_eq!(ecs.count("DescribeServices"), 3);
+            assert_eq!(
+                ecs.count("DescribeServiceDeployments"),
+                service_deployment_reads
+            );
         }
     }
 

@@ -71,6 +71,8 @@ struct TaskState {
 }
 
 struct State {
+    /// The stand-in was dropped: supervisors make nothing more and end.
+    closed: bool,
     label: String,
     definitions: Vec<Registered>,
     tasks: Vec<TaskState>,
@@ -112,6 +114,7 @@ impl DockerEcs {
         let port = listener.local_addr().expect("addr").port();
         let label = format!("gitlab-ecs-standin-{}-{port}", std::process::id());
         let state = Arc::new(Mutex::new(State {
+            closed: false,
             label: label.clone(),
             definitions: Vec::new(),
             tasks: Vec::new(),
@@ -147,6 +150,9 @@ impl DockerEcs {
 
 impl Drop for DockerEcs {
     fn drop(&mut self) {
+        lock(&self.state).closed = true;
+        // A supervisor between its check and a `docker create` finishes that step first.
+        std::thread::sleep(Duration::from_millis(300));
         for container in self.containers() {
             let _ = docker(&["rm", "-f", "-v", &container]);
         }
@@ -523,6 +529,9 @@ fn supervise(state: &Arc<Mutex<State>>, arn: &str) {
             volumes,
         )
     };
+    if lock(state).closed {
+        return;
+    }
     for volume in &volumes {
         let _ = docker(&["volume", "create", "--label", &label, volume]);
     }
@@ -555,6 +564,9 @@ fn supervise(state: &Arc<Mutex<State>>, arn: &str) {
     }
     let mut stopping = false;
     loop {
+        if lock(state).closed {
+            return;
+        }
         refresh(state, arn);
         let step = {
             let mut s = lock(state);

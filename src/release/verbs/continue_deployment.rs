@@ -217,6 +217,10 @@ mod tests {
         let outcome = continue_deployment(&ecs, &req, &log, &mut never()).await;
         assert_eq!(outcome.unwrap(), ContinueOutcome::Deployed(NEW.into()));
         assert_eq!(ecs.count("ContinueServiceDeployment"), 1);
+        assert_eq!(
+            ecs.service_deployment_status(),
+            Some(ServiceDeploymentStatus::Successful)
+        );
         assert_eq!(ecs.service_revision(), "shop:2");
         assert!(
             out.text().contains(&format!("(hooks {HOOK})")),
