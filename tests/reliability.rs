@@ -421,6 +421,21 @@ fn twenty_concurrent_jobs_of_four_projects_with_cancels_leave_only_their_volumes
     assert_eq!(sorted(env.volumes()), of_projects(&[2, 3]), "{text}");
 }
 
+/// Whether a running container of `job` has a process whose command line is `command`.
+fn runs_in_a_container_of(job: &Job, command: &str) -> bool {
+    let names = Command::new("docker")
+        .args(["ps", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("label=com.gitlab-ecs-executor.job-id={}", job.id))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&names.stdout).lines().any(|name| {
+        Command::new("docker")
+            .args(["top", name, "-o", "args"])
+            .output()
+            .is_ok_and(|top| String::from_utf8_lossy(&top.stdout).lines().any(|l| l.trim() == command))
+    })
+}
+
 #[test]
 fn an_engine_that_drops_out_mid_script_is_a_system_failure_and_nothing_is_left() {
     let proxy = crate::support::proxy::Proxy::unix("/var/run/docker.sock");
@@ -434,10 +449,9 @@ fn an_engine_that_drops_out_mid_script_is_a_system_failure_and_nothing_is_left()
         let running = s.spawn(|| env.runner.run(&job));
         // Once the script runs, the engine "restarts": every connection is cut, then it is back.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while docker_objects_of(&job).is_empty() && Instant::now() < deadline {
+        while !runs_in_a_container_of(&job, "sleep 20") && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_secs(2));
         proxy.stop();
         std::thread::sleep(Duration::from_millis(500));
         proxy.start();

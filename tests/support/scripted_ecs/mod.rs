@@ -732,15 +732,6 @@ impl State {
                         (0, "", "connection reset (injected)".into())
                     });
                 }
-                if !svc.busy_started {
-                    // The other deployment's clock starts when the release first looks.
-                    svc.busy_started = true;
-                    if svc.script.busy_for.is_some() {
-                        if let Some(d) = svc.deployments.first_mut() {
-                            d.created = Instant::now();
-                        }
-                    }
-                }
                 self.evolve_service(index);
                 Ok(json!({"services": [self.service_json(&self.services[index])], "failures": []}))
             }
@@ -769,6 +760,17 @@ impl State {
             }
             "RegisterTaskDefinition" => {
                 self.registers += 1;
+                // The other deployment's clock starts when the release has its revision and
+                // is about to roll out: a release looks at the service before it builds, and
+                // a build on a loaded machine may outlast the other deployment.
+                for svc in self.services.iter_mut().filter(|s| !s.busy_started) {
+                    svc.busy_started = true;
+                    if svc.script.busy_for.is_some() {
+                        if let Some(d) = svc.deployments.first_mut() {
+                            d.created = Instant::now();
+                        }
+                    }
+                }
                 let tags = body["tags"].as_array().cloned().unwrap_or_default();
                 self.register(body.clone(), tags.clone());
                 let td = self
