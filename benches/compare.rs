@@ -285,19 +285,12 @@ async fn engine_floor(i: usize, stages: &[bool]) -> Duration {
                         .build(),
                 ),
                 ContainerCreateBody {
-                    image: Some(image.into()),
-                    cmd: Some(vec!["sh".into()]),
-                    open_stdin: Some(true),
-                    stdin_once: Some(true),
-                    attach_stdin: Some(true),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
                     host_config: Some(bollard::models::HostConfig {
                         binds: Some(binds.clone()),
                         network_mode: Some(network.clone()),
                         ..Default::default()
                     }),
-                    ..Default::default()
+                    ..stage_container(image)
                 },
             )
             .await
@@ -320,6 +313,20 @@ async fn engine_floor(i: usize, stages: &[bool]) -> Duration {
         .await
         .expect("remove network");
     started.elapsed()
+}
+
+/// A container of the docker executor's shape: `sh` waiting for its script on stdin.
+fn stage_container(image: &str) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image.into()),
+        cmd: Some(vec!["sh".into()]),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    }
 }
 
 /// One stage as the docker executor runs it: attach to the stopped container, start it,
@@ -357,28 +364,8 @@ fn agent_stage() -> Row {
         .enable_all()
         .build()
         .expect("runtime");
-    let secret = agent::JobSecret::generate().expect("secret");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
-        .args(["agent", "serve", "--listen", "127.0.0.1:0"])
-        .env(agent::SECRET_DIGEST_VARIABLE, secret.digest_hex())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("agent");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-        &mut line,
-    )
-    .expect("listening line");
-    let endpoint = agent::Endpoint {
-        address: line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .expect("address"),
-        secret,
-    };
+    let local = support::agent::LocalAgent::start();
+    let endpoint = local.endpoint();
     let command = agent::StageCommand {
         argv: vec!["sh".into()],
         env: vec![("CI_JOB_ID".into(), "1".into())],
@@ -404,8 +391,7 @@ fn agent_stage() -> Row {
         }
         median(times)
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(local);
     let attached = rt.block_on(async {
         let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
         let container = format!("bench-agent-baseline-{}", std::process::id());
@@ -416,16 +402,7 @@ fn agent_stage() -> Row {
                         .name(&container)
                         .build(),
                 ),
-                ContainerCreateBody {
-                    image: Some(base_image().into()),
-                    cmd: Some(vec!["sh".into()]),
-                    open_stdin: Some(true),
-                    stdin_once: Some(true),
-                    attach_stdin: Some(true),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
+                stage_container(base_image()),
             )
             .await
             .expect("create");

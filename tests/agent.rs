@@ -1,9 +1,7 @@
 //! The job agent over loopback, as a stage in an ECS task meets it: the real binary serving,
 //! the library's client asking, a real shell running the scripts.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use gitlab_ecs_executor::agent::{
@@ -11,54 +9,7 @@ use gitlab_ecs_executor::agent::{
 };
 use gitlab_ecs_executor::docker::Cancel;
 
-/// A running agent, stopped when dropped.
-struct Agent {
-    child: Child,
-    address: SocketAddr,
-    secret: JobSecret,
-}
-
-impl Agent {
-    fn start() -> Agent {
-        let secret = JobSecret::generate().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
-            .args(["agent", "serve", "--listen", "127.0.0.1:0"])
-            .env(agent::SECRET_DIGEST_VARIABLE, secret.digest_hex())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Agent {
-            child,
-            address,
-            secret,
-        }
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            address: self.address,
-            secret: self.secret.clone(),
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::agent::LocalAgent as Agent;
 
 /// What a stage printed, apart.
 #[derive(Default)]

@@ -162,6 +162,19 @@ async fn job_over(client: &aws_sdk_ecs::Client, arn: &str) -> Task {
     until_stopped(client, arn).await.1
 }
 
+/// A host volume (EC2 capacity) of the directory holding the test's build of the binary.
+fn host_binary_volume(name: &str) -> Volume {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"));
+    Volume::builder()
+        .name(name)
+        .host(
+            aws_sdk_ecs::types::HostVolumeProperties::builder()
+                .source_path(binary.parent().unwrap().display().to_string())
+                .build(),
+        )
+        .build()
+}
+
 /// The address ECS gave the task, once it has one.
 fn address_of(task: &Task) -> Option<String> {
     task.attachments()
@@ -365,7 +378,6 @@ async fn a_stage_reaches_the_agent_in_a_task_and_the_tasks_service_on_localhost(
     images::debian_images();
     let ecs = DockerEcs::start();
     let client = client(&ecs);
-    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"));
     let mut build = ContainerDefinition::builder()
         .name("build")
         .image(images::DEBIAN)
@@ -387,16 +399,7 @@ async fn a_stage_reaches_the_agent_in_a_task_and_the_tasks_service_on_localhost(
         .register_task_definition()
         .family("gitlab-ci-agent")
         .network_mode(NetworkMode::Awsvpc)
-        .volumes(
-            Volume::builder()
-                .name("agent")
-                .host(
-                    aws_sdk_ecs::types::HostVolumeProperties::builder()
-                        .source_path(binary.parent().unwrap().display().to_string())
-                        .build(),
-                )
-                .build(),
-        )
+        .volumes(host_binary_volume("agent"))
         .container_definitions(build)
         .container_definitions(redis)
         .send()
@@ -478,17 +481,10 @@ async fn a_jobs_synthesised_task_runs_its_stages_in_the_build_and_helper_contain
         logs: None,
     };
     let mut input = job_td::task_definition(&shape).unwrap();
-    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gitlab-ecs-executor"));
-    input.volumes.get_or_insert_with(Vec::new).push(
-        Volume::builder()
-            .name("host-agent")
-            .host(
-                aws_sdk_ecs::types::HostVolumeProperties::builder()
-                    .source_path(binary.parent().unwrap().display().to_string())
-                    .build(),
-            )
-            .build(),
-    );
+    input
+        .volumes
+        .get_or_insert_with(Vec::new)
+        .push(host_binary_volume("host-agent"));
     for c in input.container_definitions.get_or_insert_with(Vec::new) {
         if c.name() == Some(job_td::INIT) {
             c.mount_points.get_or_insert_with(Vec::new).push(

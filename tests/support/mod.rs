@@ -1,6 +1,7 @@
 //! Test support: the gitlab-runner stand-in, local base images and per-test settings.
 #![allow(dead_code, unused_imports)]
 
+pub mod agent;
 pub mod docker_ecs;
 pub mod host_network;
 pub mod images;
