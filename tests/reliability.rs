@@ -429,10 +429,15 @@ fn runs_in_a_container_of(job: &Job, command: &str) -> bool {
         .output()
         .unwrap();
     String::from_utf8_lossy(&names.stdout).lines().any(|name| {
+        // The last column of `docker top` is the command line.
         Command::new("docker")
-            .args(["top", name, "-o", "args"])
+            .args(["top", name])
             .output()
-            .is_ok_and(|top| String::from_utf8_lossy(&top.stdout).lines().any(|l| l.trim() == command))
+            .is_ok_and(|top| {
+                String::from_utf8_lossy(&top.stdout)
+                    .lines()
+                    .any(|l| l.trim_end().ends_with(&format!(" {command}")))
+            })
     })
 }
 

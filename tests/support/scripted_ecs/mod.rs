@@ -732,6 +732,12 @@ impl State {
                         (0, "", "connection reset (injected)".into())
                     });
                 }
+                if !svc.busy_started && svc.script.busy_for.is_some() {
+                    // Held at its start until the release registers its revision.
+                    if let Some(d) = svc.deployments.first_mut() {
+                        d.created = Instant::now();
+                    }
+                }
                 self.evolve_service(index);
                 Ok(json!({"services": [self.service_json(&self.services[index])], "failures": []}))
             }
