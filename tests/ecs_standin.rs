@@ -473,6 +473,7 @@ async fn a_jobs_synthesised_task_runs_its_stages_in_the_build_and_helper_contain
             command: Some(vec!["redis-server".into(), "--port".into(), "6379".into()]),
             variables: Vec::new(),
         }],
+        builds_dir: "/builds".into(),
         capacity: Capacity::Ec2,
         cpu: "256".into(),
         memory: "512".into(),

@@ -26,6 +26,17 @@ impl JobSecret {
         hex(digest(&SHA256, &self.0).as_ref())
     }
 
+    /// The secret itself in hex, for the job's private record on the runner host (0600),
+    /// which the stages after `prepare` read it back from.
+    pub fn reveal_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// The secret [`JobSecret::reveal_hex`] wrote; `None` unless 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        parse_hex(text).map(JobSecret)
+    }
+
     pub(super) fn bytes(&self) -> &[u8] {
         &self.0
     }
@@ -45,23 +56,28 @@ pub(super) struct Digest([u8; 32]);
 impl Digest {
     /// `None` unless `text` is 64 hex digits.
     pub fn parse(text: &str) -> Option<Digest> {
-        let text = text.trim().as_bytes();
-        if text.len() != 64 {
-            return None;
-        }
-        let mut bytes = [0u8; 32];
-        for (i, pair) in text.chunks(2).enumerate() {
-            let high = (pair[0] as char).to_digit(16)?;
-            let low = (pair[1] as char).to_digit(16)?;
-            bytes[i] = (high * 16 + low) as u8;
-        }
-        Some(Digest(bytes))
+        parse_hex(text).map(Digest)
     }
 
     /// Whether `candidate` is the secret this is the digest of, in constant time.
     pub fn admits(&self, candidate: &[u8]) -> bool {
         verify_slices_are_equal(digest(&SHA256, candidate).as_ref(), &self.0).is_ok()
     }
+}
+
+/// 32 bytes from 64 hex digits.
+fn parse_hex(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim().as_bytes();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, pair) in text.chunks(2).enumerate() {
+        let high = (pair[0] as char).to_digit(16)?;
+        let low = (pair[1] as char).to_digit(16)?;
+        bytes[i] = (high * 16 + low) as u8;
+    }
+    Some(bytes)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -83,6 +99,8 @@ mod tests {
         assert!(!digest.admits(secret.digest_hex().as_bytes()));
         assert!(!digest.admits(&[]));
         assert_eq!(format!("{secret:?}"), "JobSecret(…)");
+        let again = JobSecret::from_hex(&secret.reveal_hex()).unwrap();
+        assert!(digest.admits(again.bytes()));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub const STAGE_MARKER: &str = ".gitlab-ecs-executor-stage";
 
 /// The first shell an image has, bash preferred, as gitlab-runner's `BashDetectShellScript`
 /// picks it; it then reads the stage script on stdin.
-const DETECT_SHELL: &str = "if [ -x /usr/local/bin/bash ]; then exec /usr/local/bin/bash; \
+pub const DETECT_SHELL: &str = "if [ -x /usr/local/bin/bash ]; then exec /usr/local/bin/bash; \
 elif [ -x /usr/bin/bash ]; then exec /usr/bin/bash; \
 elif [ -x /bin/bash ]; then exec /bin/bash; \
 elif [ -x /usr/local/bin/sh ]; then exec /usr/local/bin/sh; \

@@ -19,14 +19,17 @@ pub(crate) mod volumes;
 pub use auth::AuthSource;
 pub use cleanup::{remove_job_objects, sweep_orphans, CleanupReport};
 pub use container::{
-    create_build_container, create_helper_container, BuildOptions, ContainerSpec, STAGE_MARKER,
+    create_build_container, create_helper_container, BuildOptions, ContainerSpec, DETECT_SHELL,
+    STAGE_MARKER,
 };
 pub use helper_image::{
     default_helper_image, ensure_helper, image_on_host, image_present, LOCAL_HELPER_IMAGE,
 };
 pub use image::{effective_policies, ensure_image, Credentials, ImageOrigin, PullFault};
 pub(crate) use naming::fnv1a;
-pub use naming::{JobNames, ProjectVolumes, LABEL_JOB, LABEL_MANAGED, LABEL_RUNNER};
+pub use naming::{
+    service_aliases, JobNames, ProjectVolumes, LABEL_JOB, LABEL_MANAGED, LABEL_RUNNER,
+};
 pub use network::{create_job_network, guard_host};
 pub use services::{
     follow_service_logs, show_service_logs, start_services, LogFollowers, ServicePlan, ServiceSpec,

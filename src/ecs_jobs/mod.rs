@@ -1,5 +1,18 @@
-//! CI jobs as ECS tasks, in progress ([docs/ecs-jobs.md]): the task definition a job runs
-//! as (`task_definition.rs`). The stages reach the task through [`crate::agent`]; the task's
-//! lifecycle, the settings and the stage driver that will use both are still to come.
+//! CI jobs as ECS tasks ([docs/ecs-jobs.md]): one task per job, from a task definition
+//! made from the job (`shape.rs` decides it, `task_definition.rs` writes it), started and
+//! followed by `tasks.rs` with the intent recorded first (`record.rs`), its stages served by
+//! the task's agents (`stage.rs`, through [`crate::agent`]), stopped at cleanup, with an
+//! orphan sweep by tag. `job.rs` composes them into the runner's stages.
 
+mod error;
+mod job;
+mod record;
+mod shape;
+mod stage;
 pub mod task_definition;
+mod tasks;
+
+pub use error::{ContainerRole, EcsJobError};
+pub use job::{cleanup, prepare, run};
+pub use record::TaskRecord;
+pub use tasks::{started_by, TAG_DEADLINE, TAG_JOB, TAG_PROJECT, TAG_RUNNER};

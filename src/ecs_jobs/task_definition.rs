@@ -16,6 +16,7 @@ use aws_sdk_ecs::types::{
 use serde::Serialize;
 
 use crate::agent::INSTALLED_NAME;
+pub use crate::settings::Capacity;
 
 /// The init container, which installs the agent.
 pub const INIT: &str = "agent-init";
@@ -29,20 +30,9 @@ pub const BUILD_PORT: u16 = 8473;
 pub const HELPER_PORT: u16 = 8474;
 /// Where the agent volume is mounted.
 pub const AGENT_DIR: &str = "/gitlab-ecs-agent";
-/// Where the builds volume is mounted, as on the docker executor.
-pub const BUILDS_DIR: &str = "/builds";
 /// Bumped whenever what this file makes of a shape changes, so no family is reused for a
 /// different definition.
 const SYNTHESIS: u32 = 1;
-
-/// Where the task runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Capacity {
-    /// Fargate.
-    Fargate,
-    /// EC2 container instances.
-    Ec2,
-}
 
 /// The image the init container runs and where the executor's binary is in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,6 +82,8 @@ pub struct JobShape {
     pub agent: AgentImage,
     /// The job's `services:`, in order.
     pub services: Vec<ServiceContainer>,
+    /// Where the build and helper containers share the builds volume (`builds_dir`).
+    pub builds_dir: String,
     /// Fargate or EC2.
     pub capacity: Capacity,
     /// Task CPU units, as ECS takes them ("1024").
@@ -120,7 +112,6 @@ pub fn family(shape: &JobShape) -> String {
         SYNTHESIS,
         env!("CARGO_PKG_VERSION"),
         AGENT_DIR,
-        BUILDS_DIR,
         INSTALLED_NAME,
         BUILD_PORT,
         HELPER_PORT,
@@ -188,7 +179,7 @@ fn agent_container(
         .essential(true)
         .set_entry_point(Some(entry))
         .mount_points(mount("agent", AGENT_DIR, true))
-        .mount_points(mount("builds", BUILDS_DIR, false))
+        .mount_points(mount("builds", &shape.builds_dir, false))
         .depends_on(after(INIT, ContainerCondition::Success)?)
         // An init process as PID 1 reaps what the stages orphan.
         .linux_parameters(
@@ -317,6 +308,7 @@ mod tests {
                     variables: Vec::new(),
                 },
             ],
+            builds_dir: "/builds".into(),
             capacity: Capacity::Fargate,
             cpu: "1024".into(),
             memory: "2048".into(),

@@ -222,6 +222,11 @@ impl JobContext {
         self.vars.get(name).map(String::as_str)
     }
 
+    /// `text` with the job's variables expanded, as the runner expands image options.
+    pub fn expanded(&self, text: &str) -> String {
+        super::expand::expand(text, &|k| self.var(k).map(str::to_string))
+    }
+
     /// A job variable that is set and not empty.
     pub fn non_empty_var(&self, name: &str) -> Option<&str> {
         self.var(name).filter(|v| !v.is_empty())

@@ -7,6 +7,7 @@ pub(crate) mod env;
 mod exit;
 pub mod expand;
 mod payload;
+mod services;
 mod stage;
 
 pub use config_output::{ConfigOutput, DriverInfo};
@@ -16,6 +17,7 @@ pub use payload::{
     Credential, DockerOptions, ExecutorOptions, GitInfo, ImageSpec, JobInfo, JobPayload,
     RunnerInfo, Step, Variable,
 };
+pub use services::{requested_services, RequestedService};
 pub use stage::{Placement, Stage};
 
 use std::path::PathBuf;

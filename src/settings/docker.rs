@@ -387,7 +387,7 @@ impl DockerSettings {
     }
 }
 
-fn allowed_by(patterns: &[String], image: &str) -> bool {
+pub(super) fn allowed_by(patterns: &[String], image: &str) -> bool {
     patterns.is_empty() || patterns.iter().any(|p| glob::matches(p, image))
 }
 

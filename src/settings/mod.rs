@@ -6,12 +6,14 @@
 //! job cannot loosen what the operator configured.
 
 mod docker;
+mod ecs_jobs;
 mod release;
 mod units;
 
 pub use docker::{
     parse_device, parse_ulimit, parse_volume, DockerSettings, PullPolicy, VolumeSpec,
 };
+pub use ecs_jobs::{Capacity, EcsJobsSettings, ProjectRole};
 pub use release::{
     AwsSettings, EcsSettings, Grant, PauseMode, ReleaseAction, ReleaseSettings, RollbackMode,
     TagVerdict,
@@ -77,6 +79,8 @@ pub struct Settings {
     pub aws: AwsSettings,
     /// ECS rollouts.
     pub ecs: EcsSettings,
+    /// The ECS job environment; without it, jobs run on the runner host's engine.
+    pub ecs_jobs: Option<EcsJobsSettings>,
 }
 
 /// Script language of the runner's generated scripts.
@@ -109,6 +113,7 @@ impl Default for Settings {
             release: ReleaseSettings::default(),
             aws: AwsSettings::default(),
             ecs: EcsSettings::default(),
+            ecs_jobs: None,
         }
     }
 }
@@ -207,6 +212,9 @@ impl Settings {
         }
         problems.extend(self.docker.problems());
         problems.extend(release::problems(&self.release, &self.aws, &self.ecs));
+        if let Some(jobs) = &self.ecs_jobs {
+            problems.extend(jobs.problems(&self.aws.region));
+        }
         problems
     }
 }

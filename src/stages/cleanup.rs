@@ -1,14 +1,16 @@
-//! `cleanup`: remove the job's objects and sweep orphans. Its output goes to the runner's
+//! `cleanup`: remove the job's objects (or stop its ECS task) and sweep orphans. Its output goes to the runner's
 //! own log, never to the job log, and it never fails the job.
 
 use std::time::Duration;
 
 use crate::aws;
 use crate::docker::{self, remove_job_objects, sweep_orphans, CleanupReport, JobNames};
+use crate::ecs_jobs;
 use crate::protocol::{JobContext, Outcome};
 use crate::release::{self, LOCAL_REPOSITORY};
-use crate::settings::Settings;
+use crate::settings::{EcsJobsSettings, Settings};
 
+use super::release::classify;
 use super::StageError;
 
 /// How long cleanup waits for an engine that is restarting before giving up.
@@ -16,8 +18,15 @@ const ENGINE_PATIENCE: Duration = Duration::from_secs(10);
 /// Bound on the orphan sweep, so a slow engine cannot hold up the runner.
 const SWEEP_BUDGET: Duration = Duration::from_secs(30);
 
-/// Removes the job's containers and network.
+/// Removes the job's containers and network, or stops its ECS task.
 pub async fn cleanup(settings: &Settings, ctx: &JobContext) -> Result<Outcome, StageError> {
+    // A job whose inputs no longer classify is a release job: never an ECS one.
+    if let Some(jobs) = classify(settings, ctx)
+        .ok()
+        .and_then(|kind| kind.ecs_jobs(settings))
+    {
+        return Ok(cleanup_ecs(settings, jobs, ctx).await);
+    }
     if let Some(temp) = &ctx.runner_temp_dir {
         // Normally gone already; left behind only if the executor was killed mid-release.
         let _ = std::fs::remove_dir_all(aws::token_dir(temp));
@@ -81,5 +90,25 @@ pub async fn cleanup(settings: &Settings, ctx: &JobContext) -> Result<Outcome, S
         }
         // The runner only logs a warning for a failed cleanup; the job's status stands.
         Ok(Outcome::SystemFailure)
+    }
+}
+
+/// Stops the job's ECS task and the orphans of this runner.
+async fn cleanup_ecs(settings: &Settings, jobs: &EcsJobsSettings, ctx: &JobContext) -> Outcome {
+    match ecs_jobs::cleanup(settings, jobs, ctx).await {
+        Ok(stopped) => {
+            tracing::info!(
+                job = ctx.identity.job_id,
+                tasks = stopped.own,
+                orphans = stopped.orphans,
+                "stopped the job's ECS task"
+            );
+            Outcome::Success
+        }
+        Err(e) => {
+            tracing::warn!("could not stop the job's ECS task: {e}");
+            // The runner only logs a warning for a failed cleanup; the job's status stands.
+            Outcome::SystemFailure
+        }
     }
 }

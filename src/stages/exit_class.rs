@@ -6,6 +6,7 @@
 use super::StageError;
 use crate::aws::{AwsError, CallError, Fault};
 use crate::docker::{DockerError, ImageOrigin};
+use crate::ecs_jobs::{ContainerRole, EcsJobError};
 use crate::protocol::{Outcome, ProtocolError};
 use crate::release::ecs::EcsError;
 use crate::release::image::ImageError;
@@ -22,6 +23,7 @@ impl StageError {
             StageError::Protocol(e) => protocol(e),
             StageError::Refused(_) | StageError::Inputs(_) => JOB,
             StageError::Docker(e) => docker(e),
+            StageError::EcsJobs(e) => ecs_jobs(e),
             StageError::Release(e) => release(e),
         }
     }
@@ -69,6 +71,45 @@ fn docker(e: &DockerError) -> Outcome {
         | DockerError::ContainerMissing { .. }
         | DockerError::ConnectionLost { .. }
         | DockerError::Api { .. } => SYSTEM,
+    }
+}
+
+fn ecs_jobs(e: &EcsJobError) -> Outcome {
+    match e {
+        // What the job named: its images, refused by the settings or not to be had.
+        EcsJobError::ImageNotAllowed { .. } | EcsJobError::ServiceNotAllowed { .. } => JOB,
+        EcsJobError::ContainerFailed { role, .. } => match role {
+            ContainerRole::Job => JOB,
+            ContainerRole::Runner => SYSTEM,
+        },
+        EcsJobError::Protocol(e) => protocol(e),
+        // The control plane runs with the host's credentials and the operator's settings,
+        // and a cluster without capacity is the host side's: the runner may retry it.
+        EcsJobError::Call(c) => control_plane(c),
+        EcsJobError::Definition(_)
+        | EcsJobError::Aws(_)
+        | EcsJobError::NotPlaced { .. }
+        | EcsJobError::StoppedEarly { .. }
+        | EcsJobError::StartTimeout { .. }
+        | EcsJobError::Agent(_)
+        | EcsJobError::Record { .. }
+        | EcsJobError::NoTask => SYSTEM,
+    }
+}
+
+/// An ECS call of the job environment failed: whatever AWS said, the credentials, quotas
+/// and settings are the runner host's.
+fn control_plane(call: &CallError) -> Outcome {
+    match call.fault {
+        Fault::Throttled
+        | Fault::Denied
+        | Fault::NoCredentials
+        | Fault::NotFound
+        | Fault::ConcurrentRegistration
+        | Fault::Unreachable
+        | Fault::TimedOut
+        | Fault::Rejected(_)
+        | Fault::Unreadable => SYSTEM,
     }
 }
 

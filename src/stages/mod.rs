@@ -15,6 +15,7 @@ pub use prepare::prepare;
 pub use run::{run, RunOptions};
 
 use crate::docker::{AuthSource, DockerError};
+use crate::ecs_jobs::EcsJobError;
 use crate::protocol::{JobContext, ProtocolError};
 use crate::release::inputs::InputError;
 use crate::release::trigger::Refusal;
@@ -33,6 +34,9 @@ pub enum StageError {
     /// The Docker job environment failed.
     #[error(transparent)]
     Docker(#[from] DockerError),
+    /// The ECS job environment failed.
+    #[error(transparent)]
+    EcsJobs(#[from] EcsJobError),
     /// A release stage refused the job.
     #[error(transparent)]
     Refused(#[from] Refusal),

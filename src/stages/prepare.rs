@@ -16,9 +16,10 @@ use crate::docker::{
     BuildOptions, ContainerSpec, Credentials, DockerError, ImageOrigin, JobNames, ProjectVolumes,
     ServicePlan, ServiceSpec,
 };
+use crate::ecs_jobs;
 use crate::image_ref::ImageRef;
 use crate::joblog::JobLog;
-use crate::protocol::{env, expand, ImageSpec, JobContext, Outcome, ProtocolError, ALWAYS_SECRET};
+use crate::protocol::{requested_services, JobContext, Outcome, ALWAYS_SECRET};
 use crate::release::ecs::HookAction;
 use crate::settings::Settings;
 
@@ -55,7 +56,8 @@ pub async fn prepare(
     ctx: &JobContext,
     log: &JobLog,
 ) -> Result<Outcome, StageError> {
-    let needs = match classify(settings, ctx)? {
+    let kind = classify(settings, ctx)?;
+    let needs = match &kind {
         JobKind::Ordinary => Needs {
             build: true,
             services: true,
@@ -87,24 +89,44 @@ pub async fn prepare(
             native_job(ctx, log)
         }
     };
-    let section = log.section("prepare_docker", "Preparing the Docker job environment");
     let started = Instant::now();
-    let docker = docker::connect(&settings.docker).await?;
-    let names = JobNames::new(&ctx.identity);
-    // Leftovers of an earlier attempt of this same job would collide by name.
-    remove_job_objects(&docker, &names).await;
-    let result = prepare_all(&docker, settings, ctx, &names, &needs, log).await;
-    if result.is_err() {
-        // A failed prepare leaves nothing behind, even if cleanup never comes.
-        remove_job_objects(&docker, &names).await;
-    }
-    result?;
+    let section = match kind.ecs_jobs(settings) {
+        Some(jobs) => {
+            let section = log.section("prepare_ecs", "Preparing the ECS job environment");
+            ecs_jobs::prepare(settings, jobs, ctx, log).await?;
+            section
+        }
+        None => {
+            let section = log.section("prepare_docker", "Preparing the Docker job environment");
+            prepare_docker(settings, ctx, &needs, log).await?;
+            section
+        }
+    };
     drop(section);
     log.info(&format!(
         "Job environment ready in {:.1} s",
         started.elapsed().as_secs_f64()
     ));
     Ok(Outcome::Success)
+}
+
+/// The job's containers, network and volumes on the runner host's engine.
+async fn prepare_docker(
+    settings: &Settings,
+    ctx: &JobContext,
+    needs: &Needs,
+    log: &JobLog,
+) -> Result<(), StageError> {
+    let docker = docker::connect(&settings.docker).await?;
+    let names = JobNames::new(&ctx.identity);
+    // Leftovers of an earlier attempt of this same job would collide by name.
+    remove_job_objects(&docker, &names).await;
+    let result = prepare_all(&docker, settings, ctx, &names, needs, log).await;
+    if result.is_err() {
+        // A failed prepare leaves nothing behind, even if cleanup never comes.
+        remove_job_objects(&docker, &names).await;
+    }
+    result
 }
 
 async fn prepare_all(
@@ -226,11 +248,6 @@ fn warn_local_helper(ctx: &JobContext, log: &JobLog) {
     }
 }
 
-/// `text` with the job's variables expanded, as the runner expands image options.
-fn expanded(ctx: &JobContext, text: &str) -> String {
-    expand::expand(text, &|k| ctx.var(k).map(str::to_string))
-}
-
 /// The job's image, allowed, present, and how its container runs.
 async fn job_image(
     docker: &Docker,
@@ -267,7 +284,7 @@ async fn job_image(
             .join(", ")
     ));
     // `docker: user/platform` may name variables, as the docker executor expands them.
-    let expand = |text: &str| expanded(ctx, text);
+    let expand = |text: &str| ctx.expanded(text);
     let options = &spec.executor_opts.docker;
     let platform = options.platform.as_deref().map(&expand);
     ensure_image(
@@ -321,22 +338,7 @@ async fn job_services(
     log: &JobLog,
 ) -> Result<Vec<ServiceSpec>, StageError> {
     let d = &settings.docker;
-    let Some(text) = ctx.non_empty_var(env::JOB_SERVICES) else {
-        return Ok(Vec::new());
-    };
-    let listed: Vec<ImageSpec> =
-        serde_json::from_str(text).map_err(|e| ProtocolError::InvalidVariable {
-            name: env::job_variable(env::JOB_SERVICES),
-            reason: format!("is not the runner's JSON list of services: {e}"),
-        })?;
-    // CI_JOB_SERVICES lists the payload's services in its order, empty names included: the
-    // payload carries what it leaves out (pull policies, every alias, `docker:` options),
-    // as GitLab sent it, before the runner expanded names and aliases.
-    let listed: Vec<(usize, ImageSpec)> = listed
-        .into_iter()
-        .enumerate()
-        .filter(|(_, s)| !s.name.is_empty())
-        .collect();
+    let listed = requested_services(ctx)?;
     if let Some(limit) = d.services_limit.filter(|l| listed.len() as i64 > *l) {
         return Err(DockerError::TooManyServices {
             requested: listed.len(),
@@ -344,9 +346,10 @@ async fn job_services(
         }
         .into());
     }
-    let expand = |text: &str| expanded(ctx, text);
+    let expand = |text: &str| ctx.expanded(text);
     let mut specs = Vec::with_capacity(listed.len());
-    for (position, service) in &listed {
+    for requested in &listed {
+        let service = &requested.listed;
         if !d.service_allowed(&service.name) {
             return Err(DockerError::ServiceNotAllowed {
                 image: service.name.clone(),
@@ -354,10 +357,9 @@ async fn job_services(
             }
             .into());
         }
-        let full = ctx.payload.services.get(*position);
+        let full = requested.full;
         let image = ImageRef::parse(&service.name);
-        let job_policies = full.map(|s| s.pull_policy.as_slice()).unwrap_or_default();
-        let policies = effective_policies(&image, job_policies, d)?;
+        let policies = effective_policies(&image, requested.pull_policies(), d)?;
         let options = full
             .map(|s| s.executor_opts.docker.clone())
             .unwrap_or_default();
@@ -374,13 +376,10 @@ async fn job_services(
         .await?;
         specs.push(ServiceSpec {
             image: service.name.clone(),
-            alias: full
-                .map(|s| expand(&s.alias))
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| service.alias.clone()),
+            alias: requested.alias(ctx),
             entrypoint: service.entrypoint.clone(),
             command: service.command.clone(),
-            env: service_env(ctx, &service_variables(ctx, service, full)),
+            env: service_env(ctx, &requested.variables(ctx)),
             privileged: d.privileged_service(&service.name),
             user: options.user.as_deref().map(&expand),
             platform,
@@ -442,31 +441,6 @@ fn job_env(ctx: &JobContext, settings: &Settings) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// A service's own `variables:`, expanded as the runner expands them: against every job
-/// variable and the service's own. Runners that list them in `CI_JOB_SERVICES` have done
-/// it already; older ones leave them to the payload, unexpanded.
-fn service_variables(
-    ctx: &JobContext,
-    listed: &ImageSpec,
-    full: Option<&ImageSpec>,
-) -> BTreeMap<String, String> {
-    match full {
-        Some(full) if listed.variables.is_empty() && !full.variables.is_empty() => {
-            let lookup = |k: &str| {
-                full.variables
-                    .get(k)
-                    .cloned()
-                    .or_else(|| ctx.var(k).map(str::to_string))
-            };
-            full.variables
-                .iter()
-                .map(|(k, v)| (k.clone(), expand::expand(v, &lookup)))
-                .collect()
-        }
-        _ => listed.variables.clone(),
-    }
 }
 
 /// A service's environment, as the docker executor's `GetServiceVariables` makes it: the

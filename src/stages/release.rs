@@ -16,7 +16,7 @@ use crate::release::trigger::{self, Refusal, Trigger};
 use crate::release::{
     BuildScope, ProjectSource, Provenance, ReleaseError, ReleaseRequest, LOCAL_REPOSITORY,
 };
-use crate::settings::{ReleaseAction, Settings};
+use crate::settings::{EcsJobsSettings, ReleaseAction, Settings};
 
 /// What a job is, release-wise.
 #[derive(Debug)]
@@ -29,6 +29,18 @@ pub(crate) enum JobKind {
     Release(Box<ReleaseInputs>),
     /// A decision on the approval gate of a service's deployment.
     Continue(Box<ContinueInputs>),
+}
+
+impl JobKind {
+    /// The ECS job environment's settings when this job runs as an ECS task: an ordinary
+    /// job on a runner with `[ecs_jobs]`. The jobs the executor performs itself stay on the
+    /// runner host, where they build images.
+    pub(crate) fn ecs_jobs<'a>(&self, settings: &'a Settings) -> Option<&'a EcsJobsSettings> {
+        match self {
+            JobKind::Ordinary | JobKind::OptedOut => settings.ecs_jobs.as_ref(),
+            JobKind::Release(_) | JobKind::Continue(_) => None,
+        }
+    }
 }
 
 /// Classifies the job and, for a release, validates its inputs.

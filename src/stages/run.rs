@@ -1,6 +1,7 @@
 //! `run <script> <stage>`: user steps in the build container, housekeeping in the helper
-//! container, each started for this stage alone; a release job's `build_script` is the
-//! native release instead. Nothing runs on the runner host.
+//! container, each started for this stage alone, or through the agents of the job's ECS
+//! task; a release job's `build_script` is the native release instead. Nothing runs on the
+//! runner host.
 
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use super::StageError;
 use crate::docker::{
     self, archive, follow_service_logs, run_stage, Cancel, DockerError, JobNames, STAGE_MARKER,
 };
+use crate::ecs_jobs;
 use crate::joblog::JobLog;
 use crate::protocol::{JobContext, Outcome, Placement, Stage};
 use crate::release::{verbs, App};
@@ -37,8 +39,10 @@ pub async fn run(
     // the default action, leaving the stage running in its container.
     let mut cancel = sigterm()?;
     let names = JobNames::new(&ctx.identity);
+    let kind = classify(settings, ctx)?;
+    let in_ecs = kind.ecs_jobs(settings).is_some();
     if *stage == Stage::BuildScript {
-        match classify(settings, ctx)? {
+        match kind {
             JobKind::Release(inputs) => {
                 let req = request(ctx, *inputs, &names, options.dry_run)?;
                 let app = App::connect(
@@ -73,6 +77,13 @@ pub async fn run(
         "read the stage script {}",
         script_path.display()
     )))?;
+    if in_ecs {
+        let end = ecs_jobs::run(settings, ctx, stage.placement(), script, log, cancel).await?;
+        if end.cancelled {
+            log.warn(CANCELLED);
+        }
+        return Ok(outcome(i64::from(end.code), end.cancelled));
+    }
     let docker = docker::connect(&settings.docker).await?;
     let user_stage = stage.placement() == Placement::BuildContainer;
     let container = if user_stage {
@@ -95,16 +106,23 @@ pub async fn run(
     )
     .await?;
     if exit.cancelled {
-        log.warn("the stage was stopped: the job was cancelled or timed out");
+        log.warn(CANCELLED);
     } else if user_stage {
         ensure_script_ran(&docker, &container, settings, ctx, exit.code).await?;
     }
-    Ok(match exit.code {
-        0 if !exit.cancelled => Outcome::Success,
+    Ok(outcome(exit.code, exit.cancelled))
+}
+
+const CANCELLED: &str = "the stage was stopped: the job was cancelled or timed out";
+
+/// What a stage's exit code tells the runner: a cancelled stage failed whatever it exited.
+fn outcome(code: i64, cancelled: bool) -> Outcome {
+    match code {
+        0 if !cancelled => Outcome::Success,
         code => Outcome::JobFailure {
             exit_code: i32::try_from(code).unwrap_or(1),
         },
-    })
+    }
 }
 
 /// An image whose entrypoint does not run its arguments ends every stage without running the
