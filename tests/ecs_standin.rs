@@ -14,20 +14,16 @@ use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionOutp
 use crate::support::docker_ecs::DockerEcs;
 use crate::support::images;
 
-fn client(ecs: &DockerEcs) -> aws_sdk_ecs::Client {
-    let config = aws_sdk_ecs::Config::builder()
-        .behavior_version_latest()
-        .region(aws_sdk_ecs::config::Region::new("eu-west-1"))
-        .endpoint_url(&ecs.endpoint)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "AKIDSTANDIN",
-            "standin-secret",
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_ecs::Client::from_conf(config)
+/// The task's interface, as awsvpc requires.
+fn network() -> aws_sdk_ecs::types::NetworkConfiguration {
+    aws_sdk_ecs::types::NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                .subnets("subnet-standin")
+                .build()
+                .unwrap(),
+        )
+        .build()
 }
 
 fn depends(name: &str, condition: ContainerCondition) -> ContainerDependency {
@@ -103,6 +99,7 @@ async fn run_registered(
         .unwrap();
     let run = client
         .run_task()
+        .network_configuration(network())
         .cluster("standin")
         .task_definition(arn)
         .send()
@@ -205,7 +202,7 @@ fn exit_code(task: &Task, name: &str) -> Option<i32> {
 async fn a_tasks_containers_share_one_network_and_its_volumes_and_start_as_depends_on_says() {
     images::debian_images();
     let ecs = DockerEcs::start();
-    let client = client(&ecs);
+    let client = ecs.client();
     let shared = MountPoint::builder()
         .source_volume("shared")
         .container_path("/shared")
@@ -260,6 +257,7 @@ async fn a_tasks_containers_share_one_network_and_its_volumes_and_start_as_depen
         for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && exit \"$CODE\"; sleep 0.1; done; exit 9";
     let run = client
         .run_task()
+        .network_configuration(network())
         .cluster("standin")
         .task_definition(&arn)
         .started_by("gitlab-ecs-executor/test")
@@ -291,7 +289,7 @@ async fn a_tasks_containers_share_one_network_and_its_volumes_and_start_as_depen
 async fn stop_task_stops_every_container_after_its_stop_timeout_and_keeps_the_reason() {
     images::debian_images();
     let ecs = DockerEcs::start();
-    let client = client(&ecs);
+    let client = ecs.client();
     let mut sleeper = container("build", images::DEBIAN, &["sleep", "600"]);
     sleeper.stop_timeout = Some(1);
     let registered = client
@@ -336,7 +334,7 @@ async fn stop_task_stops_every_container_after_its_stop_timeout_and_keeps_the_re
 async fn a_failed_dependency_stops_the_task_before_its_dependent_starts() {
     images::debian_images();
     let ecs = DockerEcs::start();
-    let client = client(&ecs);
+    let client = ecs.client();
     let mut init = container("init", images::DEBIAN, &["sh", "-c", "exit 1"]);
     init.essential = Some(false);
     let registered = client
@@ -377,7 +375,7 @@ async fn a_stage_reaches_the_agent_in_a_task_and_the_tasks_service_on_localhost(
 
     images::debian_images();
     let ecs = DockerEcs::start();
-    let client = client(&ecs);
+    let client = ecs.client();
     let mut build = ContainerDefinition::builder()
         .name("build")
         .image(images::DEBIAN)
@@ -408,6 +406,7 @@ async fn a_stage_reaches_the_agent_in_a_task_and_the_tasks_service_on_localhost(
     let secret = JobSecret::generate().unwrap();
     let run = client
         .run_task()
+        .network_configuration(network())
         .cluster("standin")
         .task_definition(
             registered
@@ -456,7 +455,7 @@ async fn a_jobs_synthesised_task_runs_its_stages_in_the_build_and_helper_contain
 
     images::debian_images();
     let ecs = DockerEcs::start();
-    let client = client(&ecs);
+    let client = ecs.client();
     let shape = JobShape {
         build_image: images::DEBIAN.into(),
         helper_image: images::DEBIAN.into(),
@@ -522,6 +521,7 @@ async fn a_jobs_synthesised_task_runs_its_stages_in_the_build_and_helper_contain
         .build();
     let run = client
         .run_task()
+        .network_configuration(network())
         .cluster("standin")
         .task_definition(
             registered
@@ -566,4 +566,77 @@ async fn a_jobs_synthesised_task_runs_its_stages_in_the_build_and_helper_contain
     let stopped = job_over(&client, &task_arn).await;
     assert_eq!(exit_code(&stopped, job_td::INIT), Some(0));
     assert_eq!(exit_code(&stopped, job_td::BUILD), Some(0), "{stopped:?}");
+}
+
+/// As ECS: awsvpc needs the task's interface, one client token is one task however often
+/// it is sent, and an image that cannot be pulled stops the task before anything ran,
+/// naming it.
+#[tokio::test]
+async fn run_task_needs_a_network_is_idempotent_and_fails_to_start_without_its_images() {
+    let ecs = DockerEcs::start();
+    let client = ecs.client();
+    let registered = client
+        .register_task_definition()
+        .family("gitlab-ci-standin-pull")
+        .network_mode(NetworkMode::Awsvpc)
+        .container_definitions(container("app", images::DEBIAN, &["sleep", "300"]))
+        .container_definitions(container(
+            "sidecar",
+            "gitlab-ecs-executor-test/absent:1",
+            &["true"],
+        ))
+        .send()
+        .await
+        .unwrap();
+    let arn = registered
+        .task_definition()
+        .and_then(|td| td.task_definition_arn())
+        .unwrap();
+    let refused = client
+        .run_task()
+        .cluster("standin")
+        .task_definition(arn)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aws_sdk_ecs::error::ProvideErrorMetadata::code(&refused),
+        Some("InvalidParameterException")
+    );
+    let run = || {
+        client
+            .run_task()
+            .cluster("standin")
+            .network_configuration(network())
+            .task_definition(arn)
+            .client_token("gitlab-1-2-0123456789abcdef")
+            .send()
+    };
+    let first = run().await.unwrap().tasks()[0]
+        .task_arn()
+        .unwrap()
+        .to_string();
+    let again = run().await.unwrap().tasks()[0]
+        .task_arn()
+        .unwrap()
+        .to_string();
+    assert_eq!(first, again);
+    let (_, stopped) = until_stopped(&client, &first).await;
+    assert_eq!(
+        stopped.stop_code().map(|c| c.as_str()),
+        Some("TaskFailedToStart")
+    );
+    let sidecar = stopped
+        .containers()
+        .iter()
+        .find(|c| c.name() == Some("sidecar"))
+        .unwrap();
+    assert!(
+        sidecar
+            .reason()
+            .is_some_and(|r| r.starts_with("CannotPullContainerError")
+                && r.contains("gitlab-ecs-executor-test/absent:1")),
+        "{sidecar:?}"
+    );
+    assert_eq!(exit_code(&stopped, "app"), None, "nothing ran");
 }

@@ -28,25 +28,14 @@ fn services_get_the_runners_expanded_variables_and_never_the_projects_settings_v
     let mut job = Job::test(
         CLIENTS,
         &[
-            "psql -h db -U \"$DB_USER\" -d \"${CI_PROJECT_NAME}_test\" -tAc 'select current_user || 1, current_database()'",
+            &suites::ask_project_database("$DB_USER"),
             "for i in $(seq 50); do [ -s /builds/service-env.txt ] && break; sleep 0.1; done",
             "grep -E '^(RUNNER_SITE|CI_BUILDS_DIR|GREETING|API_TOKEN|DEPLOY_KEY|CI_JOB_TOKEN|CI_REGISTRY_PASSWORD)=' /builds/service-env.txt | sort | sed 's/^/seen: /'",
         ],
     );
     let id = job.id;
     job.project_path = format!("group/shop{id}");
-    job.services = vec![
-        Service {
-            name: POSTGRES.into(),
-            alias: "db".into(),
-            variables: vec![
-                ("POSTGRES_DB".into(), "${CI_PROJECT_NAME}_test".into()),
-                ("POSTGRES_USER".into(), "$DB_USER".into()),
-            ],
-            ..Default::default()
-        },
-        env_recorder(),
-    ];
+    job.services = vec![suites::project_database("$DB_USER"), env_recorder()];
     let job = job
         .var("DB_USER", "app_owner")
         .var("GREETING", "hello $CI_PROJECT_NAME")

@@ -7,6 +7,7 @@ mod agent;
 mod docker_jobs;
 mod docker_parity;
 mod docs;
+mod ecs_jobs;
 mod ecs_standin;
 mod exec;
 mod exec_corpus;

@@ -89,23 +89,18 @@ pub(super) fn entrypoint_override(
         .filter(|e| !e.is_empty() && !settings.disable_entrypoint_overwrite)
 }
 
-/// Creates the helper container: GitLab's helper image (or another that settings name)
-/// running git, caches and artifacts with umask 0000, as the docker executor does. It is
-/// never privileged, gets no Docker socket and no host path settings do not name.
-pub async fn create_helper_container(
-    docker: &Docker,
-    spec: &ContainerSpec,
-    settings: &DockerSettings,
-    builds_dir: &str,
-    cache_dir: &str,
-) -> Result<(), DockerError> {
+/// What the helper runs for each stage: the builds and cache dirs writable by any image
+/// user, the stage marker made (older than any stage), `gitlab-runner` on the PATH when the
+/// image has GitLab's `gitlab-runner-helper`, umask 0000, then the first shell reading the
+/// script. The ECS job environment's helper container runs the same.
+pub fn helper_shell(builds_dir: &str, cache_dir: &str) -> String {
     let roots = [shell_word(builds_dir), shell_word(cache_dir)].join(" ");
     // Any image user must be able to touch the stage marker, whoever made it first; made
     // here, it must look older than any stage, or it would pass for a script that ran.
     let marker = shell_word(&format!("{builds_dir}/{STAGE_MARKER}"));
     // The runner's scripts call `gitlab-runner` for caches and artifacts; GitLab's helper
     // image ships `gitlab-runner-helper`, which answers the same commands.
-    let command = format!(
+    format!(
         "for d in {roots}; do chmod 0777 \"$d\" 2>/dev/null; done; \
          {{ [ -e {marker} ] || touch -t 197001010000 {marker}; chmod 0666 {marker}; }} 2>/dev/null; \
          if ! command -v gitlab-runner >/dev/null 2>&1; then \
@@ -116,7 +111,20 @@ pub async fn create_helper_container(
          fi; \
          if command -v gitlab-runner-build >/dev/null 2>&1; then exec gitlab-runner-build; fi; \
          umask 0000; {DETECT_SHELL}"
-    );
+    )
+}
+
+/// Creates the helper container: GitLab's helper image (or another that settings name)
+/// running git, caches and artifacts with umask 0000, as the docker executor does. It is
+/// never privileged, gets no Docker socket and no host path settings do not name.
+pub async fn create_helper_container(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    settings: &DockerSettings,
+    builds_dir: &str,
+    cache_dir: &str,
+) -> Result<(), DockerError> {
+    let command = helper_shell(builds_dir, cache_dir);
     // The helper runs the project's `hooks:` and git: the operator's hardening and limits
     // apply to it as to the job's own container, but none of the job's extra capabilities.
     let host_config = HostConfig {

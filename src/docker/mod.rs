@@ -19,8 +19,8 @@ pub(crate) mod volumes;
 pub use auth::AuthSource;
 pub use cleanup::{remove_job_objects, sweep_orphans, CleanupReport};
 pub use container::{
-    create_build_container, create_helper_container, BuildOptions, ContainerSpec, DETECT_SHELL,
-    STAGE_MARKER,
+    create_build_container, create_helper_container, helper_shell, BuildOptions, ContainerSpec,
+    DETECT_SHELL, STAGE_MARKER,
 };
 pub use helper_image::{
     default_helper_image, ensure_helper, image_on_host, image_present, LOCAL_HELPER_IMAGE,

@@ -139,15 +139,7 @@ pub async fn run(
     let record = TaskRecord::load(&dir)?.ok_or(EcsJobError::NoTask)?;
     let address = record.address.ok_or(EcsJobError::NoTask)?;
     let endpoint = stage::endpoint(address, placement, record.secret(&dir)?);
-    stage::run(
-        &endpoint,
-        placement,
-        script,
-        settings.docker.cancel_grace,
-        log,
-        cancel,
-    )
-    .await
+    stage::run(&endpoint, placement, script, settings, log, cancel).await
 }
 
 /// What cleanup stopped.

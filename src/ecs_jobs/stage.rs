@@ -8,9 +8,10 @@ use std::time::Duration;
 use super::task_definition::{BUILD_PORT, HELPER_PORT};
 use super::EcsJobError;
 use crate::agent::{self, Endpoint, JobSecret, StageCommand, StageEnd};
-use crate::docker::{Cancel, DETECT_SHELL};
+use crate::docker::{helper_shell, Cancel, DETECT_SHELL};
 use crate::joblog::JobLog;
 use crate::protocol::Placement;
+use crate::settings::Settings;
 
 /// How long `prepare` waits for both agents to listen once the task runs: the init
 /// container has installed the agent, but the containers may still be starting it.
@@ -28,12 +29,15 @@ pub fn endpoint(address: std::net::IpAddr, placement: Placement, secret: JobSecr
     }
 }
 
-/// What a stage runs at `placement`: the first shell of the image reading the script, with
-/// umask 0000 in the helper, as the docker executor's helper container runs.
-pub fn command(placement: Placement) -> StageCommand {
+/// What a stage runs at `placement`: the first shell of the image reading the script; in
+/// the helper, what the docker executor's helper container runs.
+pub fn command(placement: Placement, settings: &Settings) -> StageCommand {
     let script = match placement {
         Placement::BuildContainer => DETECT_SHELL.to_string(),
-        Placement::HelperContainer => format!("umask 0000; {DETECT_SHELL}"),
+        Placement::HelperContainer => helper_shell(
+            &settings.builds_dir.display().to_string(),
+            &settings.cache_dir.display().to_string(),
+        ),
     };
     StageCommand {
         argv: vec!["sh".into(), "-c".into(), script],
@@ -47,17 +51,17 @@ pub async fn run(
     endpoint: &Endpoint,
     placement: Placement,
     script: Vec<u8>,
-    grace: Duration,
+    settings: &Settings,
     log: &JobLog,
     cancel: Cancel,
 ) -> Result<StageEnd, EcsJobError> {
     let end = agent::run(
         endpoint,
-        &command(placement),
+        &command(placement, settings),
         script,
         |_, bytes| log.raw(bytes),
         cancel,
-        grace,
+        settings.docker.cancel_grace,
     )
     .await;
     log.end_raw();

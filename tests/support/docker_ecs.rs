@@ -44,6 +44,7 @@ struct Registered {
 #[derive(Clone)]
 struct ContainerState {
     name: String,
+    image: String,
     docker: String,
     essential: bool,
     depends_on: Vec<(String, String)>,
@@ -55,6 +56,7 @@ struct ContainerState {
 
 struct TaskState {
     arn: String,
+    client_token: Option<String>,
     id: String,
     definition: Registered,
     overrides: Value,
@@ -76,7 +78,7 @@ struct State {
     label: String,
     definitions: Vec<Registered>,
     tasks: Vec<TaskState>,
-    calls: Vec<String>,
+    calls: Vec<(String, Value)>,
 }
 
 fn now() -> f64 {
@@ -129,9 +131,59 @@ impl DockerEcs {
         }
     }
 
+    /// An aws-sdk-ecs client of this stand-in, with made-up keys.
+    pub fn client(&self) -> aws_sdk_ecs::Client {
+        let config = aws_sdk_ecs::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_ecs::config::Region::new(REGION))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "AKIDSTANDIN",
+                "standin-secret",
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        aws_sdk_ecs::Client::from_conf(config)
+    }
+
     /// The operations called, in order.
     pub fn calls(&self) -> Vec<String> {
-        lock(&self.state).calls.clone()
+        lock(&self.state)
+            .calls
+            .iter()
+            .map(|(op, _)| op.clone())
+            .collect()
+    }
+
+    /// The requests of operation `op`, in order.
+    pub fn requests(&self, op: &str) -> Vec<Value> {
+        lock(&self.state)
+            .calls
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
+    /// The tasks nobody asked to stop (what `ListTasks` lists by default).
+    pub fn running(&self) -> Vec<String> {
+        lock(&self.state)
+            .tasks
+            .iter()
+            .filter(|t| t.desired == "RUNNING")
+            .map(|t| t.arn.clone())
+            .collect()
+    }
+
+    /// Each task's stop code and reason, in the order they were started.
+    pub fn stops(&self) -> Vec<(Option<String>, Option<String>)> {
+        lock(&self.state)
+            .tasks
+            .iter()
+            .map(|t| (t.stop_code.map(str::to_string), t.stopped_reason.clone()))
+            .collect()
     }
 
     /// The Docker containers of its tasks that are still there.
@@ -175,7 +227,7 @@ fn lock(state: &Arc<Mutex<State>>) -> std::sync::MutexGuard<'_, State> {
 
 fn handle(state: &Arc<Mutex<State>>, op: &str, request: &Value) -> Reply {
     let mut s = lock(state);
-    s.calls.push(op.to_string());
+    s.calls.push((op.to_string(), request.clone()));
     match op {
         "RegisterTaskDefinition" => Ok(s.register(request)),
         "DescribeTaskDefinition" => {
@@ -186,10 +238,32 @@ fn handle(state: &Arc<Mutex<State>>, op: &str, request: &Value) -> Reply {
             Ok(json!({"taskDefinition": described(&td), "tags": []}))
         }
         "RunTask" => {
+            // As ECS: the same client token is the same task, however often it is sent.
+            if let Some(token) = request["clientToken"].as_str() {
+                if let Some(t) = s
+                    .tasks
+                    .iter()
+                    .find(|t| t.client_token.as_deref() == Some(token))
+                {
+                    let arn = t.arn.clone();
+                    return Ok(json!({"tasks": [s.task_json(&arn)], "failures": []}));
+                }
+            }
             let name = request["taskDefinition"].as_str().unwrap_or_default();
             let td = s
                 .resolve(name)
                 .ok_or_else(|| client_error("TaskDefinition not found."))?;
+            let subnets = &request["networkConfiguration"]["awsvpcConfiguration"]["subnets"];
+            if td.definition["networkMode"].as_str() == Some("awsvpc")
+                && subnets.as_array().is_none_or(|a| a.is_empty())
+            {
+                return Err((
+                    400,
+                    "InvalidParameterException",
+                    "Network Configuration must be provided when networkMode 'awsvpc' is specified."
+                        .into(),
+                ));
+            }
             let arn = s.run(td, request);
             let task = s.task_json(&arn);
             drop(s);
@@ -310,6 +384,7 @@ impl State {
             .flatten()
             .map(|c| ContainerState {
                 name: c["name"].as_str().unwrap_or_default().to_string(),
+                image: c["image"].as_str().unwrap_or_default().to_string(),
                 docker: format!(
                     "{}-{}-{}",
                     self.label,
@@ -336,6 +411,7 @@ impl State {
             .collect();
         self.tasks.push(TaskState {
             arn: arn.clone(),
+            client_token: request["clientToken"].as_str().map(str::to_string),
             id,
             definition,
             overrides: request["overrides"].clone(),
@@ -365,6 +441,7 @@ impl State {
                     "containerArn": format!("{}/{}", t.arn.replace(":task/", ":container/"), c.name),
                     "taskArn": t.arn,
                     "name": c.name,
+                    "image": c.image,
                     "lastStatus": c.status,
                 });
                 if let Some(code) = c.exit_code {
@@ -562,6 +639,7 @@ fn supervise(state: &Arc<Mutex<State>>, arn: &str) {
             }
         }
     }
+    pull_images(state, arn);
     let mut stopping = false;
     loop {
         if lock(state).closed {
@@ -629,6 +707,47 @@ fn supervise(state: &Arc<Mutex<State>>, arn: &str) {
         }
     }
     let _ = docker(&["rm", "-f", &holder]);
+}
+
+/// ECS pulls every container's image before it starts any: one that cannot be had stops the
+/// task before anything ran, the container and the task saying why, as ECS words it.
+fn pull_images(state: &Arc<Mutex<State>>, arn: &str) {
+    let images: Vec<String> = {
+        let s = lock(state);
+        match s.tasks.iter().find(|t| t.arn == arn) {
+            Some(t) => t.containers.iter().map(|c| c.image.clone()).collect(),
+            None => return,
+        }
+    };
+    let missing: Vec<String> = images
+        .into_iter()
+        .filter(|image| !docker(&["image", "inspect", image]).0)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let mut s = lock(state);
+    let Some(t) = s.tasks.iter_mut().find(|t| t.arn == arn) else {
+        return;
+    };
+    let mut first = None;
+    for c in t
+        .containers
+        .iter_mut()
+        .filter(|c| missing.contains(&c.image))
+    {
+        let reason = format!(
+            "CannotPullContainerError: pull image manifest has been retried 5 time(s): \
+             failed to resolve ref {}: not found",
+            c.image
+        );
+        c.status = "STOPPED";
+        c.reason = Some(reason.clone());
+        first.get_or_insert(reason);
+    }
+    t.desired = "STOPPED";
+    t.stop_code = Some("TaskFailedToStart");
+    t.stopped_reason = first;
 }
 
 /// Reads every started container's state from Docker.
@@ -737,7 +856,12 @@ fn decide(t: &mut TaskState, holder: &str, label: &str, stopping: &mut bool) -> 
             return Step::Start(index, create_args(t, index, holder, label));
         }
     }
-    if t.containers.iter().any(|c| c.status == "RUNNING") {
+    // ECS reports RUNNING once every essential container runs, not at the first to start.
+    if t.containers
+        .iter()
+        .filter(|c| c.essential)
+        .all(|c| c.status == "RUNNING")
+    {
         t.last = "RUNNING";
     }
     Step::Wait

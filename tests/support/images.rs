@@ -54,18 +54,23 @@ pub fn build_once(name: &str, dockerfile: &str) -> String {
     if !image_exists(&image) {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
-        // The engine's legacy builder: the host may have no buildx.
-        let status = Command::new("docker")
-            .args(["build", "-q", "-t", &image])
-            .arg(dir.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("docker cli");
-        assert!(status.success(), "building {image}");
+        build(&image, dir.path());
     }
     image
+}
+
+/// Builds `image` from the Dockerfile in `context`.
+pub fn build(image: &str, context: &std::path::Path) {
+    // The engine's legacy builder: the host may have no buildx.
+    let status = Command::new("docker")
+        .args(["build", "-q", "-t", image])
+        .arg(context)
+        .env("DOCKER_BUILDKIT", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("docker cli");
+    assert!(status.success(), "building {image}");
 }
 
 /// Whether the engine has `image`.

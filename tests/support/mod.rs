@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod docker_ecs;
+pub mod ecs_jobs;
 pub mod host_network;
 pub mod images;
 pub mod json_api;
@@ -10,6 +11,7 @@ pub mod proxy;
 pub mod release;
 pub mod scripted_ecs;
 pub mod stand_ins;
+pub mod suites;
 pub mod task_definitions;
 
 use std::path::{Path, PathBuf};
