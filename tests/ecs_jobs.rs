@@ -313,3 +313,31 @@ async fn cleanup_sweeps_this_runners_tasks_past_their_deadline_and_nothing_else(
     assert!(e.ecs.stops().iter().any(|(_, reason)| reason.as_deref()
         == Some("gitlab-ecs-executor: job 1 is past its timeout (orphan sweep)")));
 }
+
+#[test]
+fn a_job_cancelled_at_any_point_of_prepare_leaves_no_task_running() {
+    let e = EcsJobsEnv::new("");
+    // Before RunTask, around it (the intent recorded, perhaps no ARN yet) and once the task
+    // is known; the runner kills prepare and calls cleanup, which must find the task.
+    for moment in ["task definition gitlab-ci-", "Started task", "Task PENDING"] {
+        let job = Job::test(DEBIAN, &["echo never"]);
+        let result = e
+            .env
+            .runner
+            .run_with(&job, Cancel::PrepareWhenLogged(moment));
+        assert_eq!(result.status, Status::Canceled, "{moment}: {}", result.log);
+        assert!(result.calls_of("build_script").is_empty());
+        assert!(
+            e.running_tasks().is_empty(),
+            "{moment}: {:?}",
+            e.running_tasks()
+        );
+    }
+    assert!(!e.ecs.requests("RunTask").is_empty());
+    assert!(e.ecs.stops().iter().all(|(code, reason)| {
+        code.as_deref() == Some("UserInitiated")
+            && reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("gitlab-ecs-executor: job "))
+    }));
+}

@@ -332,7 +332,9 @@ fn twenty_concurrent_jobs_of_four_projects_with_cancels_leave_only_their_volumes
         for ((job, cancel), result) in jobs.iter().zip(&results) {
             let expected = match cancel {
                 Cancel::No => Status::Success,
-                Cancel::DuringBuildScript(_) | Cancel::WhenLogged(_) => Status::Canceled,
+                Cancel::DuringBuildScript(_)
+                | Cancel::WhenLogged(_)
+                | Cancel::PrepareWhenLogged(_) => Status::Canceled,
             };
             assert_eq!(result.status, expected, "{}", result.log);
             assert!(

@@ -80,6 +80,9 @@ pub enum Cancel {
     /// Gracefully once the job log shows this text during `build_script` (a phase of a
     /// native release, whenever it comes).
     WhenLogged(&'static str),
+    /// Gracefully once the job log shows this text during `prepare`: the runner's killer
+    /// ends it, then cleanup runs.
+    PrepareWhenLogged(&'static str),
 }
 
 /// How one executor call ended, as the runner classifies it.
@@ -288,15 +291,25 @@ impl Drive<'_> {
         let mut prev_dirs = Dirs::default();
         let mut attempt = None;
         let mut prep_error = None;
+        let prepare_cancel = match cancel {
+            Cancel::PrepareWhenLogged(text) => Some(text),
+            Cancel::No | Cancel::DuringBuildScript(_) | Cancel::WhenLogged(_) => None,
+        };
         for n in 0..PREPARATION_RETRIES {
             let mut a = new_attempt(self.runner.temp_root.as_deref(), &prev_dirs)?;
+            self.cancel_on = prepare_cancel;
             let result = self.prepare_attempt(&mut a)?;
+            self.cancel_on = None;
             prev_dirs = a.dirs.clone();
             if result == CallResult::Ok {
                 attempt = Some(a);
                 break;
             }
             self.cleanup(&a)?;
+            if self.cancelled_on_text.get() {
+                let project = PathBuf::from(&a.dirs.project);
+                return Ok(self.finish(Status::Canceled, project, Value::Null));
+            }
             let build_failure = matches!(result, CallResult::BuildFailure(_));
             prep_error = Some(result.clone());
             if build_failure || n + 1 == PREPARATION_RETRIES || self.runner.cancelled_externally() {
@@ -384,7 +397,7 @@ impl Drive<'_> {
         if prepared {
             let cancel_after = match cancel {
                 Cancel::DuringBuildScript(after) => Some(after),
-                Cancel::No | Cancel::WhenLogged(_) => None,
+                Cancel::No | Cancel::WhenLogged(_) | Cancel::PrepareWhenLogged(_) => None,
             };
             if let Cancel::WhenLogged(text) = cancel {
                 self.cancel_on = Some(text);
