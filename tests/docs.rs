@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use gitlab_ecs_executor::exec::pipeline::Pipeline;
-use gitlab_ecs_executor::settings::Settings;
+use gitlab_ecs_executor::settings::{EcsJobsSettings, Settings};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -35,7 +35,12 @@ fn keys(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
 
 #[test]
 fn every_settings_key_is_documented() {
-    let defaults = toml::Table::try_from(Settings::default()).unwrap();
+    // `[ecs_jobs]` is absent by default; its keys are documented all the same.
+    let all_sections = Settings {
+        ecs_jobs: Some(EcsJobsSettings::default()),
+        ..Settings::default()
+    };
+    let defaults = toml::Table::try_from(all_sections).unwrap();
     let mut all = BTreeSet::new();
     keys("", &defaults, &mut all);
     let doc = read(&root().join("docs/configuration.md"));
@@ -141,10 +146,11 @@ const REGISTRY_ACTIONS: &[&str] = &[
     "ecr:UploadLayerPart",
 ];
 
-fn sdk_actions() -> BTreeSet<String> {
+/// The AWS actions the SDK calls under `dir` name.
+fn sdk_actions(dir: &str) -> BTreeSet<String> {
     let re = regex::Regex::new(r#""((ecr|ecs|sts|logs):[A-Z][A-Za-z]+)""#).unwrap();
     let mut found = BTreeSet::new();
-    let mut stack = vec![root().join("src")];
+    let mut stack = vec![root().join(dir)];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -167,14 +173,14 @@ fn sdk_actions() -> BTreeSet<String> {
     found
 }
 
-#[test]
-fn the_iam_policy_lists_exactly_the_actions_the_code_uses() {
-    let doc = read(&root().join("docs/aws.md"));
-    let policy = code_blocks(&doc, "json")
+/// The actions of the first IAM policy in `doc`.
+fn policy_actions(doc: &str) -> BTreeSet<String> {
+    let text = read(&root().join(doc));
+    let policy = code_blocks(&text, "json")
         .into_iter()
         .map(|b| serde_json::from_str::<serde_json::Value>(&b).unwrap())
         .find(|v| v["Statement"].is_array())
-        .expect("an IAM policy in docs/aws.md");
+        .unwrap_or_else(|| panic!("an IAM policy in {doc}"));
     let mut listed = BTreeSet::new();
     for statement in policy["Statement"].as_array().unwrap() {
         match &statement["Action"] {
@@ -187,10 +193,34 @@ fn the_iam_policy_lists_exactly_the_actions_the_code_uses() {
             other => panic!("unexpected Action {other}"),
         }
     }
-    let mut expected = sdk_actions();
+    listed
+}
+
+/// Beside the SDK's own actions: tagging on create (RegisterTaskDefinition and RunTask
+/// carry tags, which ECS authorizes as `ecs:TagResource`) and passing the task's roles.
+const IMPLIED_ACTIONS: &[&str] = &["ecs:TagResource", "iam:PassRole"];
+
+#[test]
+fn the_iam_policy_lists_exactly_the_actions_the_code_uses() {
+    let mut expected = sdk_actions("src");
     expected.extend(REGISTRY_ACTIONS.iter().map(|a| a.to_string()));
-    expected.insert("iam:PassRole".into());
-    assert_eq!(listed, expected, "docs/aws.md policy vs the code");
+    expected.extend(IMPLIED_ACTIONS.iter().map(|a| a.to_string()));
+    assert_eq!(
+        policy_actions("docs/aws.md"),
+        expected,
+        "docs/aws.md policy vs the code"
+    );
+}
+
+#[test]
+fn the_ecs_job_environments_policy_lists_exactly_the_actions_its_code_uses() {
+    let mut expected = sdk_actions("src/ecs_jobs");
+    expected.extend(IMPLIED_ACTIONS.iter().map(|a| a.to_string()));
+    assert_eq!(
+        policy_actions("docs/ecs-jobs.md"),
+        expected,
+        "docs/ecs-jobs.md policy vs the code"
+    );
 }
 
 /// gitlab-runner 19.x `[runners.docker]` keys (`common/config.go` `DockerConfig` and its
