@@ -111,6 +111,10 @@ fn main() {
     if wanted("agent") {
         record(vec![agent_stage()]);
     }
+    if wanted("ecs-jobs") {
+        record(ecs_job_start());
+        record(ecs_jobs_at_scale());
+    }
 
     println!("\n| measure | gitlab-ecs-executor | baseline | ratio | target | met |");
     println!("|---|---|---|---|---|---|");
@@ -428,6 +432,148 @@ fn agent_stage() -> Row {
         target: "< 50 ms per stage (ECS Exec: a session per stage, ~1-2 s, not measurable here)".into(),
         met: through_agent < Duration::from_millis(50),
     }
+}
+
+/// Section 8a: a job (`true`) as an ECS task on the Docker-backed stand-in, against the same
+/// job in the Docker job environment; and the ECS calls one job makes.
+fn ecs_job_start() -> Vec<Row> {
+    let ecs = support::ecs_jobs::EcsJobsEnv::new("");
+    let docker = TestEnv::new();
+    let job = || Job::test(images::DEBIAN, &["true"]);
+    // The first job registers the shape's definition; the runs after it are what jobs cost.
+    let first = ecs.env.runner.run(&job());
+    assert_eq!(first.status, Status::Success, "{}", first.log);
+    let calls_before = ecs.ecs.calls().len();
+    let (mut ecs_prepare, mut ecs_job) = (Vec::new(), Vec::new());
+    let (mut docker_prepare, mut docker_job) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let r = ecs.env.runner.run(&job());
+        assert_eq!(r.status, Status::Success, "{}", r.log);
+        ecs_job.push(started.elapsed());
+        ecs_prepare.push(r.calls_of("prepare")[0].elapsed);
+        let started = Instant::now();
+        let r = docker.runner.run(&job());
+        assert_eq!(r.status, Status::Success, "{}", r.log);
+        docker_job.push(started.elapsed());
+        docker_prepare.push(r.calls_of("prepare")[0].elapsed);
+    }
+    let mut per_op = std::collections::BTreeMap::new();
+    for op in &ecs.ecs.calls()[calls_before..] {
+        *per_op.entry(op.clone()).or_insert(0usize) += 1;
+    }
+    let per_job: usize = per_op.values().sum::<usize>() / RUNS;
+    let listed: Vec<String> = per_op
+        .iter()
+        .map(|(op, n)| format!("{op} {}", *n as f64 / RUNS as f64))
+        .collect();
+    let (prepare, job_time) = (median(ecs_prepare), median(ecs_job));
+    let (docker_prepare, docker_job) = (median(docker_prepare), median(docker_job));
+    vec![
+        Row {
+            what: "8a. job start: prepare of a job as an ECS task on the Docker-backed stand-in (register once, RunTask, RUNNING, agents answer) vs prepare in the Docker job environment".into(),
+            ours: secs(prepare),
+            baseline: secs(docker_prepare),
+            ratio: format!("{:.2}x", prepare.as_secs_f64() / docker_prepare.as_secs_f64()),
+            target: "report (Fargate adds provisioning and image pulls: seconds to a minute)".into(),
+            met: true,
+        },
+        Row {
+            what: "8a. a whole `true` job as an ECS task vs in the Docker job environment".into(),
+            ours: secs(job_time),
+            baseline: secs(docker_job),
+            ratio: format!("{:.2}x", job_time.as_secs_f64() / docker_job.as_secs_f64()),
+            target: "report".into(),
+            met: true,
+        },
+        Row {
+            what: format!("8a. ECS API calls per job ({})", listed.join(", ")),
+            ours: per_job.to_string(),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            target: "<= 12 (one RunTask, one StopTask, a few polls)".into(),
+            met: per_job <= 12,
+        },
+    ]
+}
+
+/// Section 8b: 100 concurrent jobs against an ECS whose `RunTask` is rate-limited (a burst
+/// of 20, then 5 a second: an account whose quota other tools share), against the same
+/// jobs unthrottled, in the same run. Every job must succeed, every task must be stopped,
+/// and the throttling must show in the job logs as retries.
+fn ecs_jobs_at_scale() -> Vec<Row> {
+    use support::process_ecs::{ProcessEcs, RateLimit};
+    const JOBS: usize = 100;
+    let run_all = |limit: Option<RateLimit>| {
+        let ecs = ProcessEcs::start(&binary(), limit);
+        let builds = tempfile::tempdir().expect("temp dir");
+        let top = format!(
+            "builds_dir = \"{}/builds\"\ncache_dir = \"{}/cache\"",
+            builds.path().display(),
+            builds.path().display()
+        );
+        let mut env = TestEnv::with_settings(&support::ecs_jobs::settings(&top, ""));
+        support::ecs_jobs::use_ecs(&mut env.runner, &ecs.endpoint);
+        let jobs: Vec<Job> = (0..JOBS)
+            .map(|slot| {
+                let mut j = Job::test(images::DEBIAN, &["true"]);
+                j.concurrent_id = slot as u64;
+                j
+            })
+            .collect();
+        let started = Instant::now();
+        let results: Vec<JobResult> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|job| {
+                    let runner = env.runner.clone();
+                    s.spawn(move || runner.run(job))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("job thread"))
+                .collect()
+        });
+        let total = started.elapsed();
+        let succeeded = results
+            .iter()
+            .filter(|r| r.status == Status::Success)
+            .count();
+        let retries = results
+            .iter()
+            .map(|r| r.log.matches("RunTask: ThrottlingException").count())
+            .sum::<usize>();
+        let (started_tasks, left) = ecs.tasks();
+        let calls: usize = ecs.calls().values().sum();
+        (
+            total,
+            succeeded,
+            retries,
+            ecs.throttled(),
+            started_tasks,
+            left,
+            calls,
+        )
+    };
+    let (free, free_ok, _, _, free_tasks, free_left, _) = run_all(None);
+    let limit = RateLimit {
+        burst: 20.0,
+        per_second: 5.0,
+    };
+    let (throttled, ok, retries, refused, tasks, left, calls) = run_all(Some(limit));
+    let held = ok == JOBS && tasks == JOBS && left == 0 && retries == refused && refused > 0;
+    vec![Row {
+        what: format!(
+            "8b. {JOBS} concurrent jobs, RunTask limited to a burst of 20 then 5/s: {ok} succeeded, {tasks} tasks started, {left} left running, {refused} RunTask calls throttled and {retries} retries in the job logs, {:.1} API calls per job (unthrottled: {free_ok} succeeded, {free_tasks} tasks, {free_left} left)",
+            calls as f64 / JOBS as f64
+        ),
+        ours: secs(throttled),
+        baseline: format!("{} unthrottled", secs(free)),
+        ratio: format!("{:.2}x", throttled.as_secs_f64() / free.as_secs_f64()),
+        target: "no lost job, no leaked task, every throttle retried visibly".into(),
+        met: held && free_ok == JOBS && free_left == 0,
+    }]
 }
 
 /// Removes the floor's volumes once every run is measured.

@@ -146,14 +146,17 @@ const REGISTRY_ACTIONS: &[&str] = &[
     "ecr:UploadLayerPart",
 ];
 
-/// The AWS actions the SDK calls under `dir` name.
-fn sdk_actions(dir: &str) -> BTreeSet<String> {
+/// The AWS actions the SDK calls under `dir` name, `except` the folders given.
+fn sdk_actions(dir: &str, except: &[&str]) -> BTreeSet<String> {
     let re = regex::Regex::new(r#""((ecr|ecs|sts|logs):[A-Z][A-Za-z]+)""#).unwrap();
     let mut found = BTreeSet::new();
     let mut stack = vec![root().join(dir)];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
+            if except.iter().any(|e| path == root().join(e)) {
+                continue;
+            }
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
@@ -202,7 +205,8 @@ const IMPLIED_ACTIONS: &[&str] = &["ecs:TagResource", "iam:PassRole"];
 
 #[test]
 fn the_iam_policy_lists_exactly_the_actions_the_code_uses() {
-    let mut expected = sdk_actions("src");
+    // The ECS job environment's calls are the runner host's own, in a policy of their own.
+    let mut expected = sdk_actions("src", &["src/ecs_jobs"]);
     expected.extend(REGISTRY_ACTIONS.iter().map(|a| a.to_string()));
     expected.extend(IMPLIED_ACTIONS.iter().map(|a| a.to_string()));
     assert_eq!(
@@ -214,7 +218,7 @@ fn the_iam_policy_lists_exactly_the_actions_the_code_uses() {
 
 #[test]
 fn the_ecs_job_environments_policy_lists_exactly_the_actions_its_code_uses() {
-    let mut expected = sdk_actions("src/ecs_jobs");
+    let mut expected = sdk_actions("src/ecs_jobs", &[]);
     expected.extend(IMPLIED_ACTIONS.iter().map(|a| a.to_string()));
     assert_eq!(
         policy_actions("docs/ecs-jobs.md"),

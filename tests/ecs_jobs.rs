@@ -341,3 +341,53 @@ fn a_job_cancelled_at_any_point_of_prepare_leaves_no_task_running() {
                 .is_some_and(|r| r.starts_with("gitlab-ecs-executor: job "))
     }));
 }
+
+#[test]
+fn a_throttled_run_task_is_retried_visibly_with_one_client_token_and_starts_one_task() {
+    let e = EcsJobsEnv::new("");
+    e.ecs.throttle_run_task(3);
+    let job = Job::test(DEBIAN, &["echo ran"]);
+    let result = e.env.runner.run(&job);
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    for attempt in 1..=3 {
+        assert_logged(
+            &result.log,
+            &format!(
+                "RunTask: ThrottlingException: Rate exceeded (attempt {attempt}); trying again in"
+            ),
+        );
+    }
+    let runs = e.ecs.requests("RunTask");
+    assert_eq!(runs.len(), 4);
+    assert!(runs
+        .iter()
+        .all(|r| r["clientToken"] == runs[0]["clientToken"]));
+    assert_eq!(e.ecs.stops().len(), 1, "one task started");
+    assert!(e.running_tasks().is_empty());
+}
+
+#[test]
+fn doctor_checks_the_job_tasks_cluster_with_the_hosts_credentials() {
+    let doctor = |extra: &str| {
+        let e = EcsJobsEnv::new(extra);
+        output_of(
+            std::process::Command::new(binary())
+                .arg("--config")
+                .arg(&e.env.settings)
+                .arg("doctor")
+                .envs(e.env.runner.process_env.iter().cloned()),
+        )
+    };
+    let (out, log) = doctor("");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_logged(
+        &log,
+        "[ ok ] ecs jobs: cluster standin in eu-west-1 is ACTIVE",
+    );
+    let (out, log) = doctor("capacity = \"ec2\"");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_logged(
+        &log,
+        "[FAIL] ecs jobs: cluster standin has no container instances",
+    );
+}

@@ -95,7 +95,7 @@ pub async fn run(
             source: std::io::ErrorKind::TimedOut.into(),
         })?
         .map_err(|source| AgentError::Connect { address, source })?;
-    let _ = tcp.set_nodelay(true);
+    super::socket::configure(&tcp);
     let session = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
         .await
         .map_err(|_| AgentError::Tls {

@@ -15,6 +15,7 @@ mod hosts;
 mod install;
 mod secret;
 mod serve;
+mod socket;
 mod tls;
 mod wire;
 

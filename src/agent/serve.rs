@@ -105,6 +105,7 @@ pub async fn serve(how: &Serve<'_>, listening: impl FnOnce(SocketAddr)) -> Resul
                 continue;
             }
         };
+        super::socket::configure(&stream);
         // Peers that have not shown the secret cannot hold more than a few descriptors.
         let Ok(permit) = unadmitted.clone().try_acquire_owned() else {
             drop(stream);
@@ -126,7 +127,6 @@ async fn connection(
     digest: &Digest,
     permit: OwnedSemaphorePermit,
 ) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
     let tls = tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(stream))
         .await
         .map_err(|_| "no TLS handshake in time".to_string())?

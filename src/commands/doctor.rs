@@ -1,17 +1,19 @@
 //! `doctor`: one line per check of what a release needs — settings, the default image, the
-//! Docker engine, the given inputs and tag, AWS identity, the ECR repository, the ECS service
-//! and its task definition — and a non-zero exit if any fails.
+//! Docker engine, the given inputs and tag, the ECS job environment's cluster, AWS identity,
+//! the ECR repository, the ECS service and its task definition — and a non-zero exit if any
+//! fails.
 
 use std::path::Path;
 
 use super::Target;
 use crate::aws::{self, CallError};
 use crate::docker::{self, volumes};
+use crate::ecs_jobs;
 use crate::image_ref::ImageRef;
 use crate::release::ecs::{short_td, Ecs, SdkEcs};
 use crate::release::inputs::{self, Input, Requester, ServiceAccess};
 use crate::release::taskdef;
-use crate::settings::{PullPolicy, Settings};
+use crate::settings::{Capacity, EcsJobsSettings, PullPolicy, Settings};
 
 /// What `doctor` checks, in the order it reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +30,8 @@ pub enum Probe {
     Inputs,
     /// The tag given would be released.
     Tag,
+    /// The ECS job environment's cluster can run job tasks.
+    EcsJobs,
     /// The AWS credentials work, and whose they are.
     AwsIdentity,
     /// The ECR repository exists.
@@ -40,13 +44,14 @@ pub enum Probe {
 
 impl Probe {
     /// Every check, in report order.
-    pub const ALL: [Probe; 10] = [
+    pub const ALL: [Probe; 11] = [
         Probe::Settings,
         Probe::DockerEngine,
         Probe::ProjectVolumes,
         Probe::DefaultImage,
         Probe::Inputs,
         Probe::Tag,
+        Probe::EcsJobs,
         Probe::AwsIdentity,
         Probe::EcrRepository,
         Probe::EcsService,
@@ -62,6 +67,7 @@ impl Probe {
             Probe::DefaultImage => "default image",
             Probe::Inputs => "inputs",
             Probe::Tag => "tag",
+            Probe::EcsJobs => "ecs jobs",
             Probe::AwsIdentity => "aws identity",
             Probe::EcrRepository => "ecr repository",
             Probe::EcsService => "ecs service",
@@ -182,6 +188,55 @@ async fn default_image(docker: &bollard::Docker, settings: &Settings) -> Check {
     }
 }
 
+/// Whether the ECS job environment's cluster can run job tasks, with the runner host's
+/// credentials as the stages use them.
+async fn ecs_jobs(settings: &Settings) -> Check {
+    let Some(jobs) = &settings.ecs_jobs else {
+        return Check::Skip("no [ecs_jobs] in the settings: jobs run on the Docker engine".into());
+    };
+    let region = jobs.region_or(&settings.aws.region);
+    let cluster = match ecs_jobs::connect(settings, jobs, aws::Persistence::Probe).await {
+        Ok(tasks) => tasks.cluster().await,
+        Err(e) => Err(e),
+    };
+    match cluster {
+        Err(e) => Check::Fail(e.to_string()),
+        Ok(cluster) => judge_cluster(jobs, region, cluster.as_ref()),
+    }
+}
+
+/// What the job tasks' cluster, as ECS describes it, means for jobs.
+fn judge_cluster(
+    jobs: &EcsJobsSettings,
+    region: &str,
+    cluster: Option<&aws_sdk_ecs::types::Cluster>,
+) -> Check {
+    let name = &jobs.cluster;
+    let Some(cluster) = cluster.filter(|c| c.status() != Some("INACTIVE")) else {
+        return Check::Fail(format!(
+            "cluster {name} does not exist in {region}: check ecs_jobs.cluster and ecs_jobs.region"
+        ));
+    };
+    let status = cluster.status().unwrap_or("?");
+    if status != "ACTIVE" {
+        return Check::Fail(format!("cluster {name} is {status}, not ACTIVE"));
+    }
+    let instances = cluster.registered_container_instances_count();
+    if jobs.capacity == Capacity::Ec2 && instances == 0 {
+        return Check::Fail(format!(
+            "cluster {name} has no container instances, and ecs_jobs.capacity is ec2: register instances or use fargate"
+        ));
+    }
+    Check::Ok(format!(
+        "cluster {name} in {region} is ACTIVE ({} running tasks, {instances} container instances); jobs run on {}",
+        cluster.running_tasks_count(),
+        match jobs.capacity {
+            Capacity::Fargate => "Fargate",
+            Capacity::Ec2 => "EC2",
+        }
+    ))
+}
+
 /// An input named as the terminal gives it.
 fn in_flags(input: Input) -> String {
     super::flag_name(input).to_string()
@@ -261,9 +316,12 @@ pub async fn doctor(
     );
     findings.record(
         Probe::DefaultImage,
-        match &engine {
-            Ok(d) => default_image(d, &settings).await,
-            Err(_) => Check::Skip("no Docker engine".into()),
+        match (&engine, &settings.ecs_jobs) {
+            (_, Some(_)) => Check::Skip(
+                "jobs run as ECS tasks: ECS pulls ecs_jobs.default_image for them".into(),
+            ),
+            (Ok(d), None) => default_image(d, &settings).await,
+            (Err(_), None) => Check::Skip("no Docker engine".into()),
         },
     );
     let problems = inputs::check_given(target);
@@ -284,6 +342,8 @@ pub async fn doctor(
             },
         },
     );
+
+    findings.record(Probe::EcsJobs, ecs_jobs(&settings).await);
 
     let region = match inputs::region(target, &settings.aws) {
         Ok(region) => region,
@@ -433,6 +493,42 @@ mod tests {
         assert_eq!(doctor_exit_code(&findings), EXIT_FAILED);
         findings.skip_rest("again");
         assert_eq!(findings.probes(), Probe::ALL);
+    }
+
+    #[test]
+    fn the_job_tasks_cluster_must_exist_be_active_and_have_capacity_for_ec2() {
+        use aws_sdk_ecs::types::Cluster;
+        let jobs = EcsJobsSettings {
+            cluster: "ci".into(),
+            ..EcsJobsSettings::default()
+        };
+        let fail = |c: Check| match c {
+            Check::Fail(text) => text,
+            other => panic!("{other:?}"),
+        };
+        assert!(fail(judge_cluster(&jobs, "eu-west-1", None)).contains("ecs_jobs.cluster"));
+        let gone = Cluster::builder().status("INACTIVE").build();
+        assert!(fail(judge_cluster(&jobs, "eu-west-1", Some(&gone))).contains("does not exist"));
+        let empty = Cluster::builder().status("ACTIVE").build();
+        assert!(matches!(
+            judge_cluster(&jobs, "eu-west-1", Some(&empty)),
+            Check::Ok(t) if t.contains("jobs run on Fargate")
+        ));
+        let ec2 = EcsJobsSettings {
+            capacity: Capacity::Ec2,
+            ..jobs
+        };
+        assert!(
+            fail(judge_cluster(&ec2, "eu-west-1", Some(&empty))).contains("no container instances")
+        );
+        let with_instances = Cluster::builder()
+            .status("ACTIVE")
+            .registered_container_instances_count(3)
+            .build();
+        assert!(matches!(
+            judge_cluster(&ec2, "eu-west-1", Some(&with_instances)),
+            Check::Ok(_)
+        ));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::task_definition;
 use super::tasks::{job_is_over, tag_of, JobTasks, Launch, TAG_JOB};
 use super::EcsJobError;
 use crate::agent::{JobSecret, StageEnd};
-use crate::aws::{self, CredentialRequest};
+use crate::aws::{self, CredentialRequest, Persistence};
 use crate::docker::Cancel;
 use crate::joblog::JobLog;
 use crate::protocol::{JobContext, Placement};
@@ -25,13 +25,21 @@ const UNKNOWN_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const SWEEP_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// The ECS calls with the runner host's own credentials: the control plane is the
-/// operator's; the job's containers get the task role, never these.
-async fn connect<'a>(
+/// operator's; the job's containers get the task role, never these. `doctor` probes with
+/// `Persistence::Probe`; the stages ride out faults.
+pub async fn connect<'a>(
     settings: &Settings,
     jobs: &'a EcsJobsSettings,
+    persistence: Persistence,
 ) -> Result<JobTasks<'a>, EcsJobError> {
     let region = jobs.region_or(&settings.aws.region);
-    let session = aws::session(region, &CredentialRequest::Host, &std::env::temp_dir()).await?;
+    let session = aws::session_with(
+        region,
+        &CredentialRequest::Host,
+        &std::env::temp_dir(),
+        persistence,
+    )
+    .await?;
     Ok(JobTasks::new(
         aws_sdk_ecs::Client::new(&session.config),
         jobs,
@@ -55,7 +63,7 @@ pub async fn prepare(
         ));
     }
     let dir = record_dir(ctx.runner_temp_dir.as_deref())?;
-    let tasks = connect(settings, jobs).await?;
+    let tasks = connect(settings, jobs, Persistence::Release).await?;
     let input = task_definition::task_definition(&shape)
         .map_err(|e| EcsJobError::Definition(e.to_string()))?;
     let (definition, registered) = tasks.ensure_definition(input).await?;
@@ -87,7 +95,7 @@ pub async fn prepare(
         deadline: SystemTime::now() + ctx.job_time_left().unwrap_or(UNKNOWN_TIMEOUT),
         secret: &secret,
     };
-    let task = tasks.start(&launch).await?;
+    let task = tasks.start(&launch, |retry| log.warn(retry)).await?;
     record.task_arn = Some(task.clone());
     record.save(&dir)?;
     log.info(&format!(
@@ -160,7 +168,7 @@ pub async fn cleanup(
 ) -> Result<Stopped, EcsJobError> {
     let dir = record_dir(ctx.runner_temp_dir.as_deref())?;
     let record = TaskRecord::load(&dir)?;
-    let tasks = connect(settings, jobs).await?;
+    let tasks = connect(settings, jobs, Persistence::Release).await?;
     let identity = &ctx.identity;
     let mut stopped = Stopped::default();
     let over = format!("gitlab-ecs-executor: job {} is over", identity.job_id);

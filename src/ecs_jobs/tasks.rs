@@ -6,17 +6,19 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::error::ProvideErrorMetadata;
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, DesiredStatus, KeyValuePair,
+    AssignPublicIp, AwsVpcConfiguration, Cluster, ContainerOverride, DesiredStatus, KeyValuePair,
     LaunchType, NetworkConfiguration, Tag, Task, TaskField, TaskOverride,
 };
 
 use super::error::{ContainerRole, EcsJobError};
 use super::task_definition::{self as td, Capacity};
 use crate::agent::{JobSecret, SECRET_DIGEST_VARIABLE};
-use crate::aws::CallError;
+use crate::aws::{CallError, Fault};
+use crate::clock;
 use crate::settings::EcsJobsSettings;
 
 /// The tag naming the runner a task was started for.
@@ -115,8 +117,14 @@ impl<'a> JobTasks<'a> {
         Ok((arn.to_string(), true))
     }
 
-    /// Starts the job's task; returns its ARN.
-    pub async fn start(&self, launch: &Launch<'_>) -> Result<String, EcsJobError> {
+    /// Starts the job's task; returns its ARN. Throttling and transient faults are retried
+    /// with backoff until the start timeout, each retry told to `on_retry` (the job log),
+    /// with the same client token: ECS starts one task however often the call arrives.
+    pub async fn start(
+        &self,
+        launch: &Launch<'_>,
+        mut on_retry: impl FnMut(&str),
+    ) -> Result<String, EcsJobError> {
         let s = self.settings;
         let digest = KeyValuePair::builder()
             .name(SECRET_DIGEST_VARIABLE)
@@ -131,6 +139,7 @@ impl<'a> JobTasks<'a> {
                     .build(),
             );
         }
+        let overrides = overrides.build();
         let network = AwsVpcConfiguration::builder()
             .set_subnets(Some(s.subnets.clone()))
             .set_security_groups(Some(s.security_groups.clone()).filter(|g| !g.is_empty()))
@@ -140,36 +149,61 @@ impl<'a> JobTasks<'a> {
             })
             .build()
             .map_err(|e| EcsJobError::Definition(e.to_string()))?;
+        let network = NetworkConfiguration::builder()
+            .awsvpc_configuration(network)
+            .build();
         let deadline = launch
             .deadline
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
         let tag = |key: &str, value: String| Tag::builder().key(key).value(value).build();
-        let out = self
-            .client
-            .run_task()
-            .cluster(&s.cluster)
-            .task_definition(launch.task_definition)
-            .launch_type(match s.capacity {
-                Capacity::Fargate => LaunchType::Fargate,
-                Capacity::Ec2 => LaunchType::Ec2,
-            })
-            .network_configuration(
-                NetworkConfiguration::builder()
-                    .awsvpc_configuration(network)
-                    .build(),
-            )
-            .overrides(overrides.build())
-            .started_by(started_by(launch.runner_id))
-            .client_token(launch.client_token)
-            .tags(tag(TAG_RUNNER, launch.runner_id.to_string()))
-            .tags(tag(TAG_JOB, launch.job_id.to_string()))
-            .tags(tag(TAG_PROJECT, launch.project_id.to_string()))
-            .tags(tag(TAG_DEADLINE, deadline.to_string()))
-            .send()
-            .await
-            .map_err(|e| CallError::from_sdk("ecs:RunTask", e))?;
+        let tags = vec![
+            tag(TAG_RUNNER, launch.runner_id.to_string()),
+            tag(TAG_JOB, launch.job_id.to_string()),
+            tag(TAG_PROJECT, launch.project_id.to_string()),
+            tag(TAG_DEADLINE, deadline.to_string()),
+        ];
+        let give_up = tokio::time::Instant::now() + s.start_timeout;
+        let mut attempt = 0;
+        let out = loop {
+            attempt += 1;
+            let sent = self
+                .client
+                .run_task()
+                .cluster(&s.cluster)
+                .task_definition(launch.task_definition)
+                .launch_type(match s.capacity {
+                    Capacity::Fargate => LaunchType::Fargate,
+                    Capacity::Ec2 => LaunchType::Ec2,
+                })
+                .network_configuration(network.clone())
+                .overrides(overrides.clone())
+                .started_by(started_by(launch.runner_id))
+                .client_token(launch.client_token)
+                .set_tags(Some(tags.clone()))
+                // Retried here, where each retry can be told, not silently by the SDK.
+                .customize()
+                .config_override(
+                    aws_sdk_ecs::config::Builder::default().retry_config(RetryConfig::disabled()),
+                )
+                .send()
+                .await;
+            let call = match sent {
+                Ok(out) => break out,
+                Err(e) => CallError::from_sdk("ecs:RunTask", e),
+            };
+            let wait = clock::jittered(backoff(attempt));
+            if !transient(&call.fault) || tokio::time::Instant::now() + wait >= give_up {
+                return Err(call.into());
+            }
+            on_retry(&format!(
+                "RunTask: {} (attempt {attempt}); trying again in {:.1} s",
+                call.message,
+                wait.as_secs_f64()
+            ));
+            tokio::time::sleep(wait).await;
+        };
         if let Some(arn) = out.tasks().first().and_then(|t| t.task_arn()) {
             return Ok(arn.to_string());
         }
@@ -287,6 +321,18 @@ impl<'a> JobTasks<'a> {
         }
     }
 
+    /// The job tasks' cluster as ECS describes it; `None` when ECS does not know it.
+    pub async fn cluster(&self) -> Result<Option<Cluster>, EcsJobError> {
+        let out = self
+            .client
+            .describe_clusters()
+            .clusters(&self.settings.cluster)
+            .send()
+            .await
+            .map_err(|e| CallError::from_sdk("ecs:DescribeClusters", e))?;
+        Ok(out.clusters().first().cloned())
+    }
+
     /// The tasks this runner started that ECS still runs, with their tags.
     pub async fn of_runner(&self, runner_id: u64) -> Result<Vec<Task>, EcsJobError> {
         let mut arns = Vec::new();
@@ -312,6 +358,26 @@ impl<'a> JobTasks<'a> {
             return Ok(Vec::new());
         }
         self.describe_all(&arns).await
+    }
+}
+
+/// The pause before `RunTask`'s `attempt + 1`th try: doubling from half a second, at most
+/// 20 s (before jitter).
+fn backoff(attempt: u32) -> Duration {
+    let doubled = Duration::from_millis(500).saturating_mul(1 << attempt.saturating_sub(1).min(6));
+    doubled.min(Duration::from_secs(20))
+}
+
+/// Whether a failed call may succeed when sent again.
+fn transient(fault: &Fault) -> bool {
+    match fault {
+        Fault::Throttled | Fault::Unreachable | Fault::TimedOut => true,
+        Fault::Rejected(code) => code == "ServerException",
+        Fault::Denied
+        | Fault::NoCredentials
+        | Fault::NotFound
+        | Fault::ConcurrentRegistration
+        | Fault::Unreadable => false,
     }
 }
 
@@ -427,6 +493,16 @@ mod tests {
             stopped_early("arn", &t),
             EcsJobError::StoppedEarly { reason, .. } if reason == "Essential container in task exited"
         ));
+    }
+
+    #[test]
+    fn run_task_backs_off_doubling_to_twenty_seconds_and_retries_only_what_may_pass() {
+        let waits: Vec<u64> = (1..=8).map(|a| backoff(a).as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 20000, 20000]);
+        assert!(transient(&Fault::Throttled));
+        assert!(transient(&Fault::Rejected("ServerException".into())));
+        assert!(!transient(&Fault::Rejected("ClientException".into())));
+        assert!(!transient(&Fault::Denied));
     }
 
     #[test]

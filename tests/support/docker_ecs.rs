@@ -9,7 +9,7 @@
 //! gets the shared namespace, `dependsOn`, `essential` and exit codes wrong (docs/ecs-jobs.md).
 //!
 //! Operations: RegisterTaskDefinition, DescribeTaskDefinition, RunTask, DescribeTasks,
-//! StopTask, ListTasks, over the JSON 1.1 wire (`json_api.rs`), driven by the `docker` CLI.
+//! StopTask, ListTasks, DescribeClusters, over the JSON 1.1 wire (`json_api.rs`), driven by the `docker` CLI.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -79,6 +79,8 @@ struct State {
     definitions: Vec<Registered>,
     tasks: Vec<TaskState>,
     calls: Vec<(String, Value)>,
+    /// How many more `RunTask` calls are throttled.
+    throttle_run_task: usize,
 }
 
 fn now() -> f64 {
@@ -121,6 +123,7 @@ impl DockerEcs {
             definitions: Vec::new(),
             tasks: Vec::new(),
             calls: Vec::new(),
+            throttle_run_task: 0,
         }));
         let shared = state.clone();
         json_api::serve(listener, move |op, request| handle(&shared, op, request));
@@ -146,6 +149,11 @@ impl DockerEcs {
             ))
             .build();
         aws_sdk_ecs::Client::from_conf(config)
+    }
+
+    /// Throttles the next `n` `RunTask` calls, as ECS's rate limit answers them.
+    pub fn throttle_run_task(&self, n: usize) {
+        lock(&self.state).throttle_run_task = n;
     }
 
     /// The operations called, in order.
@@ -238,6 +246,10 @@ fn handle(state: &Arc<Mutex<State>>, op: &str, request: &Value) -> Reply {
             Ok(json!({"taskDefinition": described(&td), "tags": []}))
         }
         "RunTask" => {
+            if s.throttle_run_task > 0 {
+                s.throttle_run_task -= 1;
+                return Err((400, "ThrottlingException", "Rate exceeded".into()));
+            }
             // As ECS: the same client token is the same task, however often it is sent.
             if let Some(token) = request["clientToken"].as_str() {
                 if let Some(t) = s
@@ -313,6 +325,31 @@ fn handle(state: &Arc<Mutex<State>>, op: &str, request: &Value) -> Reply {
                 .map(|t| t.arn.as_str())
                 .collect();
             Ok(json!({"taskArns": arns}))
+        }
+        "DescribeClusters" => {
+            // One cluster, `standin`, with no container instances (Fargate's way).
+            let (mut clusters, mut failures) = (Vec::new(), Vec::new());
+            for name in request["clusters"].as_array().into_iter().flatten() {
+                let name = name.as_str().unwrap_or_default();
+                let arn = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/standin");
+                if name == "standin" || name == arn {
+                    let running = s.tasks.iter().filter(|t| t.last == "RUNNING").count();
+                    clusters.push(json!({
+                        "clusterArn": arn,
+                        "clusterName": "standin",
+                        "status": "ACTIVE",
+                        "runningTasksCount": running,
+                        "pendingTasksCount": 0,
+                        "registeredContainerInstancesCount": 0,
+                    }));
+                } else {
+                    failures.push(json!({
+                        "arn": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{name}"),
+                        "reason": "MISSING",
+                    }));
+                }
+            }
+            Ok(json!({"clusters": clusters, "failures": failures}))
         }
         other => Err(client_error(format!(
             "the Docker ECS stand-in does not serve {other}"

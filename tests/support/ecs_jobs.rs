@@ -51,37 +51,48 @@ pub struct EcsJobsEnv {
     pub env: TestEnv,
 }
 
+/// `[ecs_jobs]` as an operator writes it for Fargate, plus `extra` keys of that table;
+/// `top` goes before it (top-level keys).
+pub fn settings(top: &str, extra: &str) -> String {
+    format!(
+        "{top}\n\
+         [ecs_jobs]\n\
+         cluster = \"standin\"\n\
+         region = \"eu-west-1\"\n\
+         subnets = [\"subnet-0a1b2c3d\", \"subnet-4e5f6a7b\"]\n\
+         security_groups = [\"sg-0123456789abcdef0\"]\n\
+         agent_image = \"{}\"\n\
+         helper_image = \"{}\"\n\
+         default_image = \"{}\"\n\
+         execution_role = \"arn:aws:iam::123456789012:role/ci-execution\"\n\
+         task_role = \"arn:aws:iam::123456789012:role/ci-job\"\n\
+         poll_interval_seconds = 1\n\
+         {extra}\n",
+        agent_image(),
+        images::HELPER,
+        images::DEBIAN,
+    )
+}
+
+/// Points `runner`'s executor at the ECS behind `endpoint`, with made-up host keys.
+pub fn use_ecs(runner: &mut super::Runner, endpoint: &str) {
+    runner.process_env.extend([
+        ("AWS_ENDPOINT_URL_ECS".to_string(), endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID".into(), "AKIAHOSTKEY0000000000".into()),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            "host-secret-key-never-logged".into(),
+        ),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]);
+}
+
 impl EcsJobsEnv {
-    /// `[ecs_jobs]` as an operator writes it for Fargate, plus `extra` keys of that table.
+    /// A runner on a stand-in of its own, `extra` added to its `[ecs_jobs]`.
     pub fn new(extra: &str) -> Self {
         let ecs = DockerEcs::start();
-        let settings = format!(
-            "[ecs_jobs]\n\
-             cluster = \"standin\"\n\
-             region = \"eu-west-1\"\n\
-             subnets = [\"subnet-0a1b2c3d\", \"subnet-4e5f6a7b\"]\n\
-             security_groups = [\"sg-0123456789abcdef0\"]\n\
-             agent_image = \"{}\"\n\
-             helper_image = \"{}\"\n\
-             default_image = \"{}\"\n\
-             execution_role = \"arn:aws:iam::123456789012:role/ci-execution\"\n\
-             task_role = \"arn:aws:iam::123456789012:role/ci-job\"\n\
-             poll_interval_seconds = 1\n\
-             {extra}\n",
-            agent_image(),
-            images::HELPER,
-            images::DEBIAN,
-        );
-        let mut env = TestEnv::with_settings(&settings);
-        env.runner.process_env.extend([
-            ("AWS_ENDPOINT_URL_ECS".to_string(), ecs.endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID".into(), "AKIAHOSTKEY0000000000".into()),
-            (
-                "AWS_SECRET_ACCESS_KEY".into(),
-                "host-secret-key-never-logged".into(),
-            ),
-            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ]);
+        let mut env = TestEnv::with_settings(&settings("", extra));
+        use_ecs(&mut env.runner, &ecs.endpoint);
         EcsJobsEnv { ecs, env }
     }
 
