@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::support::ecs_jobs::EcsJobsEnv;
+use crate::support::ecs_jobs::{static_agent_image, EcsJobsEnv};
 use crate::support::images::{CLIENTS, DEBIAN, POSTGRES, REDIS};
 use crate::support::*;
 
@@ -368,16 +368,7 @@ fn a_throttled_run_task_is_retried_visibly_with_one_client_token_and_starts_one_
 
 #[test]
 fn doctor_checks_the_job_tasks_cluster_with_the_hosts_credentials() {
-    let doctor = |extra: &str| {
-        let e = EcsJobsEnv::new(extra);
-        output_of(
-            std::process::Command::new(binary())
-                .arg("--config")
-                .arg(&e.env.settings)
-                .arg("doctor")
-                .envs(e.env.runner.process_env.iter().cloned()),
-        )
-    };
+    let doctor = |extra: &str| EcsJobsEnv::new(extra).command(&["doctor"]);
     let (out, log) = doctor("");
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_logged(
@@ -390,4 +381,49 @@ fn doctor_checks_the_job_tasks_cluster_with_the_hosts_credentials() {
         &log,
         "[FAIL] ecs jobs: cluster standin has no container instances",
     );
+}
+
+#[test]
+fn a_job_image_without_glibc_runs_through_the_packaged_static_agent() {
+    let e = EcsJobsEnv::with_agent(static_agent_image(), "");
+    // The busybox image has no libgcc or libm: only a static agent runs in it.
+    let mut job = Job::test(
+        base_image(),
+        &[
+            "echo \"from $(busybox | head -1 | cut -d' ' -f1)\"",
+            "exit 3",
+        ],
+    );
+    job.after_script = vec!["echo \"after: $CI_JOB_STATUS\"".into()];
+    let result = e.env.runner.run(&job);
+    assert_eq!(result.status, Status::Failed(3), "{}", result.log);
+    assert_logged(&result.log, "from BusyBox");
+    assert_logged(&result.log, "after: failed");
+    assert!(e.running_tasks().is_empty());
+}
+
+#[test]
+fn prune_deregisters_job_task_definitions_registered_before_the_age_and_jobs_register_again() {
+    let e = EcsJobsEnv::new("");
+    let job = Job::test(DEBIAN, &["true"]);
+    assert_eq!(e.env.runner.run(&job).status, Status::Success);
+    let prune = |args: &[&str]| e.command(&[&["prune"], args].concat());
+    // Ages no volume of any concurrent test reaches: prune removes stale volumes too.
+    let (out, text) = prune(&["--older-than", "365d"]);
+    assert!(out.status.success(), "{text}");
+    assert_logged(&text, "0 job task definition(s) deregistered, 1 kept");
+    e.ecs
+        .backdate_definitions(std::time::Duration::from_secs(400 * 86_400));
+    let (out, text) = prune(&["--older-than", "365d", "--dry-run"]);
+    assert!(out.status.success(), "{text}");
+    assert_logged(&text, "would deregister task definition gitlab-ci-");
+    assert!(e.ecs.requests("DeregisterTaskDefinition").is_empty());
+    let (out, text) = prune(&["--older-than", "365d"]);
+    assert!(out.status.success(), "{text}");
+    assert_logged(&text, "1 job task definition(s) deregistered, 0 kept");
+    // The next job of that shape registers it again.
+    let result = e.env.runner.run(&Job::test(DEBIAN, &["true"]));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(&result.log, "Registered task definition gitlab-ci-");
+    assert_eq!(e.ecs.requests("RegisterTaskDefinition").len(), 2);
 }

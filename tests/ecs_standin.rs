@@ -479,6 +479,7 @@ async fn a_jobs_synthesised_task_runs_its_stages_in_the_build_and_helper_contain
         execution_role: None,
         task_role: None,
         logs: None,
+        registry_credentials: Vec::new(),
     };
     let mut input = job_td::task_definition(&shape).unwrap();
     input

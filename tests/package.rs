@@ -5,36 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use crate::support::images::DEBIAN;
+use crate::support::package::{build_deb, empty_image, package, static_binary};
 use crate::support::*;
-
-/// `packaging/build-deb` (incremental: `.ci/setup` built it once), the package's path.
-fn build_deb(version: Option<&str>) -> PathBuf {
-    let mut cmd = Command::new("bash");
-    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/build-deb"));
-    if let Some(v) = version {
-        cmd.args(["--deb-version", v]);
-    }
-    let (out, text) = output_of(&mut cmd);
-    assert!(out.status.success(), "build-deb failed:\n{text}");
-    let path = PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim(),
-    );
-    assert!(path.is_file(), "no package at {path:?}:\n{text}");
-    path
-}
-
-/// The first package, built once for the tests of this file.
-fn package() -> &'static Path {
-    static DEB: OnceLock<PathBuf> = OnceLock::new();
-    DEB.get_or_init(|| build_deb(None))
-}
 
 /// A package named `docker.io` that provides nothing: in the test system the engine is the
 /// host's, reached through the mounted socket.
@@ -171,34 +145,15 @@ fn the_package_installs_upgrades_keeping_the_settings_and_removes_cleanly() {
     system.ok("dpkg -P gitlab-ecs-executor && test ! -e /etc/gitlab-ecs-executor/config.toml");
 }
 
-/// An image with no file at all: only a static binary runs in it.
-fn empty_image() -> &'static str {
-    static DONE: OnceLock<()> = OnceLock::new();
-    const IMAGE: &str = "gitlab-ecs-executor-test/empty:1";
-    DONE.get_or_init(|| {
-        let (out, text) = output_of(Command::new("sh").arg("-c").arg(format!(
-            "docker image inspect {IMAGE} >/dev/null 2>&1 || tar cf - --files-from /dev/null | docker import - {IMAGE}"
-        )));
-        assert!(out.status.success(), "{text}");
-    });
-    IMAGE
-}
-
 #[test]
 fn the_packaged_binary_is_static_and_runs_in_an_image_without_a_c_library() {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, text) = output_of(
-        Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(package())
-            .arg(dir.path()),
-    );
-    assert!(out.status.success(), "{text}");
-    let bin = dir.path().join("usr/bin/gitlab-ecs-executor");
     let (out, text) = output_of(
         Command::new("docker")
             .args(["run", "--rm", "--network", "none", "-v"])
-            .arg(format!("{}:/gitlab-ecs-executor:ro", bin.display()))
+            .arg(format!(
+                "{}:/gitlab-ecs-executor:ro",
+                static_binary().display()
+            ))
             .args([empty_image(), "/gitlab-ecs-executor", "config"]),
     );
     assert!(out.status.success(), "{text}");

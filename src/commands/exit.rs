@@ -10,6 +10,7 @@
 use super::doctor::Findings;
 use crate::aws::{AwsError, CallError, Fault};
 use crate::docker::DockerError;
+use crate::ecs_jobs::EcsJobError;
 use crate::git::GitError;
 use crate::release::ecs::EcsError;
 use crate::release::image::ImageError;
@@ -81,6 +82,9 @@ pub enum CommandError {
          (.ci/images helper) or set docker.helper_image to an image that is present"
     )]
     NoImageForVolumes,
+    /// The ECS job environment's calls failed.
+    #[error(transparent)]
+    EcsJobs(#[from] EcsJobError),
     /// A host resource (temp dir, signal handler, async runtime) could not be had.
     #[error("cannot {action}: {source}")]
     Host {
@@ -133,6 +137,8 @@ impl CommandError {
             | CommandError::NoImageForVolumes => EXIT_HOST,
             CommandError::Docker(e) => docker(e),
             CommandError::Release(e) => release(e),
+            // Only `prune` calls ECS for the job environment, with the host's credentials.
+            CommandError::EcsJobs(_) => EXIT_HOST,
         }
     }
 }

@@ -1,12 +1,14 @@
 //! `prune`: removes the project volumes (checkouts, caches, `docker.volumes` paths) that no
 //! job used for a while and no container uses, since `cleanup` keeps them for the next job
-//! of the same project and slot; and the releases' build cache unused as long.
+//! of the same project and slot; the releases' build cache unused as long; and with
+//! `[ecs_jobs]`, the job task definitions registered before then.
 
 use std::time::Duration;
 
 use super::CommandError;
 use crate::clock;
 use crate::docker::{self, volumes};
+use crate::ecs_jobs;
 use crate::settings::Settings;
 
 /// How `prune` was asked to run.
@@ -55,6 +57,25 @@ pub async fn prune(settings: &Settings, options: PruneOptions) -> Result<(), Com
         println!(
             "build cache unused for {age}: {:.1} MB freed",
             freed as f64 / 1e6
+        );
+    }
+    if let Some(jobs) = &settings.ecs_jobs {
+        let report =
+            ecs_jobs::prune_definitions(settings, jobs, options.older_than, options.dry_run)
+                .await?;
+        let verb = match options.dry_run {
+            true => "would deregister",
+            false => "deregistered",
+        };
+        for (revision, registered) in &report.removed {
+            let ago =
+                clock::human_duration(i64::try_from(registered.as_secs()).unwrap_or(i64::MAX));
+            println!("{verb} task definition {revision} (registered {ago} ago)");
+        }
+        println!(
+            "{} job task definition(s) {verb}, {} kept (registered within {age})",
+            report.removed.len(),
+            report.kept
         );
     }
     Ok(())

@@ -199,6 +199,42 @@ pub async fn cleanup(
     Ok(stopped)
 }
 
+/// What `prune` did with the job task definitions.
+#[derive(Debug, Default)]
+pub struct PrunedDefinitions {
+    /// Each revision deregistered (or that would be), and how long ago it was registered.
+    pub removed: Vec<(String, Duration)>,
+    /// Revisions registered more recently.
+    pub kept: usize,
+}
+
+/// Deregisters the job task definitions registered more than `older_than` ago (a job of
+/// their shape registers them again): the content-addressed families would otherwise pile
+/// up, one per image and services a pipeline ever named.
+pub async fn prune_definitions(
+    settings: &Settings,
+    jobs: &EcsJobsSettings,
+    older_than: Duration,
+    dry_run: bool,
+) -> Result<PrunedDefinitions, EcsJobError> {
+    let tasks = connect(settings, jobs, Persistence::Release).await?;
+    let now = SystemTime::now();
+    let mut report = PrunedDefinitions::default();
+    for (arn, registered) in tasks.job_definitions().await? {
+        let age = registered.and_then(|r| now.duration_since(r).ok());
+        match age {
+            Some(age) if age >= older_than => {
+                if !dry_run {
+                    tasks.deregister(&arn).await?;
+                }
+                report.removed.push((short(&arn).to_string(), age));
+            }
+            _ => report.kept += 1,
+        }
+    }
+    Ok(report)
+}
+
 /// The last part of an ARN (`family:3`, the task id), as the console shows it.
 fn short(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)

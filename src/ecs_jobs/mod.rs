@@ -13,6 +13,6 @@ pub mod task_definition;
 mod tasks;
 
 pub use error::{ContainerRole, EcsJobError};
-pub use job::{cleanup, connect, prepare, run};
+pub use job::{cleanup, connect, prepare, prune_definitions, run, PrunedDefinitions};
 pub use record::TaskRecord;
 pub use tasks::{started_by, JobTasks, TAG_DEADLINE, TAG_JOB, TAG_PROJECT, TAG_RUNNER};

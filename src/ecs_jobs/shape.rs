@@ -66,5 +66,10 @@ pub fn job_shape(
                 region: region.to_string(),
                 prefix: "job".into(),
             }),
+        registry_credentials: jobs
+            .registry_credentials
+            .iter()
+            .map(|c| (c.registry.clone(), c.secret.clone()))
+            .collect(),
     })
 }

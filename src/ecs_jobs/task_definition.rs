@@ -11,13 +11,17 @@ use aws_sdk_ecs::error::BuildError;
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 use aws_sdk_ecs::types::{
     Compatibility, ContainerCondition, ContainerDefinition, ContainerDependency, KeyValuePair,
-    LinuxParameters, LogConfiguration, LogDriver, MountPoint, NetworkMode, Tag, Volume,
+    LinuxParameters, LogConfiguration, LogDriver, MountPoint, NetworkMode, RepositoryCredentials,
+    Tag, Volume,
 };
 use serde::Serialize;
 
 use crate::agent::INSTALLED_NAME;
+use crate::image_ref::ImageRef;
 pub use crate::settings::Capacity;
 
+/// Every job task definition's family starts so: what `prune` may deregister.
+pub const FAMILY_PREFIX: &str = "gitlab-ci-";
 /// The init container, which installs the agent.
 pub const INIT: &str = "agent-init";
 /// The build container: the job's image.
@@ -96,6 +100,9 @@ pub struct JobShape {
     pub task_role: Option<String>,
     /// Where the containers log.
     pub logs: Option<Logs>,
+    /// Registry host → the Secrets Manager secret ECS pulls its images with
+    /// (`repositoryCredentials`), for private registries other than ECR.
+    pub registry_credentials: Vec<(String, String)>,
 }
 
 /// The container name of the `index`th service.
@@ -123,7 +130,7 @@ pub fn family(shape: &JobShape) -> String {
         .take(10)
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("gitlab-ci-{hash}")
+    format!("{FAMILY_PREFIX}{hash}")
 }
 
 fn mount(volume: &str, path: &str, read_only: bool) -> MountPoint {
@@ -156,6 +163,21 @@ fn log_configuration(logs: &Logs, container: &str) -> Result<LogConfiguration, B
         .build()
 }
 
+/// The secret ECS pulls `image` with, when its registry has one in the shape.
+fn credentials_for(shape: &JobShape, image: &str) -> Option<RepositoryCredentials> {
+    let registry = ImageRef::parse(image).registry().to_string();
+    shape
+        .registry_credentials
+        .iter()
+        .find(|(host, _)| *host == registry)
+        .and_then(|(_, secret)| {
+            RepositoryCredentials::builder()
+                .credentials_parameter(secret)
+                .build()
+                .ok()
+        })
+}
+
 /// An agent-served container: the agent, from the task volume, is its entrypoint.
 fn agent_container(
     shape: &JobShape,
@@ -176,6 +198,7 @@ fn agent_container(
     let mut container = ContainerDefinition::builder()
         .name(name)
         .image(image)
+        .set_repository_credentials(credentials_for(shape, image))
         .essential(true)
         .set_entry_point(Some(entry))
         .mount_points(mount("agent", AGENT_DIR, true))
@@ -205,6 +228,7 @@ pub fn task_definition(shape: &JobShape) -> Result<RegisterTaskDefinitionInput, 
     let mut init = ContainerDefinition::builder()
         .name(INIT)
         .image(&shape.agent.image)
+        .set_repository_credentials(credentials_for(shape, &shape.agent.image))
         .essential(false)
         .set_entry_point(Some(vec![
             shape.agent.binary.clone(),
@@ -259,6 +283,7 @@ pub fn task_definition(shape: &JobShape) -> Result<RegisterTaskDefinitionInput, 
         let mut container = ContainerDefinition::builder()
             .name(&name)
             .image(&service.image)
+            .set_repository_credentials(credentials_for(shape, &service.image))
             .essential(false)
             .set_entry_point(service.entrypoint.clone())
             .set_command(service.command.clone())
@@ -319,6 +344,10 @@ mod tests {
                 region: "eu-west-1".into(),
                 prefix: "job".into(),
             }),
+            registry_credentials: vec![(
+                "registry.example.com".into(),
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ci-registry-AbCdEf".into(),
+            )],
         }
     }
 
@@ -328,7 +357,7 @@ mod tests {
         assert_eq!(family(&base), family(&shape()));
         assert!(family(&base).starts_with("gitlab-ci-"));
         assert_eq!(family(&base).len(), "gitlab-ci-".len() + 20);
-        let changes: [fn(&mut JobShape); 9] = [
+        let changes: [fn(&mut JobShape); 10] = [
             |s| s.build_image = "ruby:3.4".into(),
             |s| s.services[0].aliases.push("pg".into()),
             |s| s.services.swap(0, 1),
@@ -338,11 +367,36 @@ mod tests {
             |s| s.task_role = None,
             |s| s.logs = None,
             |s| s.agent.binary = "/usr/bin/gitlab-ecs-executor".into(),
+            |s| s.registry_credentials.clear(),
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut other = shape();
             change(&mut other);
             assert_ne!(family(&other), family(&base), "change {i}");
+        }
+    }
+
+    #[test]
+    fn images_of_a_private_registry_are_pulled_with_its_secret_and_no_other() {
+        let mut shape = shape();
+        shape.services[1].image = "registry.example.com/platform/redis:7".into();
+        shape.build_image = "registry.example.com:5000/ruby:3.3".into();
+        let input = task_definition(&shape).unwrap();
+        let secret = |name: &str| {
+            input
+                .container_definitions()
+                .iter()
+                .find(|c| c.name() == Some(name))
+                .and_then(|c| c.repository_credentials())
+                .map(|r| r.credentials_parameter().to_string())
+        };
+        assert_eq!(
+            secret("svc-1").as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:ci-registry-AbCdEf")
+        );
+        // Another port is another registry; Docker Hub and ECR images need no secret.
+        for other in [BUILD, "svc-0", HELPER, INIT] {
+            assert_eq!(secret(other), None, "{other}");
         }
     }
 

@@ -11,7 +11,7 @@ use aws_sdk_ecs::error::ProvideErrorMetadata;
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionInput;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Cluster, ContainerOverride, DesiredStatus, KeyValuePair,
-    LaunchType, NetworkConfiguration, Tag, Task, TaskField, TaskOverride,
+    LaunchType, NetworkConfiguration, Tag, Task, TaskDefinitionStatus, TaskField, TaskOverride,
 };
 
 use super::error::{ContainerRole, EcsJobError};
@@ -321,6 +321,50 @@ impl<'a> JobTasks<'a> {
         }
     }
 
+    /// The active revisions of job task definitions (`gitlab-ci-*`), with when each was
+    /// registered.
+    pub async fn job_definitions(&self) -> Result<Vec<(String, Option<SystemTime>)>, EcsJobError> {
+        let arns: Vec<String> = self
+            .client
+            .list_task_definitions()
+            .family_prefix(td::FAMILY_PREFIX)
+            .status(TaskDefinitionStatus::Active)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| CallError::from_sdk("ecs:ListTaskDefinitions", e))?;
+        let mut found = Vec::with_capacity(arns.len());
+        for arn in arns {
+            let out = self
+                .client
+                .describe_task_definition()
+                .task_definition(&arn)
+                .send()
+                .await
+                .map_err(|e| CallError::from_sdk("ecs:DescribeTaskDefinition", e))?;
+            let registered = out
+                .task_definition()
+                .and_then(|d| d.registered_at())
+                .and_then(|t| SystemTime::try_from(*t).ok());
+            found.push((arn, registered));
+        }
+        Ok(found)
+    }
+
+    /// Deregisters a job task definition revision: tasks running it go on, the next job of
+    /// its shape registers it again.
+    pub async fn deregister(&self, arn: &str) -> Result<(), EcsJobError> {
+        self.client
+            .deregister_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .map_err(|e| CallError::from_sdk("ecs:DeregisterTaskDefinition", e))?;
+        Ok(())
+    }
+
     /// The job tasks' cluster as ECS describes it; `None` when ECS does not know it.
     pub async fn cluster(&self) -> Result<Option<Cluster>, EcsJobError> {
         let out = self
@@ -335,25 +379,18 @@ impl<'a> JobTasks<'a> {
 
     /// The tasks this runner started that ECS still runs, with their tags.
     pub async fn of_runner(&self, runner_id: u64) -> Result<Vec<Task>, EcsJobError> {
-        let mut arns = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_tasks()
-                .cluster(&self.settings.cluster)
-                .started_by(started_by(runner_id))
-                .desired_status(DesiredStatus::Running)
-                .set_next_token(next.take())
-                .send()
-                .await
-                .map_err(|e| CallError::from_sdk("ecs:ListTasks", e))?;
-            arns.extend(out.task_arns().iter().cloned());
-            match out.next_token() {
-                Some(token) if !token.is_empty() => next = Some(token.to_string()),
-                _ => break,
-            }
-        }
+        let arns: Vec<String> = self
+            .client
+            .list_tasks()
+            .cluster(&self.settings.cluster)
+            .started_by(started_by(runner_id))
+            .desired_status(DesiredStatus::Running)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| CallError::from_sdk("ecs:ListTasks", e))?;
         if arns.is_empty() {
             return Ok(Vec::new());
         }

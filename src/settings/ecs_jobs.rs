@@ -29,6 +29,16 @@ pub struct ProjectRole {
     pub role: String,
 }
 
+/// The secret ECS pulls one private registry's images with.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryCredential {
+    /// The registry as images name it (`registry.example.com`, `host:5000`).
+    pub registry: String,
+    /// The ARN of the Secrets Manager secret holding its `username` and `password`.
+    pub secret: String,
+}
+
 /// The ECS job environment.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -68,6 +78,8 @@ pub struct EcsJobsSettings {
     pub task_role: String,
     /// Task roles per project, the first entry naming the project wins.
     pub task_roles: Vec<ProjectRole>,
+    /// Private registries (not ECR) and the secrets ECS pulls their images with.
+    pub registry_credentials: Vec<RegistryCredential>,
     /// The CloudWatch Logs group of the tasks' containers; empty to keep no container logs.
     pub log_group: String,
     /// How long a task may take to start (image pulls included) before the job fails.
@@ -98,6 +110,7 @@ impl Default for EcsJobsSettings {
             execution_role: String::new(),
             task_role: String::new(),
             task_roles: Vec::new(),
+            registry_credentials: Vec::new(),
             log_group: String::new(),
             start_timeout: Duration::from_secs(10 * 60),
             poll_interval: Duration::from_secs(2),
@@ -182,6 +195,16 @@ impl EcsJobsSettings {
             problems.push((
                 "ecs_jobs.task_roles",
                 "has an entry naming no project".to_string(),
+            ));
+        }
+        if self
+            .registry_credentials
+            .iter()
+            .any(|c| c.registry.is_empty() || !c.secret.starts_with("arn:"))
+        {
+            problems.push((
+                "ecs_jobs.registry_credentials",
+                "needs a registry and a secret ARN in every entry".to_string(),
             ));
         }
         if self.start_timeout.is_zero() || self.poll_interval.is_zero() {

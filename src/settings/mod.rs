@@ -13,7 +13,7 @@ mod units;
 pub use docker::{
     parse_device, parse_ulimit, parse_volume, DockerSettings, PullPolicy, VolumeSpec,
 };
-pub use ecs_jobs::{Capacity, EcsJobsSettings, ProjectRole};
+pub use ecs_jobs::{Capacity, EcsJobsSettings, ProjectRole, RegistryCredential};
 pub use release::{
     AwsSettings, EcsSettings, Grant, PauseMode, ReleaseAction, ReleaseSettings, RollbackMode,
     TagVerdict,

@@ -9,7 +9,7 @@
 //! gets the shared namespace, `dependsOn`, `essential` and exit codes wrong (docs/ecs-jobs.md).
 //!
 //! Operations: RegisterTaskDefinition, DescribeTaskDefinition, RunTask, DescribeTasks,
-//! StopTask, ListTasks, DescribeClusters, over the JSON 1.1 wire (`json_api.rs`), driven by the `docker` CLI.
+//! StopTask, ListTasks, DescribeClusters, ListTaskDefinitions, DeregisterTaskDefinition, over the JSON 1.1 wire (`json_api.rs`), driven by the `docker` CLI.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -39,6 +39,8 @@ struct Registered {
     family: String,
     revision: u64,
     definition: Value,
+    status: &'static str,
+    registered_at: f64,
 }
 
 #[derive(Clone)]
@@ -149,6 +151,13 @@ impl DockerEcs {
             ))
             .build();
         aws_sdk_ecs::Client::from_conf(config)
+    }
+
+    /// Makes every definition registered so far `by` older, as if registered long ago.
+    pub fn backdate_definitions(&self, by: Duration) {
+        for td in &mut lock(&self.state).definitions {
+            td.registered_at -= by.as_secs_f64();
+        }
     }
 
     /// Throttles the next `n` `RunTask` calls, as ECS's rate limit answers them.
@@ -265,6 +274,9 @@ fn handle(state: &Arc<Mutex<State>>, op: &str, request: &Value) -> Reply {
             let td = s
                 .resolve(name)
                 .ok_or_else(|| client_error("TaskDefinition not found."))?;
+            if td.status != "ACTIVE" {
+                return Err(client_error("TaskDefinition is inactive"));
+            }
             let subnets = &request["networkConfiguration"]["awsvpcConfiguration"]["subnets"];
             if td.definition["networkMode"].as_str() == Some("awsvpc")
                 && subnets.as_array().is_none_or(|a| a.is_empty())
@@ -326,6 +338,30 @@ fn handle(state: &Arc<Mutex<State>>, op: &str, request: &Value) -> Reply {
                 .collect();
             Ok(json!({"taskArns": arns}))
         }
+        "ListTaskDefinitions" => {
+            let prefix = request["familyPrefix"].as_str().unwrap_or_default();
+            let status = request["status"].as_str().unwrap_or("ACTIVE");
+            let arns: Vec<&str> = s
+                .definitions
+                .iter()
+                .filter(|d| d.family.starts_with(prefix) && d.status == status)
+                .map(|d| d.arn.as_str())
+                .collect();
+            Ok(json!({"taskDefinitionArns": arns}))
+        }
+        "DeregisterTaskDefinition" => {
+            let name = request["taskDefinition"].as_str().unwrap_or_default();
+            let arn = s
+                .resolve(name)
+                .filter(|_| name.contains(':'))
+                .map(|d| d.arn)
+                .ok_or_else(|| client_error("The specified task definition does not exist."))?;
+            let td = s.definitions.iter_mut().find(|d| d.arn == arn);
+            let td =
+                td.ok_or_else(|| client_error("The specified task definition does not exist."))?;
+            td.status = "INACTIVE";
+            Ok(json!({"taskDefinition": described(td)}))
+        }
         "DescribeClusters" => {
             // One cluster, `standin`, with no container instances (Fargate's way).
             let (mut clusters, mut failures) = (Vec::new(), Vec::new());
@@ -361,7 +397,8 @@ fn described(td: &Registered) -> Value {
     let mut d = td.definition.clone();
     d["taskDefinitionArn"] = json!(td.arn);
     d["revision"] = json!(td.revision);
-    d["status"] = json!("ACTIVE");
+    d["status"] = json!(td.status);
+    d["registeredAt"] = json!(td.registered_at);
     d
 }
 
@@ -384,6 +421,8 @@ impl State {
             family,
             revision,
             definition,
+            status: "ACTIVE",
+            registered_at: now(),
         };
         let out = json!({"taskDefinition": described(&td), "tags": tags});
         self.definitions.push(td);
@@ -397,7 +436,12 @@ impl State {
                 .definitions
                 .iter()
                 .find(|d| d.family == family && d.revision.to_string() == revision),
-            None => self.definitions.iter().rev().find(|d| d.family == short),
+            // A family alone names its latest ACTIVE revision, as in ECS.
+            None => self
+                .definitions
+                .iter()
+                .rev()
+                .find(|d| d.family == short && d.status == "ACTIVE"),
         }
         .cloned()
     }

@@ -7,6 +7,7 @@ pub mod ecs_jobs;
 pub mod host_network;
 pub mod images;
 pub mod json_api;
+pub mod package;
 pub mod process_ecs;
 pub mod proxy;
 pub mod release;
