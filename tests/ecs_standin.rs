@@ -569,9 +569,9 @@ async fn a_jobs_synthesised_task_runs_its_stages_in_the_build_and_helper_contain
     assert_eq!(exit_code(&stopped, job_td::BUILD), Some(0), "{stopped:?}");
 }
 
-/// As ECS: awsvpc needs the task's interface, one client token is one task however often
-/// it is sent, and an image that cannot be pulled stops the task before anything ran,
-/// naming it.
+/// As ECS: awsvpc needs the task's interface, overrides stay within 8192 characters and name
+/// containers of the definition, one client token is one task however often it is sent,
+/// and an image that cannot be pulled stops the task before anything ran, naming it.
 #[tokio::test]
 async fn run_task_needs_a_network_is_idempotent_and_fails_to_start_without_its_images() {
     let ecs = DockerEcs::start();
@@ -604,6 +604,38 @@ async fn run_task_needs_a_network_is_idempotent_and_fails_to_start_without_its_i
         aws_sdk_ecs::error::ProvideErrorMetadata::code(&refused),
         Some("InvalidParameterException")
     );
+    for overrides in [
+        TaskOverride::builder()
+            .container_overrides(
+                ContainerOverride::builder()
+                    .name("app")
+                    .environment(
+                        KeyValuePair::builder()
+                            .name("BIG")
+                            .value("x".repeat(8200))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build(),
+        TaskOverride::builder()
+            .container_overrides(ContainerOverride::builder().name("nope").build())
+            .build(),
+    ] {
+        let refused = client
+            .run_task()
+            .cluster("standin")
+            .network_configuration(network())
+            .task_definition(arn)
+            .overrides(overrides)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            aws_sdk_ecs::error::ProvideErrorMetadata::code(&refused),
+            Some("InvalidParameterException")
+        );
+    }
     let run = || {
         client
             .run_task()

@@ -277,6 +277,33 @@ fn handle(state: &Arc<Mutex<State>>, op: &str, request: &Value) -> Reply {
             if td.status != "ACTIVE" {
                 return Err(client_error("TaskDefinition is inactive"));
             }
+            // As ECS: overrides are at most 8192 characters of JSON, and name only
+            // containers of the definition.
+            let overrides = &request["overrides"];
+            if !overrides.is_null() && overrides.to_string().len() > 8192 {
+                return Err((
+                    400,
+                    "InvalidParameterException",
+                    "Container Overrides length must be at most 8192".into(),
+                ));
+            }
+            for o in overrides["containerOverrides"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let name = o["name"].as_str().unwrap_or_default();
+                let known = td.definition["containerDefinitions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["name"] == name));
+                if !known {
+                    return Err((
+                        400,
+                        "InvalidParameterException",
+                        format!("Override for container named {name} is not a container in the TaskDefinition."),
+                    ));
+                }
+            }
             let subnets = &request["networkConfiguration"]["awsvpcConfiguration"]["subnets"];
             if td.definition["networkMode"].as_str() == Some("awsvpc")
                 && subnets.as_array().is_none_or(|a| a.is_empty())
