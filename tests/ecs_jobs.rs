@@ -427,3 +427,18 @@ fn prune_deregisters_job_task_definitions_registered_before_the_age_and_jobs_reg
     assert_logged(&result.log, "Registered task definition gitlab-ci-");
     assert_eq!(e.ecs.requests("RegisterTaskDefinition").len(), 2);
 }
+
+#[test]
+fn a_cluster_without_room_is_a_system_failure_the_runner_retries() {
+    let e = EcsJobsEnv::new("");
+    e.ecs.place_nothing(1, "RESOURCE:MEMORY");
+    let result = e.env.runner.run(&Job::test(DEBIAN, &["echo ran"]));
+    assert_eq!(result.status, Status::Success, "{}", result.log);
+    assert_logged(
+        &result.log,
+        "ECS started no task for the job in cluster standin: RESOURCE:MEMORY",
+    );
+    assert_logged(&result.log, "Will be retried in 3s");
+    assert_eq!(result.calls_of("prepare").len(), 2, "the runner retried it");
+    assert!(e.running_tasks().is_empty());
+}

@@ -83,6 +83,8 @@ struct State {
     calls: Vec<(String, Value)>,
     /// How many more `RunTask` calls are throttled.
     throttle_run_task: usize,
+    /// How many more `RunTask` calls place no task, and ECS's reason.
+    unplaced: (usize, &'static str),
 }
 
 fn now() -> f64 {
@@ -126,6 +128,7 @@ impl DockerEcs {
             tasks: Vec::new(),
             calls: Vec::new(),
             throttle_run_task: 0,
+            unplaced: (0, ""),
         }));
         let shared = state.clone();
         json_api::serve(listener, move |op, request| handle(&shared, op, request));
@@ -158,6 +161,11 @@ impl DockerEcs {
         for td in &mut lock(&self.state).definitions {
             td.registered_at -= by.as_secs_f64();
         }
+    }
+
+    /// The next `n` `RunTask` calls place no task, ECS saying `reason` (`RESOURCE:MEMORY`).
+    pub fn place_nothing(&self, n: usize, reason: &'static str) {
+        lock(&self.state).unplaced = (n, reason);
     }
 
     /// Throttles the next `n` `RunTask` calls, as ECS's rate limit answers them.
@@ -303,6 +311,11 @@ fn handle(state: &Arc<Mutex<State>>, op: &str, request: &Value) -> Reply {
                         format!("Override for container named {name} is not a container in the TaskDefinition."),
                     ));
                 }
+            }
+            if s.unplaced.0 > 0 {
+                s.unplaced.0 -= 1;
+                let reason = s.unplaced.1;
+                return Ok(json!({"tasks": [], "failures": [{"reason": reason}]}));
             }
             let subnets = &request["networkConfiguration"]["awsvpcConfiguration"]["subnets"];
             if td.definition["networkMode"].as_str() == Some("awsvpc")
