@@ -522,19 +522,10 @@ fn ecs_jobs_at_scale() -> Vec<Row> {
             })
             .collect();
         let started = Instant::now();
-        let results: Vec<JobResult> = std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .iter()
-                .map(|job| {
-                    let runner = env.runner.clone();
-                    s.spawn(move || runner.run(job))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("job thread"))
-                .collect()
-        });
+        let results: Vec<JobResult> = run_concurrently(&env.runner, &jobs)
+            .into_iter()
+            .map(|(_, result)| result)
+            .collect();
         let total = started.elapsed();
         let succeeded = results
             .iter()
@@ -1087,24 +1078,13 @@ fn scale() -> Vec<Row> {
             })
             .collect();
         let started = Instant::now();
-        let durations: Vec<Duration> = std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .iter()
-                .map(|job| {
-                    let runner = env.runner.clone();
-                    s.spawn(move || {
-                        let t = Instant::now();
-                        let r = runner.run(job);
-                        assert_eq!(r.status, Status::Success, "{}", r.log);
-                        t.elapsed()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("job thread"))
-                .collect()
-        });
+        let durations: Vec<Duration> = run_concurrently(&env.runner, &jobs)
+            .into_iter()
+            .map(|(elapsed, r)| {
+                assert_eq!(r.status, Status::Success, "{}", r.log);
+                elapsed
+            })
+            .collect();
         let total = started.elapsed();
         let per_job = median(durations);
         let base = *single.get_or_insert(per_job);

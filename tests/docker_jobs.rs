@@ -120,17 +120,8 @@ fn ten_concurrent_jobs_complete_and_leave_nothing_behind() {
             job
         })
         .collect();
-    let results: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .iter()
-            .map(|job| {
-                let runner = env.runner.clone();
-                s.spawn(move || runner.run(job))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (job, result) in jobs.iter().zip(&results) {
+    let results = run_concurrently(&env.runner, &jobs);
+    for (job, (_, result)) in jobs.iter().zip(&results) {
         assert_eq!(result.status, Status::Success, "{}", result.log);
         assert_eq!(
             env.project_file(job, "id.txt").as_deref().map(str::trim),

@@ -105,6 +105,28 @@ impl RunJob for Runner {
     }
 }
 
+/// Runs `jobs` at once, each on a clone of `runner`; each job's wall time and result, in
+/// the jobs' order.
+pub fn run_concurrently(runner: &Runner, jobs: &[Job]) -> Vec<(std::time::Duration, JobResult)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                let runner = runner.clone();
+                s.spawn(move || {
+                    let started = std::time::Instant::now();
+                    let result = runner.run(job);
+                    (started.elapsed(), result)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("job thread"))
+            .collect()
+    })
+}
+
 /// The executor binary under test.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gitlab-ecs-executor"))
